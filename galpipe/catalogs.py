@@ -1,0 +1,95 @@
+"""Catalogue files (CSV or Parquet): reading, checking against the data contract, and writing
+atomically. Every problem is reported with the file and the offending rows or columns.
+
+The contract: `object_id` (unique string), `ra_deg`, `dec_deg` (ICRS degrees, optional for a
+folder without positions), and label columns named after the tasks (0/1, may be missing).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from galpipe.cutouts import atomic_write_bytes
+
+MAX_ROWS_IN_MESSAGE = 10
+
+
+class CatalogError(ValueError):
+    """A catalogue that breaks the data contract; the message names the file, rows or columns."""
+
+
+def read_table(path) -> pd.DataFrame:
+    path = Path(path)
+    if not path.is_file():
+        raise CatalogError(f"{path}: catalogue file not found")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".parquet":
+            return pd.read_parquet(path)
+        if suffix in (".csv", ".txt"):
+            return pd.read_csv(path)
+    except Exception as err:  # pandas and pyarrow raise many types for a damaged file
+        raise CatalogError(f"{path}: cannot read catalogue ({err})") from None
+    raise CatalogError(f"{path}: unknown catalogue format {suffix!r} (use .csv or .parquet)")
+
+
+def write_parquet(df: pd.DataFrame, path) -> None:
+    atomic_write_bytes(Path(path), lambda tmp: df.to_parquet(tmp, index=False))
+
+
+def _rows(index) -> str:
+    rows = [str(i) for i in list(index)[:MAX_ROWS_IN_MESSAGE]]
+    more = len(index) - len(rows)
+    return ", ".join(rows) + (f" and {more} more" if more > 0 else "")
+
+
+def validate_catalog(df: pd.DataFrame, where: str, require_positions: bool = True,
+                     label_columns: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Check `df` against the contract and return it with normalised types.
+
+    `where` names the file (or asset) in messages; rows are counted from 0 as data rows.
+    """
+    required = ["object_id"] + (["ra_deg", "dec_deg"] if require_positions else [])
+    missing = [c for c in required + list(label_columns) if c not in df.columns]
+    if missing:
+        raise CatalogError(f"{where}: missing column(s) {missing}; has {list(df.columns)}")
+    df = df.copy()
+    if df.object_id.isna().any():
+        raise CatalogError(f"{where}: empty object_id in row(s) {_rows(df.index[df.object_id.isna()])}")
+    df["object_id"] = df.object_id.astype(str)
+    duplicated = df.object_id.duplicated(keep=False)
+    if duplicated.any():
+        ids = sorted(set(df.object_id[duplicated]))
+        raise CatalogError(f"{where}: duplicate object_id {ids[:MAX_ROWS_IN_MESSAGE]} in row(s) "
+                           f"{_rows(df.index[duplicated])}")
+    if require_positions:
+        for column, low, high in (("ra_deg", 0.0, 360.0), ("dec_deg", -90.0, 90.0)):
+            values = pd.to_numeric(df[column], errors="coerce")
+            bad = ~values.between(low, high) | values.isna()
+            if column == "ra_deg":
+                bad |= values == 360.0
+            if bad.any():
+                raise CatalogError(f"{where}: {column} out of range [{low}, {high}) or not a number "
+                                   f"in row(s) {_rows(df.index[bad])}")
+            df[column] = values.astype(float)
+    for column in label_columns:
+        values = pd.to_numeric(df[column], errors="coerce")
+        bad = values.notna() & ~values.isin([0, 1])
+        if bad.any():
+            raise CatalogError(f"{where}: label {column!r} must be 0 or 1 (or empty) in row(s) "
+                               f"{_rows(df.index[bad])}")
+        df[column] = values.astype("Int8")
+    return df
+
+
+def class_balance(df: pd.DataFrame, tasks) -> dict[str, dict[str, float]]:
+    """Per task: number labelled and fraction of positives."""
+    balance = {}
+    for task in tasks:
+        labels = df[task].dropna() if task in df else pd.Series(dtype=float)
+        balance[task] = {"n_labelled": int(len(labels)),
+                         "positive_fraction": float(np.mean(labels)) if len(labels) else float("nan")}
+    return balance

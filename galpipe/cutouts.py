@@ -1,0 +1,198 @@
+"""Cutout files: FITS cubes (band, y, x) with a celestial WCS, the layout the Legacy Survey
+viewer serves, and the colour JPEG/PNG images that Galaxy Zoo shows. Reading validates a
+cutout and raises CutoutError naming the file and what is wrong with it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+from astropy.wcs import WCS
+from PIL import Image, UnidentifiedImageError
+
+FITS_SUFFIXES = (".fits", ".fit", ".fits.gz", ".fits.fz")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+# A colour image's channels: display colours, not survey bands.
+COLOUR_BANDS = "RGB"
+
+
+class CutoutError(ValueError):
+    """A cutout that cannot be used; the message names the file."""
+
+    def __init__(self, path, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+
+@dataclass
+class Cutout:
+    pixels: np.ndarray  # (band, y, x) float32
+    bands: str  # one letter per plane, e.g. "gri", or "RGB" for a colour image
+    wcs: WCS | None
+    header: fits.Header | None = None
+
+
+def atomic_write_bytes(path: Path, write) -> None:
+    """Call write(tmp_path), then move the file into place: an interrupted write never leaves a
+    file at `path` that looks complete."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def cutout_wcs(ra_deg: float, dec_deg: float, pixel_scale_arcsec: float, size_pixels: int) -> WCS:
+    """Gnomonic (TAN) WCS centred on (ra, dec), north up, east left."""
+    wcs = WCS(naxis=2)
+    wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    wcs.wcs.crval = [ra_deg, dec_deg]
+    wcs.wcs.crpix = [(size_pixels + 1) / 2, (size_pixels + 1) / 2]
+    wcs.wcs.cdelt = [-pixel_scale_arcsec / 3600, pixel_scale_arcsec / 3600]
+    wcs.wcs.cunit = ["deg", "deg"]
+    return wcs
+
+
+def write_cutout_fits(path: Path, pixels: np.ndarray, bands: str, ra_deg: float, dec_deg: float,
+                      pixel_scale_arcsec: float, extra_header: dict | None = None) -> None:
+    """Write a (band, y, x) cube as a FITS primary HDU with WCS and band keywords, atomically."""
+    if pixels.ndim != 3 or pixels.shape[0] != len(bands):
+        raise ValueError(f"{path}: cube of shape {pixels.shape} does not hold bands {bands!r}")
+    header = cutout_wcs(ra_deg, dec_deg, pixel_scale_arcsec, pixels.shape[-1]).to_header()
+    header["BANDS"] = bands
+    for k, band in enumerate(bands):
+        header[f"BAND{k}"] = band
+    header["PIXSCALE"] = (pixel_scale_arcsec, "arcsec/pixel")
+    for key, value in (extra_header or {}).items():
+        header[key] = value
+    hdu = fits.PrimaryHDU(np.asarray(pixels, dtype=np.float32), header=header)
+    atomic_write_bytes(Path(path), lambda tmp: hdu.writeto(tmp, overwrite=True, output_verify="exception"))
+
+
+def _bands_from_header(header: fits.Header, n_planes: int) -> str:
+    if "BANDS" in header:
+        return str(header["BANDS"]).strip()
+    names = [header.get(f"BAND{k}") for k in range(n_planes)]
+    return "".join(names) if all(names) else ""
+
+
+def read_cutout(path, expected_bands: str | None = None,
+                expected_shape: tuple[int, int] | None = None) -> Cutout:
+    """Read and validate a FITS, JPEG or PNG cutout.
+
+    Raises CutoutError (naming `path`) for a missing, corrupt or truncated file, a cube without
+    the expected bands or shape, or non-finite pixels.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CutoutError(path, "file not found")
+    name = path.name.lower()
+    if name.endswith(FITS_SUFFIXES):
+        cutout = _read_fits(path)
+    elif name.endswith(IMAGE_SUFFIXES):
+        cutout = _read_colour_image(path)
+    else:
+        raise CutoutError(path, f"unknown cutout format (expected one of {FITS_SUFFIXES + IMAGE_SUFFIXES})")
+    validate_cutout(path, cutout, expected_bands, expected_shape)
+    return cutout
+
+
+def _read_fits(path: Path) -> Cutout:
+    try:
+        with fits.open(path, memmap=False) as hdul:
+            hdul.verify("exception")
+            hdu = next((h for h in hdul if h.data is not None and h.is_image), None)
+            if hdu is None:
+                raise CutoutError(path, "FITS file holds no image data")
+            data = np.asarray(hdu.data, dtype=np.float32)
+            header = hdu.header.copy()
+    except CutoutError:
+        raise
+    except (OSError, ValueError, TypeError, fits.VerifyError) as err:
+        raise CutoutError(path, f"corrupt or truncated FITS ({err})") from None
+    if data.ndim == 2:
+        data = data[np.newaxis]
+    if data.ndim != 3:
+        raise CutoutError(path, f"expected an image or a (band, y, x) cube, got shape {data.shape}")
+    try:
+        wcs = WCS(header, naxis=2) if "CTYPE1" in header else None
+    except Exception as err:  # astropy raises several types for a bad WCS
+        raise CutoutError(path, f"invalid WCS ({err})") from None
+    return Cutout(data, _bands_from_header(header, data.shape[0]), wcs, header)
+
+
+def _read_colour_image(path: Path) -> Cutout:
+    try:
+        with Image.open(path) as image:
+            image.load()  # decodes everything now, so a truncated file fails here
+            rgb = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    except (OSError, UnidentifiedImageError, SyntaxError) as err:
+        raise CutoutError(path, f"corrupt or truncated image ({err})") from None
+    return Cutout(np.moveaxis(rgb, -1, 0).copy(), COLOUR_BANDS, None, None)
+
+
+def validate_cutout(path, cutout: Cutout, expected_bands: str | None = None,
+                    expected_shape: tuple[int, int] | None = None) -> None:
+    pixels = cutout.pixels
+    if expected_bands:
+        missing = [b for b in expected_bands if b not in cutout.bands]
+        if missing:
+            raise CutoutError(path, f"missing band(s) {''.join(missing)!r} (has {cutout.bands or 'none named'!r})")
+    if expected_shape is not None and tuple(pixels.shape[-2:]) != tuple(expected_shape):
+        raise CutoutError(path, f"wrong shape {tuple(pixels.shape[-2:])}, expected {tuple(expected_shape)}")
+    if min(pixels.shape[-2:]) < 8:
+        raise CutoutError(path, f"image too small ({pixels.shape[-2]}x{pixels.shape[-1]} pixels)")
+    bad = ~np.isfinite(pixels)
+    if bad.any():
+        raise CutoutError(path, f"{int(bad.sum())} non-finite (NaN or inf) pixel(s)")
+
+
+def select_bands(cutout: Cutout, bands: str) -> np.ndarray:
+    """The planes of `bands`, in that order."""
+    return np.stack([cutout.pixels[cutout.bands.index(b)] for b in bands])
+
+
+def quarantine(path: Path, quarantine_dir: Path) -> Path:
+    """Move a bad file we own out of the way (kept for inspection, never deleted)."""
+    quarantine_dir.mkdir(parents=True, exist_ok=True)
+    target = quarantine_dir / path.name
+    shutil.move(str(path), target)
+    return target
+
+
+def validate_manifest(manifest, expected_bands: str | None, expected_shape: tuple[int, int] | None = None,
+                      quarantine_dir: Path | None = None, warn=None):
+    """Open every cutout marked ok and check it; a bad one becomes 'quarantined' with its reason
+    (and, when `quarantine_dir` is given, is moved there: only for files galpipe owns).
+
+    Returns the manifest with `status`, `reason`, `bands`, `height_px`, `width_px` filled in.
+    """
+    manifest = manifest.copy()
+    for column, default in (("bands", ""), ("height_px", 0), ("width_px", 0)):
+        manifest[column] = default
+    for i, row in manifest.iterrows():
+        if row.status != "ok":
+            continue
+        try:
+            cutout = read_cutout(row.path, expected_bands, expected_shape)
+        except CutoutError as err:
+            moved = quarantine(Path(row.path), quarantine_dir) if quarantine_dir and Path(row.path).is_file() else None
+            manifest.loc[i, ["status", "reason"]] = ["quarantined", err.reason]
+            if moved:
+                manifest.loc[i, "path"] = str(moved)
+            if warn:
+                warn(f"quarantined {err}")
+            continue
+        manifest.loc[i, ["bands", "height_px", "width_px"]] = [cutout.bands, *cutout.pixels.shape[-2:]]
+    return manifest

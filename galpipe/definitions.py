@@ -1,0 +1,30 @@
+"""The one place that builds galpipe's Dagster Definitions (loaded by workspace.yaml).
+
+The profile comes from the GALPIPE_PROFILE environment variable (default `small`); each
+resource can also be changed in the launchpad."""
+
+from __future__ import annotations
+
+import os
+
+from dagster import Definitions
+
+from galpipe.defs.assets import ASSETS
+from galpipe.defs.checks import CHECKS
+from galpipe.defs.io_managers import ParquetIOManager
+from galpipe.defs.resources import GalpipeSettings, simulated_source, simulated_target
+from galpipe.profiles import DEFAULT_PROFILE
+
+
+def build_resources(profile: str | None = None, data_dir: str = "data", source=None, target=None) -> dict:
+    settings = GalpipeSettings(profile=profile or os.environ.get("GALPIPE_PROFILE", DEFAULT_PROFILE),
+                               data_dir=data_dir)
+    return {
+        "settings": settings,
+        "source_survey": source or simulated_source(),
+        "target_survey": target or simulated_target(),
+        "io_manager": ParquetIOManager(settings=settings),
+    }
+
+
+defs = Definitions(assets=ASSETS, asset_checks=CHECKS, resources=build_resources())

@@ -1,0 +1,1 @@
+"""Dagster definitions: thin assets, checks and resources over the galpipe library."""

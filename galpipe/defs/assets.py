@@ -1,0 +1,140 @@
+"""Data assets in lineage order: survey catalogues -> raw cutouts (per survey) -> matched catalogue
+-> gallery. Each reads its inputs, calls the library and records what it did."""
+
+import base64
+import time
+from pathlib import Path
+
+import pandas as pd
+from dagster import AssetExecutionContext, AssetIn, AssetKey, MaterializeResult, MetadataValue, asset
+
+from galpipe.catalogs import class_balance
+from galpipe.cutouts import validate_manifest
+from galpipe.defs.resources import GalpipeSettings
+from galpipe.gallery import make_gallery, pick_gallery_galaxies
+from galpipe.matching import attach_cutouts, build_matched_catalog
+
+ROLES = ("source", "target")
+SURVEYS_GROUP = "surveys"
+
+
+def _survey(context, role: str):
+    return getattr(context.resources, f"{role}_survey")
+
+
+def _table_md(df: pd.DataFrame, rows: int = 5) -> MetadataValue:
+    return MetadataValue.md(df.head(rows).to_markdown(index=False))
+
+
+def survey_assets(role: str):
+    """The `catalog` and `raw_cutouts` assets of the source or the target survey."""
+
+    @asset(key=AssetKey([role, "catalog"]), group_name=SURVEYS_GROUP,
+           required_resource_keys={"settings", f"{role}_survey"},
+           description=f"The {role} survey's catalogue: object_id, ra_deg, dec_deg, labels if any.")
+    def catalog(context: AssetExecutionContext) -> pd.DataFrame:
+        settings: GalpipeSettings = context.resources.settings
+        survey = _survey(context, role)
+        table = survey.load_catalog(settings.get_profile())
+        context.add_output_metadata({"n_objects": len(table), "source_kind": survey.kind,
+                                     "instrument": survey.instrument, "preview": _table_md(table.iloc[:, :6])})
+        return table
+
+    @asset(key=AssetKey([role, "raw_cutouts"]), group_name=SURVEYS_GROUP,
+           ins={"catalog": AssetIn(key=AssetKey([role, "catalog"]))},
+           required_resource_keys={"settings", f"{role}_survey"},
+           description=f"One FITS (or image) cutout per {role} galaxy, all bands; the value is the "
+                       "manifest (object_id, path, status, reason). Bad cutouts are quarantined.")
+    def raw_cutouts(context: AssetExecutionContext, catalog: pd.DataFrame) -> pd.DataFrame:
+        settings: GalpipeSettings = context.resources.settings
+        survey = _survey(context, role)
+        profile = settings.get_profile()
+        out_dir = settings.run_dir / role / "cutouts"
+        last_logged = [0]
+
+        def log_progress(done: int, total: int) -> None:
+            if done * 10 // total > last_logged[0] or done == total:
+                last_logged[0] = done * 10 // total
+                context.log.info(f"{role} cutouts: {done}/{total}")
+
+        started = time.perf_counter()
+        manifest = survey.build_cutouts(catalog, profile, out_dir, settings.workers(), log_progress)
+        build_seconds = time.perf_counter() - started
+        for row in manifest[manifest.status == "failed"].itertuples():
+            context.log.warning(f"{role} {row.object_id}: {row.reason}")
+        manifest = validate_manifest(manifest, survey.bands, survey.expected_shape(profile),
+                                     settings.run_dir / role / "quarantine" if survey.owns_files() else None,
+                                     warn=context.log.warning)
+        if survey.owns_files():
+            _remove_stale_files(out_dir, manifest)
+
+        counts = manifest.status.value_counts()
+        metadata = {
+            "n_ok": int(counts.get("ok", 0)),
+            "n_quarantined": int(counts.get("quarantined", 0)),
+            "n_failed": int(counts.get("failed", 0)),
+            "build_seconds": round(build_seconds, 1),
+            "cutout_dir": str(out_dir),
+        }
+        if survey.kind == "simulated" and len(manifest):
+            metadata["render_rate_galaxies_per_s_per_core"] = round(
+                len(manifest) / build_seconds / settings.workers(), 2)
+        problems = manifest[manifest.status != "ok"]
+        if len(problems):
+            metadata["problems"] = _table_md(problems[["object_id", "status", "reason"]], rows=20)
+        context.add_output_metadata(metadata)
+        return manifest
+
+    return [catalog, raw_cutouts]
+
+
+def _remove_stale_files(out_dir: Path, manifest: pd.DataFrame) -> None:
+    """Drop cutouts a previous materialization left that this one did not make (idempotence)."""
+    current = set(manifest.path)
+    for path in Path(out_dir).glob("*.fits"):
+        if str(path) not in current:
+            path.unlink()
+    for partial in Path(out_dir).glob(".*.part"):  # left by an interrupted write
+        partial.unlink()
+
+
+@asset(group_name=SURVEYS_GROUP,
+       ins={"source_catalog": AssetIn(key=AssetKey(["source", "catalog"])),
+            "target_catalog": AssetIn(key=AssetKey(["target", "catalog"])),
+            "target_cutouts": AssetIn(key=AssetKey(["target", "raw_cutouts"]))},
+       description="The target sample with labels (its own, or carried from the source survey by "
+                   "cross-matching) and a fixed split: `pool` for label budgets, `test` never trained on.")
+def matched_catalog(context: AssetExecutionContext, settings: GalpipeSettings, source_catalog: pd.DataFrame,
+                    target_catalog: pd.DataFrame, target_cutouts: pd.DataFrame) -> pd.DataFrame:
+    profile = settings.get_profile()
+    table, counts = build_matched_catalog(target_catalog, source_catalog, settings.tasks,
+                                          profile.match_radius_arcsec, profile.test_fraction)
+    table = attach_cutouts(table, target_cutouts)
+    counts["n_no_cutout"] = int((table.split == "no_cutout").sum())
+    context.log.info(f"matched catalogue: {counts}")
+    balance = {split: class_balance(table[table.split == split], settings.tasks) for split in ("pool", "test")}
+    balance_rows = pd.DataFrame([{"split": split, "task": task, **values}
+                                 for split, per_task in balance.items() for task, values in per_task.items()])
+    context.add_output_metadata({**counts, "match_radius_arcsec": profile.match_radius_arcsec,
+                                 "class_balance": _table_md(balance_rows, rows=len(balance_rows))})
+    return table
+
+
+@asset(group_name=SURVEYS_GROUP,
+       ins={"matched_catalog": AssetIn(), "source_cutouts": AssetIn(key=AssetKey(["source", "raw_cutouts"]))},
+       required_resource_keys={"settings", "source_survey", "target_survey"},
+       description="PNG of the same galaxies as the source and target surveys see them, with labels.")
+def survey_gallery(context: AssetExecutionContext, matched_catalog: pd.DataFrame,
+                   source_cutouts: pd.DataFrame) -> MaterializeResult:
+    settings: GalpipeSettings = context.resources.settings
+    galaxies = pick_gallery_galaxies(matched_catalog, settings.tasks)
+    ok_source = source_cutouts[source_cutouts.status == "ok"]
+    path = make_gallery(galaxies, dict(zip(ok_source.object_id, ok_source.path)), settings.tasks,
+                        settings.run_dir / "gallery.png", context.resources.source_survey.instrument,
+                        context.resources.target_survey.instrument)
+    encoded = base64.b64encode(path.read_bytes()).decode()
+    return MaterializeResult(metadata={"path": str(path), "n_galaxies": len(galaxies),
+                                       "gallery": MetadataValue.md(f"![gallery](data:image/png;base64,{encoded})")})
+
+
+ASSETS = [*survey_assets("source"), *survey_assets("target"), matched_catalog, survey_gallery]

@@ -1,0 +1,57 @@
+"""Asset checks on the data: cutouts usable, cross-match healthy, classes present in each split."""
+
+import pandas as pd
+from dagster import AssetCheckResult, AssetCheckSeverity, AssetKey, asset_check
+
+from galpipe.catalogs import class_balance
+from galpipe.cutouts import CutoutError, read_cutout
+from galpipe.defs.resources import GalpipeSettings
+
+
+def cutout_check(role: str):
+    @asset_check(asset=AssetKey([role, "raw_cutouts"]), name="cutouts_are_valid",
+                 required_resource_keys={"settings", f"{role}_survey"},
+                 description="Every cutout marked ok opens, is finite, has the survey's bands and shape.")
+    def cutouts_are_valid(context, raw_cutouts: pd.DataFrame) -> AssetCheckResult:
+        survey = getattr(context.resources, f"{role}_survey")
+        shape = survey.expected_shape(context.resources.settings.get_profile())
+        ok = raw_cutouts[raw_cutouts.status == "ok"]
+        invalid = []
+        for path in ok.path:
+            try:
+                read_cutout(path, survey.bands, shape)
+            except CutoutError as err:
+                invalid.append(str(err))
+        return AssetCheckResult(passed=not invalid and len(ok) > 0, metadata={
+            "n_checked": len(ok), "n_invalid": len(invalid),
+            "n_quarantined": int((raw_cutouts.status == "quarantined").sum()),
+            "n_failed": int((raw_cutouts.status == "failed").sum()),
+            "first_invalid": "\n".join(invalid[:10]),
+        })
+
+    return cutouts_are_valid
+
+
+@asset_check(asset="matched_catalog", description="Fraction of target objects with a unique source match.")
+def match_rate_above_threshold(settings: GalpipeSettings, matched_catalog: pd.DataFrame) -> AssetCheckResult:
+    if (matched_catalog.match_status == "own_labels").all():
+        return AssetCheckResult(passed=True, metadata={"note": "target carries its own labels; no matching"})
+    rate = float((matched_catalog.match_status == "matched").mean())
+    return AssetCheckResult(passed=rate >= settings.min_match_rate,
+                            metadata={"match_rate": rate, "threshold": settings.min_match_rate})
+
+
+@asset_check(asset="matched_catalog", description="Both classes of every task in the pool and the test set.")
+def class_balance_per_split(settings: GalpipeSettings, matched_catalog: pd.DataFrame) -> AssetCheckResult:
+    metadata, one_class = {}, []
+    for split in ("pool", "test"):
+        for task, values in class_balance(matched_catalog[matched_catalog.split == split], settings.tasks).items():
+            metadata[f"{split}/{task}/positive_fraction"] = values["positive_fraction"]
+            metadata[f"{split}/{task}/n_labelled"] = values["n_labelled"]
+            if not 0 < values["positive_fraction"] < 1:
+                one_class.append(f"{split}/{task}")
+    metadata["single_class"] = ", ".join(one_class) or "none"
+    return AssetCheckResult(passed=not one_class, severity=AssetCheckSeverity.WARN, metadata=metadata)
+
+
+CHECKS = [cutout_check("source"), cutout_check("target"), match_rate_above_threshold, class_balance_per_split]

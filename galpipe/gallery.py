@@ -1,0 +1,73 @@
+"""A picture of the same galaxies as two surveys see them: colour composites (astropy's
+make_lupton_rgb, i/r/g as red/green/blue) on a common surface-brightness scale, so the
+difference in resolution and depth shows as it is."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from astropy.visualization import make_lupton_rgb  # noqa: E402
+
+from galpipe.cutouts import COLOUR_BANDS, atomic_write_bytes, read_cutout, select_bands  # noqa: E402
+
+NANOMAGGY_ZEROPOINT_MAG = 22.5
+
+
+def colour_composite(path) -> np.ndarray:
+    """RGB image (y, x, 3) in [0, 1] of a cutout: g, r, i FITS bands on a surface-brightness
+    scale in nanomaggies per arcsec^2, or a colour JPEG/PNG as it is."""
+    cutout = read_cutout(path)
+    if cutout.bands == COLOUR_BANDS:
+        return np.moveaxis(cutout.pixels, 0, -1)
+    header = cutout.header
+    to_nanomaggies = 10 ** (-0.4 * (header.get("MAGZERO", NANOMAGGY_ZEROPOINT_MAG) - NANOMAGGY_ZEROPOINT_MAG))
+    per_arcsec2 = to_nanomaggies / header.get("PIXSCALE", 1.0) ** 2
+    bands = "gri" if all(b in cutout.bands for b in "gri") else cutout.bands[:3]
+    g, r, i = select_bands(cutout, bands) * per_arcsec2
+    return make_lupton_rgb(i, r, g, minimum=0.0, stretch=1.5, Q=8) / 255.0
+
+
+def pick_gallery_galaxies(matched: pd.DataFrame, tasks, per_class: int = 2) -> pd.DataFrame:
+    """A few of the brightest labelled galaxies with good cutouts: for each task, some with the
+    label and, once, some smooth ones with none."""
+    usable = matched[matched.split.isin(["pool", "test"])].sort_values("mag_r" if "mag_r" in matched else "object_id")
+    chosen = []
+    for task in tasks:
+        chosen.append(usable[usable[task] == 1].head(per_class))
+    chosen.append(usable[(usable[list(tasks)] == 0).all(axis=1)].head(per_class))
+    return pd.concat(chosen).drop_duplicates("object_id")
+
+
+def make_gallery(galaxies: pd.DataFrame, source_paths: dict[str, str], tasks, out_path: Path,
+                 source_name: str, target_name: str) -> Path:
+    """One column per galaxy: the source survey's image above the target's, labels below."""
+    has_source = galaxies.source_object_id.notna().any() if "source_object_id" in galaxies else False
+    n_rows = 2 if has_source else 1
+    fig, axes = plt.subplots(n_rows, len(galaxies), figsize=(2.2 * len(galaxies), 2.3 * n_rows + 0.4),
+                             squeeze=False)
+    for col, row in enumerate(galaxies.itertuples(index=False)):
+        images = [(target_name, row.cutout_path)]
+        if has_source:
+            images.insert(0, (source_name, source_paths.get(row.source_object_id)))
+        for ax_row, (survey, path) in enumerate(images):
+            ax = axes[ax_row, col]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if path:
+                ax.imshow(colour_composite(path), origin="lower")
+            if col == 0:
+                ax.set_ylabel(survey.upper(), fontsize=11)
+        labels = ", ".join(task for task in tasks if getattr(row, task) == 1) or "smooth / none"
+        axes[-1, col].set_xlabel(f"{row.object_id}\n{labels}", fontsize=8)
+    fig.suptitle(f"The same galaxies in {source_name.upper()} and {target_name.upper()}" if has_source
+                 else f"{target_name} sample", fontsize=11)
+    fig.tight_layout()
+    atomic_write_bytes(Path(out_path), lambda tmp: fig.savefig(tmp, dpi=90, format="png"))
+    plt.close(fig)
+    return Path(out_path)

@@ -1,0 +1,33 @@
+"""Size profiles: how big a simulated sky to build. `small` is the default (a few minutes on
+2 cores), `paper` matches Dominguez Sanchez et al. 2019 (~5,000 DES galaxies, ~15,000 SDSS),
+`tiny` is for tests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from galpipe.simulation.population import SkyConfig
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    sky: SkyConfig
+    cutout_field_arcsec: float = 40.0  # the same angular field in every survey
+    match_radius_arcsec: float = 1.0
+    test_fraction: float = 0.4  # of the labelled target sample, never used for training
+
+
+PROFILES = {
+    "tiny": Profile("tiny", SkyConfig(n_galaxies=160, target_footprint_fraction=0.5, seed=0)),
+    "small": Profile("small", SkyConfig(n_galaxies=2500, target_footprint_fraction=0.5, seed=0)),
+    "paper": Profile("paper", SkyConfig(n_galaxies=19000, target_footprint_fraction=0.33, seed=0)),
+}
+DEFAULT_PROFILE = "small"
+
+
+def get_profile(name: str) -> Profile:
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise KeyError(f"unknown profile {name!r}; known: {sorted(PROFILES)}") from None

@@ -1,0 +1,1 @@
+"""Simulated skies and their rendering by survey instrument models (GalSim)."""

@@ -1,0 +1,38 @@
+"""'Bring your own survey': a folder with a catalogue (CSV or Parquet) and FITS, JPEG or PNG
+cutouts. Column names are configuration; they are renamed to the data contract on reading."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from galpipe.catalogs import CatalogError, read_table, validate_catalog
+
+
+def load_folder_catalog(folder, catalog_file: str, id_column: str, image_column: str,
+                        ra_column: str | None = None, dec_column: str | None = None,
+                        label_columns: dict[str, str] | None = None) -> pd.DataFrame:
+    """The folder's catalogue in the contract's names, with `image_path` made absolute.
+
+    label_columns maps a task name to the catalogue's column holding its 0/1 label.
+    """
+    folder = Path(folder)
+    catalog_path = folder / catalog_file
+    raw = read_table(catalog_path)
+    renames = {id_column: "object_id", image_column: "image_path"}
+    if ra_column and dec_column:
+        renames.update({ra_column: "ra_deg", dec_column: "dec_deg"})
+    label_columns = label_columns or {}
+    renames.update({column: task for task, column in label_columns.items()})
+    missing = [c for c in renames if c not in raw.columns]
+    if missing:
+        raise CatalogError(f"{catalog_path}: missing column(s) {missing}; has {list(raw.columns)}")
+    catalog = raw.rename(columns=renames)
+    catalog = validate_catalog(catalog, str(catalog_path), require_positions=bool(ra_column and dec_column),
+                               label_columns=tuple(label_columns))
+    empty = catalog.image_path.isna()
+    if empty.any():
+        raise CatalogError(f"{catalog_path}: empty {image_column!r} in row(s) {list(catalog.index[empty])[:10]}")
+    catalog["image_path"] = [str((folder / p).resolve()) for p in catalog.image_path.astype(str)]
+    return catalog

@@ -1,0 +1,108 @@
+"""The embedded default survey: catalogues of the simulated sky and their cutouts, rendered in
+parallel over all cores and written as FITS files with WCS."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from galpipe.cutouts import write_cutout_fits
+from galpipe.instruments import get_instrument
+from galpipe.simulation.population import (SkyConfig, observe_catalog, simulate_sky, sky_footprint_deg,
+                                           target_footprint_deg, volunteer_votes)
+
+CHUNK_SIZE = 16  # galaxies per task sent to a worker
+
+
+def simulated_catalog(instrument_name: str, sky_config: SkyConfig, footprint: str, r_mag_limit: float,
+                      volunteer_labels: bool) -> pd.DataFrame:
+    """What `instrument_name` catalogues of the simulated sky.
+
+    footprint: 'full' (the whole simulated sky) or 'target' (the strip the target survey covers).
+    volunteer_labels: add Galaxy-Zoo-like labels made on this survey's images.
+    """
+    instrument = get_instrument(instrument_name)
+    area = {"full": sky_footprint_deg, "target": target_footprint_deg}[footprint](sky_config)
+    prefix = f"{instrument.name}_"
+    catalog = observe_catalog(simulate_sky(sky_config), instrument, area, r_mag_limit, sky_config.seed, prefix)
+    if volunteer_labels:
+        catalog = pd.concat([catalog, volunteer_votes(catalog, sky_config.seed, instrument)], axis=1)
+    return catalog
+
+
+def _truth(row: dict) -> dict:
+    return {k.removeprefix("true_"): v for k, v in row.items() if k.startswith("true_")}
+
+
+def _render_chunk(rows: list[dict], instrument_name: str, field_arcsec: float, out_dir: str) -> list[dict]:
+    # Imported here so that worker processes pay for GalSim only when they render.
+    from galpipe.simulation.render import render_galaxy
+
+    instrument = get_instrument(instrument_name)
+    size = instrument.cutout_size_pixels(field_arcsec)
+    manifest = []
+    for row in rows:
+        path = Path(out_dir) / f"{row['object_id']}.fits"
+        truth = _truth(row)
+        # The cutout is centred on the catalogue position; the galaxy sits at its true position.
+        offset_x = -(truth["ra_deg"] - row["ra_deg"]) * np.cos(np.radians(row["dec_deg"])) * 3600
+        offset_y = (truth["dec_deg"] - row["dec_deg"]) * 3600
+        entry = {"object_id": row["object_id"], "path": str(path)}
+        try:
+            cube = render_galaxy(truth, instrument, size, (offset_x / instrument.pixel_scale_arcsec,
+                                                          offset_y / instrument.pixel_scale_arcsec))
+            header = {"SURVEY": instrument.name, "OBJID": row["object_id"], "BUNIT": instrument.flux_unit,
+                      "MAGZERO": instrument.zeropoint_mag, "SIMULATD": True}
+            for k, band in enumerate(instrument.bands):
+                header[f"PSFFWHM{k}"] = (band.psf_fwhm_arcsec, f"{band.name} PSF FWHM, arcsec")
+                header[f"SKYSIG{k}"] = (instrument.sky_sigma_per_pixel(band.name), f"{band.name} sky noise/pixel")
+            write_cutout_fits(path, cube, instrument.band_names, row["ra_deg"], row["dec_deg"],
+                              instrument.pixel_scale_arcsec, header)
+            entry.update(status="ok", reason="")
+        except Exception as err:  # a galaxy GalSim cannot draw is reported, the rest go on
+            entry.update(status="failed", reason=f"render failed: {err}")
+        manifest.append(entry)
+    return manifest
+
+
+def render_cutouts(catalog: pd.DataFrame, instrument_name: str, field_arcsec: float, out_dir: Path,
+                   n_workers: int | None = None, progress=None) -> pd.DataFrame:
+    """Render every galaxy of `catalog` as `instrument_name` sees it, one FITS file each.
+
+    Returns the manifest (object_id, path, status, reason). `progress(done, total)` is called as
+    chunks finish (for Dagster logs); a tqdm bar shows the same on the terminal.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    n_workers = n_workers or os.cpu_count() or 1
+    rows = catalog.to_dict("records")
+    chunks = [rows[i:i + CHUNK_SIZE] for i in range(0, len(rows), CHUNK_SIZE)]
+    manifest: list[dict] = []
+    with tqdm(total=len(rows), desc=f"rendering {instrument_name}", unit="galaxy", disable=None) as bar:
+        if n_workers == 1:
+            results = (_render_chunk(chunk, instrument_name, field_arcsec, str(out_dir)) for chunk in chunks)
+            for part in results:
+                manifest += part
+                bar.update(len(part))
+                if progress:
+                    progress(len(manifest), len(rows))
+        else:
+            # spawn, not fork: the parent may hold threads (Dagster, torch) that fork would copy.
+            context = multiprocessing.get_context("spawn")
+            with cf.ProcessPoolExecutor(n_workers, mp_context=context) as pool:
+                futures = [pool.submit(_render_chunk, chunk, instrument_name, field_arcsec, str(out_dir))
+                           for chunk in chunks]
+                for future in cf.as_completed(futures):
+                    part = future.result()
+                    manifest += part
+                    bar.update(len(part))
+                    if progress:
+                        progress(len(manifest), len(rows))
+    order = {object_id: i for i, object_id in enumerate(catalog.object_id)}
+    return pd.DataFrame(manifest).sort_values("object_id", key=lambda s: s.map(order)).reset_index(drop=True)
