@@ -1,0 +1,87 @@
+"""Cross-matching finds planted pairs, rejects decoys, flags ambiguity; the split is fixed."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from galpipe.matching import AMBIGUOUS, MATCHED, UNMATCHED, assign_split, build_matched_catalog, cross_match
+
+ARCSEC = 1 / 3600
+
+
+def _offset(ra, dec, east_arcsec, north_arcsec):
+    return ra + east_arcsec * ARCSEC / np.cos(np.radians(dec)), dec + north_arcsec * ARCSEC
+
+
+def test_planted_pairs_found_decoys_rejected_ambiguous_flagged():
+    rng = np.random.default_rng(0)
+    # Sources spread out, including near RA 0/360 and at high declination.
+    ra = np.concatenate([rng.uniform(10, 20, 40), [359.9999, 0.0001], [150.0]])
+    dec = np.concatenate([rng.uniform(-5, 5, 40), [0.0, 0.0004], [80.0]])
+    source = pd.DataFrame({"object_id": [f"s{i}" for i in range(len(ra))], "ra_deg": ra, "dec_deg": dec})
+
+    rows = []
+    for i in range(40):  # a counterpart 0.1-0.5" away
+        r, d = _offset(ra[i], dec[i], *rng.uniform(-0.35, 0.35, 2))
+        rows.append(("pair", i, r, d))
+    for i in range(10):  # decoys 2-5" away: a neighbour, not the same galaxy
+        r, d = _offset(ra[i], dec[i], rng.uniform(2, 5), 0)
+        rows.append(("decoy", -1, r, d))
+    r, d = _offset(150.0, 80.0, 0.3, 0.3)  # high dec: RA offsets are shrunk by cos(dec)
+    rows.append(("pair", 42, r, d))
+    rows.append(("wrap", 40, 0.00005, 0.0))  # across RA = 0 from source 40
+    # Two target objects 0.2" and 0.3" from source 0: a shredded galaxy.
+    # (the planted pair of source 0 above is the first of them)
+    r, d = _offset(ra[0], dec[0], 0.0, -0.3)
+    rows.append(("shred", -1, r, d))
+    target = pd.DataFrame(rows, columns=["kind", "expected", "ra_deg", "dec_deg"])
+
+    match = cross_match(target, source, radius_arcsec=1.0)
+    pairs = target.kind == "pair"
+    assert (match.match_status[target.kind == "decoy"] == UNMATCHED).all()
+    assert match.match_status[target.kind == "wrap"].item() == MATCHED
+    assert match.source_row[target.kind == "wrap"].item() == 40  # 0.54" across RA 0; source 41 is 1.45" away
+    # Source 0 is claimed twice: both claims are ambiguous, no label is carried.
+    claims_on_0 = (target.expected == 0) | (target.kind == "shred")
+    assert (match.match_status[claims_on_0] == AMBIGUOUS).all()
+    assert (match.source_row[claims_on_0] == -1).all()
+    clean = pairs & ~claims_on_0
+    assert (match.match_status[clean] == MATCHED).all()
+    assert (match.source_row[clean] == target.expected[clean]).all()
+    assert (match.match_separation_arcsec[clean] < 0.6).all()
+
+
+def test_two_sources_inside_the_radius_is_ambiguous():
+    source = pd.DataFrame({"object_id": ["a", "b"], "ra_deg": [10.0, 10.0], "dec_deg": [0.0, 0.8 * ARCSEC]})
+    target = pd.DataFrame({"ra_deg": [10.0], "dec_deg": [0.4 * ARCSEC]})
+    assert cross_match(target, source, 1.0).match_status.item() == AMBIGUOUS
+    assert cross_match(target, source, 0.5).match_status.item() == AMBIGUOUS
+    assert cross_match(target, source, 0.3).match_status.item() == UNMATCHED
+
+
+def test_labels_are_carried_only_through_unique_matches():
+    source = pd.DataFrame({"object_id": ["s0", "s1"], "ra_deg": [10.0, 20.0], "dec_deg": [0.0, 0.0],
+                           "featured": np.array([1, 0], dtype="int8"), "featured_fraction": [0.9, 0.1]})
+    target = pd.DataFrame({"object_id": ["t0", "t1", "t2"], "ra_deg": [10.0, 20.0, 30.0],
+                           "dec_deg": [0.1 * ARCSEC, 0.0, 0.0]})
+    table, counts = build_matched_catalog(target, source, ["featured"], 1.0, test_fraction=0.5)
+    assert table.featured.tolist()[:2] == [1, 0] and pd.isna(table.featured.iloc[2])
+    assert table.source_object_id.tolist()[:2] == ["s0", "s1"]
+    assert table.split.iloc[2] == "unlabelled"
+    assert counts["n_matched"] == 2 and counts["n_unmatched"] == 1
+    assert counts["match_rate"] == pytest.approx(2 / 3)
+
+
+def test_target_with_its_own_labels_needs_no_source():
+    target = pd.DataFrame({"object_id": ["a", "b"], "ring": pd.array([1, 0], dtype="Int8")})
+    table, counts = build_matched_catalog(target, None, ["ring"], 1.0, test_fraction=0.5)
+    assert (table.label_origin == "target").all() and counts["n_labelled"] == 2
+
+
+def test_split_is_fixed_per_object_and_has_the_requested_fraction():
+    ids = pd.Series([f"des_{i:06d}" for i in range(4000)])
+    split = assign_split(ids, 0.4)
+    assert (split == "test").mean() == pytest.approx(0.4, abs=0.03)
+    # More galaxies later never move an existing one between pool and test.
+    grown = assign_split(pd.concat([ids, pd.Series([f"new_{i}" for i in range(500)])], ignore_index=True), 0.4)
+    assert (grown.iloc[:4000].to_numpy() == split.to_numpy()).all()

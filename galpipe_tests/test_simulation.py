@@ -1,0 +1,81 @@
+"""The simulated sky: reproducible, the same galaxy in both surveys, labels that behave like
+volunteers' on SDSS images."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from galpipe.instruments import DES, SDSS
+from galpipe.profiles import get_profile
+from galpipe.simulation.population import SkyConfig, simulate_sky, volunteer_votes
+from galpipe.simulation.render import render_galaxy
+from galpipe.sources.simulated import _truth, simulated_catalog
+
+
+def test_same_seed_same_sky_other_seed_other_sky():
+    config = SkyConfig(n_galaxies=200, target_footprint_fraction=0.5, seed=7)
+    pd.testing.assert_frame_equal(simulate_sky(config), simulate_sky(config))
+    other = simulate_sky(SkyConfig(n_galaxies=200, target_footprint_fraction=0.5, seed=8))
+    assert not np.allclose(other.mag_r, simulate_sky(config).mag_r)
+
+
+def test_sky_is_rich_enough_for_the_tasks():
+    sky = simulate_sky(SkyConfig(n_galaxies=3000, target_footprint_fraction=0.5))
+    assert set(sky.kind) == {"elliptical", "lenticular", "spiral"}
+    assert sky.bulge_sersic_n.between(2.5, 5.0).all()
+    assert sky.half_light_radius_arcsec.between(1.0, 10.0).all()
+    assert sky.half_light_radius_arcsec.quantile(0.95) > 3 * sky.half_light_radius_arcsec.quantile(0.05)
+    for column in ("truth_featured", "truth_edge_on", "truth_bar", "has_spiral", "has_knots"):
+        assert 0.05 < sky[column].mean() < 0.7, column
+
+
+def test_target_survey_is_deeper_and_covers_part_of_the_source_footprint(tiny_profile, sdss_catalog):
+    des = simulated_catalog("des", tiny_profile.sky, "target", 18.0, volunteer_labels=False)
+    assert sdss_catalog.mag_r.max() < 17.77 < des.mag_r.max()
+    assert des.ra_deg.max() < sdss_catalog.ra_deg.max()
+    assert not {"featured", "edge_on", "bar"} & set(des.columns)
+
+
+def test_rendering_is_reproducible_and_the_same_galaxy_in_both_surveys(sdss_catalog):
+    galaxy = _truth(sdss_catalog.sort_values("mag_r").iloc[0].to_dict())
+    sdss_a = render_galaxy(galaxy, SDSS, SDSS.cutout_size_pixels(40))
+    sdss_b = render_galaxy(galaxy, SDSS, SDSS.cutout_size_pixels(40))
+    np.testing.assert_array_equal(sdss_a, sdss_b)
+    des = render_galaxy(galaxy, DES, DES.cutout_size_pixels(40))
+    assert sdss_a.shape == (3, 101, 101) and des.shape == (3, 153, 153)
+    # Total flux in AB units agrees band by band (noise averages out over the cutout).
+    for k in range(3):
+        sdss_flux = sdss_a[k].sum() / SDSS.flux_from_mag(0)
+        des_flux = des[k].sum() / DES.flux_from_mag(0)
+        assert des_flux == pytest.approx(sdss_flux, rel=0.1)
+
+
+def test_des_shows_more_detail_than_sdss(sdss_catalog):
+    """Sharper PSF and finer pixels: the peak surface brightness of a spiral is higher in DES."""
+    spiral = sdss_catalog[sdss_catalog.true_has_spiral].sort_values("mag_r").iloc[0].to_dict()
+    galaxy = _truth(spiral)
+    sdss = render_galaxy(galaxy, SDSS, 101, add_noise=False)[1] / SDSS.flux_from_mag(0) / SDSS.pixel_scale_arcsec**2
+    des = render_galaxy(galaxy, DES, 153, add_noise=False)[1] / DES.flux_from_mag(0) / DES.pixel_scale_arcsec**2
+    assert des.max() > 1.1 * sdss.max()
+
+
+def test_volunteer_labels_are_noisier_for_small_faint_galaxies():
+    config = get_profile("small").sky
+    catalog = simulated_catalog("sdss", config, "full", 17.77, volunteer_labels=True)
+    agrees = catalog.featured == catalog.truth_featured.astype(int)
+    big_bright = (catalog.half_light_radius_arcsec > 3) & (catalog.mag_r < 16.5)
+    small_faint = (catalog.half_light_radius_arcsec < 1.6) & (catalog.mag_r > 17.0)
+    assert big_bright.sum() > 30 and small_faint.sum() > 30
+    assert agrees[big_bright].mean() > agrees[small_faint].mean() + 0.1
+    # A bar SDSS cannot resolve is mostly labelled "no bar".
+    small_bars = catalog.truth_bar & (catalog.true_bar_half_length_arcsec < 0.8)
+    assert small_bars.sum() > 10
+    assert catalog.bar[small_bars].mean() < 0.3
+
+
+def test_votes_are_fractions_of_volunteers_and_seeded(sdss_catalog):
+    votes = volunteer_votes(sdss_catalog, seed=1)
+    pd.testing.assert_frame_equal(votes, volunteer_votes(sdss_catalog, seed=1))
+    for task in ("featured", "edge_on", "bar"):
+        assert votes[f"{task}_fraction"].between(0, 1).all()
+        assert (votes[task] == (votes[f"{task}_fraction"] > 0.5)).all()
