@@ -66,13 +66,12 @@ def validate_catalog(df: pd.DataFrame, where: str, require_positions: bool = Tru
         raise CatalogError(f"{where}: duplicate object_id {ids[:MAX_ROWS_IN_MESSAGE]} in row(s) "
                            f"{_rows(df.index[duplicated])}")
     if require_positions:
-        for column, low, high in (("ra_deg", 0.0, 360.0), ("dec_deg", -90.0, 90.0)):
+        for column, inclusive, valid_range in (("ra_deg", "left", "[0, 360)"), ("dec_deg", "both", "[-90, 90]")):
+            low, high = (0.0, 360.0) if column == "ra_deg" else (-90.0, 90.0)
             values = pd.to_numeric(df[column], errors="coerce")
-            bad = ~values.between(low, high) | values.isna()
-            if column == "ra_deg":
-                bad |= values == 360.0
+            bad = ~values.between(low, high, inclusive=inclusive) | values.isna()
             if bad.any():
-                raise CatalogError(f"{where}: {column} out of range [{low}, {high}) or not a number "
+                raise CatalogError(f"{where}: {column} out of range {valid_range} or not a number "
                                    f"in row(s) {_rows(df.index[bad])}")
             df[column] = values.astype(float)
     for column in label_columns:

@@ -16,9 +16,11 @@ from galpipe.defs.resources import GalpipeSettings, simulated_source, simulated_
 from galpipe.profiles import DEFAULT_PROFILE
 
 
-def build_resources(profile: str | None = None, data_dir: str = "data", source=None, target=None) -> dict:
+def build_resources(profile: str | None = None, data_dir: str = "data", source=None, target=None,
+                    **settings_fields) -> dict:
+    """Resources for a run: simulated SDSS -> DES unless `source`/`target` say otherwise."""
     settings = GalpipeSettings(profile=profile or os.environ.get("GALPIPE_PROFILE", DEFAULT_PROFILE),
-                               data_dir=data_dir)
+                               data_dir=data_dir, **settings_fields)
     return {
         "settings": settings,
         "source_survey": source or simulated_source(),

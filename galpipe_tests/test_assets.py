@@ -1,0 +1,163 @@
+"""The Dagster assets and checks, materialized for real (a temporary Dagster instance) on the
+tiny simulated surveys, the real DECaLS folder, and a folder with bad files."""
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from dagster import AssetKey, DagsterInstance, Definitions, materialize
+from PIL import Image
+
+from galpipe.catalogs import write_parquet
+from galpipe.cutouts import write_cutout_fits
+from galpipe.defs.assets import ASSETS
+from galpipe.defs.checks import CHECKS
+from galpipe.defs.resources import SurveySource
+from galpipe.definitions import build_resources
+
+DECALS_SOURCE = dict(kind="folder", catalog_file="catalog.csv", id_column="iauname", ra_column="ra",
+                     dec_column="dec", image_column="image", label_columns={"ring": "ring"})
+
+
+def _run_all(instance, resources):
+    defs = Definitions(assets=ASSETS, asset_checks=CHECKS, resources=resources)
+    return defs.resolve_implicit_global_asset_job_def().execute_in_process(instance=instance)
+
+
+def _metadata(result, *key):
+    [event] = [e for e in result.get_asset_materialization_events()
+               if e.asset_key == AssetKey(list(key))]
+    return {k: v.value for k, v in event.materialization.metadata.items()}
+
+
+def _digest(paths):
+    return {Path(p).name: hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in paths}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """The whole graph on the tiny profile, twice (the second run proves idempotence)."""
+    root = tmp_path_factory.mktemp("tiny")
+    resources = build_resources("tiny", data_dir=str(root / "data"), n_workers=2)
+    (root / "dagster_home").mkdir()
+    with DagsterInstance.local_temp(str(root / "dagster_home")) as instance:
+        first = _run_all(instance, resources)
+        first_manifests = {role: pd.read_parquet(root / "data" / "tiny" / role / "raw_cutouts.parquet")
+                           for role in ("source", "target")}
+        first_digests = {role: _digest(m.path) for role, m in first_manifests.items()}
+        second = _run_all(instance, resources)
+    return root / "data" / "tiny", first, second, first_manifests, first_digests
+
+
+def test_whole_graph_materializes_with_all_checks_passing(tiny_run):
+    run_dir, first, _, manifests, _ = tiny_run
+    assert first.success
+    evaluations = {(e.asset_key.to_user_string(), e.check_name): e.passed
+                   for e in first.get_asset_check_evaluations()}
+    assert evaluations == {("source/raw_cutouts", "cutouts_are_valid"): True,
+                           ("target/raw_cutouts", "cutouts_are_valid"): True,
+                           ("matched_catalog", "match_rate_above_threshold"): True,
+                           ("matched_catalog", "class_balance_per_split"): True}
+    source = pd.read_parquet(run_dir / "source" / "catalog.parquet")
+    assert len(manifests["source"]) == len(source) and (manifests["source"].status == "ok").all()
+    assert sorted(p.name for p in (run_dir / "source" / "cutouts").iterdir()) == sorted(
+        f"{i}.fits" for i in source.object_id)
+    cutout_meta = _metadata(first, "target", "raw_cutouts")
+    assert cutout_meta["n_ok"] == len(manifests["target"]) and cutout_meta["n_quarantined"] == 0
+    assert cutout_meta["render_rate_galaxies_per_s_per_core"] > 0
+    assert (run_dir / "gallery.png").stat().st_size > 10_000
+
+
+def test_matched_catalog_carries_labels_and_splits(tiny_run):
+    run_dir, first, *_ = tiny_run
+    matched = pd.read_parquet(run_dir / "matched_catalog.parquet")
+    meta = _metadata(first, "matched_catalog")
+    assert meta["n_matched"] + meta["n_unmatched"] + meta["n_ambiguous"] == meta["n_target"] == len(matched)
+    assert meta["n_unmatched"] > 0  # DES is deeper: it has galaxies SDSS did not catalogue
+    labelled = matched[matched.split.isin(["pool", "test"])]
+    assert (labelled.match_status == "matched").all() and labelled.featured.notna().all()
+    assert (matched[matched.match_status != "matched"].split == "unlabelled").all()
+    # Labels came from the right galaxy: the matched SDSS object is the same simulated galaxy.
+    source = pd.read_parquet(run_dir / "source" / "catalog.parquet").set_index("object_id")
+    assert (source.loc[labelled.source_object_id, "sky_object_id"].to_numpy()
+            == labelled.sky_object_id.to_numpy()).all()
+
+
+def test_rematerializing_is_idempotent(tiny_run):
+    run_dir, _, second, first_manifests, first_digests = tiny_run
+    assert second.success
+    for role in ("source", "target"):
+        again = pd.read_parquet(run_dir / role / "raw_cutouts.parquet")
+        pd.testing.assert_frame_equal(again, first_manifests[role])
+        assert _digest(again.path) == first_digests[role]
+        assert not list((run_dir / role / "cutouts").glob(".*.part"))
+
+
+def test_real_decals_folder_as_target_with_its_own_labels(tmp_path, decals_folder):
+    resources = build_resources("tiny", data_dir=str(tmp_path), tasks=["ring"],
+                                target=SurveySource(folder=str(decals_folder), **DECALS_SOURCE))
+    result = materialize(ASSETS[:-1], resources=resources, selection=[
+        AssetKey(["source", "catalog"]), AssetKey(["target", "catalog"]),
+        AssetKey(["target", "raw_cutouts"]), AssetKey("matched_catalog")])
+    assert result.success
+    manifest = result.output_for_node("target__raw_cutouts")
+    assert len(manifest) == 470 and (manifest.status == "ok").all()
+    assert set(manifest.bands) == {"RGB"} and set(manifest.height_px) == {424}
+    matched = result.output_for_node("matched_catalog")
+    assert (matched.label_origin == "target").all() and set(matched.split) == {"pool", "test"}
+    for split in ("pool", "test"):
+        assert matched[matched.split == split].ring.mean() == pytest.approx(0.5, abs=0.1)
+    assert _metadata(result, "matched_catalog")["n_test"] == pytest.approx(0.4 * 470, abs=25)
+
+
+def _user_folder(tmp_path):
+    folder = tmp_path / "my_survey"
+    (folder / "img").mkdir(parents=True)
+    rows = []
+    for i in range(4):
+        write_cutout_fits(folder / "img" / f"g{i}.fits", np.ones((3, 25, 25), np.float32), "gri", 30 + i, 0, 0.263)
+        rows.append((f"g{i}", 30.0 + i, 0.0, f"img/g{i}.fits", i % 2))
+    Image.fromarray(np.full((32, 32, 3), 90, np.uint8)).save(folder / "img" / "p.png")
+    (folder / "img" / "p.png").write_bytes((folder / "img" / "p.png").read_bytes()[:50])
+    nan = np.ones((3, 25, 25), np.float32)
+    nan[0, 0, 0] = np.nan
+    write_cutout_fits(folder / "img" / "nan.fits", nan, "gri", 40, 0, 0.263)
+    rows += [("png", 35.0, 0.0, "img/p.png", 1), ("nan", 40.0, 0.0, "img/nan.fits", 0),
+             ("gone", 41.0, 0.0, "img/gone.fits", 1)]
+    write_parquet(pd.DataFrame(rows, columns=["id", "ra", "dec", "file", "spiral"]), folder / "cat.parquet")
+    return folder
+
+
+def test_bring_your_own_folder_counts_bad_cutouts_and_keeps_the_good(tmp_path):
+    folder = _user_folder(tmp_path)
+    target = SurveySource(kind="folder", folder=str(folder), catalog_file="cat.parquet", id_column="id",
+                          ra_column="ra", dec_column="dec", image_column="file", label_columns={"spiral": "spiral"})
+    resources = build_resources("tiny", data_dir=str(tmp_path / "data"), tasks=["spiral"], target=target)
+    result = materialize(ASSETS[:-1], resources=resources, selection=[
+        AssetKey(["source", "catalog"]), AssetKey(["target", "catalog"]),
+        AssetKey(["target", "raw_cutouts"]), AssetKey("matched_catalog")])
+    meta = _metadata(result, "target", "raw_cutouts")
+    assert (meta["n_ok"], meta["n_quarantined"]) == (4, 3)
+    assert "non-finite" in meta["problems"] and "file not found" in meta["problems"]
+    assert (folder / "img" / "p.png").is_file()  # the user's files stay where they are
+    matched = result.output_for_node("matched_catalog")
+    assert set(matched[matched.object_id.isin(["png", "nan", "gone"])].split) == {"no_cutout"}
+    assert _metadata(result, "matched_catalog")["n_no_cutout"] == 3
+
+
+def test_catalog_with_duplicate_ids_fails_naming_file_and_rows(tmp_path):
+    folder = _user_folder(tmp_path)
+    table = pd.read_parquet(folder / "cat.parquet")
+    write_parquet(pd.concat([table, table.iloc[[0]]]), folder / "cat.parquet")
+    target = SurveySource(kind="folder", folder=str(folder), catalog_file="cat.parquet", id_column="id",
+                          ra_column="ra", dec_column="dec", image_column="file")
+    resources = build_resources("tiny", data_dir=str(tmp_path / "data"), target=target)
+    result = materialize(ASSETS[:-1], resources=resources, selection=[AssetKey(["target", "catalog"])],
+                         raise_on_error=False)
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    message = failure.step_failure_data.error.cause.message if failure.step_failure_data.error.cause \
+        else failure.step_failure_data.error.message
+    assert "cat.parquet" in message and "duplicate object_id ['g0'] in row(s) 0, 7" in message

@@ -1,0 +1,104 @@
+"""Cutout files: FITS with WCS round trip, and every kind of bad cutout named and quarantined."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from astropy.coordinates import SkyCoord
+from PIL import Image
+
+from galpipe.cutouts import (CutoutError, atomic_write_bytes, read_cutout, validate_manifest,
+                             write_cutout_fits)
+
+
+def _cube(shape=(3, 33, 33), seed=0):
+    return np.random.default_rng(seed).normal(0, 1, shape).astype(np.float32)
+
+
+def test_fits_cutout_round_trip_with_wcs(tmp_path):
+    path = tmp_path / "g.fits"
+    write_cutout_fits(path, _cube(), "gri", ra_deg=30.5, dec_deg=-1.25, pixel_scale_arcsec=0.263)
+    cutout = read_cutout(path, expected_bands="gri", expected_shape=(33, 33))
+    assert cutout.bands == "gri" and cutout.pixels.shape == (3, 33, 33)
+    centre = cutout.wcs.pixel_to_world(16, 16)
+    assert centre.separation(SkyCoord(30.5, -1.25, unit="deg")).arcsec < 1e-6
+    # One pixel east (RA increases) is one pixel to the left.
+    east = cutout.wcs.pixel_to_world(15, 16)
+    assert east.ra.deg > 30.5 and east.separation(centre).arcsec == pytest.approx(0.263, rel=1e-3)
+
+
+def _bad_files(tmp_path):
+    """Each bad cutout with the words its error must contain."""
+    good = tmp_path / "good.fits"
+    write_cutout_fits(good, _cube(), "gri", 30.0, 0.0, 0.396)
+    cases = {}
+    corrupt = tmp_path / "corrupt.fits"
+    corrupt.write_bytes(b"this is not a FITS file" * 200)
+    cases[corrupt] = "corrupt or truncated FITS"
+    truncated = tmp_path / "truncated.fits"
+    truncated.write_bytes(good.read_bytes()[:4000])
+    cases[truncated] = "corrupt or truncated FITS"
+    nan = tmp_path / "nan.fits"
+    cube = _cube()
+    cube[1, 5, 5] = np.nan
+    write_cutout_fits(nan, cube, "gri", 30.0, 0.0, 0.396)
+    cases[nan] = "non-finite"
+    missing_band = tmp_path / "missing_band.fits"
+    write_cutout_fits(missing_band, _cube((2, 33, 33)), "gr", 30.0, 0.0, 0.396)
+    cases[missing_band] = "missing band(s) 'i'"
+    wrong_shape = tmp_path / "wrong_shape.fits"
+    write_cutout_fits(wrong_shape, _cube((3, 41, 41)), "gri", 30.0, 0.0, 0.396)
+    cases[wrong_shape] = "wrong shape (41, 41)"
+    jpeg = tmp_path / "broken.jpg"
+    jpeg.write_bytes(b"\xff\xd8\xff\xe0" + b"garbage" * 50)
+    cases[jpeg] = "corrupt or truncated image"
+    png = tmp_path / "truncated.png"
+    Image.fromarray(np.zeros((64, 64, 3), dtype=np.uint8) + 100).save(png)
+    png.write_bytes(png.read_bytes()[:60])
+    cases[png] = "corrupt or truncated image"
+    cases[tmp_path / "absent.fits"] = "file not found"
+    return good, cases
+
+
+def test_each_bad_cutout_is_named_with_its_fault(tmp_path):
+    good, cases = _bad_files(tmp_path)
+    read_cutout(good, "gri", (33, 33))
+    for path, words in cases.items():
+        with pytest.raises(CutoutError) as raised:
+            read_cutout(path, "gri", (33, 33))
+        assert str(path) in str(raised.value) and words in str(raised.value), str(raised.value)
+
+
+def test_validate_manifest_quarantines_bad_cutouts_and_keeps_the_good(tmp_path):
+    good, cases = _bad_files(tmp_path)
+    paths = [good] + [p for p in cases if p.exists()]
+    manifest = pd.DataFrame({"object_id": [p.stem for p in paths], "path": [str(p) for p in paths],
+                             "status": "ok", "reason": ""})
+    warnings = []
+    checked = validate_manifest(manifest, "gri", (33, 33), tmp_path / "quarantine", warn=warnings.append)
+    assert checked.status.tolist() == ["ok"] + ["quarantined"] * (len(paths) - 1)
+    assert len(warnings) == len(paths) - 1 and all("quarantined" in w for w in warnings)
+    # Nothing is lost: each bad file is moved, not deleted, and the manifest says where.
+    for row in checked.iloc[1:].itertuples():
+        assert "quarantine" in row.path and (tmp_path / "quarantine" / row.path.split("/")[-1]).is_file()
+    assert good.is_file() and checked.height_px.iloc[0] == 33
+
+
+def test_user_files_are_reported_but_never_moved(tmp_path):
+    _, cases = _bad_files(tmp_path)
+    nan = next(p for p in cases if p.name == "nan.fits")
+    manifest = pd.DataFrame({"object_id": ["x"], "path": [str(nan)], "status": "ok", "reason": ""})
+    checked = validate_manifest(manifest, "gri", None, quarantine_dir=None)
+    assert checked.status.item() == "quarantined" and nan.is_file()
+
+
+def test_interrupted_write_leaves_no_file_that_looks_complete(tmp_path):
+    path = tmp_path / "out.fits"
+
+    def write_half_then_fail(tmp):
+        with open(tmp, "wb") as f:
+            f.write(b"SIMPLE  =                    T")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write_bytes(path, write_half_then_fail)
+    assert list(tmp_path.iterdir()) == []
