@@ -33,10 +33,20 @@ class CutoutError(ValueError):
 
 @dataclass
 class Cutout:
+    path: Path
     pixels: np.ndarray  # (band, y, x) float32
     bands: str  # one letter per plane, e.g. "gri", or "RGB" for a colour image
-    wcs: WCS | None
     header: fits.Header | None = None
+
+    @property
+    def wcs(self) -> WCS | None:
+        """Celestial WCS of a FITS cutout (built on demand: it costs as much as reading the file)."""
+        if self.header is None or "CTYPE1" not in self.header:
+            return None
+        try:
+            return WCS(self.header, naxis=2)
+        except Exception as err:  # astropy raises several types for a bad WCS
+            raise CutoutError(self.path, f"invalid WCS ({err})") from None
 
 
 def atomic_write_bytes(path: Path, write) -> None:
@@ -125,11 +135,7 @@ def _read_fits(path: Path) -> Cutout:
         data = data[np.newaxis]
     if data.ndim != 3:
         raise CutoutError(path, f"expected an image or a (band, y, x) cube, got shape {data.shape}")
-    try:
-        wcs = WCS(header, naxis=2) if "CTYPE1" in header else None
-    except Exception as err:  # astropy raises several types for a bad WCS
-        raise CutoutError(path, f"invalid WCS ({err})") from None
-    return Cutout(data, _bands_from_header(header, data.shape[0]), wcs, header)
+    return Cutout(path, data, _bands_from_header(header, data.shape[0]), header)
 
 
 def _read_colour_image(path: Path) -> Cutout:
@@ -139,7 +145,7 @@ def _read_colour_image(path: Path) -> Cutout:
             rgb = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
     except (OSError, UnidentifiedImageError, SyntaxError) as err:
         raise CutoutError(path, f"corrupt or truncated image ({err})") from None
-    return Cutout(np.moveaxis(rgb, -1, 0).copy(), COLOUR_BANDS, None, None)
+    return Cutout(path, np.moveaxis(rgb, -1, 0).copy(), COLOUR_BANDS)
 
 
 def validate_cutout(path, cutout: Cutout, expected_bands: str | None = None,

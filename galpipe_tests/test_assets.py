@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from dagster import AssetKey, DagsterInstance, Definitions, materialize
+from dagster import AssetKey, AssetSelection, DagsterInstance, Definitions, materialize
 from PIL import Image
 
 from galpipe.catalogs import write_parquet
@@ -161,3 +161,19 @@ def test_catalog_with_duplicate_ids_fails_naming_file_and_rows(tmp_path):
     message = failure.step_failure_data.error.cause.message if failure.step_failure_data.error.cause \
         else failure.step_failure_data.error.message
     assert "cat.parquet" in message and "duplicate object_id ['g0'] in row(s) 0, 7" in message
+
+
+def test_cutout_check_fails_when_a_cutout_is_damaged_after_materialization(tmp_path):
+    resources = build_resources("tiny", data_dir=str(tmp_path), n_workers=1)
+    everything = [*ASSETS, *CHECKS]
+    built = materialize(everything, resources=resources,
+                        selection=[AssetKey(["source", "catalog"]), AssetKey(["source", "raw_cutouts"])])
+    manifest = built.output_for_node("source__raw_cutouts")
+    damaged = Path(manifest.path.iloc[3])
+    damaged.write_bytes(damaged.read_bytes()[:3000])
+    checked = materialize(everything, resources=resources, raise_on_error=False,
+                          selection=AssetSelection.checks_for_assets(AssetKey(["source", "raw_cutouts"])))
+    [evaluation] = checked.get_asset_check_evaluations()
+    assert evaluation.check_name == "cutouts_are_valid" and not evaluation.passed
+    assert evaluation.metadata["n_invalid"].value == 1
+    assert damaged.name in evaluation.metadata["first_invalid"].value

@@ -7,23 +7,33 @@ from galpipe.catalogs import class_balance
 from galpipe.cutouts import CutoutError, read_cutout
 from galpipe.defs.resources import GalpipeSettings
 
+CUTOUTS_REOPENED = 200
+
 
 def cutout_check(role: str):
     @asset_check(asset=AssetKey([role, "raw_cutouts"]), name="cutouts_are_valid",
                  required_resource_keys={"settings", f"{role}_survey"},
-                 description="Every cutout marked ok opens, is finite, has the survey's bands and shape.")
+                 description="Cutouts marked ok have the survey's bands and shape (all, from the manifest), "
+                             f"and a random {CUTOUTS_REOPENED} of them still open, finite and complete.")
     def cutouts_are_valid(context, raw_cutouts: pd.DataFrame) -> AssetCheckResult:
         survey = getattr(context.resources, f"{role}_survey")
         shape = survey.expected_shape(context.resources.settings.get_profile())
         ok = raw_cutouts[raw_cutouts.status == "ok"]
         invalid = []
-        for path in ok.path:
+        if survey.bands:
+            invalid += [f"{p}: bands {b!r}, expected {survey.bands!r}"
+                        for p, b in zip(ok.path, ok.bands) if not set(survey.bands) <= set(b)]
+        if shape:
+            invalid += [f"{p}: shape ({h}, {w}), expected {shape}"
+                        for p, h, w in zip(ok.path, ok.height_px, ok.width_px) if (h, w) != shape]
+        # Every cutout was opened when the asset was built; re-open a sample to catch later damage.
+        for path in ok.path.sample(min(CUTOUTS_REOPENED, len(ok)), random_state=0):
             try:
                 read_cutout(path, survey.bands, shape)
             except CutoutError as err:
                 invalid.append(str(err))
         return AssetCheckResult(passed=not invalid and len(ok) > 0, metadata={
-            "n_checked": len(ok), "n_invalid": len(invalid),
+            "n_ok": len(ok), "n_invalid": len(invalid),
             "n_quarantined": int((raw_cutouts.status == "quarantined").sum()),
             "n_failed": int((raw_cutouts.status == "failed").sum()),
             "first_invalid": "\n".join(invalid[:10]),
