@@ -182,13 +182,16 @@ def validate_manifest(manifest, expected_bands: str | None, expected_shape: tupl
     """Open every cutout marked ok and check it; a bad one becomes 'quarantined' with its reason
     (and, when `quarantine_dir` is given, is moved there: only for files galpipe owns).
 
-    Returns the manifest with `status`, `reason`, `bands`, `height_px`, `width_px` filled in.
+    Rows with `validated` true were checked in memory by whoever wrote them (the renderer) and
+    are not read again. Returns the manifest with `status`, `reason`, `bands`, `height_px`,
+    `width_px` filled in.
     """
     manifest = manifest.copy()
-    for column, default in (("bands", ""), ("height_px", 0), ("width_px", 0)):
-        manifest[column] = default
+    for column, default in (("bands", ""), ("height_px", 0), ("width_px", 0), ("validated", False)):
+        if column not in manifest:
+            manifest[column] = default
     for i, row in manifest.iterrows():
-        if row.status != "ok":
+        if row.status != "ok" or row.validated:
             continue
         try:
             cutout = read_cutout(row.path, expected_bands, expected_shape)
@@ -200,5 +203,5 @@ def validate_manifest(manifest, expected_bands: str | None, expected_shape: tupl
             if warn:
                 warn(f"quarantined {err}")
             continue
-        manifest.loc[i, ["bands", "height_px", "width_px"]] = [cutout.bands, *cutout.pixels.shape[-2:]]
+        manifest.loc[i, ["bands", "height_px", "width_px", "validated"]] = [cutout.bands, *cutout.pixels.shape[-2:], True]
     return manifest

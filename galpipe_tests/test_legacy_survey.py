@@ -122,3 +122,27 @@ def test_download_cutouts_records_failures_and_goes_on(viewer, tmp_path):
     manifest = download_cutouts(catalog, _client(viewer, tmp_path), "sdss", 0.396, 21)
     assert manifest.status.tolist() == ["ok", "failed", "ok", "failed"]
     assert "bad payload" in manifest.reason[1] and "HTTP 404" in manifest.reason[3]
+
+
+def test_legacy_survey_as_the_target_of_the_pipeline(viewer, tmp_path):
+    """The raw_cutouts asset fetches through the client; a position the service cannot serve
+    is counted as failed and named, the rest are validated at DES's size."""
+    from dagster import AssetKey, materialize
+
+    from galpipe.catalogs import write_parquet
+    from galpipe.defs.assets import ASSETS
+    from galpipe.defs.resources import SurveySource
+    from galpipe.definitions import build_resources
+
+    positions = tmp_path / "positions.parquet"
+    write_parquet(pd.DataFrame({"object_id": ["a", "b", "c"], "ra_deg": [30.0, 30.1, 30.2],
+                                "dec_deg": [0.0, 4.0, -0.5]}), positions)
+    target = SurveySource(kind="legacy_survey", instrument="des", layer="des-dr1", base_url=viewer,
+                          catalog_path=str(positions), timeout_s=2.0)
+    result = materialize(ASSETS, resources=build_resources("tiny", data_dir=str(tmp_path / "data"), target=target),
+                         selection=[AssetKey(["target", "catalog"]), AssetKey(["target", "raw_cutouts"])])
+    manifest = result.output_for_node("target__raw_cutouts")
+    assert manifest.status.tolist() == ["ok", "failed", "ok"]
+    assert "HTTP 404" in manifest.reason[1] and "dec=4.0" in manifest.reason[1]
+    assert set(manifest.height_px[manifest.status == "ok"]) == {153}  # 40" at 0.263"/px
+    assert all("layer=des-dr1" in r and "pixscale=0.263" in r for r in FakeViewer.requests)

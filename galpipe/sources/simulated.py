@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from galpipe.cutouts import write_cutout_fits
+from galpipe.cutouts import Cutout, validate_cutout, write_cutout_fits
 from galpipe.instruments import get_instrument
 from galpipe.simulation.population import (SkyConfig, observe_catalog, simulate_sky, sky_footprint_deg,
                                            target_footprint_deg, volunteer_votes)
@@ -64,6 +64,8 @@ def _render_chunk(rows: list[dict], instrument_name: str, field_arcsec: float, o
         try:
             cube = render_galaxy(truth, instrument, size, (offset_x / instrument.pixel_scale_arcsec,
                                                           offset_y / instrument.pixel_scale_arcsec))
+            # Checked here, in memory, so that nobody has to read the file back to check it.
+            validate_cutout(path, Cutout(path, cube, instrument.band_names), instrument.band_names, (size, size))
             header = {"SURVEY": instrument.name, "OBJID": row["object_id"], "BUNIT": instrument.flux_unit,
                       "MAGZERO": instrument.zeropoint_mag, "SIMULATD": True}
             for k, band in enumerate(instrument.bands):
@@ -71,7 +73,8 @@ def _render_chunk(rows: list[dict], instrument_name: str, field_arcsec: float, o
                 header[f"SKYSIG{k}"] = (instrument.sky_sigma_per_pixel(band.name), f"{band.name} sky noise/pixel")
             write_cutout_fits(path, cube, instrument.band_names, row["ra_deg"], row["dec_deg"],
                               instrument.pixel_scale_arcsec, header)
-            entry.update(status="ok", reason="")
+            entry.update(status="ok", reason="", bands=instrument.band_names, height_px=size, width_px=size,
+                         validated=True)
         except Exception as err:  # a galaxy GalSim cannot draw is reported, the rest go on
             entry.update(status="failed", reason=f"render failed: {err}")
         manifest.append(entry)
