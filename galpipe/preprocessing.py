@@ -1,0 +1,133 @@
+"""From raw cutouts to model input: the same angular field in every survey, resampled to
+69x69 pixels in g, r, i (or as a colour composite), normalised per image, and stacked into one
+memory-mapped array so that training never re-reads FITS files.
+
+Normalisation (per image): subtract each band's sky level (median of the border pixels), then
+divide every band by one number, the brightest pixel of the band-summed image's central
+9x9 pixels. Galaxy centres sit near 1, the sky near 0, colours are kept.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from astropy.visualization import make_lupton_rgb
+from tqdm import tqdm
+
+from galpipe.cutouts import COLOUR_BANDS, CutoutError, atomic_write_bytes, read_cutout, select_bands
+
+MODEL_INPUT_PIXELS = 69
+BORDER_PIXELS = 4
+CENTRE_HALF_WIDTH = 4
+
+
+def crop_to_field(pixels: np.ndarray, pixel_scale_arcsec: float, field_arcsec: float) -> np.ndarray:
+    """The central `field_arcsec` of a (band, y, x) cube; the whole cube if it is smaller."""
+    size = int(round(field_arcsec / pixel_scale_arcsec))
+    height, width = pixels.shape[-2:]
+    if size >= min(height, width):
+        return pixels
+    top, left = (height - size) // 2, (width - size) // 2
+    return pixels[:, top:top + size, left:left + size]
+
+
+def resample(pixels: np.ndarray, size: int = MODEL_INPUT_PIXELS) -> np.ndarray:
+    """Area-preserving (antialiased) resampling of a (band, y, x) cube to size x size."""
+    tensor = torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32))[None]
+    return F.interpolate(tensor, size=(size, size), mode="bilinear", antialias=True,
+                         align_corners=False)[0].numpy()
+
+
+def normalise_per_image(pixels: np.ndarray) -> np.ndarray:
+    border = np.concatenate([pixels[:, :BORDER_PIXELS].reshape(len(pixels), -1),
+                             pixels[:, -BORDER_PIXELS:].reshape(len(pixels), -1),
+                             pixels[:, :, :BORDER_PIXELS].reshape(len(pixels), -1),
+                             pixels[:, :, -BORDER_PIXELS:].reshape(len(pixels), -1)], axis=1)
+    sky = np.median(border, axis=1)[:, None, None]
+    centred = pixels - sky
+    c = pixels.shape[-1] // 2
+    centre = centred.sum(axis=0)[c - CENTRE_HALF_WIDTH:c + CENTRE_HALF_WIDTH + 1,
+                                 c - CENTRE_HALF_WIDTH:c + CENTRE_HALF_WIDTH + 1]
+    scale = centre.max() / len(pixels)
+    if not np.isfinite(scale) or scale <= 0:
+        raise ValueError("no positive signal at the centre of the image")
+    return (centred / scale).astype(np.float32)
+
+
+def colour_image(pixels: np.ndarray, bands: str, flux_to_nanomaggy: float, pixel_scale_arcsec: float) -> np.ndarray:
+    """g, r, i as the Lupton colour composite survey viewers show, (3, y, x) in [0, 1]."""
+    g, r, i = select_bands_array(pixels, bands, "gri") * flux_to_nanomaggy / pixel_scale_arcsec**2
+    rgb = make_lupton_rgb(i, r, g, minimum=0.0, stretch=1.5, Q=8)
+    return np.moveaxis(rgb, -1, 0).astype(np.float32) / 255.0
+
+
+def select_bands_array(pixels: np.ndarray, bands: str, wanted: str) -> np.ndarray:
+    return np.stack([pixels[bands.index(b)] for b in wanted])
+
+
+def model_input(path, field_arcsec: float, mode: str = "bands", bands: str = "gri",
+                pixel_scale_arcsec: float | None = None) -> np.ndarray:
+    """(3, 69, 69) float32 model input of one cutout.
+
+    mode "bands": the survey bands `bands`, normalised per image (FITS cutouts).
+    mode "colour": a colour composite in [0, 1]; JPEG/PNG cutouts are taken as they are, FITS
+    cutouts are turned into the Lupton composite first, so both kinds feed the same model.
+    `pixel_scale_arcsec` is needed for images without a PIXSCALE header (JPEG/PNG).
+    """
+    cutout = read_cutout(path)
+    header = cutout.header
+    scale = pixel_scale_arcsec or (header.get("PIXSCALE") if header is not None else None)
+    if scale is None:
+        raise CutoutError(path, "pixel scale unknown: no PIXSCALE header and none configured")
+    if cutout.bands == COLOUR_BANDS:
+        if mode != "colour":
+            raise CutoutError(path, "a colour image can only feed a model in mode 'colour'")
+        pixels = cutout.pixels
+    elif mode == "colour":
+        to_nanomaggy = 10 ** (-0.4 * (header.get("MAGZERO", 22.5) - 22.5))
+        pixels = colour_image(cutout.pixels, cutout.bands, to_nanomaggy, scale)
+    else:
+        pixels = select_bands(cutout, bands)
+    resampled = resample(crop_to_field(pixels, scale, field_arcsec))
+    if mode == "colour":
+        return np.clip(resampled, 0, 1)
+    try:
+        return normalise_per_image(resampled)
+    except ValueError as err:
+        raise CutoutError(path, str(err)) from None
+
+
+def build_model_inputs(manifest: pd.DataFrame, out_path: Path, field_arcsec: float, mode: str = "bands",
+                       pixel_scale_arcsec: float | None = None) -> pd.DataFrame:
+    """Stack the model inputs of every good cutout into one .npy array at `out_path`.
+
+    Returns the index: object_id, row (in the array), status ('ok' or 'failed') and reason; a
+    cutout that cannot be made into a model input is counted, not silently dropped.
+    """
+    good = manifest[manifest.status == "ok"]
+    out_path = Path(out_path)
+    index = []
+    rows = []
+    for object_id, path in tqdm(zip(good.object_id, good.path), total=len(good), desc="model inputs",
+                                unit="cutout", disable=None):
+        try:
+            rows.append(model_input(path, field_arcsec, mode, pixel_scale_arcsec=pixel_scale_arcsec))
+            index.append({"object_id": object_id, "row": len(rows) - 1, "status": "ok", "reason": ""})
+        except CutoutError as err:
+            index.append({"object_id": object_id, "row": -1, "status": "failed", "reason": err.reason})
+    array = np.stack(rows) if rows else np.zeros((0, 3, MODEL_INPUT_PIXELS, MODEL_INPUT_PIXELS), np.float32)
+    def write(tmp):
+        with open(tmp, "wb") as f:  # a file object: np.save would add ".npy" to a bare name
+            np.save(f, array)
+
+    atomic_write_bytes(out_path, write)
+    return pd.DataFrame(index, columns=["object_id", "row", "status", "reason"])
+
+
+def load_model_inputs(path) -> np.ndarray:
+    """The stacked inputs, memory-mapped (read-only): only the rows a batch needs are read."""
+    return np.load(path, mmap_mode="r")

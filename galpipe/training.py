@@ -1,0 +1,181 @@
+"""Training a binary classifier: batches from a (memory-mapped) array, augmentation on whole
+batches, Adam, early stopping on validation loss with the best weights restored, seeded, on
+cpu or cuda, with a checkpoint each epoch so an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (a NaN loss, a single class); the message says where."""
+
+
+@dataclass
+class TrainConfig:
+    max_epochs: int = 50
+    patience: int = 10  # epochs without a better validation loss before stopping
+    batch_size: int = 30
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    seed: int = 0
+    augment: bool = True
+    training_mode: str = "full"  # "full": all layers; "head_only": features frozen
+    min_steps: int = 0  # small label budgets: at least this many optimiser steps in all
+    device: str = field(default_factory=lambda: "cuda" if torch.cuda.is_available() else "cpu")
+
+    def as_params(self) -> dict:
+        return asdict(self)
+
+
+def augment_batch(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Random rotation (+-45 deg), flips, shifts (5%) and zoom (0.75-1.3), drawn per image and
+    applied to the whole batch at once with one affine_grid/grid_sample (torchvision's v2
+    transforms draw one set of parameters per call, so they would need a loop per image)."""
+    n = x.shape[0]
+    uniform = lambda low, high: low + (high - low) * torch.rand(n, generator=generator)  # noqa: E731
+    angle = uniform(-math.pi / 4, math.pi / 4)
+    zoom = uniform(0.75, 1.3)
+    flip_x = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0)
+    flip_y = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0)
+    shift = uniform(-0.1, 0.1), uniform(-0.1, 0.1)  # 5% of the image = 0.1 in [-1, 1] coordinates
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+    theta = torch.stack([torch.stack([cos * flip_x, -sin * flip_y, shift[0]], 1),
+                         torch.stack([sin * flip_x, cos * flip_y, shift[1]], 1)], 1)
+    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid.to(x.device), mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def set_training_mode(model: nn.Module, training_mode: str) -> None:
+    if training_mode not in ("full", "head_only"):
+        raise ValueError(f"unknown training_mode {training_mode!r} (full or head_only)")
+    for p in model.features.parameters():
+        p.requires_grad = training_mode == "full"
+
+
+def _train_mode(model: nn.Module, training_mode: str) -> None:
+    model.train()
+    if training_mode == "head_only":
+        model.features.eval()  # frozen features keep their batch-norm statistics too
+
+
+def _batches(n: int, batch_size: int, rng: np.random.Generator | None):
+    order = rng.permutation(n) if rng is not None else np.arange(n)
+    for start in range(0, n, batch_size):
+        yield np.sort(order[start:start + batch_size])  # sorted: contiguous reads from a memmap
+
+
+def _tensor(x: np.ndarray, rows, device) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(x[rows], dtype=np.float32)).to(device)
+
+
+def evaluate_loss(model: nn.Module, x, y: np.ndarray, batch_size: int, device: str) -> float:
+    model.eval()
+    total = 0.0
+    with torch.no_grad():
+        for rows in _batches(len(y), batch_size * 4, None):
+            logits = model(_tensor(x, rows, device))
+            target = torch.as_tensor(y[rows], dtype=torch.float32, device=device)
+            total += F.binary_cross_entropy_with_logits(logits, target, reduction="sum").item()
+    return total / max(len(y), 1)
+
+
+def predict_proba(model: nn.Module, x, batch_size: int = 256, device: str | None = None) -> np.ndarray:
+    device = device or next(model.parameters()).device.type
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for rows in _batches(len(x), batch_size, None):
+            out.append(torch.sigmoid(model(_tensor(x, rows, device))).float().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+
+def train_classifier(model: nn.Module, x, train_rows: np.ndarray, y_train: np.ndarray, val_rows: np.ndarray,
+                     y_val: np.ndarray, config: TrainConfig, checkpoint_path: Path | None = None,
+                     on_epoch=None) -> list[dict]:
+    """Train `model` in place on x[train_rows] and keep the weights of its best validation loss.
+
+    `x` is the whole (memory-mapped) input array; only the rows of each batch are read.
+    Returns the history (one dict per epoch). `on_epoch(record)` is called after each epoch.
+    """
+    for name, labels in (("training", y_train), ("validation", y_val)):
+        if len(np.unique(labels)) < 2:
+            raise TrainingError(f"the {name} labels hold a single class ({np.unique(labels).tolist()}): "
+                                "a classifier cannot learn or be validated on them")
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    device = config.device
+    model.to(device)
+    set_training_mode(model, config.training_mode)
+    optimiser = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate,
+                                 weight_decay=config.weight_decay)
+    x_val = np.asarray(x[np.sort(val_rows)]) if len(val_rows) else None
+    y_val = np.asarray(y_val)[np.argsort(val_rows)]
+    history: list[dict] = []
+    best = {"val_loss": math.inf, "state": None, "epoch": -1}
+    start_epoch = 0
+    if checkpoint_path and Path(checkpoint_path).is_file():
+        saved = torch.load(checkpoint_path, map_location=device, weights_only=False)
+        model.load_state_dict(saved["model"])
+        optimiser.load_state_dict(saved["optimiser"])
+        history, best, start_epoch = saved["history"], saved["best"], saved["epoch"] + 1
+        rng.bit_generator.state = saved["numpy_rng"]
+        generator.set_state(saved["torch_rng"])
+
+    steps_per_epoch = math.ceil(len(train_rows) / config.batch_size)
+    max_epochs = max(config.max_epochs, math.ceil(config.min_steps / steps_per_epoch))
+    for epoch in range(start_epoch, max_epochs):
+        _train_mode(model, config.training_mode)
+        train_loss, seen = 0.0, 0
+        for batch in _batches(len(train_rows), config.batch_size, rng):
+            rows = train_rows[batch]
+            order = np.argsort(rows)
+            inputs = _tensor(x, rows[order], device)
+            target = torch.as_tensor(np.asarray(y_train)[batch][order], dtype=torch.float32, device=device)
+            if config.augment:
+                inputs = augment_batch(inputs, generator)
+            loss = F.binary_cross_entropy_with_logits(model(inputs), target)
+            if not torch.isfinite(loss):
+                raise TrainingError(f"loss became {loss.item()} at epoch {epoch} "
+                                    f"(learning rate {config.learning_rate:g}): training diverged")
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            train_loss += loss.item() * len(rows)
+            seen += len(rows)
+        val_loss = evaluate_loss(model, x_val, y_val, config.batch_size, device)
+        record = {"epoch": epoch, "train_loss": train_loss / seen, "val_loss": val_loss}
+        history.append(record)
+        if val_loss < best["val_loss"]:
+            best = {"val_loss": val_loss, "epoch": epoch,
+                    "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+        if on_epoch:
+            on_epoch(record)
+        if checkpoint_path:
+            _save_checkpoint(checkpoint_path, model, optimiser, history, best, epoch, rng, generator)
+        if epoch - best["epoch"] >= config.patience and epoch + 1 >= config.min_steps / steps_per_epoch:
+            break
+    model.load_state_dict(best["state"])
+    if checkpoint_path:
+        Path(checkpoint_path).unlink(missing_ok=True)  # finished: nothing to resume
+    return history
+
+
+def _save_checkpoint(path, model, optimiser, history, best, epoch, rng, generator) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".part")
+    torch.save({"model": model.state_dict(), "optimiser": optimiser.state_dict(), "history": history,
+                "best": best, "epoch": epoch, "numpy_rng": rng.bit_generator.state,
+                "torch_rng": generator.get_state()}, tmp)
+    os.replace(tmp, path)
