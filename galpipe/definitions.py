@@ -12,12 +12,13 @@ from dagster import Definitions
 from galpipe.defs.assets import ASSETS
 from galpipe.defs.checks import CHECKS
 from galpipe.defs.io_managers import ParquetIOManager
-from galpipe.defs.resources import GalpipeSettings, simulated_source, simulated_target
+from galpipe.defs.model_assets import MODEL_ASSETS
+from galpipe.defs.resources import GalpipeSettings, MlflowTracking, simulated_source, simulated_target
 from galpipe.profiles import DEFAULT_PROFILE
 
 
 def build_resources(profile: str | None = None, data_dir: str = "data", source=None, target=None,
-                    **settings_fields) -> dict:
+                    mlflow: MlflowTracking | None = None, **settings_fields) -> dict:
     """Resources for a run: simulated SDSS -> DES unless `source`/`target` say otherwise."""
     settings = GalpipeSettings(profile=profile or os.environ.get("GALPIPE_PROFILE", DEFAULT_PROFILE),
                                data_dir=data_dir, **settings_fields)
@@ -26,7 +27,9 @@ def build_resources(profile: str | None = None, data_dir: str = "data", source=N
         "source_survey": source or simulated_source(),
         "target_survey": target or simulated_target(),
         "io_manager": ParquetIOManager(settings=settings),
+        "mlflow": mlflow or MlflowTracking(),
     }
 
 
-defs = Definitions(assets=ASSETS, asset_checks=CHECKS, resources=build_resources())
+ALL_ASSETS = [*ASSETS, *MODEL_ASSETS]
+defs = Definitions(assets=ALL_ASSETS, asset_checks=CHECKS, resources=build_resources())

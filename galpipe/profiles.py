@@ -16,12 +16,27 @@ class Profile:
     cutout_field_arcsec: float = 40.0  # the same angular field in every survey
     match_radius_arcsec: float = 1.0
     test_fraction: float = 0.4  # of the labelled target sample, never used for training
+    # Transfer learning (DESIGN.md section 6).
+    architecture: str = "compact"
+    label_budgets: tuple[str, ...] = ("0", "25", "50", "100", "300", "full")  # run by `galpipe run`
+    seeds: tuple[int, ...] = (0, 1)
+    pretrain_max_epochs: int = 20
+    finetune_max_epochs: int = 30
+    patience: int = 5
+    finetune_min_steps: int = 40  # so that 25 labels still get some optimisation
+    batch_size: int = 64
 
+
+ALL_LABEL_BUDGETS = ("0", "25", "50", "100", "300", "500", "1000", "full")
 
 PROFILES = {
-    "tiny": Profile("tiny", SkyConfig(n_galaxies=160, target_footprint_fraction=0.5, seed=0)),
+    "tiny": Profile("tiny", SkyConfig(n_galaxies=160, target_footprint_fraction=0.5, seed=0),
+                    label_budgets=("0", "25", "full"), seeds=(0,), pretrain_max_epochs=2,
+                    finetune_max_epochs=2, finetune_min_steps=0, patience=2, batch_size=32),
     "small": Profile("small", SkyConfig(n_galaxies=2500, target_footprint_fraction=0.5, seed=0)),
-    "paper": Profile("paper", SkyConfig(n_galaxies=19000, target_footprint_fraction=0.33, seed=0)),
+    "paper": Profile("paper", SkyConfig(n_galaxies=19000, target_footprint_fraction=0.33, seed=0),
+                     label_budgets=ALL_LABEL_BUDGETS, seeds=(0, 1, 2), pretrain_max_epochs=50,
+                     finetune_max_epochs=50, patience=10),
 }
 DEFAULT_PROFILE = "small"
 

@@ -107,10 +107,11 @@ def train_classifier(model: nn.Module, x, train_rows: np.ndarray, y_train: np.nd
     `x` is the whole (memory-mapped) input array; only the rows of each batch are read.
     Returns the history (one dict per epoch). `on_epoch(record)` is called after each epoch.
     """
-    for name, labels in (("training", y_train), ("validation", y_val)):
-        if len(np.unique(labels)) < 2:
-            raise TrainingError(f"the {name} labels hold a single class ({np.unique(labels).tolist()}): "
-                                "a classifier cannot learn or be validated on them")
+    if len(np.unique(y_train)) < 2:
+        raise TrainingError(f"the training labels hold a single class ({np.unique(y_train).tolist()}): "
+                            "a classifier cannot learn from them")
+    if len(val_rows) == 0:
+        raise TrainingError("no validation galaxies: early stopping needs at least one")
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     generator = torch.Generator().manual_seed(config.seed)

@@ -1,30 +1,61 @@
-"""DataFrames between assets are stored as Parquet files under the profile's data folder, where
-users can open them too (never pickles)."""
+"""Values between assets are stored under the profile's data folder, where users can open them
+too: DataFrames as Parquet, small dicts (model URIs, metrics) as JSON. Never pickles.
+A partitioned asset keeps one file per partition; a downstream asset that reads all partitions
+gets the DataFrames concatenated (or a dict of partition -> value)."""
 
+import json
 from pathlib import Path
 
 import pandas as pd
 from dagster import ConfigurableIOManager, InputContext, OutputContext, ResourceDependency
 
 from galpipe.catalogs import write_parquet
+from galpipe.cutouts import atomic_write_bytes
 from galpipe.defs.resources import GalpipeSettings
 
 
 class ParquetIOManager(ConfigurableIOManager):
     settings: ResourceDependency[GalpipeSettings]
 
-    def _path(self, context) -> Path:
-        return self.settings.run_dir.joinpath(*context.asset_key.path).with_suffix(".parquet")
+    def _base(self, context) -> Path:
+        return self.settings.run_dir.joinpath(*context.asset_key.path)
 
-    def handle_output(self, context: OutputContext, obj: pd.DataFrame) -> None:
-        if not isinstance(obj, pd.DataFrame):
-            raise TypeError(f"{context.asset_key.to_user_string()}: expected a DataFrame, got {type(obj).__name__}")
-        path = self._path(context)
-        write_parquet(obj, path)
-        context.add_output_metadata({"path": str(path), "rows": len(obj)})
+    def handle_output(self, context: OutputContext, obj) -> None:
+        base = self._base(context)
+        if context.has_asset_partitions:
+            base = base / context.asset_partition_key
+        if isinstance(obj, pd.DataFrame):
+            path = base.with_suffix(".parquet")
+            write_parquet(obj, path)
+            context.add_output_metadata({"path": str(path), "rows": len(obj)})
+        elif isinstance(obj, dict):
+            path = base.with_suffix(".json")
+            atomic_write_bytes(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2, default=str)))
+            context.add_output_metadata({"path": str(path)})
+        else:
+            raise TypeError(f"{context.asset_key.to_user_string()}: expected a DataFrame or a dict, "
+                            f"got {type(obj).__name__}")
 
-    def load_input(self, context: InputContext) -> pd.DataFrame:
-        path = self._path(context)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: not materialized yet ({context.asset_key.to_user_string()})")
-        return pd.read_parquet(path)
+    def _read(self, base: Path, what: str):
+        for suffix, read in ((".parquet", pd.read_parquet), (".json", lambda p: json.loads(p.read_text()))):
+            if base.with_suffix(suffix).is_file():
+                return read(base.with_suffix(suffix))
+        raise FileNotFoundError(f"{base}.parquet/.json: not materialized yet ({what})")
+
+    def load_input(self, context: InputContext):
+        base = self._base(context)
+        name = context.asset_key.to_user_string()
+        if not context.has_asset_partitions:
+            return self._read(base, name)
+        keys = context.asset_partition_keys
+        if len(keys) == 1:
+            return self._read(base / keys[0], f"{name} partition {keys[0]}")
+        # A reader of all partitions gets those materialized so far, and is told of the rest.
+        present = [k for k in keys if any((base / k).with_suffix(s).is_file() for s in (".parquet", ".json"))]
+        missing = sorted(set(keys) - set(present))
+        if missing:
+            context.log.warning(f"{name}: {len(missing)} partition(s) not materialized, left out: {missing}")
+        values = {key: self._read(base / key, name) for key in present}
+        if values and all(isinstance(v, pd.DataFrame) for v in values.values()):
+            return pd.concat(values.values(), ignore_index=True)
+        return values

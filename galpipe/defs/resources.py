@@ -123,3 +123,18 @@ def simulated_target() -> SurveySource:
     """DES DR1 over part of the simulated sky, deeper (r < 18), without labels of its own."""
     return SurveySource(kind="simulated", instrument="des", footprint="target",
                         r_mag_limit=SKY_FAINT_LIMIT_R_MAG, volunteer_labels=False)
+
+
+class MlflowTracking(ConfigurableResource):
+    """Our own small MLflow resource (dagster-mlflow pins pandas < 3 and is unmaintained)."""
+
+    tracking_uri: str = "sqlite:///mlruns/mlflow.db"
+    artifact_root: str = "mlruns/artifacts"
+    experiment: str = "galpipe"
+
+    def tracker(self):
+        from galpipe.tracking import Tracker
+
+        if self.tracking_uri.startswith("sqlite:///"):
+            Path(self.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        return Tracker(self.tracking_uri, self.artifact_root, self.experiment)

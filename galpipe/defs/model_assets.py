@@ -1,0 +1,227 @@
+"""Model assets in lineage order: model inputs (per survey) -> pretrained_model (per task) ->
+finetuned_models (per task x label budget) -> evaluation_table. Models live in MLflow; the
+assets pass model URIs and metrics."""
+
+import base64
+import time
+
+import numpy as np
+import pandas as pd
+from dagster import (AssetExecutionContext, AssetIn, AssetKey, MaterializeResult, MetadataValue,
+                     MultiPartitionKey, MultiPartitionsDefinition, MultiToSingleDimensionPartitionMapping,
+                     StaticPartitionsDefinition, asset)
+
+from galpipe.defs.resources import GalpipeSettings, MlflowTracking
+from galpipe.evaluation import binary_metrics, plot_confusion, plot_learning_curves, summarise
+from galpipe.models import build_model, count_flops
+from galpipe.preprocessing import build_model_inputs, load_model_inputs
+from galpipe.profiles import ALL_LABEL_BUDGETS
+from galpipe.simulation.population import TASKS
+from galpipe.tracking import load_registered_model
+from galpipe.training import TrainConfig, predict_proba, train_classifier
+from galpipe.transfer import (DIRECT, STRATEGIES, choose_budget, labelled_sample, parse_budget,
+                              require_two_classes, split_by_hash, split_train_validation)
+
+MODELS_GROUP = "models"
+task_partitions = StaticPartitionsDefinition(list(TASKS))
+task_budget_partitions = MultiPartitionsDefinition({"task": task_partitions,
+                                                    "budget": StaticPartitionsDefinition(list(ALL_LABEL_BUDGETS))})
+SOURCE_VALIDATION_FRACTION = 0.15
+
+
+def inputs_path(settings: GalpipeSettings, role: str):
+    return settings.run_dir / role / "model_inputs_69px.npy"
+
+
+def model_inputs_asset(role: str):
+    @asset(key=AssetKey([role, "model_inputs"]), group_name=MODELS_GROUP,
+           ins={"raw_cutouts": AssetIn(key=AssetKey([role, "raw_cutouts"]))},
+           description=f"Every good {role} cutout as a 69x69 g,r,i model input, normalised per image, "
+                       "stacked in one memory-mapped .npy; the value is the index (object_id -> row).")
+    def model_inputs(context: AssetExecutionContext, settings: GalpipeSettings,
+                     raw_cutouts: pd.DataFrame) -> pd.DataFrame:
+        started = time.perf_counter()
+        index = build_model_inputs(raw_cutouts, inputs_path(settings, role),
+                                   settings.get_profile().cutout_field_arcsec)
+        for row in index[index.status != "ok"].itertuples():
+            context.log.warning(f"{role} {row.object_id}: no model input: {row.reason}")
+        context.add_output_metadata({"n_ok": int((index.status == "ok").sum()),
+                                     "n_failed": int((index.status != "ok").sum()),
+                                     "array": str(inputs_path(settings, role)),
+                                     "seconds": round(time.perf_counter() - started, 1)})
+        return index
+
+    return model_inputs
+
+
+def _tags(context: AssetExecutionContext) -> dict:
+    return {"dagster.run_id": context.run.run_id, "dagster.asset": context.asset_key.to_user_string(),
+            "dagster.partition": context.partition_key if context.has_partition_key else ""}
+
+
+def _train_config(settings: GalpipeSettings, **changes) -> TrainConfig:
+    profile = settings.get_profile()
+    return TrainConfig(batch_size=profile.batch_size, patience=profile.patience, **changes)
+
+
+def _evaluate_and_log(tracker, run_id, model, x, sample, prefix: str, plots_dir, title) -> dict:
+    probability = predict_proba(model, x[sample.row])
+    metrics = binary_metrics(sample.label, probability)
+    tracker.log_metrics(run_id, {f"{prefix}_{k}": v for k, v in metrics.items()})
+    png = plot_confusion(sample.label, probability, plots_dir / f"{run_id}_{prefix}_confusion.png", title)
+    tracker.log_artifact(run_id, png, "plots")
+    return metrics
+
+
+def _log_history(tracker, run_id, history) -> None:
+    for record in history:
+        tracker.log_metrics(run_id, {"train_loss": record["train_loss"], "val_loss": record["val_loss"]},
+                            step=record["epoch"])
+
+
+def _sorted(sample):
+    """Rows in increasing order: memory-mapped reads stay sequential."""
+    return sample.subset(np.argsort(sample.row))
+
+
+@asset(partitions_def=task_partitions, group_name=MODELS_GROUP, io_manager_key="io_manager",
+       ins={"source_catalog": AssetIn(key=AssetKey(["source", "catalog"])),
+            "source_inputs": AssetIn(key=AssetKey(["source", "model_inputs"])),
+            "matched_catalog": AssetIn(), "target_inputs": AssetIn(key=AssetKey(["target", "model_inputs"]))},
+       required_resource_keys={"settings", "mlflow", "source_survey"},
+       description="The classifier trained on the source survey, registered in MLflow; also applied "
+                   "directly to the target test set.")
+def pretrained_model(context: AssetExecutionContext, source_catalog: pd.DataFrame, source_inputs: pd.DataFrame,
+                     matched_catalog: pd.DataFrame, target_inputs: pd.DataFrame) -> dict:
+    settings: GalpipeSettings = context.resources.settings
+    profile = settings.get_profile()
+    task = context.partition_key
+    tracker = context.resources.mlflow.tracker()
+    survey = context.resources.source_survey.instrument
+    sample = labelled_sample(source_catalog, source_inputs, task)
+    require_two_classes(sample, f"source catalogue, task {task}")
+    train, validation = split_by_hash(sample, SOURCE_VALIDATION_FRACTION, salt="source-validation")
+    test = _sorted(labelled_sample(matched_catalog[matched_catalog.split == "test"], target_inputs, task))
+    x_source = load_model_inputs(inputs_path(settings, "source"))
+    x_target = load_model_inputs(inputs_path(settings, "target"))
+    config = _train_config(settings, max_epochs=profile.pretrain_max_epochs, seed=0)
+    model = build_model(profile.architecture)
+    plots = settings.run_dir / "plots"
+    params = {"task": task, "survey": survey, "architecture": profile.architecture, "role": "pretrained",
+              "n_train": len(train), "n_validation": len(validation), "flops_per_image": count_flops(model),
+              **config.as_params()}
+    with tracker.run(f"pretrain-{task}-{survey}", _tags(context), params) as run_id:
+        history = train_classifier(model, x_source, train.row, train.label, validation.row, validation.label,
+                                   config, settings.run_dir / "checkpoints" / f"pretrain-{task}.pt",
+                                   on_epoch=lambda r: context.log.info(f"{task} epoch {r['epoch']}: {r}"))
+        _log_history(tracker, run_id, history)
+        source_metrics = _evaluate_and_log(tracker, run_id, model, x_source, _sorted(validation), "source_val",
+                                           plots, f"{task}: {survey} validation")
+        direct_metrics = _evaluate_and_log(tracker, run_id, model, x_target, test, "target_test", plots,
+                                           f"{task}: applied directly to target")
+        model_uri, version = tracker.log_and_register_model(run_id, model, np.asarray(x_source[:2]),
+                                                            f"galpipe-{task}-{survey}")
+    context.add_output_metadata({"model_uri": model_uri, "mlflow_run_id": run_id, "epochs": len(history),
+                                 "source_val_accuracy": source_metrics["accuracy"],
+                                 "target_test_accuracy_direct": direct_metrics["accuracy"]})
+    return {"task": task, "model_uri": model_uri, "version": version, "run_id": run_id,
+            "source_val": source_metrics, "target_test_direct": direct_metrics}
+
+
+@asset(partitions_def=task_budget_partitions, group_name=MODELS_GROUP,
+       ins={"pretrained_model": AssetIn(partition_mapping=MultiToSingleDimensionPartitionMapping("task")),
+            "matched_catalog": AssetIn(), "target_inputs": AssetIn(key=AssetKey(["target", "model_inputs"]))},
+       required_resource_keys={"settings", "mlflow", "target_survey"},
+       description="For one task and label budget: the strategies full, head_only and scratch over the "
+                   "profile's seeds (the same N galaxies for every strategy of a seed), each run logged "
+                   "and registered in MLflow. Budget 0 is the source model applied directly.")
+def finetuned_models(context: AssetExecutionContext, pretrained_model: dict, matched_catalog: pd.DataFrame,
+                     target_inputs: pd.DataFrame) -> pd.DataFrame:
+    settings: GalpipeSettings = context.resources.settings
+    profile = settings.get_profile()
+    key = context.partition_key
+    task, budget_key = (key.keys_by_dimension["task"], key.keys_by_dimension["budget"]) \
+        if isinstance(key, MultiPartitionKey) else key.split("|")
+    tracker = context.resources.mlflow.tracker()
+    survey = context.resources.target_survey.instrument
+    pool = labelled_sample(matched_catalog[matched_catalog.split == "pool"], target_inputs, task)
+    test = _sorted(labelled_sample(matched_catalog[matched_catalog.split == "test"], target_inputs, task))
+    require_two_classes(test, f"target test set, task {task}")
+    budget = parse_budget(budget_key, len(pool))
+    base = {"task": task, "label_budget": budget, "budget_key": budget_key,
+            "pretrained_model_uri": pretrained_model["model_uri"]}
+    if budget == 0:
+        row = {**base, "strategy": DIRECT, "seed": 0, **pretrained_model["target_test_direct"],
+               "model_uri": pretrained_model["model_uri"], "run_id": pretrained_model["run_id"], "val_loss": np.nan}
+        return pd.DataFrame([row])
+
+    x = load_model_inputs(inputs_path(settings, "target"))
+    rows = []
+    for seed in profile.seeds:
+        chosen = choose_budget(pool, budget, seed)
+        train, validation = split_train_validation(chosen, seed)
+        for strategy in STRATEGIES:
+            if strategy == "scratch":
+                model = build_model(profile.architecture)
+            else:
+                model = load_registered_model(tracker.tracking_uri, pretrained_model["model_uri"])
+            config = _train_config(settings, seed=seed, max_epochs=profile.finetune_max_epochs,
+                                   min_steps=profile.finetune_min_steps,
+                                   training_mode="head_only" if strategy == "head_only" else "full",
+                                   learning_rate=3e-4 if strategy == "full" else 1e-3)
+            params = {"task": task, "survey": survey, "architecture": profile.architecture, "strategy": strategy,
+                      "label_budget": budget, "n_train": len(train), "n_validation": len(validation),
+                      "pretrained_model_uri": pretrained_model["model_uri"], **config.as_params()}
+            tags = {**_tags(context), "pretrained_run_id": pretrained_model["run_id"]}
+            with tracker.run(f"{strategy}-{task}-{budget_key}-seed{seed}", tags, params) as run_id:
+                history = train_classifier(model, x, train.row, train.label, validation.row, validation.label,
+                                           config, settings.run_dir / "checkpoints" / f"{key}-{strategy}-{seed}.pt")
+                _log_history(tracker, run_id, history)
+                metrics = _evaluate_and_log(tracker, run_id, model, x, test, "target_test", settings.run_dir / "plots",
+                                            f"{task} {strategy} N={budget}")
+                model_uri, version = tracker.log_and_register_model(run_id, model, np.asarray(x[test.row[:2]]),
+                                                                    f"galpipe-{task}-{survey}")
+            context.log.info(f"{task} N={budget} {strategy} seed {seed}: accuracy {metrics['accuracy']:.3f}")
+            rows.append({**base, "strategy": strategy, "seed": seed, **metrics, "model_uri": model_uri,
+                         "run_id": run_id, "val_loss": min(r["val_loss"] for r in history)})
+    results = pd.DataFrame(rows)
+    context.add_output_metadata({"results": MetadataValue.md(
+        results[["strategy", "seed", "accuracy", "roc_auc", "completeness_1", "purity_1"]].to_markdown(index=False))})
+    return results
+
+
+@asset(group_name=MODELS_GROUP, ins={"finetuned_models": AssetIn()},
+       required_resource_keys={"settings", "mlflow", "target_survey"},
+       description="Accuracy, completeness and purity of each class, ROC AUC: mean and spread over seeds "
+                   "per task x budget x strategy, with learning curves; sets each task's champion alias.")
+def evaluation_table(context: AssetExecutionContext, finetuned_models: pd.DataFrame) -> pd.DataFrame:
+    settings: GalpipeSettings = context.resources.settings
+    if finetuned_models is None or len(finetuned_models) == 0:
+        raise ValueError("no finetuned_models partition is materialized yet: nothing to evaluate")
+    summary = summarise(finetuned_models)
+    png = plot_learning_curves(summary, settings.run_dir / "learning_curves.png")
+    tracker = context.resources.mlflow.tracker()
+    survey = context.resources.target_survey.instrument
+    champions = {}
+    for task, runs in finetuned_models[finetuned_models.strategy != DIRECT].groupby("task"):
+        # The configuration with the best mean test accuracy; of its seeds, the best validation loss.
+        best = summary[(summary.task == task) & (summary.strategy != DIRECT)].sort_values(
+            "accuracy_mean", ascending=False).iloc[0]
+        candidates = runs[(runs.label_budget == best.label_budget) & (runs.strategy == best.strategy)]
+        chosen = candidates.sort_values("val_loss").iloc[0]
+        version = chosen.model_uri.rsplit("/", 1)[-1]
+        tracker.set_alias(f"galpipe-{task}-{survey}", "champion", version)
+        champions[task] = f"{chosen.model_uri} ({chosen.strategy}, N={chosen.label_budget}, seed {chosen.seed})"
+    shown = summary[["task", "label_budget", "strategy", "n_seeds", "accuracy_mean", "accuracy_std",
+                     "completeness_1_mean", "purity_1_mean", "roc_auc_mean"]].round(3)
+    context.add_output_metadata({
+        "table": MetadataValue.md(shown.to_markdown(index=False)),
+        "champions": MetadataValue.json(champions),
+        "learning_curves": MetadataValue.md(
+            f"![learning curves](data:image/png;base64,{base64.b64encode(png.read_bytes()).decode()})"),
+    })
+    return summary
+
+
+MODEL_ASSETS = [model_inputs_asset("source"), model_inputs_asset("target"), pretrained_model, finetuned_models,
+                evaluation_table]
