@@ -160,10 +160,10 @@ def train_classifier(model: nn.Module, x, train_rows: np.ndarray, y_train: np.nd
         if val_loss < best["val_loss"]:
             best = {"val_loss": val_loss, "epoch": epoch,
                     "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+        if checkpoint_path:  # before the callback: whatever happens next, this epoch is kept
+            _save_checkpoint(checkpoint_path, model, optimiser, history, best, epoch, rng, generator)
         if on_epoch:
             on_epoch(record)
-        if checkpoint_path:
-            _save_checkpoint(checkpoint_path, model, optimiser, history, best, epoch, rng, generator)
         if epoch - best["epoch"] >= config.patience and epoch + 1 >= config.min_steps / steps_per_epoch:
             break
     model.load_state_dict(best["state"])

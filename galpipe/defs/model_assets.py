@@ -119,7 +119,7 @@ def pretrained_model(context: AssetExecutionContext, source_catalog: pd.DataFram
                                            plots, f"{task}: {survey} validation")
         direct_metrics = _evaluate_and_log(tracker, run_id, model, x_target, test, "target_test", plots,
                                            f"{task}: applied directly to target")
-        model_uri, version = tracker.log_and_register_model(run_id, model, np.asarray(x_source[:2]),
+        model_uri, version = tracker.log_and_register_model(run_id, model, np.array(x_source[:2]),
                                                             f"galpipe-{task}-{survey}")
     context.add_output_metadata({"model_uri": model_uri, "mlflow_run_id": run_id, "epochs": len(history),
                                  "source_val_accuracy": source_metrics["accuracy"],
@@ -179,7 +179,7 @@ def finetuned_models(context: AssetExecutionContext, pretrained_model: dict, mat
                 _log_history(tracker, run_id, history)
                 metrics = _evaluate_and_log(tracker, run_id, model, x, test, "target_test", settings.run_dir / "plots",
                                             f"{task} {strategy} N={budget}")
-                model_uri, version = tracker.log_and_register_model(run_id, model, np.asarray(x[test.row[:2]]),
+                model_uri, version = tracker.log_and_register_model(run_id, model, np.array(x[test.row[:2]]),
                                                                     f"galpipe-{task}-{survey}")
             context.log.info(f"{task} N={budget} {strategy} seed {seed}: accuracy {metrics['accuracy']:.3f}")
             rows.append({**base, "strategy": strategy, "seed": seed, **metrics, "model_uri": model_uri,

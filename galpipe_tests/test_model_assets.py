@@ -1,0 +1,123 @@
+"""The transfer-learning assets for real: `galpipe run` on the tiny profile with a real Dagster
+instance and MLflow's SQLite store, then the failure cases."""
+
+import multiprocessing
+import os
+
+import pandas as pd
+import pytest
+import torch
+from dagster import AssetKey, MultiPartitionKey, materialize
+from mlflow import MlflowClient
+
+from galpipe.cli import main
+from galpipe.defs.checks import CHECKS
+from galpipe.definitions import ALL_ASSETS, build_resources
+from galpipe.defs.resources import MlflowTracking
+from galpipe.tracking import ModelRegistryError, Tracker, load_registered_model
+from galpipe.training import TrainingError
+
+
+@pytest.fixture(scope="module")
+def tiny_project(tmp_path_factory):
+    """A fresh project folder after `galpipe run --profile tiny` (data/, mlruns/, .dagster_home/)."""
+    root = tmp_path_factory.mktemp("project")
+    cwd, home = os.getcwd(), os.environ.get("DAGSTER_HOME")
+    os.chdir(root)
+    os.environ["DAGSTER_HOME"] = str(root / ".dagster_home")
+    try:
+        exit_code = main(["run", "--profile", "tiny"])
+    finally:
+        os.chdir(cwd)
+        os.environ.pop("DAGSTER_HOME") if home is None else os.environ.__setitem__("DAGSTER_HOME", home)
+    return root, exit_code
+
+
+def _client(root):
+    return MlflowClient(f"sqlite:///{root}/mlruns/mlflow.db")
+
+
+def test_run_produces_the_evaluation_table(tiny_project):
+    root, exit_code = tiny_project
+    assert exit_code == 0
+    table = pd.read_parquet(root / "data" / "tiny" / "evaluation_table.parquet")
+    assert set(table.task) == {"featured", "edge_on", "bar"}
+    assert set(table.strategy) == {"direct", "full", "head_only", "scratch"}
+    assert table.accuracy_mean.between(0, 1).all() and (root / "data" / "tiny" / "learning_curves.png").is_file()
+
+
+def test_every_run_is_in_mlflow_with_registry_entries_and_champions(tiny_project):
+    root, _ = tiny_project
+    client = _client(root)
+    experiment = client.get_experiment_by_name("galpipe")
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    # 3 pretrained + 3 tasks x 2 budgets (25, full) x 3 strategies x 1 seed
+    assert len(runs) == 3 + 18 and {r.info.status for r in runs} == {"FINISHED"}
+    pretrained = {r.data.params["task"]: r.info.run_id for r in runs if r.data.params.get("role") == "pretrained"}
+    assert set(pretrained) == {"featured", "edge_on", "bar"}
+    for run in runs:
+        assert run.data.tags["dagster.run_id"] and run.data.tags["dagster.asset"] in ("pretrained_model", "finetuned_models")
+        assert "val_loss" in run.data.metrics and "target_test_accuracy" in run.data.metrics
+        if "strategy" in run.data.params:  # fine-tuning runs link to the run they started from
+            assert run.data.tags["pretrained_run_id"] == pretrained[run.data.params["task"]]
+            assert run.data.tags["dagster.partition"].endswith(run.data.params["task"])
+    names = {m.name: m for m in client.search_registered_models()}
+    for task in ("featured", "edge_on", "bar"):
+        assert len(client.search_model_versions(f"name='galpipe-{task}-sdss'")) == 1
+        assert len(client.search_model_versions(f"name='galpipe-{task}-des'")) == 6
+        assert "champion" in names[f"galpipe-{task}-des"].aliases
+    champion = load_registered_model(f"sqlite:///{root}/mlruns/mlflow.db", "models:/galpipe-bar-des@champion")
+    assert champion(torch.zeros(1, 3, 69, 69)).shape == (1,)
+
+
+def _resources(root, **kwargs):
+    mlflow = MlflowTracking(tracking_uri=f"sqlite:///{root}/mlruns/mlflow.db", artifact_root=str(root / "mlruns" / "artifacts"))
+    return build_resources("tiny", data_dir=str(root / "data"), mlflow=mlflow, **kwargs)
+
+
+def test_budget_beyond_the_pool_fails_clearly(tiny_project):
+    root, _ = tiny_project
+    result = materialize([*ALL_ASSETS, *CHECKS], selection=[AssetKey("finetuned_models")],
+                         partition_key=MultiPartitionKey({"task": "bar", "budget": "1000"}),
+                         resources=_resources(root), raise_on_error=False)
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    error = failure.step_failure_data.error
+    assert "label budget 1000 exceeds the labelled pool of" in (error.cause.message if error.cause else error.message)
+
+
+def test_missing_registered_model_is_a_clear_error(tmp_path):
+    with pytest.raises(ModelRegistryError, match="models:/galpipe-nope-des/7"):
+        load_registered_model(f"sqlite:///{tmp_path}/mlflow.db", "models:/galpipe-nope-des/7")
+
+
+def test_a_failing_run_is_marked_failed_not_left_running(tmp_path):
+    tracker = Tracker(f"sqlite:///{tmp_path}/mlflow.db", str(tmp_path / "artifacts"), "failures")
+    with pytest.raises(TrainingError):
+        with tracker.run("diverges", {}, {"learning_rate": 10}) as run_id:
+            raise TrainingError("loss became nan at epoch 3")
+    run = tracker.client.get_run(run_id)
+    assert run.info.status == "FAILED" and "loss became nan" in run.data.tags["error"]
+
+
+def _log_runs(db, artifacts, worker):
+    tracker = Tracker(f"sqlite:///{db}", artifacts, "parallel")
+    for k in range(8):
+        with tracker.run(f"w{worker}-{k}", {"worker": worker}, {"k": k}) as run_id:
+            tracker.log_metrics(run_id, {"accuracy": k / 10}, step=k)
+
+
+def test_parallel_writers_do_not_corrupt_the_store(tmp_path):
+    db, artifacts = tmp_path / "mlflow.db", str(tmp_path / "artifacts")
+    Tracker(f"sqlite:///{db}", artifacts, "parallel")  # create the database once, up front
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_log_runs, args=(db, artifacts, w)) for w in range(2)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(120)
+    assert [w.exitcode for w in workers] == [0, 0]
+    client = MlflowClient(f"sqlite:///{db}")
+    runs = client.search_runs([client.get_experiment_by_name("parallel").experiment_id])
+    assert len(runs) == 16 and {r.info.status for r in runs} == {"FINISHED"}
+    assert sorted(r.data.metrics["accuracy"] for r in runs) == sorted([k / 10 for k in range(8)] * 2)

@@ -1,0 +1,140 @@
+"""Architectures, the training loop and the transfer protocol on toy data small enough for CI."""
+
+import numpy as np
+import pytest
+import torch
+
+from galpipe.evaluation import binary_metrics
+from galpipe.models import DS18, build_model, count_flops, count_parameters
+from galpipe.training import TrainConfig, TrainingError, predict_proba, set_training_mode, train_classifier
+from galpipe.transfer import BudgetError, LabelledSample, choose_budget, split_train_validation
+
+
+def test_ds18_is_the_published_network():
+    model = DS18()
+    assert model(torch.zeros(5, 3, 69, 69)).shape == (5,)
+    convs = [m for m in model.features if isinstance(m, torch.nn.Conv2d)]
+    assert [(c.out_channels, c.kernel_size) for c in convs] == [(32, (6, 6)), (64, (5, 5)), (128, (2, 2)), (128, (3, 3))]
+    assert [m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)] == [0.5, 0.25, 0.25, 0.25, 0.5]
+    # 3*6*6*32+32 + 32*5*5*64+64 + 64*2*2*128+128 + 128*3*3*128+128 + 128*17*17*64+64 + 64+1
+    assert count_parameters(model) == 2_602_849
+    assert count_flops(model) == pytest.approx(0.68e9, rel=0.02)  # DESIGN.md: ~0.68 GFLOP per image
+
+
+def test_compact_default_is_far_cheaper():
+    compact = build_model("compact")
+    assert compact(torch.zeros(2, 3, 69, 69)).shape == (2,)
+    assert count_flops(compact) * 20 < count_flops(DS18())
+    with pytest.raises(KeyError, match="resnet"):
+        build_model("resnet")
+
+
+def test_head_only_freezes_the_features():
+    model = build_model("compact")
+    set_training_mode(model, "head_only")
+    assert not any(p.requires_grad for p in model.features.parameters())
+    assert all(p.requires_grad for p in model.head.parameters())
+
+
+def _toy_survey(n, rng, shifted=False):
+    """Class 1: an elongated blob, class 0: a round one, random orientation and size. The
+    shifted survey sees the same sky with twice the contrast, a sky offset and less noise."""
+    yy, xx = np.mgrid[-34:35, -34:35].astype(np.float32)
+    labels = rng.integers(0, 2, n)
+    images = np.empty((n, 3, 69, 69), np.float32)
+    for k, label in enumerate(labels):
+        angle, size = rng.uniform(0, np.pi), rng.uniform(4, 8)
+        q = 0.35 if label else 1.0
+        u = xx * np.cos(angle) + yy * np.sin(angle)
+        v = -xx * np.sin(angle) + yy * np.cos(angle)
+        blob = np.exp(-0.5 * ((u / size) ** 2 + (v / (q * size)) ** 2))
+        noise = rng.normal(0, 0.1 if shifted else 0.3, (3, 69, 69))
+        images[k] = (2.0 * blob + 0.8 if shifted else blob) + noise
+    return images, labels
+
+
+def test_same_seed_same_model_and_metrics():
+    x, y = _toy_survey(120, np.random.default_rng(0))
+    results = []
+    for _ in range(2):
+        torch.manual_seed(123)  # any global state must not matter: the config's seed decides
+        model = build_model("compact")
+        config = TrainConfig(max_epochs=2, batch_size=32, seed=5, device="cpu")
+        history = train_classifier(model, x, np.arange(100), y[:100], np.arange(100, 120), y[100:], config)
+        results.append((history, predict_proba(model, x[100:])))
+    assert results[0][0] == results[1][0]
+    np.testing.assert_array_equal(results[0][1], results[1][1])
+
+
+def test_interrupted_training_resumes_from_its_checkpoint(tmp_path):
+    x, y = _toy_survey(100, np.random.default_rng(1))
+    args = (x, np.arange(80), y[:80], np.arange(80, 100), y[80:])
+    config = TrainConfig(max_epochs=3, patience=5, batch_size=32, seed=2, device="cpu")
+    straight = train_classifier(build_model("compact"), *args, config)
+
+    def stop_after_first(record):
+        if record["epoch"] == 0:
+            raise KeyboardInterrupt
+
+    checkpoint = tmp_path / "run.pt"
+    with pytest.raises(KeyboardInterrupt):
+        train_classifier(build_model("compact"), *args, config, checkpoint, on_epoch=stop_after_first)
+    assert checkpoint.is_file()
+    resumed = train_classifier(build_model("compact"), *args, config, checkpoint)
+    assert [r["epoch"] for r in resumed] == [0, 1, 2]
+    losses = lambda history: [(r["train_loss"], r["val_loss"]) for r in history]  # noqa: E731
+    np.testing.assert_allclose(losses(resumed), losses(straight), rtol=1e-5)
+    assert not checkpoint.exists()
+
+
+def test_nan_loss_and_single_class_are_clear_errors():
+    x, y = _toy_survey(40, np.random.default_rng(2))
+    x[3] = np.nan
+    config = TrainConfig(max_epochs=1, batch_size=40, device="cpu", augment=False)
+    with pytest.raises(TrainingError, match="loss became nan at epoch 0"):
+        train_classifier(build_model("compact"), x, np.arange(30), y[:30], np.arange(30, 40), y[30:], config)
+    with pytest.raises(TrainingError, match="single class"):
+        train_classifier(build_model("compact"), x, np.arange(30), np.zeros(30), np.arange(30, 40), y[30:], config)
+
+
+def test_fine_tuning_on_a_shifted_toy_survey_beats_applying_directly():
+    rng = np.random.default_rng(3)
+    x_source, y_source = _toy_survey(400, rng)
+    x_target, y_target = _toy_survey(300, rng, shifted=True)
+    model = build_model("compact")
+    train_classifier(model, x_source, np.arange(340), y_source[:340], np.arange(340, 400), y_source[340:],
+                     TrainConfig(max_epochs=12, patience=4, batch_size=32, seed=0, device="cpu"))
+    source_accuracy = binary_metrics(y_source[340:], predict_proba(model, x_source[340:]))["accuracy"]
+    test = np.arange(100, 300)
+    direct = binary_metrics(y_target[test], predict_proba(model, x_target[test]))["accuracy"]
+    train_classifier(model, x_target, np.arange(80), y_target[:80], np.arange(80, 100), y_target[80:100],
+                     TrainConfig(max_epochs=6, patience=3, batch_size=32, seed=0, device="cpu", min_steps=40))
+    finetuned = binary_metrics(y_target[test], predict_proba(model, x_target[test]))["accuracy"]
+    assert source_accuracy > 0.85
+    assert direct < source_accuracy - 0.1  # the shift hurts
+    assert finetuned > direct + 0.1  # 100 target labels recover it
+
+
+def test_budget_selection_is_fixed_per_seed_and_bounded_by_the_pool():
+    labels = np.array([0] * 95 + [1] * 5)
+    pool = LabelledSample(np.array([f"g{i}" for i in range(100)]), np.arange(100), labels)
+    a, b = choose_budget(pool, 10, seed=4), choose_budget(pool, 10, seed=4)
+    assert list(a.object_id) == list(b.object_id) and len(a) == 10
+    assert list(choose_budget(pool, 10, seed=5).object_id) != list(a.object_id)
+    for seed in range(20):  # rare class always represented, even in tiny budgets
+        assert set(choose_budget(pool, 3, seed).label) == {0, 1}
+    with pytest.raises(BudgetError, match="label budget 101 exceeds the labelled pool of 100"):
+        choose_budget(pool, 101, seed=0)
+    train, validation = split_train_validation(choose_budget(pool, 25, 0), seed=0)
+    assert len(train) + len(validation) == 25 and set(train.label) == {0, 1}
+    assert not set(train.object_id) & set(validation.object_id)
+
+
+def test_metrics_match_a_hand_counted_confusion_matrix():
+    y = [1, 1, 1, 0, 0, 0, 0, 0]
+    p = [0.9, 0.8, 0.2, 0.7, 0.1, 0.1, 0.3, 0.4]  # tp=2 fn=1 fp=1 tn=4
+    m = binary_metrics(y, p)
+    assert m["accuracy"] == 6 / 8
+    assert (m["completeness_1"], m["purity_1"]) == (2 / 3, 2 / 3)
+    assert (m["completeness_0"], m["purity_0"]) == (4 / 5, 4 / 5)
+    assert m["roc_auc"] == pytest.approx(12 / 15)  # of 15 (positive, negative) pairs, 12 ranked right
