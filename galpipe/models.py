@@ -58,11 +58,16 @@ class Compact(nn.Module):
 ARCHITECTURES = {"ds18": DS18, "compact": Compact}
 
 
-def build_model(name: str) -> nn.Module:
-    try:
+def build_model(name: str, seed: int | None = None) -> nn.Module:
+    """A freshly initialised network; with `seed`, the same weights every time (the global
+    random state is left as it was)."""
+    if name not in ARCHITECTURES:
+        raise KeyError(f"unknown architecture {name!r}; known: {sorted(ARCHITECTURES)}")
+    if seed is None:
         return ARCHITECTURES[name]()
-    except KeyError:
-        raise KeyError(f"unknown architecture {name!r}; known: {sorted(ARCHITECTURES)}") from None
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return ARCHITECTURES[name]()
 
 
 def count_flops(model: nn.Module) -> int:

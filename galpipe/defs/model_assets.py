@@ -105,7 +105,7 @@ def pretrained_model(context: AssetExecutionContext, source_catalog: pd.DataFram
     x_source = load_model_inputs(inputs_path(settings, "source"))
     x_target = load_model_inputs(inputs_path(settings, "target"))
     config = _train_config(settings, max_epochs=profile.pretrain_max_epochs, seed=0)
-    model = build_model(profile.architecture)
+    model = build_model(profile.architecture, seed=config.seed)
     plots = settings.run_dir / "plots"
     params = {"task": task, "survey": survey, "architecture": profile.architecture, "role": "pretrained",
               "n_train": len(train), "n_validation": len(validation), "flops_per_image": count_flops(model),
@@ -162,7 +162,7 @@ def finetuned_models(context: AssetExecutionContext, pretrained_model: dict, mat
         train, validation = split_train_validation(chosen, seed)
         for strategy in STRATEGIES:
             if strategy == "scratch":
-                model = build_model(profile.architecture)
+                model = build_model(profile.architecture, seed=seed)
             else:
                 model = load_registered_model(tracker.tracking_uri, pretrained_model["model_uri"])
             config = _train_config(settings, seed=seed, max_epochs=profile.finetune_max_epochs,
