@@ -132,6 +132,7 @@ def train_classifier(model: nn.Module, x, train_rows: np.ndarray, y_train: np.nd
         history, best, start_epoch = saved["history"], saved["best"], saved["epoch"] + 1
         rng.bit_generator.state = saved["numpy_rng"]
         generator.set_state(saved["torch_rng"])
+        torch.set_rng_state(saved["global_torch_rng"])  # dropout draws from it
 
     steps_per_epoch = math.ceil(len(train_rows) / config.batch_size)
     max_epochs = max(config.max_epochs, math.ceil(config.min_steps / steps_per_epoch))
@@ -178,5 +179,5 @@ def _save_checkpoint(path, model, optimiser, history, best, epoch, rng, generato
     tmp = path.with_suffix(".part")
     torch.save({"model": model.state_dict(), "optimiser": optimiser.state_dict(), "history": history,
                 "best": best, "epoch": epoch, "numpy_rng": rng.bit_generator.state,
-                "torch_rng": generator.get_state()}, tmp)
+                "torch_rng": generator.get_state(), "global_torch_rng": torch.get_rng_state()}, tmp)
     os.replace(tmp, path)
