@@ -12,25 +12,18 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from astropy.visualization import make_lupton_rgb  # noqa: E402
 
-from galpipe.cutouts import COLOUR_BANDS, atomic_write_bytes, read_cutout, select_bands  # noqa: E402
-
-NANOMAGGY_ZEROPOINT_MAG = 22.5
+from galpipe.cutouts import COLOUR_BANDS, atomic_write_bytes, read_cutout  # noqa: E402
+from galpipe.preprocessing import colour_image  # noqa: E402
 
 
 def colour_composite(path) -> np.ndarray:
-    """RGB image (y, x, 3) in [0, 1] of a cutout: g, r, i FITS bands on a surface-brightness
-    scale in nanomaggies per arcsec^2, or a colour JPEG/PNG as it is."""
+    """RGB image (y, x, 3) in [0, 1] of a cutout: the Lupton composite of a FITS cutout's g, r, i
+    bands, or a colour JPEG/PNG as it is."""
     cutout = read_cutout(path)
-    if cutout.bands == COLOUR_BANDS:
-        return np.moveaxis(cutout.pixels, 0, -1)
-    header = cutout.header
-    to_nanomaggies = 10 ** (-0.4 * (header.get("MAGZERO", NANOMAGGY_ZEROPOINT_MAG) - NANOMAGGY_ZEROPOINT_MAG))
-    per_arcsec2 = to_nanomaggies / header.get("PIXSCALE", 1.0) ** 2
-    bands = "gri" if all(b in cutout.bands for b in "gri") else cutout.bands[:3]
-    g, r, i = select_bands(cutout, bands) * per_arcsec2
-    return make_lupton_rgb(i, r, g, minimum=0.0, stretch=1.5, Q=8) / 255.0
+    if cutout.bands != COLOUR_BANDS:
+        return np.moveaxis(colour_image(cutout, cutout.header.get("PIXSCALE", 1.0)), 0, -1)
+    return np.moveaxis(cutout.pixels, 0, -1)
 
 
 def pick_gallery_galaxies(matched: pd.DataFrame, tasks, per_class: int = 2) -> pd.DataFrame:

@@ -18,9 +18,10 @@ import torch.nn.functional as F
 from astropy.visualization import make_lupton_rgb
 from tqdm import tqdm
 
-from galpipe.cutouts import COLOUR_BANDS, CutoutError, atomic_write_bytes, read_cutout, select_bands
+from galpipe.cutouts import COLOUR_BANDS, Cutout, CutoutError, atomic_write_bytes, read_cutout, select_bands
 
 MODEL_INPUT_PIXELS = 69
+NANOMAGGY_ZEROPOINT_MAG = 22.5
 BORDER_PIXELS = 4
 CENTRE_HALF_WIDTH = 4
 
@@ -58,15 +59,15 @@ def normalise_per_image(pixels: np.ndarray) -> np.ndarray:
     return (centred / scale).astype(np.float32)
 
 
-def colour_image(pixels: np.ndarray, bands: str, flux_to_nanomaggy: float, pixel_scale_arcsec: float) -> np.ndarray:
-    """g, r, i as the Lupton colour composite survey viewers show, (3, y, x) in [0, 1]."""
-    g, r, i = select_bands_array(pixels, bands, "gri") * flux_to_nanomaggy / pixel_scale_arcsec**2
+def colour_image(cutout: Cutout, pixel_scale_arcsec: float) -> np.ndarray:
+    """g, r, i as the Lupton colour composite survey viewers show (i, r, g as red, green, blue),
+    on a surface-brightness scale in nanomaggies per arcsec^2: (3, y, x) in [0, 1]."""
+    zeropoint = cutout.header.get("MAGZERO", NANOMAGGY_ZEROPOINT_MAG) if cutout.header is not None \
+        else NANOMAGGY_ZEROPOINT_MAG
+    to_nanomaggy_per_arcsec2 = 10 ** (-0.4 * (zeropoint - NANOMAGGY_ZEROPOINT_MAG)) / pixel_scale_arcsec**2
+    g, r, i = select_bands(cutout, "gri") * to_nanomaggy_per_arcsec2
     rgb = make_lupton_rgb(i, r, g, minimum=0.0, stretch=1.5, Q=8)
     return np.moveaxis(rgb, -1, 0).astype(np.float32) / 255.0
-
-
-def select_bands_array(pixels: np.ndarray, bands: str, wanted: str) -> np.ndarray:
-    return np.stack([pixels[bands.index(b)] for b in wanted])
 
 
 def model_input(path, field_arcsec: float, mode: str = "bands", bands: str = "gri",
@@ -88,8 +89,7 @@ def model_input(path, field_arcsec: float, mode: str = "bands", bands: str = "gr
             raise CutoutError(path, "a colour image can only feed a model in mode 'colour'")
         pixels = cutout.pixels
     elif mode == "colour":
-        to_nanomaggy = 10 ** (-0.4 * (header.get("MAGZERO", 22.5) - 22.5))
-        pixels = colour_image(cutout.pixels, cutout.bands, to_nanomaggy, scale)
+        pixels = colour_image(cutout, scale)
     else:
         pixels = select_bands(cutout, bands)
     resampled = resample(crop_to_field(pixels, scale, field_arcsec))
