@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PROFILE ?= small
 export DAGSTER_HOME := $(CURDIR)/.dagster_home
 
-.PHONY: run test ui clean
+.PHONY: run test ui mlflow-ui clean
 
 $(BIN)/galpipe: pyproject.toml
 	python3 -m venv $(VENV)
@@ -21,6 +21,9 @@ test: $(BIN)/galpipe
 ui: $(BIN)/galpipe
 	mkdir -p $(DAGSTER_HOME)
 	GALPIPE_PROFILE=$(PROFILE) $(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
+
+mlflow-ui: $(BIN)/galpipe
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db --host 127.0.0.1 --port 5000
 
 clean:
 	rm -rf data/$(PROFILE)

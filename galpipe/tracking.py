@@ -63,7 +63,8 @@ class Tracker:
                 mlflow.entities.Param(k, str(v)[:6000]) for k, v in params.items()]))
             yield run_id
         except BaseException as err:
-            with_retry(lambda: self.client.set_tag(run_id, "error", f"{type(err).__name__}: {err}"[:5000]))
+            message = f"{type(err).__name__}: {err}"[:5000]
+            with_retry(lambda: self.client.set_tag(run_id, "error", message))
             with_retry(lambda: self.client.set_terminated(run_id, "FAILED"))
             raise
         with_retry(lambda: self.client.set_terminated(run_id, "FINISHED"))

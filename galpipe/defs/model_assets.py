@@ -7,11 +7,11 @@ import time
 
 import numpy as np
 import pandas as pd
-from dagster import (AssetExecutionContext, AssetIn, AssetKey, MaterializeResult, MetadataValue,
+from dagster import (AssetExecutionContext, AssetIn, AssetKey, MetadataValue,
                      MultiPartitionKey, MultiPartitionsDefinition, MultiToSingleDimensionPartitionMapping,
                      StaticPartitionsDefinition, asset)
 
-from galpipe.defs.resources import GalpipeSettings, MlflowTracking
+from galpipe.defs.resources import GalpipeSettings
 from galpipe.evaluation import binary_metrics, plot_confusion, plot_learning_curves, summarise
 from galpipe.models import build_model, count_flops
 from galpipe.preprocessing import build_model_inputs, load_model_inputs
