@@ -3,6 +3,7 @@ finetuned_models (per task x label budget) -> evaluation_table. Models live in M
 assets pass model URIs and metrics."""
 
 import base64
+import copy
 import time
 
 import numpy as np
@@ -156,6 +157,7 @@ def finetuned_models(context: AssetExecutionContext, pretrained_model: dict, mat
         return pd.DataFrame([row])
 
     x = load_model_inputs(inputs_path(settings, "target"))
+    pretrained = load_registered_model(tracker.tracking_uri, pretrained_model["model_uri"])  # loaded once
     rows = []
     for seed in profile.seeds:
         chosen = choose_budget(pool, budget, seed)
@@ -164,7 +166,7 @@ def finetuned_models(context: AssetExecutionContext, pretrained_model: dict, mat
             if strategy == "scratch":
                 model = build_model(profile.architecture, seed=seed)
             else:
-                model = load_registered_model(tracker.tracking_uri, pretrained_model["model_uri"])
+                model = copy.deepcopy(pretrained)
             config = _train_config(settings, seed=seed, max_epochs=profile.finetune_max_epochs,
                                    min_steps=profile.finetune_min_steps,
                                    training_mode="head_only" if strategy == "head_only" else "full",
