@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pandas as pd
 from dagster import (AssetExecutionContext, AssetIn, AssetKey, MetadataValue,
-                     MultiPartitionKey, MultiPartitionsDefinition, MultiToSingleDimensionPartitionMapping,
+                     MultiPartitionsDefinition, MultiToSingleDimensionPartitionMapping,
                      StaticPartitionsDefinition, asset)
 
 from galpipe.defs.resources import GalpipeSettings
@@ -141,8 +141,7 @@ def finetuned_models(context: AssetExecutionContext, pretrained_model: dict, mat
     settings: GalpipeSettings = context.resources.settings
     profile = settings.get_profile()
     key = context.partition_key
-    task, budget_key = (key.keys_by_dimension["task"], key.keys_by_dimension["budget"]) \
-        if isinstance(key, MultiPartitionKey) else key.split("|")
+    task, budget_key = key.keys_by_dimension["task"], key.keys_by_dimension["budget"]
     tracker = context.resources.mlflow.tracker()
     survey = context.resources.target_survey.instrument
     pool = labelled_sample(matched_catalog[matched_catalog.split == "pool"], target_inputs, task)
