@@ -1,9 +1,12 @@
-"""Shared fixtures: a tiny simulated sky, and paths to the real DECaLS sample."""
+"""Shared fixtures: a tiny simulated sky, a tiny project after `galpipe run`, and the path to the
+real DECaLS sample."""
 
+import os
 from pathlib import Path
 
 import pytest
 
+from galpipe.cli import main
 from galpipe.profiles import get_profile
 from galpipe.sources.simulated import simulated_catalog
 
@@ -25,3 +28,18 @@ def decals_folder():
     if not (DECALS_FOLDER / "catalog.csv").is_file():
         pytest.fail(f"the real DECaLS sample is missing: expected {DECALS_FOLDER}/catalog.csv")
     return DECALS_FOLDER
+
+
+@pytest.fixture(scope="session")
+def tiny_project(tmp_path_factory):
+    """A fresh project folder after `galpipe run --profile tiny` (data/, mlruns/, .dagster_home/)."""
+    root = tmp_path_factory.mktemp("project")
+    cwd, home = os.getcwd(), os.environ.get("DAGSTER_HOME")
+    os.chdir(root)
+    os.environ["DAGSTER_HOME"] = str(root / ".dagster_home")
+    try:
+        exit_code = main(["run", "--profile", "tiny"])
+    finally:
+        os.chdir(cwd)
+        os.environ.pop("DAGSTER_HOME") if home is None else os.environ.__setitem__("DAGSTER_HOME", home)
+    return root, exit_code

@@ -2,7 +2,6 @@
 instance and MLflow's SQLite store, then the failure cases."""
 
 import multiprocessing
-import os
 
 import pandas as pd
 import pytest
@@ -10,27 +9,11 @@ import torch
 from dagster import AssetKey, MultiPartitionKey, materialize
 from mlflow import MlflowClient
 
-from galpipe.cli import main
 from galpipe.defs.checks import CHECKS
 from galpipe.definitions import ALL_ASSETS, build_resources
 from galpipe.defs.resources import MlflowTracking
 from galpipe.tracking import ModelRegistryError, Tracker, load_registered_model
 from galpipe.training import TrainingError
-
-
-@pytest.fixture(scope="module")
-def tiny_project(tmp_path_factory):
-    """A fresh project folder after `galpipe run --profile tiny` (data/, mlruns/, .dagster_home/)."""
-    root = tmp_path_factory.mktemp("project")
-    cwd, home = os.getcwd(), os.environ.get("DAGSTER_HOME")
-    os.chdir(root)
-    os.environ["DAGSTER_HOME"] = str(root / ".dagster_home")
-    try:
-        exit_code = main(["run", "--profile", "tiny"])
-    finally:
-        os.chdir(cwd)
-        os.environ.pop("DAGSTER_HOME") if home is None else os.environ.__setitem__("DAGSTER_HOME", home)
-    return root, exit_code
 
 
 def _client(root):
