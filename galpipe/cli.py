@@ -1,6 +1,11 @@
-"""The `galpipe` command: `galpipe run` materializes the asset graph in-process against the
-project's Dagster instance (DAGSTER_HOME), partition by partition, so the runs appear in
-`dagster dev` afterwards, and prints the evaluation table."""
+"""The `galpipe` command.
+
+  galpipe run      materialize every asset of a profile against the project's Dagster instance
+                   (DAGSTER_HOME), one run per partition, and print the evaluation table
+  galpipe predict  classify a folder or catalogue of cutouts with registered models
+  galpipe ui       start the Dagster and MLflow UIs on 127.0.0.1
+
+A user error (a missing file, an unknown model) ends with one line on stderr and exit status 2."""
 
 from __future__ import annotations
 
@@ -64,15 +69,78 @@ def _run(args) -> int:
     return 0 if not failed else 1
 
 
+def _predict(args) -> int:
+    from galpipe.prediction import list_cutouts, load_classifier, model_uris, predict_cutouts
+
+    if not args.out.lower().endswith((".parquet", ".csv")):
+        raise UserError(f"--out {args.out}: the morphology catalogue must end in .parquet or .csv")
+    tasks = args.tasks.split(",")
+    uris = [uri for spec in args.model for uri in model_uris(spec, tasks, args.survey)]
+    classifiers = [load_classifier(args.tracking_uri, uri) for uri in uris]
+    cutouts = list_cutouts(args.folder, args.catalog, args.id_column, args.image_column)
+    print(f"[galpipe predict] {len(cutouts)} cutouts, models: " + ", ".join(
+        f"{k.task}={k.model_uri} ({k.input_mode})" for k in classifiers), file=sys.stderr)
+    summary = predict_cutouts(classifiers, cutouts, args.out, args.threshold, args.batch_size, args.pixel_scale,
+                              on_failure=lambda r: print(f"  skipped {r['path'] or r['object_id']}: {r['reason']}",
+                                                         file=sys.stderr))
+    print(f"[galpipe predict] wrote {summary.n_written} rows to {summary.out_path}; skipped {len(summary.failures)}"
+          + (f" (listed in {summary.out_path.name}.failed.csv)" if summary.failures else "")
+          + f"; {summary.galaxies_per_second:.1f} galaxies/s", file=sys.stderr)
+    if summary.n_written == 0:
+        raise UserError(f"no cutout could be classified; the first reason: {summary.failures[0]['reason']}")
+    return 0
+
+
+class UserError(Exception):
+    """Something the user can fix; reported in one line, without a traceback."""
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from galpipe.catalogs import CatalogError
+    from galpipe.cutouts import CutoutError
+    from galpipe.tracking import ModelRegistryError
+
+    return UserError, CatalogError, CutoutError, ModelRegistryError, FileNotFoundError
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="galpipe", description=__doc__)
+    parser = argparse.ArgumentParser(prog="galpipe", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="materialize every asset of the profile")
     run.add_argument("--profile", default=os.environ.get("GALPIPE_PROFILE", DEFAULT_PROFILE),
                      choices=sorted(PROFILES), help="size of the simulated surveys (default: %(default)s)")
     run.set_defaults(func=_run)
+
+    predict = commands.add_parser(
+        "predict", help="classify cutouts with registered models into a Parquet or CSV catalogue",
+        description="Classify a folder or catalogue of cutouts (FITS, JPEG, PNG) with registered models: "
+                    "one row per readable cutout with p_<task> and <task> (class at --threshold); "
+                    "unreadable cutouts are named on stderr and in <out>.failed.csv.")
+    predict.add_argument("--model", action="append", required=True,
+                         help="a model URI (models:/galpipe-bar-des/3, models:/galpipe-bar-des@champion) or "
+                              "an alias of every task's model (champion); repeat for several")
+    where = predict.add_mutually_exclusive_group(required=True)
+    where.add_argument("--folder", help="a folder of cutouts; object ids are the file names")
+    where.add_argument("--catalog", help="a CSV or Parquet catalogue with an id and an image-path column")
+    predict.add_argument("--id-column", default="object_id", help="(with --catalog) default: %(default)s")
+    predict.add_argument("--image-column", default="image_path", help="(with --catalog) default: %(default)s")
+    predict.add_argument("--out", required=True, help="the morphology catalogue to write (.parquet or .csv)")
+    predict.add_argument("--threshold", type=float, default=0.5, help="class 1 at p >= this (default %(default)s)")
+    predict.add_argument("--batch-size", type=int, default=256)
+    predict.add_argument("--pixel-scale", type=float, default=None,
+                         help="arcsec/pixel of JPEG/PNG cutouts (FITS cutouts carry PIXSCALE)")
+    predict.add_argument("--tasks", default="featured,edge_on,bar", help="tasks an alias expands to")
+    predict.add_argument("--survey", default="des", help="survey in the registered names (default %(default)s)")
+    predict.add_argument("--tracking-uri", default="sqlite:///mlruns/mlflow.db", help="default: %(default)s")
+    predict.set_defaults(func=_predict)
+
     args = parser.parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except _user_errors() as err:
+        print(f"galpipe {args.command}: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

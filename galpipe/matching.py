@@ -11,6 +11,8 @@ import numpy as np
 import pandas as pd
 from astropy.coordinates import SkyCoord
 
+from galpipe.labels import apply_new_labels
+
 MATCHED, UNMATCHED, AMBIGUOUS = "matched", "unmatched", "ambiguous"
 
 
@@ -65,10 +67,11 @@ def assign_split(object_ids: pd.Series, test_fraction: float, salt: str = "galpi
 
 
 def build_matched_catalog(target: pd.DataFrame, source: pd.DataFrame | None, tasks, radius_arcsec: float,
-                          test_fraction: float) -> tuple[pd.DataFrame, dict]:
+                          test_fraction: float, new_labels: pd.DataFrame | None = None) -> tuple[pd.DataFrame, dict]:
     """The target sample with labels: its own where it has them, else carried from the matched
-    source object. Adds `label_origin`, `match_status`, `split` ('pool', 'test', or 'unlabelled'
-    for objects without a label). Returns the table and counts for reporting."""
+    source object, and `new_labels` (see galpipe.labels) over both. Adds `label_origin`,
+    `match_status`, `split` ('pool', 'test', or 'unlabelled' for objects without a label).
+    Returns the table and counts for reporting."""
     tasks = list(tasks)
     own_labels = all(task in target.columns for task in tasks)
     table = target.copy()
@@ -96,6 +99,9 @@ def build_matched_catalog(target: pd.DataFrame, source: pd.DataFrame | None, tas
             table[name] = values.astype("Int8") if column in tasks else values
         table["label_origin"] = np.where(has_match, "source_match", "none")
 
+    new_label_counts = {}
+    if new_labels is not None and len(new_labels):
+        table, new_label_counts = apply_new_labels(table, new_labels)
     labelled = table[tasks].notna().any(axis=1)
     table["split"] = np.where(labelled, assign_split(table.object_id, test_fraction), "unlabelled")
     counts = {
@@ -106,6 +112,7 @@ def build_matched_catalog(target: pd.DataFrame, source: pd.DataFrame | None, tas
         "n_labelled": int(labelled.sum()),
         "n_pool": int((table.split == "pool").sum()),
         "n_test": int((table.split == "test").sum()),
+        **new_label_counts,
     }
     counts["match_rate"] = counts["n_matched"] / counts["n_target"] if (counts["n_target"] and not own_labels) else float("nan")
     return table, counts

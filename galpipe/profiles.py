@@ -14,10 +14,16 @@ class Profile:
     name: str
     sky: SkyConfig
     cutout_field_arcsec: float = 40.0  # the same angular field in every survey
+    # "bands": g, r, i normalised per image (FITS); "colour": the Lupton colour composite, so that
+    # the models also read the JPEG/PNG cutouts of survey viewers and Galaxy Zoo.
+    input_mode: str = "bands"
     match_radius_arcsec: float = 1.0
     test_fraction: float = 0.4  # of the labelled target sample, never used for training
     # Transfer learning (DESIGN.md section 6).
     architecture: str = "compact"
+    # Tasks trained with a class-balanced loss: unweighted, the `small` profile's bar classifier
+    # never predicted a bar (completeness 0 at every budget); balanced, 0.76 applied directly.
+    class_balanced_tasks: tuple[str, ...] = ("bar",)
     label_budgets: tuple[str, ...] = ("0", "25", "50", "100", "300", "full")  # run by `galpipe run`
     seeds: tuple[int, ...] = (0, 1)
     pretrain_max_epochs: int = 20

@@ -79,9 +79,10 @@ class Tracker:
         with_retry(lambda: self.client.log_artifact(run_id, str(path), folder))
 
     def log_and_register_model(self, run_id: str, model: torch.nn.Module, input_example: np.ndarray,
-                               registered_name: str) -> tuple[str, str]:
-        """Log the model (pickled module, so it can be trained further) and register it.
-        Returns (model URI 'models:/name/version', version)."""
+                               registered_name: str, tags: dict | None = None) -> tuple[str, str]:
+        """Log the model (pickled module, so it can be trained further) and register it; `tags` go
+        on the model version (galpipe puts there what a user of the model needs: task, input mode,
+        field). Returns (model URI 'models:/name/version', version)."""
         model = model.cpu().eval()
         with torch.no_grad():
             output = torch.sigmoid(model(torch.from_numpy(input_example))).numpy()
@@ -90,11 +91,26 @@ class Tracker:
             info = with_retry(lambda: mlflow.pytorch.log_model(
                 model, name="model", signature=signature, input_example=input_example,
                 serialization_format="pickle", pip_requirements=MODEL_PIP_REQUIREMENTS))
-        version = with_retry(lambda: mlflow.register_model(info.model_uri, registered_name)).version
+        tags = {k: str(v) for k, v in (tags or {}).items()}
+        version = with_retry(lambda: mlflow.register_model(info.model_uri, registered_name, tags=tags)).version
         return f"models:/{registered_name}/{version}", str(version)
 
     def set_alias(self, registered_name: str, alias: str, version: str) -> None:
         with_retry(lambda: self.client.set_registered_model_alias(registered_name, alias, version))
+
+
+def model_version(tracking_uri: str, model_uri: str):
+    """The registry entry behind 'models:/name/version' or 'models:/name@alias'."""
+    client = MlflowClient(tracking_uri)
+    name_and_ref = model_uri.removeprefix("models:/")
+    try:
+        if "@" in name_and_ref:
+            name, alias = name_and_ref.split("@", 1)
+            return with_retry(lambda: client.get_model_version_by_alias(name, alias))
+        name, _, version = name_and_ref.partition("/")
+        return with_retry(lambda: client.get_model_version(name, version))
+    except MlflowException as err:
+        raise ModelRegistryError(f"no registered model {model_uri!r} in {tracking_uri}: {err.message}") from None
 
 
 def load_registered_model(tracking_uri: str, model_uri: str) -> torch.nn.Module:

@@ -12,6 +12,7 @@ from galpipe.catalogs import class_balance
 from galpipe.cutouts import validate_manifest
 from galpipe.defs.resources import GalpipeSettings
 from galpipe.gallery import make_gallery, pick_gallery_galaxies
+from galpipe.labels import read_new_labels
 from galpipe.matching import attach_cutouts, build_matched_catalog
 
 ROLES = ("source", "target")
@@ -107,8 +108,13 @@ def _remove_stale_files(out_dir: Path, manifest: pd.DataFrame) -> None:
 def matched_catalog(context: AssetExecutionContext, settings: GalpipeSettings, source_catalog: pd.DataFrame,
                     target_catalog: pd.DataFrame, target_cutouts: pd.DataFrame) -> pd.DataFrame:
     profile = settings.get_profile()
+    new_labels = read_new_labels(settings.labels_dir, settings.tasks)
     table, counts = build_matched_catalog(target_catalog, source_catalog, settings.tasks,
-                                          profile.match_radius_arcsec, profile.test_fraction)
+                                          profile.match_radius_arcsec, profile.test_fraction, new_labels)
+    unknown_ids = counts.pop("new_labels_unknown_ids", [])
+    if unknown_ids:
+        context.log.warning(f"{counts['n_new_labels_unknown_id']} new label(s) in {settings.labels_dir} name objects "
+                            f"the target catalogue lacks, e.g. {unknown_ids[:5]}")
     table = attach_cutouts(table, target_cutouts)
     counts["n_no_cutout"] = int((table.split == "no_cutout").sum())
     context.log.info(f"matched catalogue: {counts}")

@@ -42,8 +42,9 @@ def model_inputs_asset(role: str):
     def model_inputs(context: AssetExecutionContext, settings: GalpipeSettings,
                      raw_cutouts: pd.DataFrame) -> pd.DataFrame:
         started = time.perf_counter()
-        index = build_model_inputs(raw_cutouts, inputs_path(settings, role),
-                                   settings.get_profile().cutout_field_arcsec)
+        profile = settings.get_profile()
+        index = build_model_inputs(raw_cutouts, inputs_path(settings, role), profile.cutout_field_arcsec,
+                                   profile.input_mode)
         for row in index[index.status != "ok"].itertuples():
             context.log.warning(f"{role} {row.object_id}: no model input: {row.reason}")
         context.add_output_metadata({"n_ok": int((index.status == "ok").sum()),
@@ -60,9 +61,10 @@ def _tags(context: AssetExecutionContext) -> dict:
             "dagster.partition": context.partition_key if context.has_partition_key else ""}
 
 
-def _train_config(settings: GalpipeSettings, **changes) -> TrainConfig:
+def _train_config(settings: GalpipeSettings, task: str, **changes) -> TrainConfig:
     profile = settings.get_profile()
-    return TrainConfig(batch_size=profile.batch_size, patience=profile.patience, **changes)
+    weighting = "balanced" if task in profile.class_balanced_tasks else "none"
+    return TrainConfig(batch_size=profile.batch_size, patience=profile.patience, class_weighting=weighting, **changes)
 
 
 def _evaluate_and_log(tracker, run_id, model, x, sample, prefix: str, plots_dir, title) -> dict:
@@ -78,6 +80,12 @@ def _log_history(tracker, run_id, history) -> None:
     for record in history:
         tracker.log_metrics(run_id, {"train_loss": record["train_loss"], "val_loss": record["val_loss"]},
                             step=record["epoch"])
+
+
+def _model_tags(profile, task: str, role: str, **more) -> dict:
+    """On each registered model version: what `galpipe predict` needs to prepare its inputs."""
+    return {"task": task, "role": role, "architecture": profile.architecture, "input_mode": profile.input_mode,
+            "field_arcsec": profile.cutout_field_arcsec, **more}
 
 
 def _sorted(sample):
@@ -105,7 +113,7 @@ def pretrained_model(context: AssetExecutionContext, source_catalog: pd.DataFram
     test = _sorted(labelled_sample(matched_catalog[matched_catalog.split == "test"], target_inputs, task))
     x_source = load_model_inputs(inputs_path(settings, "source"))
     x_target = load_model_inputs(inputs_path(settings, "target"))
-    config = _train_config(settings, max_epochs=profile.pretrain_max_epochs, seed=0)
+    config = _train_config(settings, task, max_epochs=profile.pretrain_max_epochs, seed=0)
     model = build_model(profile.architecture, seed=config.seed)
     plots = settings.run_dir / "plots"
     params = {"task": task, "survey": survey, "architecture": profile.architecture, "role": "pretrained",
@@ -120,8 +128,9 @@ def pretrained_model(context: AssetExecutionContext, source_catalog: pd.DataFram
                                            plots, f"{task}: {survey} validation")
         direct_metrics = _evaluate_and_log(tracker, run_id, model, x_target, test, "target_test", plots,
                                            f"{task}: applied directly to target")
-        model_uri, version = tracker.log_and_register_model(run_id, model, np.array(x_source[:2]),
-                                                            f"galpipe-{task}-{survey}")
+        model_uri, version = tracker.log_and_register_model(
+            run_id, model, np.array(x_source[:2]), f"galpipe-{task}-{survey}",
+            _model_tags(profile, task, "pretrained"))
     context.add_output_metadata({"model_uri": model_uri, "mlflow_run_id": run_id, "epochs": len(history),
                                  "source_val_accuracy": source_metrics["accuracy"],
                                  "target_test_accuracy_direct": direct_metrics["accuracy"]})
@@ -150,13 +159,13 @@ def finetuned_models(context: AssetExecutionContext, pretrained_model: dict, mat
     budget = parse_budget(budget_key, len(pool))
     base = {"task": task, "label_budget": budget, "budget_key": budget_key,
             "pretrained_model_uri": pretrained_model["model_uri"]}
-    if budget == 0:
-        row = {**base, "strategy": DIRECT, "seed": 0, **pretrained_model["target_test_direct"],
-               "model_uri": pretrained_model["model_uri"], "run_id": pretrained_model["run_id"], "val_loss": np.nan}
-        return pd.DataFrame([row])
-
     x = load_model_inputs(inputs_path(settings, "target"))
     pretrained = load_registered_model(tracker.tracking_uri, pretrained_model["model_uri"])  # loaded once
+    if budget == 0:  # evaluated here, not copied: the test set may have grown since pretraining
+        metrics = binary_metrics(test.label, predict_proba(pretrained, x[test.row]))
+        row = {**base, "strategy": DIRECT, "seed": 0, **metrics, "model_uri": pretrained_model["model_uri"],
+               "run_id": pretrained_model["run_id"], "val_loss": np.nan}
+        return pd.DataFrame([row])
     rows = []
     for seed in profile.seeds:
         chosen = choose_budget(pool, budget, seed)
@@ -166,7 +175,7 @@ def finetuned_models(context: AssetExecutionContext, pretrained_model: dict, mat
                 model = build_model(profile.architecture, seed=seed)
             else:
                 model = copy.deepcopy(pretrained)
-            config = _train_config(settings, seed=seed, max_epochs=profile.finetune_max_epochs,
+            config = _train_config(settings, task, seed=seed, max_epochs=profile.finetune_max_epochs,
                                    min_steps=profile.finetune_min_steps,
                                    training_mode="head_only" if strategy == "head_only" else "full",
                                    learning_rate=3e-4 if strategy == "full" else 1e-3)
@@ -180,8 +189,9 @@ def finetuned_models(context: AssetExecutionContext, pretrained_model: dict, mat
                 _log_history(tracker, run_id, history)
                 metrics = _evaluate_and_log(tracker, run_id, model, x, test, "target_test", settings.run_dir / "plots",
                                             f"{task} {strategy} N={budget}")
-                model_uri, version = tracker.log_and_register_model(run_id, model, np.array(x[test.row[:2]]),
-                                                                    f"galpipe-{task}-{survey}")
+                model_uri, version = tracker.log_and_register_model(
+                    run_id, model, np.array(x[test.row[:2]]), f"galpipe-{task}-{survey}",
+                    _model_tags(profile, task, strategy, label_budget=budget, seed=seed))
             context.log.info(f"{task} N={budget} {strategy} seed {seed}: accuracy {metrics['accuracy']:.3f}")
             rows.append({**base, "strategy": strategy, "seed": seed, **metrics, "model_uri": model_uri,
                          "run_id": run_id, "val_loss": min(r["val_loss"] for r in history)})

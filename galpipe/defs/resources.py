@@ -25,6 +25,12 @@ class GalpipeSettings(ConfigurableResource):
     tasks: list[str] = ["featured", "edge_on", "bar"]
     n_workers: int = 0  # processes for rendering; 0 = one per core
     min_match_rate: float = 0.5  # asset check: matched fraction of the target catalogue
+    regression_tolerance: float = 0.02  # asset check: allowed drop of a champion's test metric
+
+    @property
+    def labels_dir(self) -> Path:
+        """Where new target labels are dropped (CSV or Parquet; see galpipe.labels)."""
+        return self.run_dir / "labels"
 
     def get_profile(self) -> Profile:
         return get_profile(self.profile)

@@ -1,0 +1,64 @@
+"""Target-survey labels that arrive later: CSV or Parquet files dropped into
+`data/<profile>/labels/`, each with `object_id` and one or more task columns (0, 1 or empty).
+They take precedence over labels carried across by the cross-match (a label made on the target
+survey's own image is the better one); ids the target catalogue lacks are counted, not dropped
+silently."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from galpipe.catalogs import CatalogError, read_table, validate_catalog
+
+LABEL_SUFFIXES = (".csv", ".parquet")
+ORIGIN = "target_labels"
+
+
+def label_files(folder) -> list[Path]:
+    folder = Path(folder)
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in LABEL_SUFFIXES) if folder.is_dir() else []
+
+
+def fingerprints(folder) -> dict[str, str]:
+    """File name -> modification time and size: what the sensor compares to notice a change."""
+    return {p.name: f"{p.stat().st_mtime_ns}:{p.stat().st_size}" for p in label_files(folder)}
+
+
+def tasks_in(path, tasks) -> list[str]:
+    columns = read_table(path).columns
+    return [t for t in tasks if t in columns]
+
+
+def read_new_labels(folder, tasks) -> pd.DataFrame:
+    """All label files, later names overriding earlier ones: object_id plus a column per task."""
+    frames = []
+    for path in label_files(folder):
+        present = tasks_in(path, tasks)
+        if not present:
+            raise CatalogError(f"{path}: no label column; expected one or more of {list(tasks)}")
+        frames.append(validate_catalog(read_table(path), str(path), require_positions=False,
+                                       label_columns=tuple(present))[["object_id", *present]])
+    if not frames:
+        return pd.DataFrame({"object_id": pd.Series(dtype=str)})
+    combined = pd.concat(frames, ignore_index=True)
+    return combined.groupby("object_id", sort=False).last().reset_index()  # last non-empty value wins
+
+
+def apply_new_labels(table: pd.DataFrame, labels: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+    """`table` with the new labels written over its task columns and `label_origin` set."""
+    table = table.copy()
+    known = labels.object_id.isin(table.object_id)
+    unknown = labels.object_id[~known].tolist()
+    by_id = labels[known].set_index("object_id")
+    rows = table.object_id.isin(by_id.index)
+    for task in by_id.columns:
+        new = table.loc[rows, "object_id"].map(by_id[task])
+        has = new.notna()
+        if task not in table:
+            table[task] = pd.Series(pd.NA, index=table.index, dtype="Int8")
+        table.loc[new.index[has], task] = new[has].astype("Int8")
+    table.loc[rows, "label_origin"] = ORIGIN
+    return table, {"n_new_labels": int(rows.sum()), "n_new_labels_unknown_id": len(unknown),
+                   "new_labels_unknown_ids": unknown[:20]}

@@ -1,0 +1,179 @@
+"""Batch prediction: registered models applied to a folder or catalogue of cutouts, in batches,
+streamed to a Parquet or CSV morphology catalogue as it goes. A bad image is named and counted,
+never fatal: the others are still classified."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from tqdm import tqdm
+
+from galpipe.catalogs import CatalogError, read_table
+from galpipe.cutouts import FITS_SUFFIXES, IMAGE_SUFFIXES, CutoutError, atomic_write_bytes
+from galpipe.preprocessing import model_input
+from galpipe.tracking import load_registered_model, model_version
+
+
+@dataclass
+class Classifier:
+    """A registered model and what its inputs must look like (from its version's tags)."""
+
+    task: str
+    model_uri: str
+    module: torch.nn.Module
+    input_mode: str = "bands"
+    field_arcsec: float = 40.0
+
+
+@dataclass
+class PredictionSummary:
+    out_path: Path
+    n_written: int = 0
+    failures: list[dict] = field(default_factory=list)  # object_id, path, reason
+    seconds: float = 0.0
+
+    @property
+    def galaxies_per_second(self) -> float:
+        return (self.n_written + len(self.failures)) / self.seconds if self.seconds else float("nan")
+
+
+def model_uris(spec: str, tasks, survey: str) -> list[str]:
+    """A model URI as it is, or an alias (e.g. `champion`) as that alias of each task's model."""
+    if spec.startswith(("models:/", "runs:/")):
+        return [spec]
+    return [f"models:/galpipe-{task}-{survey}@{spec}" for task in tasks]
+
+
+def load_classifier(tracking_uri: str, model_uri: str) -> Classifier:
+    version = model_version(tracking_uri, model_uri) if model_uri.startswith("models:/") else None
+    tags = version.tags if version is not None else {}
+    task = tags.get("task") or (version.name.removeprefix("galpipe-").rsplit("-", 1)[0] if version else "p")
+    return Classifier(task, model_uri, load_registered_model(tracking_uri, model_uri),
+                      tags.get("input_mode", "bands"), float(tags.get("field_arcsec", 40.0)))
+
+
+def list_cutouts(folder: str | None = None, catalog: str | None = None, id_column: str = "object_id",
+                 image_column: str = "image_path") -> pd.DataFrame:
+    """object_id and path of every cutout: the image files of a folder (id = file name without
+    suffix), or the rows of a CSV/Parquet catalogue (paths relative to the catalogue's folder)."""
+    if catalog:
+        table = read_table(catalog)
+        missing = [c for c in (id_column, image_column) if c not in table.columns]
+        if missing:
+            raise CatalogError(f"{catalog}: missing column(s) {missing}; has {list(table.columns)}")
+        base = Path(catalog).parent
+        paths = [str(base / p) if isinstance(p, str) and p else "" for p in table[image_column]]
+        return pd.DataFrame({"object_id": table[id_column].astype(str), "path": paths})
+    root = Path(folder)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{folder}: no such folder")
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.name.lower().endswith(FITS_SUFFIXES + IMAGE_SUFFIXES))
+    if not files:
+        raise FileNotFoundError(f"{folder}: no FITS, JPEG or PNG files")
+    stems = [p.name[: -len(next(s for s in FITS_SUFFIXES + IMAGE_SUFFIXES if p.name.lower().endswith(s)))]
+             for p in files]
+    return pd.DataFrame({"object_id": stems, "path": [str(p) for p in files]})
+
+
+class _TableWriter:
+    """Appends batches to a Parquet or CSV file written beside the target and moved into place
+    at the end, so an interrupted run never leaves a catalogue that looks complete."""
+
+    def __init__(self, out_path: Path):
+        self.out_path = Path(out_path)
+        if not self.out_path.name.lower().endswith((".parquet", ".csv")):
+            raise ValueError(f"{out_path}: the output must end in .parquet or .csv")
+        self.tmp = self.out_path.with_name(f".{self.out_path.name}.part")
+        self.out_path.parent.mkdir(parents=True, exist_ok=True)
+        self.parquet = None
+        self.csv_started = False
+
+    def write(self, table: pd.DataFrame) -> None:
+        if self.out_path.name.lower().endswith(".csv"):
+            table.to_csv(self.tmp, mode="a" if self.csv_started else "w", header=not self.csv_started, index=False)
+            self.csv_started = True
+            return
+        arrow = pa.Table.from_pandas(table, preserve_index=False)
+        if self.parquet is None:
+            self.parquet = pq.ParquetWriter(self.tmp, arrow.schema)
+        self.parquet.write_table(arrow)
+
+    def abandon(self) -> None:
+        if self.parquet is not None:
+            self.parquet.close()
+        self.tmp.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        if self.parquet is not None:
+            self.parquet.close()
+        self.tmp.replace(self.out_path)
+
+
+def predict_cutouts(classifiers: list[Classifier], cutouts: pd.DataFrame, out_path, threshold: float = 0.5,
+                    batch_size: int = 256, pixel_scale_arcsec: float | None = None,
+                    on_failure=None, progress: bool | None = None) -> PredictionSummary:
+    """Write object_id, path, then `p_<task>` (probability) and `<task>` (class at `threshold`)
+    for every task, one row per cutout that could be read. `on_failure(record)` hears of each one
+    that could not."""
+    if not classifiers:
+        raise ValueError("no models to predict with")
+    summary = PredictionSummary(Path(out_path))
+    started = time.perf_counter()
+    writer = _TableWriter(summary.out_path)
+    columns = ["object_id", "path"] + [c for k in classifiers for c in (f"p_{k.task}", k.task)]
+    modes = sorted({(k.input_mode, k.field_arcsec) for k in classifiers})
+    for k in classifiers:
+        k.module.eval()
+    try:
+        with tqdm(total=len(cutouts), desc="predict", unit="galaxy", disable=progress is False) as bar:
+            for start in range(0, len(cutouts), batch_size):
+                batch = cutouts.iloc[start:start + batch_size]
+                inputs = {mode: [] for mode in modes}
+                good = []
+                for object_id, path in zip(batch.object_id, batch.path):
+                    try:
+                        if not path:
+                            raise CutoutError(path, "no image path")
+                        prepared = {m: model_input(path, m[1], m[0], pixel_scale_arcsec=pixel_scale_arcsec)
+                                    for m in modes}
+                    except CutoutError as err:
+                        record = {"object_id": object_id, "path": path, "reason": err.reason}
+                        summary.failures.append(record)
+                        if on_failure:
+                            on_failure(record)
+                        continue
+                    for m in modes:
+                        inputs[m].append(prepared[m])
+                    good.append((object_id, path))
+                bar.update(len(batch))
+                if not good:
+                    continue
+                table = pd.DataFrame(good, columns=["object_id", "path"])
+                with torch.no_grad():
+                    for k in classifiers:
+                        x = torch.from_numpy(np.stack(inputs[(k.input_mode, k.field_arcsec)]))
+                        probability = torch.sigmoid(k.module(x)).numpy().astype(np.float32)
+                        table[f"p_{k.task}"] = probability
+                        table[k.task] = (probability >= threshold).astype(np.int8)
+                writer.write(table[columns])
+                summary.n_written += len(table)
+        if summary.n_written == 0:  # keep the columns, so a reader finds an empty catalogue
+            writer.write(pd.DataFrame({c: pd.Series(dtype="float32" if c.startswith("p_") else "object")
+                                       for c in columns}))
+        writer.close()
+    except BaseException:
+        writer.abandon()
+        raise
+    summary.seconds = time.perf_counter() - started
+    if summary.failures:
+        failed_path = summary.out_path.with_name(summary.out_path.name + ".failed.csv")
+        atomic_write_bytes(failed_path, lambda tmp: pd.DataFrame(summary.failures).to_csv(tmp, index=False))
+    return summary
+

@@ -1,0 +1,58 @@
+"""Look at the Dagster and MLflow UIs with headless Chromium (Playwright): open a page, wait for texts
+to appear, save a screenshot. Used by the UI test and by scripts/screenshots.py. Uses the system's
+Chromium, so no browser is downloaded."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+# Pages of each UI (single-page apps: MLflow routes after '#').
+DAGSTER_ASSET_LIST = "/assets"
+DAGSTER_ASSET_GRAPH = "/asset-groups"  # "Global asset lineage"
+MLFLOW_EXPERIMENTS = "/#/experiments"
+MLFLOW_MODELS = "/#/models"
+
+# First-visit popups that would cover the pages, marked as already seen in the browser's storage:
+# Dagster's community sign-up, MLflow's registry promotion and its assistant side panel.
+SEEN_POPUPS = {
+    "communityNux": True,
+    "_mlflow_model_registry_promo_modal_dismissed_v1": True,
+    "mlflow.assistant.fab.autoOpenedOnFirstLoad_v1": True,
+    "mlflow.assistant.panelOpen_v1": False,
+}
+
+
+@contextmanager
+def browser_page(width_px: int = 1400, height_px: int = 900):
+    """One headless Chromium with one tab, reused for every page (a launch costs seconds)."""
+    from playwright.sync_api import sync_playwright  # a dev dependency: only tests and scripts need it
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": width_px, "height": height_px})
+            page.add_init_script("".join(f"localStorage.setItem({json.dumps(key)}, {json.dumps(json.dumps(value))});"
+                                         for key, value in SEEN_POPUPS.items()))
+            yield page
+        finally:
+            browser.close()
+
+
+def page_text(page, url: str, expected_texts=(), timeout_s: float = 60.0, screenshot: Path | None = None,
+              settle_s: float = 0.0) -> str:
+    """Open `url`, wait until each expected text is visible, optionally save a full-page PNG, and
+    return the page's visible text. Raises playwright's TimeoutError naming the missing text."""
+    page.goto(url)
+    for text in expected_texts:
+        page.get_by_text(text).first.wait_for(state="visible", timeout=timeout_s * 1000)
+    if settle_s:  # let graphs finish their layout animation before a screenshot
+        page.wait_for_timeout(settle_s * 1000)
+    if screenshot is not None:
+        Path(screenshot).parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(screenshot), full_page=True)
+    return page.inner_text("body")

@@ -1,0 +1,150 @@
+"""`galpipe ui`: start the Dagster UI (`dagster dev`) and the MLflow UI (`mlflow ui`) on 127.0.0.1
+for a project folder, wait until both answer, and stop both, child processes included, on exit.
+Each server logs to <project>/.galpipe_ui/ instead of the terminal."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+from galpipe.profiles import DEFAULT_PROFILE, PROFILES
+
+HOST = "127.0.0.1"
+BIN = Path(sys.executable).parent  # dagster and mlflow are installed next to this Python
+LOG_FOLDER = ".galpipe_ui"
+
+
+class UiError(RuntimeError):
+    """A UI server that cannot start: port taken, early exit, or no answer in time."""
+
+
+def check_port_free(port: int, what: str) -> None:
+    with socket.socket() as probe:
+        # SO_REUSEADDR so that a port left in TIME_WAIT by a previous run counts as free.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((HOST, port))
+        except OSError:
+            raise UiError(f"port {port} on {HOST} is already in use: pick another for the {what}") from None
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind((HOST, 0))
+        return probe.getsockname()[1]
+
+
+def dagster_command(project_dir: Path, port: int) -> list[str]:
+    # workspace.yaml sits in the repository root; a project folder elsewhere loads the module itself.
+    where = ["-w", "workspace.yaml"] if (project_dir / "workspace.yaml").is_file() else ["-m", "galpipe.definitions"]
+    return [str(BIN / "dagster"), "dev", "-h", HOST, "-p", str(port), *where]
+
+
+def mlflow_command(project_dir: Path, port: int) -> list[str]:
+    return [str(BIN / "mlflow"), "ui", "--backend-store-uri", f"sqlite:///{project_dir / 'mlruns' / 'mlflow.db'}",
+            "--host", HOST, "--port", str(port),
+            "--workers", "1"]  # one worker is plenty for one user, and light on 2 cores
+
+
+def log_tail(path: Path, n_lines: int = 30) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-n_lines:]) if path.is_file() else ""
+
+
+@contextmanager
+def server(name: str, command: list[str], project_dir: Path, env: dict[str, str]):
+    """A server process in a session of its own, so that stopping its process group also stops its children."""
+    log_path = project_dir / LOG_FOLDER / f"{name.lower()}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(command, cwd=project_dir, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, start_new_session=True)
+    process.name, process.log_path = name, log_path
+    try:
+        yield process
+    finally:
+        stop(process)
+
+
+def stop(process: subprocess.Popen, grace_s: float = 20.0) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=grace_s)
+    except ProcessLookupError:
+        pass
+    except subprocess.TimeoutExpired:
+        pass
+    try:  # whatever is left of the group: children that outlived their parent, or a parent that hung
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait()
+
+
+def wait_until_answering(process: subprocess.Popen, url: str, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise UiError(f"the {process.name} UI exited with code {process.returncode} before answering; "
+                          f"end of {process.log_path}:\n{log_tail(process.log_path)}")
+        try:
+            with urllib.request.urlopen(url, timeout=5):
+                return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            time.sleep(0.5)
+    raise UiError(f"the {process.name} UI did not answer at {url} within {timeout_s:.0f} s; "
+                  f"end of {process.log_path}:\n{log_tail(process.log_path)}")
+
+
+@contextmanager
+def running_ui(project_dir, profile: str = DEFAULT_PROFILE, dagster_port: int = 3000, mlflow_port: int = 5000,
+               dagster_timeout_s: float = 180.0, mlflow_timeout_s: float = 60.0):
+    """Start both UIs on the project and yield (dagster_url, mlflow_url) once both answer HTTP."""
+    project_dir = Path(project_dir).resolve()
+    check_port_free(dagster_port, "Dagster UI (--dagster-port)")
+    check_port_free(mlflow_port, "MLflow UI (--mlflow-port)")
+    dagster_home = project_dir / ".dagster_home"
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "DAGSTER_HOME": str(dagster_home), "GALPIPE_PROFILE": profile}
+    dagster_url, mlflow_url = f"http://{HOST}:{dagster_port}", f"http://{HOST}:{mlflow_port}"
+    with ExitStack() as servers:
+        # Both start before either is waited on: they load in parallel.
+        dagster = servers.enter_context(server("Dagster", dagster_command(project_dir, dagster_port), project_dir, env))
+        mlflow = servers.enter_context(server("MLflow", mlflow_command(project_dir, mlflow_port), project_dir, env))
+        wait_until_answering(mlflow, mlflow_url, mlflow_timeout_s)
+        wait_until_answering(dagster, f"{dagster_url}/server_info", dagster_timeout_s)
+        yield dagster_url, mlflow_url
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--profile", default=os.environ.get("GALPIPE_PROFILE", DEFAULT_PROFILE),
+                        choices=sorted(PROFILES), help="profile the Dagster definitions load (default: %(default)s)")
+    parser.add_argument("--dagster-port", type=int, default=3000, help="default: %(default)s")
+    parser.add_argument("--mlflow-port", type=int, default=5000, help="default: %(default)s")
+    parser.add_argument("--project-dir", default=".", help="folder holding data/, mlruns/, .dagster_home/ "
+                                                            "(default: the current folder)")
+
+
+def run_ui(args) -> int:
+    """Serve both UIs until Ctrl-C. The servers run in sessions of their own, so Ctrl-C reaches only us."""
+    print("Starting the Dagster and MLflow UIs (Dagster takes a minute to load) ...", flush=True)
+    try:
+        with running_ui(args.project_dir, args.profile, args.dagster_port, args.mlflow_port) as (dagster_url, mlflow_url):
+            print(f"Dagster UI: {dagster_url}  (assets, runs, checks)")
+            print(f"MLflow UI: {mlflow_url}  (runs, registered models)")
+            print(f"Logs in {Path(args.project_dir).resolve() / LOG_FOLDER}/. Ctrl-C stops both.", flush=True)
+            while True:
+                time.sleep(1.0)
+    except KeyboardInterrupt:
+        print("\nStopped both UIs.")
+        return 0
+    except UiError as err:
+        print(f"galpipe ui: {err}", file=sys.stderr)
+        return 1

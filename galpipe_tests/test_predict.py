@@ -1,0 +1,116 @@
+"""`galpipe predict` on the real DECaLS sample: a registered colour-mode model, real PNGs, bad
+images named and counted while the rest are classified, and one-line errors for user mistakes."""
+
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from galpipe.cli import main
+from galpipe.cutouts import write_cutout_fits
+from galpipe.models import build_model
+from galpipe.tracking import Tracker
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory):
+    """An MLflow store holding a colour-mode `ring` model (alias champion) and a band-mode one."""
+    root = tmp_path_factory.mktemp("registry")
+    uri = f"sqlite:///{root}/mlflow.db"
+    tracker = Tracker(uri, str(root / "artifacts"), "predict-test")
+    example = np.zeros((1, 3, 69, 69), np.float32)
+    for mode in ("colour", "bands"):
+        with tracker.run(f"ring-{mode}", {}, {}) as run_id:
+            _, version = tracker.log_and_register_model(run_id, build_model("compact", seed=0), example,
+                                                        f"galpipe-ring-{mode}",
+                                                        {"task": "ring", "input_mode": mode, "field_arcsec": 40})
+        tracker.set_alias(f"galpipe-ring-{mode}", "champion", version)
+    return uri
+
+
+def _predict(registry, *args):
+    return main(["predict", "--tracking-uri", registry, "--pixel-scale", "0.262", *args])
+
+
+def test_predicts_the_whole_decals_sample_from_its_catalogue(registry, decals_folder, tmp_path):
+    out = tmp_path / "decals_morphology.parquet"
+    exit_code = _predict(registry, "--model", "champion", "--tasks", "ring", "--survey", "colour",
+                         "--catalog", str(decals_folder / "catalog.csv"), "--id-column", "iauname",
+                         "--image-column", "image", "--out", str(out))
+    assert exit_code == 0
+    catalog = pd.read_csv(decals_folder / "catalog.csv")
+    predicted = pd.read_parquet(out)
+    assert list(predicted.object_id) == list(catalog.iauname)  # every galaxy, in catalogue order
+    assert predicted.p_ring.between(0, 1).all() and set(predicted.ring) <= {0, 1}
+    assert predicted.p_ring.std() > 0  # the images reached the model, not one constant input
+    assert not (tmp_path / "decals_morphology.parquet.failed.csv").exists()
+
+
+def test_bad_images_are_named_and_the_rest_still_classified(registry, decals_folder, tmp_path, capsys):
+    folder = tmp_path / "cutouts"
+    folder.mkdir()
+    good = sorted((decals_folder / "images").glob("*.png"))[:12]
+    for path in good:
+        shutil.copy(path, folder / path.name)
+    (folder / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"not a png" * 50)
+    (folder / "empty.jpg").write_bytes(b"")
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(folder / "tiny.png")  # wrong shape: 4x4 pixels
+    nan_cube = np.ones((3, 64, 64), np.float32)
+    nan_cube[1, 5, 5] = np.nan
+    write_cutout_fits(folder / "nan.fits", nan_cube, "gri", 10.0, 0.0, 0.262)
+    out = tmp_path / "morphology.csv"
+
+    exit_code = _predict(registry, "--model", "models:/galpipe-ring-colour@champion", "--folder", str(folder),
+                         "--out", str(out))
+
+    assert exit_code == 0
+    predicted = pd.read_csv(out)
+    assert sorted(predicted.object_id) == sorted(p.stem for p in good)
+    failed = pd.read_csv(tmp_path / "morphology.csv.failed.csv", dtype=str, keep_default_na=False)
+    assert sorted(failed.object_id) == ["corrupt", "empty", "nan", "tiny"]
+    reasons = dict(zip(failed.object_id, failed.reason))
+    assert "corrupt" in reasons["corrupt"] and "too small" in reasons["tiny"] and "non-finite" in reasons["nan"]
+    err = capsys.readouterr().err
+    for name in ("corrupt.png", "empty.jpg", "tiny.png", "nan.fits"):
+        assert f"skipped {folder / name}" in err
+    assert "wrote 12 rows" in err and "skipped 4" in err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model", "models:/galpipe-ring-colour@nope"], "no registered model 'models:/galpipe-ring-colour@nope'"),
+    (["--model", "models:/no-such-model/1"], "no registered model 'models:/no-such-model/1'"),
+    (["--model", "champion", "--tasks", "ring", "--survey", "colour", "--out-format"], None),
+])
+def test_user_errors_exit_non_zero_with_one_line(registry, decals_folder, tmp_path, capsys, args, message):
+    if message is None:  # an unknown option: argparse's usage error, status 2
+        with pytest.raises(SystemExit) as exit_info:
+            _predict(registry, *args, "--folder", str(decals_folder / "images"), "--out", str(tmp_path / "p.csv"))
+        assert exit_info.value.code == 2
+        return
+    exit_code = _predict(registry, *args, "--folder", str(decals_folder / "images"), "--out", str(tmp_path / "p.csv"))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_code == 2 and err[-1].startswith("galpipe predict: error: ") and message in err[-1]
+    assert "Traceback" not in "\n".join(err)
+    assert not (tmp_path / "p.csv").exists()
+
+
+def test_missing_folder_wrong_suffix_and_a_model_that_cannot_read_colour_images(registry, decals_folder, tmp_path,
+                                                                                  capsys):
+    assert _predict(registry, "--model", "champion", "--tasks", "ring", "--survey", "colour",
+                    "--folder", str(tmp_path / "nowhere"), "--out", str(tmp_path / "p.csv")) == 2
+    assert "nowhere: no such folder" in capsys.readouterr().err
+    assert _predict(registry, "--model", "champion", "--tasks", "ring", "--survey", "colour",
+                    "--folder", str(decals_folder / "images"), "--out", str(tmp_path / "p.txt")) == 2
+    assert "must end in .parquet or .csv" in capsys.readouterr().err
+    # A model trained on FITS bands cannot read colour PNGs: every image is named, then one line.
+    folder = tmp_path / "three"
+    folder.mkdir()
+    for path in sorted((decals_folder / "images").glob("*.png"))[:3]:
+        shutil.copy(path, folder / path.name)
+    assert _predict(registry, "--model", "models:/galpipe-ring-bands/1", "--folder", str(folder),
+                    "--out", str(tmp_path / "p.csv")) == 2
+    err = capsys.readouterr().err
+    assert err.count("skipped") >= 3 and "no cutout could be classified" in err
+    assert "only feed a model in mode 'colour'" in err.strip().splitlines()[-1]
