@@ -24,22 +24,26 @@ def _run(args) -> int:
     dagster_home.mkdir(parents=True, exist_ok=True)
     from dagster import AssetKey, AssetSelection, DagsterInstance, MultiPartitionKey, materialize
 
-    from galpipe.defs.checks import CHECKS
-    from galpipe.definitions import ALL_ASSETS, build_resources
+    from galpipe.defs.assets import ASSETS
+    from galpipe.defs.operations import prediction_chunks
+    from galpipe.definitions import ALL_ASSETS, ALL_CHECKS, build_resources
     from galpipe.profiles import get_profile
     from galpipe.simulation.population import TASKS
 
     profile = get_profile(args.profile)
     resources = build_resources(args.profile)
-    everything = [*ALL_ASSETS, *CHECKS]
-    model_keys = {AssetKey("pretrained_model"), AssetKey("finetuned_models"), AssetKey("evaluation_table")}
-    data_keys = [key for a in ALL_ASSETS for key in a.keys if key not in model_keys]
+    everything = [*ALL_ASSETS, *ALL_CHECKS]
+    data_keys = [key for a in ASSETS for key in a.keys]
+    data_keys += [AssetKey([role, "model_inputs"]) for role in ("source", "target")]
     # One Dagster run per partition, in lineage order, as `dagster dev` would launch them.
     steps = [("data", AssetSelection.assets(*data_keys), None)]
     steps += [(f"pretrained_model[{t}]", AssetSelection.assets("pretrained_model"), t) for t in TASKS]
     steps += [(f"finetuned_models[{t}|{b}]", AssetSelection.assets("finetuned_models"),
                MultiPartitionKey({"task": t, "budget": b})) for t in TASKS for b in profile.label_budgets]
     steps += [("evaluation_table", AssetSelection.assets("evaluation_table"), None)]
+    steps += [("champion_evaluation", AssetSelection.assets("champion_evaluation"), None)]
+    morphology = AssetSelection.assets(AssetKey(["target", "morphology"]))
+    steps += [(f"target/morphology[{chunk}]", morphology, chunk) for chunk in prediction_chunks.get_partition_keys()]
     started = time.perf_counter()
     failed = []
     with DagsterInstance.get() as instance:

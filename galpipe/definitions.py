@@ -13,6 +13,7 @@ from galpipe.defs.assets import ASSETS
 from galpipe.defs.checks import CHECKS
 from galpipe.defs.io_managers import ParquetIOManager
 from galpipe.defs.model_assets import MODEL_ASSETS
+from galpipe.defs.operations import JOBS, OPERATIONS_ASSETS, OPERATIONS_CHECKS, SCHEDULES, SENSORS
 from galpipe.defs.resources import GalpipeSettings, MlflowTracking, simulated_source, simulated_target
 from galpipe.profiles import DEFAULT_PROFILE
 
@@ -31,5 +32,7 @@ def build_resources(profile: str | None = None, data_dir: str = "data", source=N
     }
 
 
-ALL_ASSETS = [*ASSETS, *MODEL_ASSETS]
-defs = Definitions(assets=ALL_ASSETS, asset_checks=CHECKS, resources=build_resources())
+ALL_ASSETS = [*ASSETS, *MODEL_ASSETS, *OPERATIONS_ASSETS]
+ALL_CHECKS = [*CHECKS, *OPERATIONS_CHECKS]
+defs = Definitions(assets=ALL_ASSETS, asset_checks=ALL_CHECKS, jobs=JOBS, schedules=SCHEDULES, sensors=SENSORS,
+                   resources=build_resources())

@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from sklearn.metrics import confusion_matrix, roc_auc_score  # noqa: E402
+from sklearn.metrics import confusion_matrix, roc_auc_score, roc_curve  # noqa: E402
 
 from galpipe.cutouts import atomic_write_bytes  # noqa: E402
 
@@ -76,6 +76,23 @@ def plot_learning_curves(summary: pd.DataFrame, out_path: Path, metric: str = "a
         ax.set_xticks(range(len(budgets)), [str(b) for b in budgets])
         ax.set(title=task, xlabel="target labels (budget)", ylabel=metric)
     axes[0, -1].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    atomic_write_bytes(Path(out_path), lambda tmp: fig.savefig(tmp, format="png", dpi=90))
+    plt.close(fig)
+    return Path(out_path)
+
+
+def plot_roc_curves(curves: dict[str, tuple], out_path: Path, title: str) -> Path:
+    """ROC curves, one per entry {name: (y_true, probability)}, with their AUC in the legend."""
+    fig, ax = plt.subplots(figsize=(4, 3.8))
+    for name, (y_true, probability) in curves.items():
+        if len(set(np.asarray(y_true).tolist())) < 2:
+            continue  # a ROC curve needs both classes
+        fpr, tpr, _ = roc_curve(y_true, probability)
+        ax.plot(fpr, tpr, label=f"{name} (AUC {roc_auc_score(y_true, probability):.3f})")
+    ax.plot([0, 1], [0, 1], color="grey", ls=":")
+    ax.set(xlabel="false positive rate", ylabel="true positive rate (completeness)", title=title)
+    ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     atomic_write_bytes(Path(out_path), lambda tmp: fig.savefig(tmp, format="png", dpi=90))
     plt.close(fig)

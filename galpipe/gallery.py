@@ -38,8 +38,9 @@ def pick_gallery_galaxies(matched: pd.DataFrame, tasks, per_class: int = 2) -> p
 
 
 def make_gallery(galaxies: pd.DataFrame, source_paths: dict[str, str], tasks, out_path: Path,
-                 source_name: str, target_name: str) -> Path:
-    """One column per galaxy: the source survey's image above the target's, labels below."""
+                 source_name: str, target_name: str, probabilities: pd.DataFrame | None = None) -> Path:
+    """One column per galaxy: the source survey's image above the target's, labels below, and
+    with `probabilities` (object_id, p_<task>) the model's probability of each task."""
     has_source = galaxies.source_object_id.notna().any() if "source_object_id" in galaxies else False
     n_rows = 2 if has_source else 1
     fig, axes = plt.subplots(n_rows, len(galaxies), figsize=(2.2 * len(galaxies), 2.3 * n_rows + 0.4),
@@ -57,7 +58,11 @@ def make_gallery(galaxies: pd.DataFrame, source_paths: dict[str, str], tasks, ou
             if col == 0:
                 ax.set_ylabel(survey.upper(), fontsize=11)
         labels = ", ".join(task for task in tasks if getattr(row, task) == 1) or "smooth / none"
-        axes[-1, col].set_xlabel(f"{row.object_id}\n{labels}", fontsize=8)
+        caption = f"{row.object_id}\n{labels}"
+        if probabilities is not None and row.object_id in probabilities.index:
+            p = probabilities.loc[row.object_id]
+            caption += "\n" + " ".join(f"p({task}) {p[f'p_{task}']:.2f}" for task in tasks if f"p_{task}" in p)
+        axes[-1, col].set_xlabel(caption, fontsize=7)
     fig.suptitle(f"The same galaxies in {source_name.upper()} and {target_name.upper()}" if has_source
                  else f"{target_name} sample", fontsize=11)
     fig.tight_layout()

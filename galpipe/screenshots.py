@@ -17,13 +17,15 @@ DAGSTER_ASSET_GRAPH = "/asset-groups"  # "Global asset lineage"
 MLFLOW_EXPERIMENTS = "/#/experiments"
 MLFLOW_MODELS = "/#/models"
 
-# First-visit popups that would cover the pages, marked as already seen in the browser's storage:
-# Dagster's community sign-up, MLflow's registry promotion and its assistant side panel.
-SEEN_POPUPS = {
+# Settings the UIs keep in the browser's local storage, preset so that no first-visit popup covers
+# the page (Dagster's community sign-up, MLflow's registry promotion and assistant panel) and MLflow
+# shows experiments as model training, not GenAI.
+BROWSER_SETTINGS = {
     "communityNux": True,
     "_mlflow_model_registry_promo_modal_dismissed_v1": True,
     "mlflow.assistant.fab.autoOpenedOnFirstLoad_v1": True,
     "mlflow.assistant.panelOpen_v1": False,
+    "mlflow.workflowType_v1": "machine_learning",
 }
 
 
@@ -37,7 +39,7 @@ def browser_page(width_px: int = 1400, height_px: int = 900):
         try:
             page = browser.new_page(viewport={"width": width_px, "height": height_px})
             page.add_init_script("".join(f"localStorage.setItem({json.dumps(key)}, {json.dumps(json.dumps(value))});"
-                                         for key, value in SEEN_POPUPS.items()))
+                                         for key, value in BROWSER_SETTINGS.items()))
             yield page
         finally:
             browser.close()

@@ -12,7 +12,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from galpipe.profiles import DEFAULT_PROFILE, PROFILES
@@ -36,10 +36,16 @@ def check_port_free(port: int, what: str) -> None:
             raise UiError(f"port {port} on {HOST} is already in use: pick another for the {what}") from None
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        return probe.getsockname()[1]
+def free_ports(count: int) -> list[int]:
+    """Ports nobody listens on, all different: each probe stays bound until all are picked."""
+    probes = [socket.socket() for _ in range(count)]
+    try:
+        for probe in probes:
+            probe.bind((HOST, 0))
+        return [probe.getsockname()[1] for probe in probes]
+    finally:
+        for probe in probes:
+            probe.close()
 
 
 def dagster_command(project_dir: Path, port: int) -> list[str]:
@@ -58,34 +64,30 @@ def log_tail(path: Path, n_lines: int = 30) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-n_lines:]) if path.is_file() else ""
 
 
-@contextmanager
-def server(name: str, command: list[str], project_dir: Path, env: dict[str, str]):
-    """A server process in a session of its own, so that stopping its process group also stops its children."""
+def start_server(name: str, command: list[str], project_dir: Path, env: dict[str, str]) -> subprocess.Popen:
+    """A server process in a session of its own, so that signalling its process group reaches its children too."""
     log_path = project_dir / LOG_FOLDER / f"{name.lower()}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "w") as log:
         process = subprocess.Popen(command, cwd=project_dir, env=env, stdout=log, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL, start_new_session=True)
     process.name, process.log_path = name, log_path
-    try:
-        yield process
-    finally:
-        stop(process)
+    return process
 
 
-def stop(process: subprocess.Popen, grace_s: float = 20.0) -> None:
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=grace_s)
-    except ProcessLookupError:
-        pass
-    except subprocess.TimeoutExpired:
-        pass
-    try:  # whatever is left of the group: children that outlived their parent, or a parent that hung
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    process.wait()
+def stop_servers(processes: list[subprocess.Popen], grace_s: float = 30.0) -> None:
+    """Ctrl-C to each process group, as a terminal would send it, then SIGKILL for whatever is left
+    (a server that hangs, or one started from a shell that made it ignore SIGINT)."""
+    for process in processes:
+        with suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGINT)
+    deadline = time.monotonic() + grace_s
+    for process in processes:
+        with suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=max(deadline - time.monotonic(), 0.1))
+        with suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
 
 def wait_until_answering(process: subprocess.Popen, url: str, timeout_s: float) -> None:
@@ -112,15 +114,19 @@ def running_ui(project_dir, profile: str = DEFAULT_PROFILE, dagster_port: int = 
     check_port_free(mlflow_port, "MLflow UI (--mlflow-port)")
     dagster_home = project_dir / ".dagster_home"
     dagster_home.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "DAGSTER_HOME": str(dagster_home), "GALPIPE_PROFILE": profile}
+    env = {**os.environ, "DAGSTER_HOME": str(dagster_home), "GALPIPE_PROFILE": profile,
+           # MLflow's background job runner (eight processes, for GenAI scoring) is of no use here.
+           "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     dagster_url, mlflow_url = f"http://{HOST}:{dagster_port}", f"http://{HOST}:{mlflow_port}"
-    with ExitStack() as servers:
-        # Both start before either is waited on: they load in parallel.
-        dagster = servers.enter_context(server("Dagster", dagster_command(project_dir, dagster_port), project_dir, env))
-        mlflow = servers.enter_context(server("MLflow", mlflow_command(project_dir, mlflow_port), project_dir, env))
-        wait_until_answering(mlflow, mlflow_url, mlflow_timeout_s)
-        wait_until_answering(dagster, f"{dagster_url}/server_info", dagster_timeout_s)
+    servers = []
+    try:  # both start before either is waited on, so that they load in parallel
+        servers.append(start_server("Dagster", dagster_command(project_dir, dagster_port), project_dir, env))
+        servers.append(start_server("MLflow", mlflow_command(project_dir, mlflow_port), project_dir, env))
+        wait_until_answering(servers[1], mlflow_url, mlflow_timeout_s)
+        wait_until_answering(servers[0], f"{dagster_url}/server_info", dagster_timeout_s)
         yield dagster_url, mlflow_url
+    finally:
+        stop_servers(servers)
 
 
 def add_arguments(parser) -> None:
@@ -135,6 +141,8 @@ def add_arguments(parser) -> None:
 def run_ui(args) -> int:
     """Serve both UIs until Ctrl-C. The servers run in sessions of their own, so Ctrl-C reaches only us."""
     print("Starting the Dagster and MLflow UIs (Dagster takes a minute to load) ...", flush=True)
+    # A plain `kill` stops both servers as Ctrl-C does, instead of leaving them running.
+    previous_sigterm = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         with running_ui(args.project_dir, args.profile, args.dagster_port, args.mlflow_port) as (dagster_url, mlflow_url):
             print(f"Dagster UI: {dagster_url}  (assets, runs, checks)")
@@ -148,3 +156,5 @@ def run_ui(args) -> int:
     except UiError as err:
         print(f"galpipe ui: {err}", file=sys.stderr)
         return 1
+    finally:
+        signal.signal(signal.SIGTERM, previous_sigterm)

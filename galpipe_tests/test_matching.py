@@ -85,3 +85,29 @@ def test_split_is_fixed_per_object_and_has_the_requested_fraction():
     # More galaxies later never move an existing one between pool and test.
     grown = assign_split(pd.concat([ids, pd.Series([f"new_{i}" for i in range(500)])], ignore_index=True), 0.4)
     assert (grown.iloc[:4000].to_numpy() == split.to_numpy()).all()
+
+
+def test_new_target_labels_override_carried_ones_and_unknown_ids_are_counted(tmp_path):
+    from galpipe.labels import read_new_labels
+
+    target = pd.DataFrame({"object_id": ["d1", "d2", "d3"], "ra_deg": [10.0, 10.1, 10.2], "dec_deg": [0.0, 0.0, 0.0]})
+    source = pd.DataFrame({"object_id": ["s1"], "ra_deg": [10.0], "dec_deg": [0.0], "featured": pd.array([0], "Int8")})
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    pd.DataFrame({"object_id": ["d1", "d3", "nowhere"], "featured": [1, 0, 1]}).to_csv(labels / "a.csv", index=False)
+    table, counts = build_matched_catalog(target, source, ["featured"], 1.0, 0.4,
+                                          read_new_labels(labels, ["featured"]))
+    by_id = table.set_index("object_id")
+    assert by_id.featured.tolist() == [1, pd.NA, 0]  # d1's carried 0 overridden by the new 1
+    assert by_id.label_origin.to_dict() == {"d1": "target_labels", "d2": "none", "d3": "target_labels"}
+    assert by_id.split["d2"] == "unlabelled" and by_id.split["d3"] in ("pool", "test")
+    assert counts["n_new_labels"] == 2 and counts["n_new_labels_unknown_id"] == 1
+
+
+def test_a_label_file_with_a_bad_value_names_file_and_row(tmp_path):
+    from galpipe.catalogs import CatalogError
+    from galpipe.labels import read_new_labels
+
+    pd.DataFrame({"object_id": ["d1", "d2"], "bar": [1, 7]}).to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(CatalogError, match=r"bad.csv: label 'bar' must be 0 or 1 .* row\(s\) 1"):
+        read_new_labels(tmp_path, ["bar"])

@@ -1,0 +1,132 @@
+"""Day-to-day operation on the tiny project after `galpipe run`: the daily schedule, the sensor
+for new target labels, the champions' re-evaluation and its regression check (which must fail
+on a planted regression), and batch prediction over catalogue chunks."""
+
+import datetime
+import os
+
+import pandas as pd
+import pytest
+import torch
+from dagster import (AssetKey, DagsterInstance, Definitions, MultiPartitionKey, build_schedule_context,
+                     build_sensor_context, materialize)
+from dagster._core.definitions.events import AssetKeyPartitionKey
+from mlflow import MlflowClient
+
+from galpipe.defs.operations import (SENSORS, champion_has_not_regressed, daily_reevaluation, new_target_labels,
+                                     reevaluation_job)
+from galpipe.defs.resources import MlflowTracking
+from galpipe.definitions import ALL_ASSETS, ALL_CHECKS, build_resources
+from galpipe.tracking import Tracker, load_registered_model
+
+
+class Negated(torch.nn.Module):
+    """A planted regression: the champion with its logits turned round."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return -self.model(x)
+
+
+def _resources(root):
+    uri = f"sqlite:///{root}/mlruns/mlflow.db"
+    return build_resources("tiny", data_dir=str(root / "data"),
+                           mlflow=MlflowTracking(tracking_uri=uri, artifact_root=str(root / "mlruns" / "artifacts")))
+
+
+def _reevaluate(root):
+    with DagsterInstance.ephemeral() as instance:
+        result = materialize([*ALL_ASSETS, *ALL_CHECKS], selection=[AssetKey("champion_evaluation")],
+                             resources=_resources(root), instance=instance, raise_on_error=False)
+    (check,) = result.get_asset_check_evaluations()
+    return result, check
+
+
+def test_the_schedule_requests_the_reevaluation_job_daily():
+    assert daily_reevaluation.cron_schedule == "0 6 * * *" and daily_reevaluation.job_name == "reevaluation_job"
+    context = build_schedule_context(scheduled_execution_time=datetime.datetime(2026, 11, 25, 6, 0))
+    (request,) = daily_reevaluation.evaluate_tick(context).run_requests
+    assert request.job_name in (None, "reevaluation_job")
+    assert AssetKey("champion_evaluation") in reevaluation_job.selection.resolve(ALL_ASSETS)
+
+
+def test_new_label_files_request_the_finetuning_partitions_they_feed(tiny_project, tmp_path):
+    root, _ = tiny_project
+    data_dir = tmp_path / "data"  # the sensor only reads the labels folder: keep the shared project clean
+    labels = data_dir / "tiny" / "labels"
+    labels.mkdir(parents=True)
+    resources = build_resources("tiny", data_dir=str(data_dir))
+    defs = Definitions(assets=ALL_ASSETS, sensors=SENSORS, resources=resources)
+    with DagsterInstance.ephemeral() as instance:
+        def evaluate(cursor):
+            context = build_sensor_context(instance=instance, cursor=cursor, definitions=defs,
+                                           resources={"settings": resources["settings"]})
+            return new_target_labels.evaluate_tick(context)
+
+        assert evaluate(None).skip_message and not evaluate(None).run_requests  # nothing there yet
+        pd.DataFrame({"object_id": ["des_000001", "des_000002"], "featured": [1, 0]}).to_csv(labels / "a.csv", index=False)
+        result = evaluate(None)
+        (request,) = result.run_requests
+        requested = set(request.asset_graph_subset.iterate_asset_partitions())
+        budgets = ("0", "25", "full")  # the tiny profile's
+        expected = {AssetKeyPartitionKey(AssetKey("finetuned_models"), MultiPartitionKey({"task": "featured", "budget": b}))
+                    for b in budgets}
+        expected |= {AssetKeyPartitionKey(AssetKey(k)) for k in ("matched_catalog", "evaluation_table",
+                                                                 "champion_evaluation")}
+        assert requested == expected  # no bar or edge_on partition: the file labels `featured` only
+
+        assert not evaluate(result.cursor).run_requests  # seen: nothing new
+        pd.DataFrame({"object_id": ["des_000003"], "bar": [1]}).to_csv(labels / "b.csv", index=False)
+        (request,) = evaluate(result.cursor).run_requests
+        tasks = {p.partition_key.keys_by_dimension["task"] for p in request.asset_graph_subset.iterate_asset_partitions()
+                 if p.asset_key == AssetKey("finetuned_models")}
+        assert tasks == {"bar"}
+
+
+def test_reevaluation_logs_runs_and_fails_on_a_planted_regression(tiny_project):
+    root, _ = tiny_project
+    result, check = _reevaluate(root)
+    assert result.success and check.passed, check.description
+    table = pd.read_parquet(root / "data" / "tiny" / "champion_evaluation.parquet")
+    assert set(table.task) == {"featured", "edge_on", "bar"}
+    client = MlflowClient(f"sqlite:///{root}/mlruns/mlflow.db")
+    run = client.get_run(table.set_index("task").mlflow_run_id["featured"])
+    assert run.info.status == "FINISHED" and run.data.tags["evaluated_model"].startswith("models:/galpipe-featured-des/")
+    assert "test_accuracy" in run.data.metrics
+    task = table.set_index("task").accuracy.idxmax()  # tiny models: some are near chance
+    accuracy = table.set_index("task").accuracy[task]
+    assert accuracy > 0.55  # so that turning the model round must lose more than the tolerance
+
+    name = f"galpipe-{task}-des"
+    champion = client.get_model_version_by_alias(name, "champion")
+    tracker = Tracker(f"sqlite:///{root}/mlruns/mlflow.db", str(root / "mlruns" / "artifacts"), "galpipe")
+    model = load_registered_model(tracker.tracking_uri, f"models:/{name}/{champion.version}")
+    with tracker.run("planted-regression", {}, {}) as run_id:
+        example = torch.zeros(2, 3, 69, 69).numpy()
+        _, bad_version = tracker.log_and_register_model(run_id, Negated(model), example, name, champion.tags)
+    tracker.set_alias(name, "champion", bad_version)
+    try:
+        result, check = _reevaluate(root)
+    finally:
+        tracker.set_alias(name, "champion", champion.version)
+    assert not check.passed
+    assert f"{task}: accuracy" in check.description and f"now version {bad_version}" in check.description
+    assert all(f"{other}:" not in check.description for other in {"featured", "edge_on", "bar"} - {task})
+    # The accepted value is still the good model's, so the regression keeps failing until fixed.
+    assert float(client.get_registered_model(name).tags["accepted_accuracy"]) == pytest.approx(accuracy, abs=1e-5)
+
+
+def test_batch_prediction_covers_every_good_target_cutout_once(tiny_project):
+    root, exit_code = tiny_project
+    assert exit_code == 0
+    run_dir = root / "data" / "tiny"
+    chunks = sorted((run_dir / "target" / "morphology").glob("chunk-*.parquet"))
+    assert len(chunks) == 8
+    predicted = pd.concat([pd.read_parquet(p) for p in chunks])
+    manifest = pd.read_parquet(run_dir / "target" / "raw_cutouts.parquet")
+    assert sorted(predicted.object_id) == sorted(manifest.object_id[manifest.status == "ok"])
+    assert {"p_featured", "edge_on", "p_bar"} <= set(predicted.columns)
+    assert predicted.p_featured.between(0, 1).all()
