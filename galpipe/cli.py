@@ -25,7 +25,7 @@ def _run(args) -> int:
     from dagster import AssetKey, AssetSelection, DagsterInstance, MultiPartitionKey, materialize
 
     from galpipe.defs.assets import ASSETS
-    from galpipe.defs.operations import prediction_chunks
+    from galpipe.defs.prediction_assets import prediction_chunks
     from galpipe.definitions import ALL_ASSETS, ALL_CHECKS, build_resources
     from galpipe.profiles import get_profile
     from galpipe.simulation.population import TASKS

@@ -13,7 +13,9 @@ from galpipe.defs.assets import ASSETS
 from galpipe.defs.checks import CHECKS
 from galpipe.defs.io_managers import ParquetIOManager
 from galpipe.defs.model_assets import MODEL_ASSETS
-from galpipe.defs.operations import JOBS, OPERATIONS_ASSETS, OPERATIONS_CHECKS, SCHEDULES, SENSORS
+from galpipe.defs.prediction_assets import target_morphology
+from galpipe.defs.reevaluation import champion_evaluation, champion_has_not_regressed, daily_reevaluation, reevaluation_job
+from galpipe.defs.sensors import new_target_labels
 from galpipe.defs.resources import GalpipeSettings, MlflowTracking, simulated_source, simulated_target
 from galpipe.profiles import DEFAULT_PROFILE
 
@@ -32,7 +34,7 @@ def build_resources(profile: str | None = None, data_dir: str = "data", source=N
     }
 
 
-ALL_ASSETS = [*ASSETS, *MODEL_ASSETS, *OPERATIONS_ASSETS]
-ALL_CHECKS = [*CHECKS, *OPERATIONS_CHECKS]
-defs = Definitions(assets=ALL_ASSETS, asset_checks=ALL_CHECKS, jobs=JOBS, schedules=SCHEDULES, sensors=SENSORS,
-                   resources=build_resources())
+ALL_ASSETS = [*ASSETS, *MODEL_ASSETS, champion_evaluation, target_morphology]
+ALL_CHECKS = [*CHECKS, champion_has_not_regressed]
+defs = Definitions(assets=ALL_ASSETS, asset_checks=ALL_CHECKS, jobs=[reevaluation_job], schedules=[daily_reevaluation],
+                   sensors=[new_target_labels], resources=build_resources())

@@ -3,7 +3,6 @@ for new target labels, the champions' re-evaluation and its regression check (wh
 on a planted regression), and batch prediction over catalogue chunks."""
 
 import datetime
-import os
 
 import pandas as pd
 import pytest
@@ -13,8 +12,8 @@ from dagster import (AssetKey, DagsterInstance, Definitions, MultiPartitionKey, 
 from dagster._core.definitions.events import AssetKeyPartitionKey
 from mlflow import MlflowClient
 
-from galpipe.defs.operations import (SENSORS, champion_has_not_regressed, daily_reevaluation, new_target_labels,
-                                     reevaluation_job)
+from galpipe.defs.reevaluation import daily_reevaluation, reevaluation_job
+from galpipe.defs.sensors import new_target_labels
 from galpipe.defs.resources import MlflowTracking
 from galpipe.definitions import ALL_ASSETS, ALL_CHECKS, build_resources
 from galpipe.tracking import Tracker, load_registered_model
@@ -59,7 +58,7 @@ def test_new_label_files_request_the_finetuning_partitions_they_feed(tiny_projec
     labels = data_dir / "tiny" / "labels"
     labels.mkdir(parents=True)
     resources = build_resources("tiny", data_dir=str(data_dir))
-    defs = Definitions(assets=ALL_ASSETS, sensors=SENSORS, resources=resources)
+    defs = Definitions(assets=ALL_ASSETS, sensors=[new_target_labels], resources=resources)
     with DagsterInstance.ephemeral() as instance:
         def evaluate(cursor):
             context = build_sensor_context(instance=instance, cursor=cursor, definitions=defs,

@@ -1,27 +1,19 @@
-"""Operating galpipe day to day: each task's champion re-evaluated every day (an asset, a
-regression check, a job and its schedule), a sensor that turns new target labels into
-fine-tuning and evaluation, and batch prediction of the whole target survey in chunks."""
+"""Each task's champion re-evaluated every day: the `champion_evaluation` asset, its regression
+check, `reevaluation_job` and the `daily_reevaluation` schedule."""
 
 import base64
-import hashlib
-import json
 
 import numpy as np
 import pandas as pd
 from dagster import (AssetCheckResult, AssetCheckSeverity, AssetExecutionContext, AssetIn, AssetKey,
-                     AssetSelection, DefaultScheduleStatus, DefaultSensorStatus, MetadataValue, MultiPartitionKey,
-                     RunRequest, ScheduleDefinition, SensorResult, SkipReason, StaticPartitionsDefinition, asset,
-                     asset_check, define_asset_job, sensor)
-from dagster._core.definitions.assets.graph.asset_graph_subset import AssetGraphSubset
-from dagster._core.definitions.events import AssetKeyPartitionKey
+                     AssetSelection, DefaultScheduleStatus, MetadataValue, ScheduleDefinition, asset, asset_check,
+                     define_asset_job)
 
-from galpipe.catalogs import CatalogError
 from galpipe.defs.model_assets import _sorted, _tags, inputs_path
 from galpipe.defs.resources import GalpipeSettings
 from galpipe.evaluation import binary_metrics, plot_roc_curves
 from galpipe.gallery import make_gallery, pick_gallery_galaxies
-from galpipe.labels import ORIGIN, fingerprints, tasks_in
-from galpipe.prediction import load_classifier, model_uris, predict_cutouts
+from galpipe.labels import ORIGIN
 from galpipe.preprocessing import load_model_inputs
 from galpipe.tracking import load_registered_model, model_version, with_retry
 from galpipe.training import predict_proba
@@ -29,8 +21,6 @@ from galpipe.transfer import labelled_sample
 
 OPERATIONS_GROUP = "operations"
 WATCHED_METRICS = ("accuracy", "roc_auc")  # the regression check compares these
-N_PREDICTION_CHUNKS = 8
-prediction_chunks = StaticPartitionsDefinition([f"chunk-{k:02d}" for k in range(N_PREDICTION_CHUNKS)])
 
 
 def _png_md(path) -> MetadataValue:
@@ -133,70 +123,3 @@ reevaluation_job = define_asset_job("reevaluation_job", selection=AssetSelection
                                     description="Re-evaluate every task's champion and check it has not regressed.")
 daily_reevaluation = ScheduleDefinition(name="daily_reevaluation", job=reevaluation_job, cron_schedule="0 6 * * *",
                                         execution_timezone="UTC", default_status=DefaultScheduleStatus.RUNNING)
-
-FINETUNED, MATCHED = AssetKey("finetuned_models"), AssetKey("matched_catalog")
-AFTER_NEW_LABELS = [AssetKey("evaluation_table"), AssetKey("champion_evaluation")]
-
-
-@sensor(name="new_target_labels", minimum_interval_seconds=60, default_status=DefaultSensorStatus.RUNNING,
-        asset_selection=AssetSelection.assets(MATCHED, FINETUNED, *AFTER_NEW_LABELS),
-        description="Watches data/<profile>/labels/ for new or changed label files and requests, in "
-                    "lineage order, the matched catalogue, the fine-tuning partitions of the tasks they "
-                    "label (the profile's budgets), the evaluation table and the champions' re-evaluation.")
-def new_target_labels(context, settings: GalpipeSettings):
-    seen = json.loads(context.cursor) if context.cursor else {}
-    current = fingerprints(settings.labels_dir)
-    changed = sorted(name for name, stamp in current.items() if seen.get(name) != stamp)
-    if not changed:
-        return SkipReason(f"no new or changed label files in {settings.labels_dir}")
-    try:
-        tasks = sorted({t for name in changed for t in tasks_in(settings.labels_dir / name, settings.tasks)})
-    except (CatalogError, OSError) as err:
-        return SkipReason(f"cannot read a label file: {err}")  # cursor kept: retried once it is fixed
-    if not tasks:
-        return SensorResult(skip_reason=f"{changed} hold no column of the tasks {settings.tasks}",
-                            cursor=json.dumps(current))
-    wanted = {AssetKeyPartitionKey(MATCHED)} | {AssetKeyPartitionKey(key) for key in AFTER_NEW_LABELS}
-    wanted |= {AssetKeyPartitionKey(FINETUNED, MultiPartitionKey({"task": t, "budget": b}))
-               for t in tasks for b in settings.get_profile().label_budgets}
-    # An asset backfill (not plain runs): Dagster launches each partition after what it depends on.
-    subset = AssetGraphSubset.from_asset_partition_set(wanted, context.repository_def.asset_graph)
-    return SensorResult(run_requests=[RunRequest.for_asset_graph_subset(subset, tags={"galpipe/label_files":
-                                                                                      ",".join(changed)})],
-                        cursor=json.dumps(current))
-
-
-def chunk_of(object_ids: pd.Series) -> np.ndarray:
-    """A fixed chunk per object id (by hash), so a growing catalogue never moves an object."""
-    return np.array([int.from_bytes(hashlib.sha256(str(i).encode()).digest()[:4], "big") % N_PREDICTION_CHUNKS
-                     for i in object_ids], dtype=int)
-
-
-@asset(key=AssetKey(["target", "morphology"]), group_name=OPERATIONS_GROUP, partitions_def=prediction_chunks,
-       deps=["evaluation_table"], ins={"raw_cutouts": AssetIn(key=AssetKey(["target", "raw_cutouts"]))},
-       required_resource_keys={"settings", "mlflow", "target_survey"},
-       description="The whole target survey classified by the champions, one partition per chunk of the "
-                   "catalogue (by object-id hash): a backfill over the chunks spreads over a cluster's "
-                   "workers. Parquet per chunk: object_id, path, p_<task>, <task>.")
-def target_morphology(context: AssetExecutionContext, raw_cutouts: pd.DataFrame) -> dict:
-    settings: GalpipeSettings = context.resources.settings
-    tracker = context.resources.mlflow.tracker()
-    chunk = prediction_chunks.get_partition_keys().index(context.partition_key)
-    rows = raw_cutouts[(raw_cutouts.status == "ok") & (chunk_of(raw_cutouts.object_id) == chunk)]
-    classifiers = [load_classifier(tracker.tracking_uri, uri)
-                   for uri in model_uris("champion", settings.tasks, context.resources.target_survey.instrument)]
-    out = settings.run_dir / "target" / "morphology" / f"{context.partition_key}.parquet"
-    summary = predict_cutouts(classifiers, rows[["object_id", "path"]], out, progress=False,
-                              on_failure=lambda r: context.log.warning(f"skipped {r['path']}: {r['reason']}"))
-    context.add_output_metadata({"path": str(out), "n_written": summary.n_written,
-                                 "n_failed": len(summary.failures),
-                                 "galaxies_per_second": round(summary.galaxies_per_second, 1)})
-    return {"path": str(out), "n_written": summary.n_written, "n_failed": len(summary.failures),
-            "models": [k.model_uri for k in classifiers]}
-
-
-OPERATIONS_ASSETS = [champion_evaluation, target_morphology]
-OPERATIONS_CHECKS = [champion_has_not_regressed]
-JOBS = [reevaluation_job]
-SCHEDULES = [daily_reevaluation]
-SENSORS = [new_target_labels]
