@@ -43,7 +43,8 @@ def make_gallery(galaxies: pd.DataFrame, source_paths: dict[str, str], tasks, ou
     with `probabilities` (object_id, p_<task>) the model's probability of each task."""
     has_source = galaxies.source_object_id.notna().any() if "source_object_id" in galaxies else False
     n_rows = 2 if has_source else 1
-    fig, axes = plt.subplots(n_rows, len(galaxies), figsize=(2.2 * len(galaxies), 2.3 * n_rows + 0.4),
+    caption_inches = 0.4 + (0.4 if probabilities is not None else 0)
+    fig, axes = plt.subplots(n_rows, len(galaxies), figsize=(2.2 * len(galaxies), 2.3 * n_rows + caption_inches),
                              squeeze=False)
     for col, row in enumerate(galaxies.itertuples(index=False)):
         images = [(target_name, row.cutout_path)]
@@ -61,7 +62,7 @@ def make_gallery(galaxies: pd.DataFrame, source_paths: dict[str, str], tasks, ou
         caption = f"{row.object_id}\n{labels}"
         if probabilities is not None and row.object_id in probabilities.index:
             p = probabilities.loc[row.object_id]
-            caption += "\n" + " ".join(f"p({task}) {p[f'p_{task}']:.2f}" for task in tasks if f"p_{task}" in p)
+            caption += "".join(f"\np({task}) = {p[f'p_{task}']:.2f}" for task in tasks if f"p_{task}" in p)
         axes[-1, col].set_xlabel(caption, fontsize=7)
     fig.suptitle(f"The same galaxies in {source_name.upper()} and {target_name.upper()}" if has_source
                  else f"{target_name} sample", fontsize=11)
