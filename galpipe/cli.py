@@ -139,6 +139,14 @@ def main(argv=None) -> int:
     predict.add_argument("--tracking-uri", default="sqlite:///mlruns/mlflow.db", help="default: %(default)s")
     predict.set_defaults(func=_predict)
 
+    from galpipe.ui import add_arguments, run_ui
+
+    ui = commands.add_parser("ui", help="start the Dagster and MLflow UIs on 127.0.0.1",
+                             description="Start `dagster dev` and `mlflow ui` on 127.0.0.1 for this project "
+                                         "and say where to point the browser; Ctrl-C stops both.")
+    add_arguments(ui)
+    ui.set_defaults(func=run_ui)
+
     args = parser.parse_args(argv)
     try:
         return args.func(args)

@@ -154,7 +154,7 @@ def run_ui(args) -> int:
         print("\nStopped both UIs.")
         return 0
     except UiError as err:
-        print(f"galpipe ui: {err}", file=sys.stderr)
-        return 1
+        print(f"galpipe ui: error: {err}", file=sys.stderr)
+        return 2
     finally:
         signal.signal(signal.SIGTERM, previous_sigterm)

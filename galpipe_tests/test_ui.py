@@ -44,8 +44,8 @@ def test_a_port_in_use_is_reported_in_one_line(tmp_path, capsys):
         add_arguments(parser)
         args = parser.parse_args(["--project-dir", str(tmp_path), "--dagster-port", str(free_ports(1)[0]),
                                   "--mlflow-port", str(busy_port)])
-        assert run_ui(args) == 1
+        assert run_ui(args) == 2
     error = capsys.readouterr().err
-    assert error.strip().splitlines() == [f"galpipe ui: port {busy_port} on {HOST} is already in use: "
+    assert error.strip().splitlines() == [f"galpipe ui: error: port {busy_port} on {HOST} is already in use: "
                                           "pick another for the MLflow UI (--mlflow-port)"]
     assert not (tmp_path / ".galpipe_ui").exists()  # nothing was started
