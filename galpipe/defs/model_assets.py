@@ -221,6 +221,11 @@ def evaluation_table(context: AssetExecutionContext, finetuned_models: pd.DataFr
     png = plot_learning_curves(summary, settings.run_dir / "learning_curves.png")
     tracker = context.resources.mlflow.tracker()
     survey = context.resources.target_survey.instrument
+    table_csv = settings.run_dir / "evaluation_table.csv"
+    summary.to_csv(table_csv, index=False)
+    with tracker.run("evaluation-table", {**_tags(context), "galpipe.kind": "evaluation"}, {}) as run_id:
+        tracker.log_artifact(run_id, png, "plots")  # the learning curves, beside the runs they summarise
+        tracker.log_artifact(run_id, table_csv)
     champions = {}
     for task, runs in finetuned_models[finetuned_models.strategy != DIRECT].groupby("task"):
         chosen = choose_champion(runs)

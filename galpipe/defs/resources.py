@@ -10,6 +10,7 @@ from dagster import ConfigurableResource
 
 from galpipe.catalogs import read_table, validate_catalog
 from galpipe.instruments import get_instrument
+from galpipe.label_catalogs import labels_from_catalog
 from galpipe.profiles import DEFAULT_PROFILE, Profile, get_profile
 from galpipe.simulation.population import SDSS_SPECTROSCOPIC_LIMIT_R_MAG, SKY_FAINT_LIMIT_R_MAG
 from galpipe.sources.folder import load_folder_catalog
@@ -67,6 +68,10 @@ class SurveySource(ConfigurableResource):
     dec_column: str = "dec_deg"
     image_column: str = "image_path"
     label_columns: dict[str, str] = {}
+    # folder or legacy_survey: labels from a published catalogue's columns ("gz2" for Galaxy Zoo 2
+    # debiased vote fractions, "ds18" for Dominguez Sanchez et al. 2018 probabilities).
+    label_scheme: Literal["", "gz2", "ds18"] = ""
+    label_threshold: float = 0.5
     # legacy_survey
     catalog_path: str = ""
     base_url: str = "https://www.legacysurvey.org/viewer"
@@ -98,11 +103,17 @@ class SurveySource(ConfigurableResource):
                                      self.volunteer_labels)
         if self.kind == "folder":
             has_positions = bool(self.ra_column and self.dec_column)
-            return load_folder_catalog(self.folder, self.catalog_file, self.id_column, self.image_column,
-                                       self.ra_column if has_positions else None,
-                                       self.dec_column if has_positions else None, self.label_columns)
-        catalog = read_table(self.catalog_path)
-        return validate_catalog(catalog, self.catalog_path, label_columns=tuple(self.label_columns))
+            catalog = load_folder_catalog(self.folder, self.catalog_file, self.id_column, self.image_column,
+                                          self.ra_column if has_positions else None,
+                                          self.dec_column if has_positions else None, self.label_columns)
+            where = str(Path(self.folder) / self.catalog_file)
+        else:
+            catalog = validate_catalog(read_table(self.catalog_path), self.catalog_path,
+                                       label_columns=tuple(self.label_columns))
+            where = self.catalog_path
+        if self.label_scheme:
+            catalog, _ = labels_from_catalog(catalog, self.label_scheme, self.label_threshold, where)
+        return catalog
 
     def build_cutouts(self, catalog: pd.DataFrame, profile: Profile, out_dir: Path, n_workers: int,
                       progress=None) -> pd.DataFrame:
