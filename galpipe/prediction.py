@@ -18,7 +18,7 @@ from tqdm import tqdm
 from galpipe.catalogs import CatalogError, read_table
 from galpipe.cutouts import FITS_SUFFIXES, IMAGE_SUFFIXES, CutoutError, atomic_write_bytes
 from galpipe.preprocessing import model_input
-from galpipe.tracking import load_registered_model, model_version
+from galpipe.tracking import ModelRegistryError, load_registered_model, model_version
 
 
 @dataclass
@@ -45,18 +45,22 @@ class PredictionSummary:
 
 
 def model_uris(spec: str, tasks, survey: str) -> list[str]:
-    """A model URI as it is, or an alias (e.g. `champion`) as that alias of each task's model."""
-    if spec.startswith(("models:/", "runs:/")):
+    """A registered model's URI as it is, or an alias (e.g. `champion`) as that alias of each
+    task's model `galpipe-<task>-<survey>`."""
+    if spec.startswith("models:/"):
         return [spec]
+    if ":/" in spec:
+        raise ModelRegistryError(f"{spec!r}: give a registered model (models:/name/version or models:/name@alias)")
     return [f"models:/galpipe-{task}-{survey}@{spec}" for task in tasks]
 
 
 def load_classifier(tracking_uri: str, model_uri: str) -> Classifier:
-    version = model_version(tracking_uri, model_uri) if model_uri.startswith("models:/") else None
-    tags = version.tags if version is not None else {}
-    task = tags.get("task") or (version.name.removeprefix("galpipe-").rsplit("-", 1)[0] if version else "p")
+    """The model and, from its version's tags, its task and how its inputs are made (models
+    registered before galpipe tagged them: task from the name, g,r,i bands over 40")."""
+    version = model_version(tracking_uri, model_uri)
+    task = version.tags.get("task") or version.name.removeprefix("galpipe-").rsplit("-", 1)[0]
     return Classifier(task, model_uri, load_registered_model(tracking_uri, model_uri),
-                      tags.get("input_mode", "bands"), float(tags.get("field_arcsec", 40.0)))
+                      version.tags.get("input_mode", "bands"), float(version.tags.get("field_arcsec", 40.0)))
 
 
 def list_cutouts(folder: str | None = None, catalog: str | None = None, id_column: str = "object_id",
