@@ -76,7 +76,8 @@ def validate_catalog(df: pd.DataFrame, where: str, require_positions: bool = Tru
             df[column] = values.astype(float)
     for column in label_columns:
         values = pd.to_numeric(df[column], errors="coerce")
-        bad = values.notna() & ~values.isin([0, 1])
+        given = df[column].notna() & (df[column].astype(str).str.strip() != "")
+        bad = given & ~values.isin([0, 1])  # "yes", "1.5", "x": an error, never read as empty
         if bad.any():
             raise CatalogError(f"{where}: label {column!r} must be 0 or 1 (or empty) in row(s) "
                                f"{_rows(df.index[bad])}")

@@ -34,6 +34,24 @@ def binary_metrics(y_true, probability, threshold: float = 0.5) -> dict[str, flo
     }
 
 
+def regressions(metrics: dict[str, float], accepted: dict[str, float], tolerance: float) -> list[str]:
+    """The metrics that fell more than `tolerance` below their accepted value. A metric that is
+    not finite (ROC AUC of a one-class test set) cannot be compared and is left out."""
+    return [f"{name} {value:.3f} is more than {tolerance} below the accepted {accepted[name]:.3f}"
+            for name, value in metrics.items()
+            if name in accepted and np.isfinite(value) and value < accepted[name] - tolerance]
+
+
+def raised_baseline(metrics: dict[str, float], accepted: dict[str, float]) -> dict[str, float]:
+    """Accepted values after a passing evaluation: the best so far of each metric, never lower, so
+    a slow decline within the tolerance at each step still fails once it adds up."""
+    raised = dict(accepted)
+    for name, value in metrics.items():
+        if np.isfinite(value):
+            raised[name] = max(value, accepted.get(name, -np.inf))
+    return raised
+
+
 def summarise(results: pd.DataFrame) -> pd.DataFrame:
     """Mean and standard deviation over seeds per task x budget x strategy."""
     grouped = results.groupby(["task", "label_budget", "strategy"], sort=True)

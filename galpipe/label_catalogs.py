@@ -5,8 +5,9 @@
   not edge-on, so each child label also needs its parents' answers.
 - DS18 (Dominguez Sanchez et al. 2018): CNN probabilities P_disk, P_edge_on, P_bar_GZ2.
 
-A label is 1 when its probability (times the path to it) exceeds `threshold`, else 0. Rows with
-a missing value get no label (counted, not dropped)."""
+A label is 1 when its own fraction and every answer on the path to its question exceed
+`threshold`, else 0 (a galaxy that went down another branch is a 0 whatever its own fraction).
+Where a needed value is missing the label stays empty; the counts are returned."""
 
 from __future__ import annotations
 
@@ -44,7 +45,8 @@ def labels_from_catalog(table: pd.DataFrame, scheme: str, threshold: float = 0.5
     fractions = {}
     for task, column in columns.items():
         values = pd.to_numeric(table[column], errors="coerce")
-        bad = values.notna() & ~values.between(0, 1)
+        given = table[column].notna() & (table[column].astype(str).str.strip() != "")
+        bad = given & ~values.between(0, 1)  # text where a number belongs is an error, not a gap
         if bad.any():
             raise CatalogError(f"{where}: {column} must lie in [0, 1] in row(s) {list(table.index[bad])[:10]}")
         fractions[task] = values
@@ -53,10 +55,12 @@ def labels_from_catalog(table: pd.DataFrame, scheme: str, threshold: float = 0.5
     for task, (_, parents) in SCHEMES[scheme].items():
         path = fractions[task].copy()
         known = path.notna()
+        elsewhere = pd.Series(False, index=table.index)  # answered another branch: surely a 0
         for parent in parents:  # a child question is only asked down its parents' branch
+            elsewhere |= fractions[parent].notna() & (fractions[parent] <= threshold)
             path = path.where(fractions[parent] > threshold, 0.0)
             known &= fractions[parent].notna()
-        label = pd.Series(np.where(path > threshold, 1, 0), index=table.index).where(known)
+        label = pd.Series(np.where(path > threshold, 1, 0), index=table.index).where(known | elsewhere)
         table[task] = label.astype("Int8")
         table[f"{task}_fraction"] = fractions[task]
         unlabelled[task] = int(label.isna().sum())

@@ -43,22 +43,31 @@ def read_new_labels(folder, tasks) -> pd.DataFrame:
     if not frames:
         return pd.DataFrame({"object_id": pd.Series(dtype=str)})
     combined = pd.concat(frames, ignore_index=True)
-    return combined.groupby("object_id", sort=False).last().reset_index()  # last non-empty value wins
+    # Files in name order (so labels_10.csv comes before labels_9.csv): the last non-empty value wins.
+    return combined.groupby("object_id", sort=False).last(skipna=True).reset_index()
+
+
+def new_label_flag(task: str) -> str:
+    """The column that marks the galaxies whose `task` label came from a labels file."""
+    return f"{task}_label_is_new"
 
 
 def apply_new_labels(table: pd.DataFrame, labels: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
-    """`table` with the new labels written over its task columns and `label_origin` set."""
+    """`table` with the new labels written over its task columns, a `<task>_label_is_new` flag
+    per task, and `label_origin` set where any task got a new label. Empty cells change nothing."""
     table = table.copy()
     known = labels.object_id.isin(table.object_id)
     unknown = labels.object_id[~known].tolist()
     by_id = labels[known].set_index("object_id")
-    rows = table.object_id.isin(by_id.index)
+    any_new = pd.Series(False, index=table.index)
     for task in by_id.columns:
-        new = table.loc[rows, "object_id"].map(by_id[task])
+        new = table.object_id.map(by_id[task])
         has = new.notna()
         if task not in table:
             table[task] = pd.Series(pd.NA, index=table.index, dtype="Int8")
-        table.loc[new.index[has], task] = new[has].astype("Int8")
-    table.loc[rows, "label_origin"] = ORIGIN
-    return table, {"n_new_labels": int(rows.sum()), "n_new_labels_unknown_id": len(unknown),
+        table.loc[has, task] = new[has].astype("Int8")
+        table[new_label_flag(task)] = has
+        any_new |= has
+    table.loc[any_new, "label_origin"] = ORIGIN
+    return table, {"n_new_labels": int(any_new.sum()), "n_new_labels_unknown_id": len(unknown),
                    "new_labels_unknown_ids": unknown[:20]}

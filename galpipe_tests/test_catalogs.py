@@ -55,14 +55,14 @@ def test_galaxy_zoo_2_fractions_become_labels_down_the_decision_tree():
     from galpipe.label_catalogs import labels_from_catalog
 
     gz2 = pd.DataFrame({
-        "t01_smooth_or_features_a02_features_or_disk_debiased": [0.9, 0.9, 0.9, 0.2, np.nan],
-        "t02_edgeon_a04_yes_debiased": [0.8, 0.1, 0.1, 0.9, 0.5],  # row 3: edge-on votes of a smooth galaxy
-        "t03_bar_a06_bar_debiased": [0.9, 0.7, 0.2, 0.9, 0.5],
+        "t01_smooth_or_features_a02_features_or_disk_debiased": [0.9, 0.9, 0.9, 0.2, np.nan, 0.1],
+        "t02_edgeon_a04_yes_debiased": [0.8, 0.1, 0.1, 0.9, np.nan, np.nan],  # row 3: edge-on votes of a smooth galaxy
+        "t03_bar_a06_bar_debiased": [0.9, 0.7, 0.2, 0.9, 0.5, np.nan],
     })
     labelled, unlabelled = labels_from_catalog(gz2, "gz2")
-    assert labelled.featured.tolist() == [1, 1, 1, 0, pd.NA]
-    assert labelled.edge_on.tolist() == [1, 0, 0, 0, pd.NA]  # smooth: never edge-on, whatever the votes
-    assert labelled.bar.tolist() == [0, 1, 0, 0, pd.NA]  # edge-on disks are not asked about bars
+    assert labelled.featured.tolist() == [1, 1, 1, 0, pd.NA, 0]
+    assert labelled.edge_on.tolist() == [1, 0, 0, 0, pd.NA, 0]  # smooth: never edge-on, whatever the votes
+    assert labelled.bar.tolist() == [0, 1, 0, 0, pd.NA, 0]  # edge-on disks are not asked about bars
     assert unlabelled == {"featured": 1, "edge_on": 1, "bar": 1}
 
 
@@ -71,8 +71,9 @@ def test_a_label_catalogue_without_its_columns_or_with_bad_values_is_named():
 
     with pytest.raises(CatalogError, match=r"ds18.csv: label scheme 'ds18' needs column\(s\) \['P_bar_GZ2'\]"):
         labels_from_catalog(pd.DataFrame({"P_disk": [0.1], "P_edge_on": [0.2]}), "ds18", where="ds18.csv")
-    with pytest.raises(CatalogError, match=r"P_disk must lie in \[0, 1\] in row\(s\) \[1\]"):
-        labels_from_catalog(pd.DataFrame({"P_disk": [0.1, 1.7], "P_edge_on": [0.2, 0.1], "P_bar_GZ2": [0, 0]}), "ds18")
+    with pytest.raises(CatalogError, match=r"P_disk must lie in \[0, 1\] in row\(s\) \[1, 2\]"):
+        labels_from_catalog(pd.DataFrame({"P_disk": [0.1, 1.7, "high"], "P_edge_on": [0.2, 0.1, 0.0],
+                                          "P_bar_GZ2": [0, 0, 0]}), "ds18")
 
 
 def test_a_survey_source_reads_labels_from_a_ds18_catalogue(tmp_path):

@@ -111,3 +111,25 @@ def test_a_label_file_with_a_bad_value_names_file_and_row(tmp_path):
     pd.DataFrame({"object_id": ["d1", "d2"], "bar": [1, 7]}).to_csv(tmp_path / "bad.csv", index=False)
     with pytest.raises(CatalogError, match=r"bad.csv: label 'bar' must be 0 or 1 .* row\(s\) 1"):
         read_new_labels(tmp_path, ["bar"])
+
+
+def test_later_label_files_win_empty_cells_change_nothing_and_flags_are_per_task(tmp_path):
+    from galpipe.catalogs import CatalogError
+    from galpipe.labels import apply_new_labels, read_new_labels
+
+    pd.DataFrame({"object_id": ["d1", "d2"], "featured": [1, 1], "bar": [0, None]}).to_csv(tmp_path / "a.csv", index=False)
+    pd.DataFrame({"object_id": ["d1", "d2"], "featured": [0, None]}).to_csv(tmp_path / "b.csv", index=False)
+    labels = read_new_labels(tmp_path, ["featured", "bar"])
+    by_id = labels.set_index("object_id")
+    assert by_id.featured.tolist() == [0, 1]  # d1: b.csv wins; d2: b.csv's empty cell keeps a.csv's 1
+    table = pd.DataFrame({"object_id": ["d1", "d2", "d3"], "featured": pd.array([1, 0, 0], "Int8"),
+                          "bar": pd.array([1, 1, 1], "Int8"), "label_origin": "source_match"})
+    table, counts = apply_new_labels(table, labels)
+    assert table.bar.tolist() == [0, 1, 1] and table.bar_label_is_new.tolist() == [True, False, False]
+    assert table.featured_label_is_new.tolist() == [True, True, False]
+    assert table.label_origin.tolist() == ["target_labels", "target_labels", "source_match"]
+    assert counts["n_new_labels"] == 2
+
+    pd.DataFrame({"object_id": ["d3"], "bar": ["yes"]}).to_csv(tmp_path / "c.csv", index=False)
+    with pytest.raises(CatalogError, match=r"c.csv: label 'bar' must be 0 or 1 \(or empty\) in row\(s\) 0"):
+        read_new_labels(tmp_path, ["featured", "bar"])

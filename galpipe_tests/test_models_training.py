@@ -138,3 +138,43 @@ def test_metrics_match_a_hand_counted_confusion_matrix():
     assert (m["completeness_1"], m["purity_1"]) == (2 / 3, 2 / 3)
     assert (m["completeness_0"], m["purity_0"]) == (4 / 5, 4 / 5)
     assert m["roc_auc"] == pytest.approx(12 / 15)  # of 15 (positive, negative) pairs, 12 ranked right
+
+
+def test_the_regression_baseline_only_rises_so_a_slow_decline_fails():
+    from galpipe.evaluation import raised_baseline, regressions
+
+    accepted = {"accuracy": 0.90}
+    for accuracy in (0.89, 0.88):  # each step within the 0.02 tolerance of the best accepted value
+        assert regressions({"accuracy": accuracy}, accepted, 0.02) == []
+        accepted = raised_baseline({"accuracy": accuracy}, accepted)
+    assert accepted == {"accuracy": 0.90}
+    assert regressions({"accuracy": 0.87}, accepted, 0.02) == ["accuracy 0.870 is more than 0.02 below the accepted 0.900"]
+    assert raised_baseline({"accuracy": 0.95, "roc_auc": float("nan")}, accepted) == {"accuracy": 0.95}
+    assert regressions({"roc_auc": float("nan")}, {"roc_auc": 0.9}, 0.02) == []  # cannot compare
+
+
+def test_positives_are_weighted_by_the_negatives_per_positive_when_balanced():
+    from galpipe.training import positive_weight
+
+    labels = np.array([1, 0, 0, 0, 0, 0, 0, 0])
+    assert positive_weight(labels, "balanced") == 7.0 and positive_weight(labels, "none") == 1.0
+    with pytest.raises(ValueError, match="unknown class_weighting 'sqrt'"):
+        positive_weight(labels, "sqrt")
+
+
+def test_the_champion_is_chosen_on_validation_loss_never_on_test_accuracy():
+    import pandas as pd
+
+    from galpipe.defs.model_assets import choose_champion
+
+    runs = pd.DataFrame([
+        # the best test accuracy of all, but fewer labels: not eligible
+        {"label_budget": 100, "strategy": "full", "seed": 0, "val_loss": 0.10, "accuracy": 0.99},
+        # head_only has the single lowest validation loss, full the lower mean over seeds
+        {"label_budget": 300, "strategy": "head_only", "seed": 0, "val_loss": 0.20, "accuracy": 0.97},
+        {"label_budget": 300, "strategy": "head_only", "seed": 1, "val_loss": 0.60, "accuracy": 0.96},
+        {"label_budget": 300, "strategy": "full", "seed": 0, "val_loss": 0.30, "accuracy": 0.80},
+        {"label_budget": 300, "strategy": "full", "seed": 1, "val_loss": 0.25, "accuracy": 0.81},
+    ])
+    chosen = choose_champion(runs)
+    assert (chosen.strategy, chosen.seed) == ("full", 1)

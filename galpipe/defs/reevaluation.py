@@ -3,7 +3,6 @@ check, `reevaluation_job` and the `daily_reevaluation` schedule."""
 
 import base64
 
-import numpy as np
 import pandas as pd
 from dagster import (AssetCheckResult, AssetCheckSeverity, AssetExecutionContext, AssetIn, AssetKey,
                      AssetSelection, DefaultScheduleStatus, MetadataValue, ScheduleDefinition, asset, asset_check,
@@ -11,9 +10,9 @@ from dagster import (AssetCheckResult, AssetCheckSeverity, AssetExecutionContext
 
 from galpipe.defs.model_assets import _sorted, _tags, inputs_path
 from galpipe.defs.resources import GalpipeSettings
-from galpipe.evaluation import binary_metrics, plot_roc_curves
+from galpipe.evaluation import binary_metrics, plot_roc_curves, raised_baseline, regressions
 from galpipe.gallery import make_gallery, pick_gallery_galaxies
-from galpipe.labels import ORIGIN
+from galpipe.labels import new_label_flag
 from galpipe.preprocessing import load_model_inputs
 from galpipe.tracking import load_registered_model, model_version, with_retry
 from galpipe.training import predict_proba
@@ -55,8 +54,9 @@ def champion_evaluation(context: AssetExecutionContext, matched_catalog: pd.Data
         p_test = probabilities.loc[test.object_id, f"p_{task}"].to_numpy()
         metrics = binary_metrics(test.label, p_test)
         curves[task] = (test.label, p_test)
-        new = test_rows[test_rows.label_origin == ORIGIN]
-        new_sample = labelled_sample(new, target_inputs, task)
+        flag = new_label_flag(task)
+        new_sample = labelled_sample(test_rows[test_rows[flag]] if flag in test_rows else test_rows.iloc[:0],
+                                     target_inputs, task)
         params = {"task": task, "model_uri": uri, "n_test": len(test), "n_test_new_labels": len(new_sample)}
         tags = {**_tags(context), "galpipe.kind": "reevaluation", "evaluated_model": uri,
                 "evaluated_model_run_id": version.run_id}
@@ -89,34 +89,30 @@ def champion_evaluation(context: AssetExecutionContext, matched_catalog: pd.Data
 
 
 @asset_check(asset=champion_evaluation, required_resource_keys={"settings", "mlflow"},
-             description="Fails when a champion's test accuracy or ROC AUC drops below the last accepted "
-                         "value by more than the settings' regression_tolerance; a passing value becomes "
-                         "the accepted one (kept as tags of the registered model).")
+             description="Fails when a champion's test accuracy or ROC AUC is more than the settings' "
+                         "regression_tolerance below its accepted value: the best value of a passing "
+                         "evaluation so far, kept as tags of the registered model.")
 def champion_has_not_regressed(context, champion_evaluation: pd.DataFrame) -> AssetCheckResult:
     settings: GalpipeSettings = context.resources.settings
     client = context.resources.mlflow.tracker().client
-    tolerance = settings.regression_tolerance
-    regressions, accepted = [], {}
+    found, accepted_now = [], {}
     for row in champion_evaluation.itertuples(index=False):
         tags = with_retry(lambda: client.get_registered_model(row.registered_model)).tags
-        dropped = [f"{row.task}: {m} {getattr(row, m):.3f} is below the accepted {float(tags[f'accepted_{m}']):.3f} "
-                   f"(version {tags.get('accepted_version', '?')}) by more than {tolerance} "
-                   f"[now version {row.model_version}]"
-                   for m in WATCHED_METRICS
-                   if f"accepted_{m}" in tags and getattr(row, m) < float(tags[f"accepted_{m}"]) - tolerance]
-        regressions += dropped
+        accepted = {m: float(tags[f"accepted_{m}"]) for m in WATCHED_METRICS if f"accepted_{m}" in tags}
+        metrics = {m: float(getattr(row, m)) for m in WATCHED_METRICS}
+        dropped = regressions(metrics, accepted, settings.regression_tolerance)
+        found += [f"{row.task} (version {row.model_version}): {message}" for message in dropped]
         if not dropped:
-            for m in WATCHED_METRICS:
-                if np.isfinite(getattr(row, m)):
-                    with_retry(lambda: client.set_registered_model_tag(row.registered_model, f"accepted_{m}",
-                                                                       f"{getattr(row, m):.6f}"))
-            with_retry(lambda: client.set_registered_model_tag(row.registered_model, "accepted_version",
-                                                               row.model_version))
-            accepted[row.task] = {m: round(float(getattr(row, m)), 4) for m in WATCHED_METRICS}
-    return AssetCheckResult(passed=not regressions, severity=AssetCheckSeverity.ERROR,
-                            description="; ".join(regressions) or "no champion regressed",
-                            metadata={"regressions": MetadataValue.json(regressions),
-                                      "accepted": MetadataValue.json(accepted), "tolerance": tolerance})
+            accepted = raised_baseline(metrics, accepted)
+            for m, value in accepted.items():
+                with_retry(lambda: client.set_registered_model_tag(row.registered_model, f"accepted_{m}",
+                                                                   f"{value:.6f}"))
+        accepted_now[row.task] = {m: round(v, 4) for m, v in accepted.items()}
+    return AssetCheckResult(passed=not found, severity=AssetCheckSeverity.ERROR,
+                            description="; ".join(found) or "no champion regressed",
+                            metadata={"regressions": MetadataValue.json(found),
+                                      "accepted": MetadataValue.json(accepted_now),
+                                      "tolerance": settings.regression_tolerance})
 
 
 reevaluation_job = define_asset_job("reevaluation_job", selection=AssetSelection.assets(champion_evaluation),
