@@ -81,7 +81,13 @@ def _predict(args) -> int:
     tasks = args.tasks.split(",")
     uris = [uri for spec in args.model for uri in model_uris(spec, tasks, args.survey)]
     classifiers = [load_classifier(args.tracking_uri, uri) for uri in uris]
+    tasks_seen = [k.task for k in classifiers]
+    repeated = sorted({t for t in tasks_seen if tasks_seen.count(t) > 1})
+    if repeated:
+        raise UserError(f"two models for task(s) {repeated}: give one model per task")
     cutouts = list_cutouts(args.folder, args.catalog, args.id_column, args.image_column)
+    if cutouts.empty:
+        raise UserError(f"{args.catalog}: the catalogue lists no cutouts")
     print(f"[galpipe predict] {len(cutouts)} cutouts, models: " + ", ".join(
         f"{k.task}={k.model_uri} ({k.input_mode})" for k in classifiers), file=sys.stderr)
     summary = predict_cutouts(classifiers, cutouts, args.out, args.threshold, args.batch_size, args.pixel_scale,

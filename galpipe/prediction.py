@@ -176,8 +176,10 @@ def predict_cutouts(classifiers: list[Classifier], cutouts: pd.DataFrame, out_pa
         writer.abandon()
         raise
     summary.seconds = time.perf_counter() - started
+    failed_path = summary.out_path.with_name(summary.out_path.name + ".failed.csv")
     if summary.failures:
-        failed_path = summary.out_path.with_name(summary.out_path.name + ".failed.csv")
         atomic_write_bytes(failed_path, lambda tmp: pd.DataFrame(summary.failures).to_csv(tmp, index=False))
+    else:
+        failed_path.unlink(missing_ok=True)  # a list from an earlier run would describe another catalogue
     return summary
 

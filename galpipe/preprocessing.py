@@ -77,11 +77,12 @@ def model_input(path, field_arcsec: float, mode: str = "bands", bands: str = "gr
     mode "bands": the survey bands `bands`, normalised per image (FITS cutouts).
     mode "colour": a colour composite in [0, 1]; JPEG/PNG cutouts are taken as they are, FITS
     cutouts are turned into the Lupton composite first, so both kinds feed the same model.
-    `pixel_scale_arcsec` is needed for images without a PIXSCALE header (JPEG/PNG).
+    `pixel_scale_arcsec` is for images without a PIXSCALE header (JPEG/PNG).
     """
     cutout = read_cutout(path)
     header = cutout.header
-    scale = pixel_scale_arcsec or (header.get("PIXSCALE") if header is not None else None)
+    # A FITS cutout's own PIXSCALE first: in a folder of both kinds the option is for the others.
+    scale = (header.get("PIXSCALE") if header is not None else None) or pixel_scale_arcsec
     if scale is None:
         raise CutoutError(path, "pixel scale unknown: no PIXSCALE header and none configured")
     if cutout.bands == COLOUR_BANDS:

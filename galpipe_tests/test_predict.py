@@ -36,6 +36,7 @@ def _predict(registry, *args):
 
 def test_predicts_the_whole_decals_sample_from_its_catalogue(registry, decals_folder, tmp_path):
     out = tmp_path / "decals_morphology.parquet"
+    (tmp_path / "decals_morphology.parquet.failed.csv").write_text("object_id,path,reason\nold,old.png,left by an earlier run\n")
     exit_code = _predict(registry, "--model", "champion", "--tasks", "ring", "--survey", "colour",
                          "--catalog", str(decals_folder / "catalog.csv"), "--id-column", "iauname",
                          "--image-column", "image", "--out", str(out))
@@ -63,7 +64,7 @@ def test_bad_images_are_named_and_the_rest_still_classified(registry, decals_fol
     out = tmp_path / "morphology.csv"
 
     exit_code = _predict(registry, "--model", "models:/galpipe-ring-colour@champion", "--folder", str(folder),
-                         "--out", str(out))
+                         "--out", str(out), "--batch-size", "5")  # several batches appended to the CSV
 
     assert exit_code == 0
     predicted = pd.read_csv(out)
@@ -81,6 +82,8 @@ def test_bad_images_are_named_and_the_rest_still_classified(registry, decals_fol
 @pytest.mark.parametrize("args, message", [
     (["--model", "models:/galpipe-ring-colour@nope"], "no registered model 'models:/galpipe-ring-colour@nope'"),
     (["--model", "models:/no-such-model/1"], "no registered model 'models:/no-such-model/1'"),
+    (["--model", "champion", "--model", "models:/galpipe-ring-colour/1", "--tasks", "ring", "--survey", "colour"],
+     "two models for task(s) ['ring']"),
     (["--model", "champion", "--tasks", "ring", "--survey", "colour", "--out-format"], None),
 ])
 def test_user_errors_exit_non_zero_with_one_line(registry, decals_folder, tmp_path, capsys, args, message):
