@@ -21,9 +21,20 @@ def label_files(folder) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in LABEL_SUFFIXES) if folder.is_dir() else []
 
 
-def fingerprints(folder) -> dict[str, str]:
-    """File name -> modification time and size: what the sensor compares to notice a change."""
-    return {p.name: f"{p.stat().st_mtime_ns}:{p.stat().st_size}" for p in label_files(folder)}
+def label_files_state(folder, tasks) -> dict[str, dict]:
+    """File name -> its modification time and size, and the tasks it labels: what matched_catalog
+    records as used, and what the sensor compares with that to notice new, changed or deleted files."""
+    return {p.name: {"stamp": f"{p.stat().st_mtime_ns}:{p.stat().st_size}", "tasks": tasks_in(p, tasks)}
+            for p in label_files(folder)}
+
+
+def changed_files_and_tasks(used: dict, now: dict) -> tuple[list[str], list[str]]:
+    """Files new, changed or deleted since `used`, and every task they labelled before or label now
+    (a task whose column was removed must be refitted too)."""
+    changed = sorted(name for name in used.keys() | now.keys()
+                     if used.get(name, {}).get("stamp") != now.get(name, {}).get("stamp"))
+    tasks = {t for name in changed for state in (used.get(name, {}), now.get(name, {})) for t in state.get("tasks", [])}
+    return changed, sorted(tasks)
 
 
 def tasks_in(path, tasks) -> list[str]:

@@ -7,8 +7,8 @@ import datetime
 import pandas as pd
 import pytest
 import torch
-from dagster import (AssetKey, DagsterInstance, Definitions, MultiPartitionKey, build_schedule_context,
-                     build_sensor_context, materialize)
+from dagster import (AssetKey, AssetMaterialization, DagsterInstance, Definitions, MetadataValue, MultiPartitionKey,
+                     build_schedule_context, build_sensor_context, materialize)
 from dagster._core.definitions.events import AssetKeyPartitionKey
 from mlflow import MlflowClient
 
@@ -16,6 +16,7 @@ from galpipe.defs.reevaluation import daily_reevaluation, reevaluation_job
 from galpipe.defs.sensors import new_target_labels
 from galpipe.defs.resources import MlflowTracking
 from galpipe.definitions import ALL_ASSETS, ALL_CHECKS, build_resources
+from galpipe.labels import label_files_state
 from galpipe.tracking import Tracker, load_registered_model
 
 
@@ -51,37 +52,50 @@ def test_the_schedule_requests_the_reevaluation_job_daily():
     assert AssetKey("champion_evaluation") in reevaluation_job.selection.resolve(ALL_ASSETS)
 
 
-def test_new_label_files_request_the_finetuning_partitions_they_feed(tiny_project, tmp_path):
-    root, _ = tiny_project
-    data_dir = tmp_path / "data"  # the sensor only reads the labels folder: keep the shared project clean
+def test_new_label_files_request_the_finetuning_partitions_they_feed(tmp_path):
+    data_dir = tmp_path / "data"  # the sensor only reads the labels folder and the instance
     labels = data_dir / "tiny" / "labels"
     labels.mkdir(parents=True)
     resources = build_resources("tiny", data_dir=str(data_dir))
+    settings = resources["settings"]
     defs = Definitions(assets=ALL_ASSETS, sensors=[new_target_labels], resources=resources)
     with DagsterInstance.ephemeral() as instance:
         def evaluate(cursor):
             context = build_sensor_context(instance=instance, cursor=cursor, definitions=defs,
-                                           resources={"settings": resources["settings"]})
+                                           resources={"settings": settings})
             return new_target_labels.evaluate_tick(context)
+
+        def requested_tasks(request):
+            return {p.partition_key.keys_by_dimension["task"] for p in request.asset_graph_subset.iterate_asset_partitions()
+                    if p.asset_key == AssetKey("finetuned_models")}
+
+        def matched_catalog_built():  # as the backfill's matched_catalog run records what it used
+            instance.report_runless_asset_event(AssetMaterialization("matched_catalog", metadata={
+                "label_files": MetadataValue.json(label_files_state(labels, settings.tasks))}))
 
         assert evaluate(None).skip_message and not evaluate(None).run_requests  # nothing there yet
         pd.DataFrame({"object_id": ["des_000001", "des_000002"], "featured": [1, 0]}).to_csv(labels / "a.csv", index=False)
         result = evaluate(None)
         (request,) = result.run_requests
-        requested = set(request.asset_graph_subset.iterate_asset_partitions())
-        budgets = ("0", "25", "full")  # the tiny profile's
         expected = {AssetKeyPartitionKey(AssetKey("finetuned_models"), MultiPartitionKey({"task": "featured", "budget": b}))
-                    for b in budgets}
+                    for b in ("0", "25", "full")}  # the tiny profile's budgets
         expected |= {AssetKeyPartitionKey(AssetKey(k)) for k in ("matched_catalog", "evaluation_table",
                                                                  "champion_evaluation")}
-        assert requested == expected  # no bar or edge_on partition: the file labels `featured` only
+        assert set(request.asset_graph_subset.iterate_asset_partitions()) == expected  # featured only
+        assert not evaluate(result.cursor).run_requests  # requested already: no second backfill
 
-        assert not evaluate(result.cursor).run_requests  # seen: nothing new
+        matched_catalog_built()
+        assert not evaluate(None).run_requests  # matched_catalog uses a.csv: nothing to do, cursor or not
         pd.DataFrame({"object_id": ["des_000003"], "bar": [1]}).to_csv(labels / "b.csv", index=False)
-        (request,) = evaluate(result.cursor).run_requests
-        tasks = {p.partition_key.keys_by_dimension["task"] for p in request.asset_graph_subset.iterate_asset_partitions()
-                 if p.asset_key == AssetKey("finetuned_models")}
-        assert tasks == {"bar"}
+        assert requested_tasks(evaluate(result.cursor).run_requests[0]) == {"bar"}
+
+        matched_catalog_built()
+        (labels / "a.csv").unlink()  # withdrawn labels must be refitted without them
+        assert requested_tasks(evaluate(None).run_requests[0]) == {"featured"}
+
+        (labels / "d.parquet").write_bytes(b"not parquet")  # unreadable: skipped, tried again next tick
+        skipped = evaluate(None)
+        assert not skipped.run_requests and "cannot read a label file" in skipped.skip_message
 
 
 def test_reevaluation_logs_runs_and_fails_on_a_planted_regression(tiny_project):

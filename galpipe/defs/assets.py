@@ -12,7 +12,7 @@ from galpipe.catalogs import class_balance
 from galpipe.cutouts import validate_manifest
 from galpipe.defs.resources import GalpipeSettings
 from galpipe.gallery import make_gallery, pick_gallery_galaxies
-from galpipe.labels import read_new_labels
+from galpipe.labels import label_files_state, read_new_labels
 from galpipe.matching import attach_cutouts, build_matched_catalog
 
 ROLES = ("source", "target")
@@ -108,6 +108,7 @@ def _remove_stale_files(out_dir: Path, manifest: pd.DataFrame) -> None:
 def matched_catalog(context: AssetExecutionContext, settings: GalpipeSettings, source_catalog: pd.DataFrame,
                     target_catalog: pd.DataFrame, target_cutouts: pd.DataFrame) -> pd.DataFrame:
     profile = settings.get_profile()
+    label_files = label_files_state(settings.labels_dir, settings.tasks)  # what the sensor compares with
     new_labels = read_new_labels(settings.labels_dir, settings.tasks)
     table, counts = build_matched_catalog(target_catalog, source_catalog, settings.tasks,
                                           profile.match_radius_arcsec, profile.test_fraction, new_labels)
@@ -122,6 +123,7 @@ def matched_catalog(context: AssetExecutionContext, settings: GalpipeSettings, s
     balance_rows = pd.DataFrame([{"split": split, "task": task, **values}
                                  for split, per_task in balance.items() for task, values in per_task.items()])
     context.add_output_metadata({**counts, "match_radius_arcsec": profile.match_radius_arcsec,
+                                 "label_files": MetadataValue.json(label_files),
                                  "class_balance": _table_md(balance_rows, rows=len(balance_rows))})
     return table
 
