@@ -5,8 +5,10 @@ cpu or cuda, with a checkpoint each epoch so an interrupted run resumes where it
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -142,8 +144,14 @@ def train_classifier(model: nn.Module, x, train_rows: np.ndarray, y_train: np.nd
     history: list[dict] = []
     best = {"val_loss": math.inf, "state": None, "epoch": -1}
     start_epoch = 0
+    fingerprint = _fingerprint(train_rows, y_train, val_rows, y_val, config)
+    saved = None
     if checkpoint_path and Path(checkpoint_path).is_file():
         saved = torch.load(checkpoint_path, map_location=device, weights_only=False)
+        if saved.get("fingerprint") != fingerprint:  # e.g. new labels changed the training set since
+            warnings.warn(f"{checkpoint_path}: checkpoint of a different training set or config; starting afresh")
+            saved = None
+    if saved is not None:
         model.load_state_dict(saved["model"])
         optimiser.load_state_dict(saved["optimiser"])
         history, best, start_epoch = saved["history"], saved["best"], saved["epoch"] + 1
@@ -179,7 +187,7 @@ def train_classifier(model: nn.Module, x, train_rows: np.ndarray, y_train: np.nd
             best = {"val_loss": val_loss, "epoch": epoch,
                     "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
         if checkpoint_path:  # before the callback: whatever happens next, this epoch is kept
-            _save_checkpoint(checkpoint_path, model, optimiser, history, best, epoch, rng, generator)
+            _save_checkpoint(checkpoint_path, model, optimiser, history, best, epoch, rng, generator, fingerprint)
         if on_epoch:
             on_epoch(record)
         if epoch - best["epoch"] >= config.patience and epoch + 1 >= config.min_steps / steps_per_epoch:
@@ -190,11 +198,20 @@ def train_classifier(model: nn.Module, x, train_rows: np.ndarray, y_train: np.nd
     return history
 
 
-def _save_checkpoint(path, model, optimiser, history, best, epoch, rng, generator) -> None:
+def _fingerprint(train_rows, y_train, val_rows, y_val, config: TrainConfig) -> str:
+    """What a checkpoint was trained on: resuming is only right for the same galaxies and settings."""
+    digest = hashlib.sha256(repr(sorted(config.as_params().items())).encode())
+    for array in (train_rows, y_train, val_rows, y_val):
+        digest.update(np.ascontiguousarray(array, dtype=np.int64).tobytes())
+    return digest.hexdigest()
+
+
+def _save_checkpoint(path, model, optimiser, history, best, epoch, rng, generator, fingerprint) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".part")
     torch.save({"model": model.state_dict(), "optimiser": optimiser.state_dict(), "history": history,
                 "best": best, "epoch": epoch, "numpy_rng": rng.bit_generator.state,
-                "torch_rng": generator.get_state(), "global_torch_rng": torch.get_rng_state()}, tmp)
+                "torch_rng": generator.get_state(), "global_torch_rng": torch.get_rng_state(),
+                "fingerprint": fingerprint}, tmp)
     os.replace(tmp, path)

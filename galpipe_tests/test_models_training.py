@@ -87,6 +87,24 @@ def test_interrupted_training_resumes_from_its_checkpoint(tmp_path):
     assert not checkpoint.exists()
 
 
+def test_a_checkpoint_of_other_galaxies_is_not_resumed(tmp_path):
+    x, y = _toy_survey(100, np.random.default_rng(1))
+    config = TrainConfig(max_epochs=2, patience=5, batch_size=32, seed=2, device="cpu")
+
+    def stop_after_first(record):
+        raise KeyboardInterrupt
+
+    checkpoint = tmp_path / "run.pt"
+    with pytest.raises(KeyboardInterrupt):
+        train_classifier(build_model("compact", seed=0), x, np.arange(80), y[:80], np.arange(80, 100), y[80:],
+                         config, checkpoint, on_epoch=stop_after_first)
+    fewer = (x, np.arange(60), y[:60], np.arange(80, 100), y[80:])  # new labels changed the training set
+    with pytest.warns(UserWarning, match="different training set or config; starting afresh"):
+        history = train_classifier(build_model("compact", seed=0), *fewer, config, checkpoint)
+    straight = train_classifier(build_model("compact", seed=0), *fewer, config)
+    assert [r["train_loss"] for r in history] == pytest.approx([r["train_loss"] for r in straight], rel=1e-5)
+
+
 def test_nan_loss_and_single_class_are_clear_errors():
     x, y = _toy_survey(40, np.random.default_rng(2))
     x[3] = np.nan
