@@ -1,7 +1,6 @@
 """Data assets in lineage order: survey catalogues -> raw cutouts (per survey) -> matched catalogue
 -> gallery. Each reads its inputs, calls the library and records what it did."""
 
-import base64
 import time
 from pathlib import Path
 
@@ -10,6 +9,7 @@ from dagster import AssetExecutionContext, AssetIn, AssetKey, MaterializeResult,
 
 from galpipe.catalogs import class_balance
 from galpipe.cutouts import validate_manifest
+from galpipe.defs.metadata import image_md, table_md
 from galpipe.defs.resources import GalpipeSettings
 from galpipe.gallery import make_gallery, pick_gallery_galaxies
 from galpipe.labels import label_files_state, read_new_labels
@@ -23,10 +23,6 @@ def _survey(context, role: str):
     return getattr(context.resources, f"{role}_survey")
 
 
-def _table_md(df: pd.DataFrame, rows: int = 5) -> MetadataValue:
-    return MetadataValue.md(df.head(rows).to_markdown(index=False))
-
-
 def survey_assets(role: str):
     """The `catalog` and `raw_cutouts` assets of the source or the target survey."""
 
@@ -38,7 +34,7 @@ def survey_assets(role: str):
         survey = _survey(context, role)
         table = survey.load_catalog(settings.get_profile())
         context.add_output_metadata({"n_objects": len(table), "source_kind": survey.kind,
-                                     "instrument": survey.instrument, "preview": _table_md(table.iloc[:, :6])})
+                                     "instrument": survey.instrument, "preview": table_md(table.iloc[:, :6])})
         return table
 
     @asset(key=AssetKey([role, "raw_cutouts"]), group_name=SURVEYS_GROUP,
@@ -82,7 +78,7 @@ def survey_assets(role: str):
                 len(manifest) / build_seconds / settings.workers(), 2)
         problems = manifest[manifest.status != "ok"]
         if len(problems):
-            metadata["problems"] = _table_md(problems[["object_id", "status", "reason"]], rows=20)
+            metadata["problems"] = table_md(problems[["object_id", "status", "reason"]], rows=20)
         context.add_output_metadata(metadata)
         return manifest
 
@@ -124,7 +120,7 @@ def matched_catalog(context: AssetExecutionContext, settings: GalpipeSettings, s
                                  for split, per_task in balance.items() for task, values in per_task.items()])
     context.add_output_metadata({**counts, "match_radius_arcsec": profile.match_radius_arcsec,
                                  "label_files": MetadataValue.json(label_files),
-                                 "class_balance": _table_md(balance_rows, rows=len(balance_rows))})
+                                 "class_balance": table_md(balance_rows, rows=len(balance_rows))})
     return table
 
 
@@ -140,9 +136,8 @@ def survey_gallery(context: AssetExecutionContext, matched_catalog: pd.DataFrame
     path = make_gallery(galaxies, dict(zip(ok_source.object_id, ok_source.path)), settings.tasks,
                         settings.run_dir / "gallery.png", context.resources.source_survey.instrument,
                         context.resources.target_survey.instrument)
-    encoded = base64.b64encode(path.read_bytes()).decode()
     return MaterializeResult(metadata={"path": str(path), "n_galaxies": len(galaxies),
-                                       "gallery": MetadataValue.md(f"![gallery](data:image/png;base64,{encoded})")})
+                                       "gallery": image_md(path)})
 
 
 ASSETS = [*survey_assets("source"), *survey_assets("target"), matched_catalog, survey_gallery]

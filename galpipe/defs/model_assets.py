@@ -2,7 +2,6 @@
 finetuned_models (per task x label budget) -> evaluation_table. Models live in MLflow; the
 assets pass model URIs and metrics."""
 
-import base64
 import copy
 import time
 
@@ -12,6 +11,8 @@ from dagster import (AssetExecutionContext, AssetIn, AssetKey, MetadataValue,
                      MultiPartitionsDefinition, MultiToSingleDimensionPartitionMapping,
                      StaticPartitionsDefinition, asset)
 
+from galpipe.cutouts import atomic_write_bytes
+from galpipe.defs.metadata import image_md, run_tags
 from galpipe.defs.resources import GalpipeSettings
 from galpipe.evaluation import binary_metrics, plot_confusion, plot_learning_curves, summarise
 from galpipe.models import build_model, count_flops
@@ -56,11 +57,6 @@ def model_inputs_asset(role: str):
     return model_inputs
 
 
-def _tags(context: AssetExecutionContext) -> dict:
-    return {"dagster.run_id": context.run.run_id, "dagster.asset": context.asset_key.to_user_string(),
-            "dagster.partition": context.partition_key if context.has_partition_key else ""}
-
-
 def _train_config(settings: GalpipeSettings, task: str, **changes) -> TrainConfig:
     profile = settings.get_profile()
     weighting = "balanced" if task in profile.class_balanced_tasks else "none"
@@ -88,7 +84,7 @@ def _model_tags(profile, task: str, role: str, **more) -> dict:
             "field_arcsec": profile.cutout_field_arcsec, **more}
 
 
-def _sorted(sample):
+def sorted_by_row(sample):
     """Rows in increasing order: memory-mapped reads stay sequential."""
     return sample.subset(np.argsort(sample.row))
 
@@ -110,7 +106,7 @@ def pretrained_model(context: AssetExecutionContext, source_catalog: pd.DataFram
     sample = labelled_sample(source_catalog, source_inputs, task)
     require_two_classes(sample, f"source catalogue, task {task}")
     train, validation = split_by_hash(sample, SOURCE_VALIDATION_FRACTION, salt="source-validation")
-    test = _sorted(labelled_sample(matched_catalog[matched_catalog.split == "test"], target_inputs, task))
+    test = sorted_by_row(labelled_sample(matched_catalog[matched_catalog.split == "test"], target_inputs, task))
     x_source = load_model_inputs(inputs_path(settings, "source"))
     x_target = load_model_inputs(inputs_path(settings, "target"))
     config = _train_config(settings, task, max_epochs=profile.pretrain_max_epochs, seed=0)
@@ -119,12 +115,12 @@ def pretrained_model(context: AssetExecutionContext, source_catalog: pd.DataFram
     params = {"task": task, "survey": survey, "architecture": profile.architecture, "role": "pretrained",
               "n_train": len(train), "n_validation": len(validation), "flops_per_image": count_flops(model),
               **config.as_params()}
-    with tracker.run(f"pretrain-{task}-{survey}", _tags(context), params) as run_id:
+    with tracker.run(f"pretrain-{task}-{survey}", run_tags(context), params) as run_id:
         history = train_classifier(model, x_source, train.row, train.label, validation.row, validation.label,
                                    config, settings.run_dir / "checkpoints" / f"pretrain-{task}.pt",
                                    on_epoch=lambda r: context.log.info(f"{task} epoch {r['epoch']}: {r}"))
         _log_history(tracker, run_id, history)
-        source_metrics = _evaluate_and_log(tracker, run_id, model, x_source, _sorted(validation), "source_val",
+        source_metrics = _evaluate_and_log(tracker, run_id, model, x_source, sorted_by_row(validation), "source_val",
                                            plots, f"{task}: {survey} validation")
         direct_metrics = _evaluate_and_log(tracker, run_id, model, x_target, test, "target_test", plots,
                                            f"{task}: applied directly to target")
@@ -154,7 +150,7 @@ def finetuned_models(context: AssetExecutionContext, pretrained_model: dict, mat
     tracker = context.resources.mlflow.tracker()
     survey = context.resources.target_survey.instrument
     pool = labelled_sample(matched_catalog[matched_catalog.split == "pool"], target_inputs, task)
-    test = _sorted(labelled_sample(matched_catalog[matched_catalog.split == "test"], target_inputs, task))
+    test = sorted_by_row(labelled_sample(matched_catalog[matched_catalog.split == "test"], target_inputs, task))
     require_two_classes(test, f"target test set, task {task}")
     budget = parse_budget(budget_key, len(pool))
     base = {"task": task, "label_budget": budget, "budget_key": budget_key,
@@ -182,7 +178,7 @@ def finetuned_models(context: AssetExecutionContext, pretrained_model: dict, mat
             params = {"task": task, "survey": survey, "architecture": profile.architecture, "strategy": strategy,
                       "label_budget": budget, "n_train": len(train), "n_validation": len(validation),
                       "pretrained_model_uri": pretrained_model["model_uri"], **config.as_params()}
-            tags = {**_tags(context), "pretrained_run_id": pretrained_model["run_id"]}
+            tags = {**run_tags(context), "pretrained_run_id": pretrained_model["run_id"]}
             with tracker.run(f"{strategy}-{task}-{budget_key}-seed{seed}", tags, params) as run_id:
                 history = train_classifier(model, x, train.row, train.label, validation.row, validation.label,
                                            config, settings.run_dir / "checkpoints" / f"{key}-{strategy}-{seed}.pt")
@@ -223,8 +219,8 @@ def evaluation_table(context: AssetExecutionContext, finetuned_models: pd.DataFr
     tracker = context.resources.mlflow.tracker()
     survey = context.resources.target_survey.instrument
     table_csv = settings.run_dir / "evaluation_table.csv"
-    summary.to_csv(table_csv, index=False)
-    with tracker.run("evaluation-table", {**_tags(context), "galpipe.kind": "evaluation"}, {}) as run_id:
+    atomic_write_bytes(table_csv, lambda tmp: summary.to_csv(tmp, index=False))
+    with tracker.run("evaluation-table", {**run_tags(context), "galpipe.kind": "evaluation"}, {}) as run_id:
         tracker.log_artifact(run_id, png, "plots")  # the learning curves, beside the runs they summarise
         tracker.log_artifact(run_id, table_csv)
     champions = {}
@@ -238,8 +234,7 @@ def evaluation_table(context: AssetExecutionContext, finetuned_models: pd.DataFr
     context.add_output_metadata({
         "table": MetadataValue.md(shown.to_markdown(index=False)),
         "champions": MetadataValue.json(champions),
-        "learning_curves": MetadataValue.md(
-            f"![learning curves](data:image/png;base64,{base64.b64encode(png.read_bytes()).decode()})"),
+        "learning_curves": image_md(png),
     })
     return summary
 

@@ -1,14 +1,13 @@
 """Each task's champion re-evaluated every day: the `champion_evaluation` asset, its regression
 check, `reevaluation_job` and the `daily_reevaluation` schedule."""
 
-import base64
-
 import pandas as pd
 from dagster import (AssetCheckResult, AssetCheckSeverity, AssetExecutionContext, AssetIn, AssetKey,
                      AssetSelection, DefaultScheduleStatus, MetadataValue, ScheduleDefinition, asset, asset_check,
                      define_asset_job)
 
-from galpipe.defs.model_assets import _sorted, _tags, inputs_path
+from galpipe.defs.metadata import image_md, run_tags
+from galpipe.defs.model_assets import inputs_path, sorted_by_row
 from galpipe.defs.resources import GalpipeSettings
 from galpipe.evaluation import binary_metrics, plot_roc_curves, raised_baseline, regressions
 from galpipe.gallery import make_gallery, pick_gallery_galaxies
@@ -20,10 +19,6 @@ from galpipe.transfer import labelled_sample
 
 OPERATIONS_GROUP = "operations"
 WATCHED_METRICS = ("accuracy", "roc_auc")  # the regression check compares these
-
-
-def _png_md(path) -> MetadataValue:
-    return MetadataValue.md(f"![{path.name}](data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()})")
 
 
 @asset(group_name=OPERATIONS_GROUP, deps=["evaluation_table"],
@@ -50,7 +45,7 @@ def champion_evaluation(context: AssetExecutionContext, matched_catalog: pd.Data
         uri = f"models:/{version.name}/{version.version}"
         probabilities[f"p_{task}"] = predict_proba(load_registered_model(tracker.tracking_uri, uri),
                                                    x[good[test_ids].to_numpy()])
-        test = _sorted(labelled_sample(test_rows, target_inputs, task))
+        test = sorted_by_row(labelled_sample(test_rows, target_inputs, task))
         p_test = probabilities.loc[test.object_id, f"p_{task}"].to_numpy()
         metrics = binary_metrics(test.label, p_test)
         curves[task] = (test.label, p_test)
@@ -58,7 +53,7 @@ def champion_evaluation(context: AssetExecutionContext, matched_catalog: pd.Data
         new_sample = labelled_sample(test_rows[test_rows[flag]] if flag in test_rows else test_rows.iloc[:0],
                                      target_inputs, task)
         params = {"task": task, "model_uri": uri, "n_test": len(test), "n_test_new_labels": len(new_sample)}
-        tags = {**_tags(context), "galpipe.kind": "reevaluation", "evaluated_model": uri,
+        tags = {**run_tags(context), "galpipe.kind": "reevaluation", "evaluated_model": uri,
                 "evaluated_model_run_id": version.run_id}
         with tracker.run(f"reevaluate-{task}", tags, params) as run_id:
             tracker.log_metrics(run_id, {f"test_{k}": v for k, v in metrics.items()})
@@ -79,12 +74,12 @@ def champion_evaluation(context: AssetExecutionContext, matched_catalog: pd.Data
     gallery = make_gallery(galaxies, dict(zip(ok_source.object_id, ok_source.path)), settings.tasks,
                            settings.run_dir / "champion_gallery.png", context.resources.source_survey.instrument,
                            survey, probabilities)
-    with tracker.run("champion-pictures", {**_tags(context), "galpipe.kind": "reevaluation"}, {}) as run_id:
+    with tracker.run("champion-pictures", {**run_tags(context), "galpipe.kind": "reevaluation"}, {}) as run_id:
         tracker.log_artifact(run_id, roc, "plots")
         tracker.log_artifact(run_id, gallery, "plots")
     context.add_output_metadata({
         "table": MetadataValue.md(table.drop(columns=["mlflow_run_id"]).round(3).to_markdown(index=False)),
-        "roc_curves": _png_md(roc), "gallery": _png_md(gallery)})
+        "roc_curves": image_md(roc), "gallery": image_md(gallery)})
     return table
 
 
