@@ -7,15 +7,13 @@ from dagster import (AssetCheckResult, AssetCheckSeverity, AssetExecutionContext
                      define_asset_job)
 
 from galpipe.defs.metadata import image_md, run_tags
-from galpipe.defs.model_assets import inputs_path, sorted_by_row
+from galpipe.champions import reevaluate_champions
+from galpipe.defs.model_assets import inputs_path
 from galpipe.defs.resources import GalpipeSettings
-from galpipe.evaluation import binary_metrics, plot_roc_curves, raised_baseline, regressions
+from galpipe.evaluation import plot_roc_curves, raised_baseline, regressions
 from galpipe.gallery import make_gallery, pick_gallery_galaxies
-from galpipe.labels import new_label_flag
 from galpipe.preprocessing import load_model_inputs
-from galpipe.tracking import load_registered_model, model_version, with_retry
-from galpipe.training import predict_proba
-from galpipe.transfer import labelled_sample
+from galpipe.tracking import with_retry
 
 OPERATIONS_GROUP = "operations"
 WATCHED_METRICS = ("accuracy", "roc_auc")  # the regression check compares these
@@ -33,43 +31,13 @@ def champion_evaluation(context: AssetExecutionContext, matched_catalog: pd.Data
     settings: GalpipeSettings = context.resources.settings
     tracker = context.resources.mlflow.tracker()
     survey = context.resources.target_survey.instrument
-    x = load_model_inputs(inputs_path(settings, "target"))
     test_rows = matched_catalog[matched_catalog.split == "test"]
-    good = target_inputs[target_inputs.status == "ok"].set_index("object_id").row
-    test_ids = [i for i in test_rows.object_id if i in good.index]
-    probabilities = pd.DataFrame(index=pd.Index(test_ids, name="object_id"))
-    plots = settings.run_dir / "plots"
-    rows, curves = [], {}
-    for task in settings.tasks:
-        version = model_version(tracker.tracking_uri, f"models:/galpipe-{task}-{survey}@champion")
-        uri = f"models:/{version.name}/{version.version}"
-        probabilities[f"p_{task}"] = predict_proba(load_registered_model(tracker.tracking_uri, uri),
-                                                   x[good[test_ids].to_numpy()])
-        test = sorted_by_row(labelled_sample(test_rows, target_inputs, task))
-        p_test = probabilities.loc[test.object_id, f"p_{task}"].to_numpy()
-        metrics = binary_metrics(test.label, p_test)
-        curves[task] = (test.label, p_test)
-        flag = new_label_flag(task)
-        new_sample = labelled_sample(test_rows[test_rows[flag]] if flag in test_rows else test_rows.iloc[:0],
-                                     target_inputs, task)
-        params = {"task": task, "model_uri": uri, "n_test": len(test), "n_test_new_labels": len(new_sample)}
-        tags = {**run_tags(context), "galpipe.kind": "reevaluation", "evaluated_model": uri,
-                "evaluated_model_run_id": version.run_id}
-        with tracker.run(f"reevaluate-{task}", tags, params) as run_id:
-            tracker.log_metrics(run_id, {f"test_{k}": v for k, v in metrics.items()})
-            if len(new_sample):
-                p_new = probabilities.loc[new_sample.object_id, f"p_{task}"].to_numpy()
-                tracker.log_metrics(run_id, {f"new_labels_{k}": v
-                                             for k, v in binary_metrics(new_sample.label, p_new).items()})
-            roc = plot_roc_curves({task: curves[task]}, plots / f"{run_id}_roc.png", f"{task} champion, target test")
-            tracker.log_artifact(run_id, roc, "plots")
-        with_retry(lambda: tracker.client.set_model_version_tag(version.name, version.version,
-                                                                "last_reevaluation_run_id", run_id))
-        rows.append({"task": task, "registered_model": version.name, "model_version": version.version,
-                     "mlflow_run_id": run_id, **metrics, "n_new_labels": len(new_sample)})
-    table = pd.DataFrame(rows)
+    table, probabilities, curves = reevaluate_champions(
+        tracker, {task: f"galpipe-{task}-{survey}" for task in settings.tasks},
+        load_model_inputs(inputs_path(settings, "target")), test_rows, target_inputs, settings.run_dir / "plots",
+        run_tags(context))
     roc = plot_roc_curves(curves, settings.run_dir / "champion_roc.png", f"champions on {survey.upper()} test set")
-    galaxies = pick_gallery_galaxies(test_rows[test_rows.object_id.isin(test_ids)], settings.tasks, per_class=2)
+    galaxies = pick_gallery_galaxies(test_rows[test_rows.object_id.isin(probabilities.index)], settings.tasks)
     ok_source = source_cutouts[source_cutouts.status == "ok"]
     gallery = make_gallery(galaxies, dict(zip(ok_source.object_id, ok_source.path)), settings.tasks,
                            settings.run_dir / "champion_gallery.png", context.resources.source_survey.instrument,
