@@ -17,6 +17,9 @@ from pathlib import Path
 
 from galpipe.profiles import DEFAULT_PROFILE, PROFILES
 
+# Dagster's console shows INFO and up (epochs, rendering progress, warnings), not every step event.
+QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+
 
 def _run(args) -> int:
     os.environ["GALPIPE_PROFILE"] = args.profile
@@ -47,12 +50,13 @@ def _run(args) -> int:
     started = time.perf_counter()
     failed = []
     with DagsterInstance.get() as instance:
-        for label, selection, partition in steps:
+        for number, (label, selection, partition) in enumerate(steps, 1):
             step_started = time.perf_counter()
             result = materialize(everything, selection=selection, partition_key=partition, instance=instance,
-                                 resources=resources, raise_on_error=False)
-            print(f"[galpipe run] {label}: {'ok' if result.success else 'FAILED'} "
-                  f"({time.perf_counter() - step_started:.1f} s)", flush=True)
+                                 resources=resources, raise_on_error=False, run_config=QUIET)
+            print(f"[galpipe run {number}/{len(steps)}] {label}: {'ok' if result.success else 'FAILED'} "
+                  f"({time.perf_counter() - step_started:.1f} s; {time.perf_counter() - started:.0f} s in all)",
+                  flush=True)
             for evaluation in result.get_asset_check_evaluations():
                 print(f"  check {evaluation.asset_key.to_user_string()}:{evaluation.check_name}: "
                       f"{'passed' if evaluation.passed else 'FAILED'}")
