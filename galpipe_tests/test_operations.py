@@ -3,6 +3,7 @@ for new target labels, the champions' re-evaluation and its regression check (wh
 on a planted regression), and batch prediction over catalogue chunks."""
 
 import datetime
+import os
 
 import pandas as pd
 import pytest
@@ -38,9 +39,14 @@ def _resources(root):
 
 
 def _reevaluate(root):
-    with DagsterInstance.ephemeral() as instance:
-        result = materialize([*ALL_ASSETS, *ALL_CHECKS], selection=[AssetKey("champion_evaluation")],
-                             resources=_resources(root), instance=instance, raise_on_error=False)
+    cwd = os.getcwd()
+    os.chdir(root)  # a project's manifests hold paths relative to the project folder, as `galpipe run` runs there
+    try:
+        with DagsterInstance.ephemeral() as instance:
+            result = materialize([*ALL_ASSETS, *ALL_CHECKS], selection=[AssetKey("champion_evaluation")],
+                                 resources=_resources(root), instance=instance, raise_on_error=False)
+    finally:
+        os.chdir(cwd)
     (check,) = result.get_asset_check_evaluations()
     return result, check
 
