@@ -61,6 +61,14 @@ def summarise(results: pd.DataFrame) -> pd.DataFrame:
     return summary.reset_index()
 
 
+def save_figure(fig, out_path) -> Path:
+    """Lay out, write the PNG atomically (a reader never sees half a file) and free the figure."""
+    fig.tight_layout()
+    atomic_write_bytes(Path(out_path), lambda tmp: fig.savefig(tmp, format="png", dpi=90))
+    plt.close(fig)
+    return Path(out_path)
+
+
 def plot_confusion(y_true, probability, out_path: Path, title: str) -> Path:
     matrix = confusion_matrix(np.asarray(y_true).astype(int), (np.asarray(probability) >= 0.5).astype(int),
                               labels=[0, 1])
@@ -69,10 +77,7 @@ def plot_confusion(y_true, probability, out_path: Path, title: str) -> Path:
     for (i, j), value in np.ndenumerate(matrix):
         ax.text(j, i, str(value), ha="center", va="center")
     ax.set(xticks=[0, 1], yticks=[0, 1], xlabel="predicted", ylabel="label", title=title)
-    fig.tight_layout()
-    atomic_write_bytes(Path(out_path), lambda tmp: fig.savefig(tmp, format="png", dpi=90))
-    plt.close(fig)
-    return Path(out_path)
+    return save_figure(fig, out_path)
 
 
 def plot_learning_curves(summary: pd.DataFrame, out_path: Path, metric: str = "accuracy") -> Path:
@@ -94,10 +99,7 @@ def plot_learning_curves(summary: pd.DataFrame, out_path: Path, metric: str = "a
         ax.set_xticks(range(len(budgets)), [str(b) for b in budgets])
         ax.set(title=task, xlabel="target labels (budget)", ylabel=metric)
     axes[0, -1].legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    atomic_write_bytes(Path(out_path), lambda tmp: fig.savefig(tmp, format="png", dpi=90))
-    plt.close(fig)
-    return Path(out_path)
+    return save_figure(fig, out_path)
 
 
 def plot_roc_curves(curves: dict[str, tuple], out_path: Path, title: str) -> Path:
@@ -111,7 +113,4 @@ def plot_roc_curves(curves: dict[str, tuple], out_path: Path, title: str) -> Pat
     ax.plot([0, 1], [0, 1], color="grey", ls=":")
     ax.set(xlabel="false positive rate", ylabel="true positive rate (completeness)", title=title)
     ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    atomic_write_bytes(Path(out_path), lambda tmp: fig.savefig(tmp, format="png", dpi=90))
-    plt.close(fig)
-    return Path(out_path)
+    return save_figure(fig, out_path)

@@ -13,7 +13,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from galpipe.cutouts import COLOUR_BANDS, atomic_write_bytes, read_cutout  # noqa: E402
+from galpipe.cutouts import COLOUR_BANDS, read_cutout  # noqa: E402
+from galpipe.evaluation import save_figure  # noqa: E402
 from galpipe.preprocessing import colour_image  # noqa: E402
 
 
@@ -66,7 +67,4 @@ def make_gallery(galaxies: pd.DataFrame, source_paths: dict[str, str], tasks, ou
         axes[-1, col].set_xlabel(caption, fontsize=7)
     fig.suptitle(f"The same galaxies in {source_name.upper()} and {target_name.upper()}" if has_source
                  else f"{target_name} sample", fontsize=11)
-    fig.tight_layout()
-    atomic_write_bytes(Path(out_path), lambda tmp: fig.savefig(tmp, dpi=90, format="png"))
-    plt.close(fig)
-    return Path(out_path)
+    return save_figure(fig, out_path)

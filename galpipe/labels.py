@@ -21,11 +21,17 @@ def label_files(folder) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in LABEL_SUFFIXES) if folder.is_dir() else []
 
 
-def label_files_state(folder, tasks) -> dict[str, dict]:
+def label_files_state(folder, tasks, known: dict | None = None) -> dict[str, dict]:
     """File name -> its modification time and size, and the tasks it labels: what matched_catalog
-    records as used, and what the sensor compares with that to notice new, changed or deleted files."""
-    return {p.name: {"stamp": f"{p.stat().st_mtime_ns}:{p.stat().st_size}", "tasks": tasks_in(p, tasks)}
-            for p in label_files(folder)}
+    records as used, and what the sensor compares with that to notice new, changed or deleted files.
+    A file whose stamp is in `known` is not read again (the sensor looks every minute)."""
+    state = {}
+    for path in label_files(folder):
+        stamp = f"{path.stat().st_mtime_ns}:{path.stat().st_size}"
+        seen = (known or {}).get(path.name, {})
+        unchanged = seen.get("stamp") == stamp
+        state[path.name] = {"stamp": stamp, "tasks": seen["tasks"] if unchanged else tasks_in(path, tasks)}
+    return state
 
 
 def changed_files_and_tasks(used: dict, now: dict) -> tuple[list[str], list[str]]:

@@ -23,13 +23,13 @@ AFTER_NEW_LABELS = [AssetKey("evaluation_table"), AssetKey("champion_evaluation"
                     "the fine-tuning partitions of the tasks they label (the profile's budgets), the "
                     "evaluation table and the champions' re-evaluation.")
 def new_target_labels(context, settings: GalpipeSettings):
-    try:
-        now = label_files_state(settings.labels_dir, settings.tasks)
-    except (CatalogError, OSError) as err:
-        return SkipReason(f"cannot read a label file: {err}")  # tried again next tick, once it is fixed
     latest = context.instance.get_latest_materialization_event(MATCHED)
     recorded = latest.asset_materialization.metadata.get("label_files") if latest else None
     used = recorded.value if recorded is not None else {}
+    try:
+        now = label_files_state(settings.labels_dir, settings.tasks, known=used)
+    except (CatalogError, OSError) as err:
+        return SkipReason(f"cannot read a label file: {err}")  # tried again next tick, once it is fixed
     if now == used:
         return SkipReason("matched_catalog already uses every label file")
     if context.cursor and json.loads(context.cursor) == now:
