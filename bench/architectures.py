@@ -13,11 +13,13 @@ import copy
 import json
 import os
 import time
+from pathlib import Path
 
 import pandas as pd
 import torch
 
 from galpipe.evaluation import binary_metrics
+from galpipe.hardware import machine_info
 from galpipe.models import build_model, count_flops
 from galpipe.preprocessing import load_model_inputs
 from galpipe.profiles import get_profile
@@ -82,6 +84,14 @@ def main() -> None:
     table = pd.DataFrame(rows)
     print(f"\n{args.profile}, {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads\n")
     print(table.to_markdown(index=False))
+    # For bench/run.py's table: per task, "compact a / b vs ds18 c / d" (direct / fine-tuned, mean over seeds).
+    means = table.groupby(["task", "architecture"])[["direct_accuracy", f"full_{args.budget}_accuracy"]].mean()
+    summary = {task: " vs ".join(f"{a} {means.loc[(task, a)].iloc[0]:.3f} / {means.loc[(task, a)].iloc[1]:.3f}"
+                                 for a in args.architectures) for task in args.tasks}
+    out = Path(__file__).parent / "results" / f"architectures-{args.profile}.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps({"profile": args.profile, "budget": args.budget, "seeds": args.seeds,
+                               "machine": machine_info(), "rows": rows, "accuracy_summary": summary}, indent=1))
 
 
 if __name__ == "__main__":

@@ -49,6 +49,7 @@ def _run(args) -> int:
     steps += [(f"target/morphology[{chunk}]", morphology, chunk) for chunk in prediction_chunks.get_partition_keys()]
     started = time.perf_counter()
     failed = []
+    timings = []  # per step, for bench/run.py: wall seconds and the Dagster run behind it
     with DagsterInstance.get() as instance:
         for number, (label, selection, partition) in enumerate(steps, 1):
             step_started = time.perf_counter()
@@ -57,6 +58,8 @@ def _run(args) -> int:
             print(f"[galpipe run {number}/{len(steps)}] {label}: {'ok' if result.success else 'FAILED'} "
                   f"({time.perf_counter() - step_started:.1f} s; {time.perf_counter() - started:.0f} s in all)",
                   flush=True)
+            timings.append({"step": label, "seconds": round(time.perf_counter() - step_started, 2),
+                            "ok": result.success, "dagster_run_id": result.run_id})
             for evaluation in result.get_asset_check_evaluations():
                 print(f"  check {evaluation.asset_key.to_user_string()}:{evaluation.check_name}: "
                       f"{'passed' if evaluation.passed else 'FAILED'}")
@@ -65,6 +68,7 @@ def _run(args) -> int:
                 if label == "data":
                     break
     seconds = time.perf_counter() - started
+    _write_timings(resources["settings"].run_dir / "run_timings.json", args.profile, seconds, timings)
     print(f"\ngalpipe run --profile {args.profile}: {'succeeded' if not failed else 'FAILED: ' + ', '.join(failed)} "
           f"in {seconds:.1f} s (DAGSTER_HOME={dagster_home})")
     table = resources["settings"].run_dir / "evaluation_table.parquet"
@@ -75,6 +79,18 @@ def _run(args) -> int:
         print(summary[["task", "label_budget", "strategy", "n_seeds", "accuracy_mean", "accuracy_std",
                        "completeness_1_mean", "purity_1_mean", "roc_auc_mean"]].round(3).to_string(index=False))
     return 0 if not failed else 1
+
+
+def _write_timings(path: Path, profile: str, seconds: float, steps: list[dict]) -> None:
+    import json
+    import platform
+
+    from galpipe.hardware import machine_info
+
+    record = {"profile": profile, "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+              "host": platform.node(), "machine": machine_info(), "seconds": round(seconds, 1), "steps": steps}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=1))
 
 
 def _predict(args) -> int:
@@ -96,7 +112,7 @@ def _predict(args) -> int:
         f"{k.task}={k.model_uri} ({k.input_mode})" for k in classifiers), file=sys.stderr)
     summary = predict_cutouts(classifiers, cutouts, args.out, args.threshold, args.batch_size, args.pixel_scale,
                               on_failure=lambda r: print(f"  skipped {r['path'] or r['object_id']}: {r['reason']}",
-                                                         file=sys.stderr))
+                                                         file=sys.stderr), workers=args.workers)
     print(f"[galpipe predict] wrote {summary.n_written} rows to {summary.out_path}; skipped {len(summary.failures)}"
           + (f" (listed in {summary.out_path.name}.failed.csv)" if summary.failures else "")
           + f"; {summary.galaxies_per_second:.1f} galaxies/s", file=sys.stderr)
@@ -142,6 +158,8 @@ def main(argv=None) -> int:
     predict.add_argument("--out", required=True, help="the morphology catalogue to write (.parquet or .csv)")
     predict.add_argument("--threshold", type=float, default=0.5, help="class 1 at p >= this (default %(default)s)")
     predict.add_argument("--batch-size", type=int, default=256)
+    predict.add_argument("--workers", type=int, default=None,
+                         help="processes that read the images (0: this one; default: one per core from 1,000 images)")
     predict.add_argument("--pixel-scale", type=float, default=None,
                          help="arcsec/pixel of JPEG/PNG cutouts (FITS cutouts carry PIXSCALE)")
     predict.add_argument("--tasks", default="featured,edge_on,bar", help="tasks an alias expands to")

@@ -1,9 +1,12 @@
 """Batch prediction: registered models applied to a folder or catalogue of cutouts, in batches,
 streamed to a Parquet or CSV morphology catalogue as it goes. A bad image is named and counted,
-never fatal: the others are still classified."""
+never fatal: the others are still classified. Reading and preprocessing the images costs far
+more than the models do, so for big jobs worker processes read the next batches while the
+models run."""
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,8 +20,10 @@ from tqdm import tqdm
 
 from galpipe.catalogs import CatalogError, read_table
 from galpipe.cutouts import FITS_SUFFIXES, IMAGE_SUFFIXES, CutoutError, atomic_write_bytes
+from galpipe.hardware import default_device, inference_model
 from galpipe.preprocessing import model_input
 from galpipe.tracking import ModelRegistryError, load_registered_model, model_version
+from galpipe.training import predict_proba
 
 
 @dataclass
@@ -120,12 +125,37 @@ class _TableWriter:
         self.tmp.replace(self.out_path)
 
 
+class _CutoutInputs(torch.utils.data.Dataset):
+    """Model inputs (one per input mode) of each cutout, or the reason it could not be read."""
+
+    def __init__(self, paths: list[str], modes, pixel_scale_arcsec):
+        self.paths, self.modes, self.pixel_scale_arcsec = paths, modes, pixel_scale_arcsec
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        path = self.paths[i]
+        try:
+            if not path:
+                raise CutoutError(path, "no image path")
+            return {m: model_input(path, m[1], m[0], pixel_scale_arcsec=self.pixel_scale_arcsec) for m in self.modes}
+        except CutoutError as err:
+            return err.reason
+
+
+def default_workers(n_cutouts: int) -> int:
+    """Reader processes: one per core (up to 8) when there is enough to read to repay starting them."""
+    return min(os.cpu_count() or 1, 8) if n_cutouts >= 1000 else 0
+
+
 def predict_cutouts(classifiers: list[Classifier], cutouts: pd.DataFrame, out_path, threshold: float = 0.5,
                     batch_size: int = 256, pixel_scale_arcsec: float | None = None,
-                    on_failure=None, progress: bool | None = None) -> PredictionSummary:
+                    on_failure=None, progress: bool | None = None, workers: int | None = None) -> PredictionSummary:
     """Write object_id, path, then `p_<task>` (probability) and `<task>` (class at `threshold`)
     for every task, one row per cutout that could be read. `on_failure(record)` hears of each one
-    that could not."""
+    that could not. `workers` processes read the images (a torch DataLoader's; 0: this process;
+    default: one per core for big jobs)."""
     if not classifiers:
         raise ValueError("no models to predict with")
     summary = PredictionSummary(Path(out_path))
@@ -133,39 +163,37 @@ def predict_cutouts(classifiers: list[Classifier], cutouts: pd.DataFrame, out_pa
     writer = _TableWriter(summary.out_path)
     columns = ["object_id", "path"] + [c for k in classifiers for c in (f"p_{k.task}", k.task)]
     modes = sorted({(k.input_mode, k.field_arcsec) for k in classifiers})
-    for k in classifiers:
-        k.module.eval()
+    device = default_device()
+    prepared_models = [inference_model(k.module, device) for k in classifiers]
+    workers = default_workers(len(cutouts)) if workers is None else workers
+    # Batches arrive in catalogue order; workers read up to two batches each ahead of the models.
+    reader = torch.utils.data.DataLoader(_CutoutInputs(list(cutouts.path), modes, pixel_scale_arcsec),
+                                         batch_size=batch_size, num_workers=workers, collate_fn=list)
     try:
         with tqdm(total=len(cutouts), desc="predict", unit="galaxy", disable=progress is False) as bar:
-            for start in range(0, len(cutouts), batch_size):
+            for start, prepared in zip(range(0, len(cutouts), batch_size), reader):
                 batch = cutouts.iloc[start:start + batch_size]
                 inputs = {mode: [] for mode in modes}
                 good = []
-                for object_id, path in zip(batch.object_id, batch.path):
-                    try:
-                        if not path:
-                            raise CutoutError(path, "no image path")
-                        prepared = {m: model_input(path, m[1], m[0], pixel_scale_arcsec=pixel_scale_arcsec)
-                                    for m in modes}
-                    except CutoutError as err:
-                        record = {"object_id": object_id, "path": path, "reason": err.reason}
+                for object_id, path, result in zip(batch.object_id, batch.path, prepared):
+                    if isinstance(result, str):
+                        record = {"object_id": object_id, "path": path, "reason": result}
                         summary.failures.append(record)
                         if on_failure:
                             on_failure(record)
                         continue
                     for m in modes:
-                        inputs[m].append(prepared[m])
+                        inputs[m].append(result[m])
                     good.append((object_id, path))
                 bar.update(len(batch))
                 if not good:
                     continue
                 table = pd.DataFrame(good, columns=["object_id", "path"])
-                with torch.no_grad():
-                    for k in classifiers:
-                        x = torch.from_numpy(np.stack(inputs[(k.input_mode, k.field_arcsec)]))
-                        probability = torch.sigmoid(k.module(x)).numpy().astype(np.float32)
-                        table[f"p_{k.task}"] = probability
-                        table[k.task] = (probability >= threshold).astype(np.int8)
+                for k, module in zip(classifiers, prepared_models):
+                    x = np.stack(inputs[(k.input_mode, k.field_arcsec)])
+                    probability = predict_proba(module, x, device=device, prepare=False)
+                    table[f"p_{k.task}"] = probability
+                    table[k.task] = (probability >= threshold).astype(np.int8)
                 writer.write(table[columns])
                 summary.n_written += len(table)
         if summary.n_written == 0:  # keep the columns, so a reader finds an empty catalogue

@@ -1,6 +1,7 @@
 """Training a binary classifier: batches from a (memory-mapped) array, augmentation on whole
 batches, Adam, early stopping on validation loss with the best weights restored, seeded, on
-cpu or cuda, with a checkpoint each epoch so an interrupted run resumes where it stopped.
+cpu or cuda (channels_last, mixed precision where the hardware has it: galpipe.hardware), with a
+checkpoint each epoch so an interrupted run resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -16,6 +18,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from galpipe.hardware import autocast, channels_last, default_device, inference_model, resolve_precision
 
 
 class TrainingError(RuntimeError):
@@ -36,7 +40,13 @@ class TrainConfig:
     # "none": plain cross-entropy (the paper's). "balanced": positives weighted by
     # n_negative/n_positive, so that a rare class (bars: 6%) is predicted at all; it costs accuracy.
     class_weighting: str = "none"
-    device: str = field(default_factory=lambda: "cuda" if torch.cuda.is_available() else "cpu")
+    device: str = field(default_factory=default_device)
+    # "auto": bf16 autocast where the hardware has native bf16, else fp32 (galpipe.hardware);
+    # resolved on creation, so the logged parameter says what ran.
+    precision: str = "auto"
+
+    def __post_init__(self):
+        self.precision = resolve_precision(self.precision, self.device)
 
     def as_params(self) -> dict:
         return asdict(self)
@@ -80,7 +90,12 @@ def _batches(n: int, batch_size: int, rng: np.random.Generator | None):
 
 
 def _tensor(x: np.ndarray, rows, device) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(x[rows], dtype=np.float32)).to(device)
+    return torch.from_numpy(np.ascontiguousarray(x[rows], dtype=np.float32)).to(device, non_blocking=True)
+
+
+def _logits(model: nn.Module, inputs: torch.Tensor, device: str, precision: str) -> torch.Tensor:
+    with autocast(device, precision):
+        return model(channels_last(inputs)).float()
 
 
 def positive_weight(y_train: np.ndarray, class_weighting: str) -> float:
@@ -94,25 +109,31 @@ def positive_weight(y_train: np.ndarray, class_weighting: str) -> float:
 
 
 def evaluate_loss(model: nn.Module, x, y: np.ndarray, batch_size: int, device: str,
-                  pos_weight: float = 1.0) -> float:
+                  pos_weight: float = 1.0, precision: str = "fp32") -> float:
     model.eval()
     weight = torch.tensor(pos_weight, device=device)
     total = 0.0
     with torch.no_grad():
         for rows in _batches(len(y), batch_size * 4, None):
-            logits = model(_tensor(x, rows, device))
+            logits = _logits(model, _tensor(x, rows, device), device, precision)
             target = torch.as_tensor(y[rows], dtype=torch.float32, device=device)
             total += F.binary_cross_entropy_with_logits(logits, target, reduction="sum", pos_weight=weight).item()
     return total / max(len(y), 1)
 
 
-def predict_proba(model: nn.Module, x, batch_size: int = 256, device: str | None = None) -> np.ndarray:
+def predict_proba(model: nn.Module, x, batch_size: int = 64, device: str | None = None,
+                  precision: str = "auto", prepare: bool = True) -> np.ndarray:
+    """p(class 1) for every row of `x`, with a copy of the model prepared for inference (batch
+    norm folded, channels_last; `prepare=False` when `model` came from `inference_model`
+    already). Batches of 64 stay in cache (faster than 256 or 1024 here)."""
     device = device or next(model.parameters()).device.type
-    model.eval()
+    precision = resolve_precision(precision, device)
+    prepared = inference_model(model, device) if prepare else model
     out = []
     with torch.no_grad():
         for rows in _batches(len(x), batch_size, None):
-            out.append(torch.sigmoid(model(_tensor(x, rows, device))).float().cpu().numpy())
+            logits = _logits(prepared, _tensor(x, rows, device), device, precision)
+            out.append(torch.sigmoid(logits).cpu().numpy())
     return np.concatenate(out) if out else np.zeros(0, np.float32)
 
 
@@ -135,8 +156,9 @@ def train_classifier(model: nn.Module, x, train_rows: np.ndarray, y_train: np.nd
     device = config.device
     pos_weight = positive_weight(y_train, config.class_weighting)
     weight = torch.tensor(pos_weight, device=device)
-    model.to(device)
+    model.to(device).to(memory_format=torch.channels_last)
     set_training_mode(model, config.training_mode)
+    scaler = torch.amp.GradScaler(device.split(":")[0], enabled=config.precision == "fp16")
     optimiser = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate,
                                  weight_decay=config.weight_decay)
     x_val = np.asarray(x[np.sort(val_rows)]) if len(val_rows) else None
@@ -162,6 +184,7 @@ def train_classifier(model: nn.Module, x, train_rows: np.ndarray, y_train: np.nd
     steps_per_epoch = math.ceil(len(train_rows) / config.batch_size)
     max_epochs = max(config.max_epochs, math.ceil(config.min_steps / steps_per_epoch))
     for epoch in range(start_epoch, max_epochs):
+        epoch_started = time.perf_counter()
         _train_mode(model, config.training_mode)
         train_loss, seen = 0.0, 0
         for batch in _batches(len(train_rows), config.batch_size, rng):
@@ -171,17 +194,20 @@ def train_classifier(model: nn.Module, x, train_rows: np.ndarray, y_train: np.nd
             target = torch.as_tensor(np.asarray(y_train)[batch][order], dtype=torch.float32, device=device)
             if config.augment:
                 inputs = augment_batch(inputs, generator)
-            loss = F.binary_cross_entropy_with_logits(model(inputs), target, pos_weight=weight)
+            logits = _logits(model, inputs, device, config.precision)
+            loss = F.binary_cross_entropy_with_logits(logits, target, pos_weight=weight)
             if not torch.isfinite(loss):
                 raise TrainingError(f"loss became {loss.item()} at epoch {epoch} "
                                     f"(learning rate {config.learning_rate:g}): training diverged")
             optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
+            scaler.scale(loss).backward()
+            scaler.step(optimiser)
+            scaler.update()
             train_loss += loss.item() * len(rows)
             seen += len(rows)
-        val_loss = evaluate_loss(model, x_val, y_val, config.batch_size, device, pos_weight)
-        record = {"epoch": epoch, "train_loss": train_loss / seen, "val_loss": val_loss}
+        val_loss = evaluate_loss(model, x_val, y_val, config.batch_size, device, pos_weight, config.precision)
+        record = {"epoch": epoch, "train_loss": train_loss / seen, "val_loss": val_loss,
+                  "seconds": time.perf_counter() - epoch_started, "images": seen}
         history.append(record)
         if val_loss < best["val_loss"]:
             best = {"val_loss": val_loss, "epoch": epoch,

@@ -11,6 +11,7 @@ from PIL import Image
 from galpipe.cli import main
 from galpipe.cutouts import write_cutout_fits
 from galpipe.models import build_model
+from galpipe.prediction import list_cutouts, load_classifier, predict_cutouts
 from galpipe.tracking import Tracker
 
 
@@ -77,6 +78,25 @@ def test_bad_images_are_named_and_the_rest_still_classified(registry, decals_fol
     for name in ("corrupt.png", "empty.jpg", "tiny.png", "nan.fits"):
         assert f"skipped {folder / name}" in err
     assert "wrote 12 rows" in err and "skipped 4" in err
+
+
+def test_reader_processes_give_the_same_catalogue_in_the_same_order(registry, decals_folder, tmp_path):
+    folder = tmp_path / "cutouts"
+    folder.mkdir()
+    for path in sorted((decals_folder / "images").glob("*.png"))[:23]:
+        shutil.copy(path, folder / path.name)
+    (folder / "corrupt.png").write_bytes(b"not a png")
+    cutouts = list_cutouts(folder=str(folder))
+    classifier = load_classifier(registry, "models:/galpipe-ring-colour@champion")
+    tables = {}
+    for workers in (0, 2):
+        out = tmp_path / f"workers{workers}.parquet"
+        summary = predict_cutouts([classifier], cutouts, out, batch_size=5, pixel_scale_arcsec=0.262,
+                                  progress=False, workers=workers)
+        assert [f["object_id"] for f in summary.failures] == ["corrupt"]
+        tables[workers] = pd.read_parquet(out)
+    assert len(tables[2]) == 23
+    pd.testing.assert_frame_equal(tables[0], tables[2])
 
 
 @pytest.mark.parametrize("args, message", [

@@ -72,12 +72,6 @@ def _evaluate_and_log(tracker, run_id, model, x, sample, prefix: str, plots_dir,
     return metrics
 
 
-def _log_history(tracker, run_id, history) -> None:
-    for record in history:
-        tracker.log_metrics(run_id, {"train_loss": record["train_loss"], "val_loss": record["val_loss"]},
-                            step=record["epoch"])
-
-
 def _model_tags(profile, task: str, role: str, **more) -> dict:
     """On each registered model version: what `galpipe predict` needs to prepare its inputs."""
     return {"task": task, "role": role, "architecture": profile.architecture, "input_mode": profile.input_mode,
@@ -119,7 +113,7 @@ def pretrained_model(context: AssetExecutionContext, source_catalog: pd.DataFram
         history = train_classifier(model, x_source, train.row, train.label, validation.row, validation.label,
                                    config, settings.run_dir / "checkpoints" / f"pretrain-{task}.pt",
                                    on_epoch=lambda r: context.log.info(f"{task} epoch {r['epoch']}: {r}"))
-        _log_history(tracker, run_id, history)
+        tracker.log_history(run_id, history)
         source_metrics = _evaluate_and_log(tracker, run_id, model, x_source, sorted_by_row(validation), "source_val",
                                            plots, f"{task}: {survey} validation")
         direct_metrics = _evaluate_and_log(tracker, run_id, model, x_target, test, "target_test", plots,
@@ -182,7 +176,7 @@ def finetuned_models(context: AssetExecutionContext, pretrained_model: dict, mat
             with tracker.run(f"{strategy}-{task}-{budget_key}-seed{seed}", tags, params) as run_id:
                 history = train_classifier(model, x, train.row, train.label, validation.row, validation.label,
                                            config, settings.run_dir / "checkpoints" / f"{key}-{strategy}-{seed}.pt")
-                _log_history(tracker, run_id, history)
+                tracker.log_history(run_id, history)
                 metrics = _evaluate_and_log(tracker, run_id, model, x, test, "target_test", settings.run_dir / "plots",
                                             f"{task} {strategy} N={budget}")
                 model_uri, version = tracker.log_and_register_model(
