@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PROFILE ?= small
 export DAGSTER_HOME := $(CURDIR)/.dagster_home
 
-.PHONY: run test chromium ui clean
+.PHONY: run test bench chromium ui clean
 
 $(BIN)/galpipe: pyproject.toml
 	python3 -m venv $(VENV)
@@ -17,6 +17,10 @@ run: $(BIN)/galpipe
 
 test: $(BIN)/galpipe chromium
 	$(BIN)/python -m pytest -q galpipe_tests
+
+# After `make run` (and `make run PROFILE=paper` for its wall time): bench/results/cpu.{json,md}.
+bench: $(BIN)/galpipe
+	$(BIN)/python bench/run.py --profile $(PROFILE)
 
 # The UI test drives Debian's Chromium through Playwright, which then downloads no browser of its own.
 chromium:

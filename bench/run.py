@@ -137,25 +137,27 @@ def training_section(array_path: Path, rounds: int, workdir: Path) -> dict:
     return results
 
 
-def precision_section(array_path: Path, catalog_path: Path, index_path: Path, task: str = "featured") -> dict:
-    """The same compact training (seed 0) in fp32 and in bf16 autocast: test accuracy of each."""
+def precision_section(run_dir: Path, task: str = "featured") -> dict:
+    """The same compact training (seed 0, SDSS images) in fp32 and in bf16 autocast: test accuracy
+    and ROC AUC of each on held-out SDSS galaxies."""
     from galpipe.transfer import labelled_sample, split_by_hash
+    catalog_path = run_dir / "source" / "catalog.parquet"
     if not catalog_path.is_file():
         return {"skipped": f"{catalog_path} missing (run `make run` first)"}
-    x = load_model_inputs(array_path)
-    sample = labelled_sample(pd.read_parquet(catalog_path), pd.read_parquet(index_path), task)
-    sample = sample.subset(np.argsort(sample.row)[:3000])
-    rest, test = split_by_hash(sample, 0.3, salt="bench-precision")
+    x = load_model_inputs(run_dir / "source" / "model_inputs_69px.npy")
+    sample = labelled_sample(pd.read_parquet(catalog_path), pd.read_parquet(run_dir / "source" / "model_inputs.parquet"),
+                             task)
+    rest, test = split_by_hash(sample, 0.25, salt="bench-precision")
     train, validation = split_by_hash(rest, 0.15, salt="bench-validation")
+    test = test.subset(np.argsort(test.row))
     results = {"task": task, "n_train": len(train), "n_test": len(test)}
     for precision in ("fp32", "bf16"):
         model = build_model("compact", seed=0)
-        config = TrainConfig(max_epochs=4, patience=4, batch_size=64, seed=0, device="cpu", precision=precision)
+        config = TrainConfig(max_epochs=8, patience=8, batch_size=64, seed=0, device="cpu", precision=precision)
         seconds = timed(lambda: train_classifier(model, x, train.row, train.label, validation.row,
                                                  validation.label, config))
-        probability = predict_proba(model, x[np.sort(test.row)], precision=precision)
-        label = test.label[np.argsort(test.row)]
-        results[precision] = {"test_accuracy": round(binary_metrics(label, probability)["accuracy"], 4),
+        metrics = binary_metrics(test.label, predict_proba(model, x[test.row], precision=precision))
+        results[precision] = {"test_accuracy": round(metrics["accuracy"], 4), "roc_auc": round(metrics["roc_auc"], 4),
                               "seconds": round(seconds, 1)}
     results["accuracy_difference"] = round(results["bf16"]["test_accuracy"] - results["fp32"]["test_accuracy"], 4)
     results["auto_uses"] = resolve_precision("auto", "cpu")
@@ -252,14 +254,17 @@ def data_section(array_path: Path, cutouts_dir: Path, workdir: Path, n_render: i
 
 def pipeline_section(profiles: list[str]) -> dict:
     """What the last `galpipe run` of each profile measured: its wall time, and per fine-tuning
-    partition the time outside training (Dagster, MLflow logging and registering, evaluation)."""
+    partition the time outside training (Dagster, MLflow logging and registering, evaluation).
+    A profile given as `name=DIR` was run in the project folder DIR (e.g. a git worktree)."""
     from mlflow import MlflowClient
-    client = MlflowClient("sqlite:///" + str(ROOT / "mlruns" / "mlflow.db"))
     results = {}
-    for profile in profiles:
-        path = ROOT / "data" / profile / "run_timings.json"
+    for spec in profiles:
+        profile, _, project = spec.partition("=")
+        project = Path(project) if project else ROOT
+        client = MlflowClient("sqlite:///" + str(project / "mlruns" / "mlflow.db"))
+        path = project / "data" / profile / "run_timings.json"
         if not path.is_file():
-            results[profile] = {"skipped": f"{path.relative_to(ROOT)} missing: run `make run PROFILE={profile}`"}
+            results[profile] = {"skipped": f"{path} missing: run `make run PROFILE={profile}`"}
             continue
         record = json.loads(path.read_text())
         overheads = []
@@ -274,15 +279,19 @@ def pipeline_section(profiles: list[str]) -> dict:
                                   "train_seconds": round(train, 1),
                                   "overhead_fraction": round(1 - train / step["seconds"], 3)})
         morphology = [s for s in record["steps"] if s["step"].startswith("target/morphology")]
-        n_target = _count_rows(ROOT / "data" / profile / "target" / "morphology")
+        n_target = _count_rows(project / "data" / profile / "target" / "morphology")
         results[profile] = {
             "seconds": record["seconds"], "finished_utc": record["finished_utc"], "cpu": record["machine"]["cpu"],
+            "project": str(project),
             "steps_seconds": {s["step"]: s["seconds"] for s in record["steps"]},
             "finetune_partitions": overheads,
             "overhead_fraction_median": (round(statistics.median(o["overhead_fraction"] for o in overheads), 3)
                                          if overheads else None),
             "overhead_fraction_range": ([min(o["overhead_fraction"] for o in overheads),
                                          max(o["overhead_fraction"] for o in overheads)] if overheads else None),
+            # Weighted by time: the share of all fine-tuning wall time spent outside training.
+            "overhead_fraction_all_finetuning": (round(1 - sum(o["train_seconds"] for o in overheads)
+                                                       / sum(o["seconds"] for o in overheads), 3) if overheads else None),
             "morphology_galaxies_per_second": (round(n_target / sum(s["seconds"] for s in morphology), 1)
                                                if morphology and n_target else None)}
     return results
@@ -313,9 +322,10 @@ def markdown(results: dict) -> str:
         row(f"training {arch}: memmap / in-memory array", f"{t['memmap_vs_in_memory']}", ">= 0.95")
     p = results["precision"]
     if "skipped" not in p:
-        row(f"test accuracy {p['task']}, compact: bf16 - fp32",
-            f"{p['accuracy_difference']:+.4f} ({p['bf16']['test_accuracy']} vs {p['fp32']['test_accuracy']}; "
-            f"bf16 {p['bf16']['seconds']} s, fp32 {p['fp32']['seconds']} s; auto uses {p['auto_uses']})", "~0")
+        row(f"SDSS test accuracy, {p['task']}, compact: bf16 - fp32",
+            f"{p['accuracy_difference']:+.4f} ({p['bf16']['test_accuracy']} vs {p['fp32']['test_accuracy']}; AUC "
+            f"{p['bf16']['roc_auc']} vs {p['fp32']['roc_auc']}; training {p['bf16']['seconds']} vs "
+            f"{p['fp32']['seconds']} s; `auto` uses {p['auto_uses']} here)", "~0")
     for arch, i in results["inference"].items():
         r = i["images_per_second"]
         row(f"inference {arch}: galpipe predict_proba / bare fp32 model(x)",
@@ -343,7 +353,8 @@ def markdown(results: dict) -> str:
             low, high = p["overhead_fraction_range"]
             row(f"{profile}: Dagster + MLflow share of a fine-tuning partition",
                 f"median {p['overhead_fraction_median']:.0%} (range {low:.0%}-{high:.0%}, "
-                f"{len(p['finetune_partitions'])} partitions)", "<= 10%")
+                f"{len(p['finetune_partitions'])} partitions); {p['overhead_fraction_all_finetuning']:.0%} "
+                "of all fine-tuning time", "<= 10%")
         if p["morphology_galaxies_per_second"]:
             row(f"{profile}: batch prediction asset target/morphology", f"{p['morphology_galaxies_per_second']} "
                 "galaxies/s (Dagster runs included)")
@@ -358,7 +369,8 @@ def markdown(results: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", default="small", help="whose data to measure on (run `make run` first)")
-    parser.add_argument("--pipelines", nargs="*", default=["small", "paper"], help="profiles whose last run to report")
+    parser.add_argument("--pipelines", nargs="*", default=["small", "paper"],
+                        help="profiles whose last run to report (name, or name=PROJECT_DIR)")
     parser.add_argument("--rounds", type=int, default=3, help="side-by-side rounds per figure (median)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "cpu"))
     args = parser.parse_args()
@@ -373,11 +385,10 @@ def main() -> None:
         tmp = Path(tmp)
         sections = [
             ("training", lambda: training_section(array_path, args.rounds, tmp)),
-            ("precision", lambda: precision_section(array_path, run_dir / "matched_catalog.parquet",
-                                                    run_dir / "target" / "model_inputs.parquet")),
+            ("precision", lambda: precision_section(run_dir)),
             ("inference", lambda: inference_section(array_path, run_dir / "target" / "cutouts",
                                                     results["sgemm_gflop_per_second"]["fp32"], args.rounds, tmp)),
-            ("data", lambda: data_section(array_path, run_dir / "target" / "cutouts", tmp, 240)),
+            ("data", lambda: data_section(array_path, run_dir / "target" / "cutouts", tmp, 600)),
             ("pipeline", lambda: pipeline_section(args.pipelines)),
         ]
         for name, section in sections:

@@ -76,7 +76,7 @@ def _run(args) -> int:
         import pandas as pd
 
         summary = pd.read_parquet(table)
-        print(summary[["task", "label_budget", "strategy", "n_seeds", "accuracy_mean", "accuracy_std",
+        print(summary[["task", "label_budget", "strategy", "selection", "n_seeds", "accuracy_mean", "accuracy_std",
                        "completeness_1_mean", "purity_1_mean", "roc_auc_mean"]].round(3).to_string(index=False))
     return 0 if not failed else 1
 

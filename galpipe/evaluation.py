@@ -52,9 +52,18 @@ def raised_baseline(metrics: dict[str, float], accepted: dict[str, float]) -> di
     return raised
 
 
+def with_selection(results: pd.DataFrame) -> pd.DataFrame:
+    """Results of runs from before label selection existed were chosen at random."""
+    results = results.copy()
+    if "selection" not in results:
+        results["selection"] = np.nan
+    results["selection"] = results.selection.fillna(results.strategy.map(lambda s: "none" if s == "direct" else "random"))
+    return results
+
+
 def summarise(results: pd.DataFrame) -> pd.DataFrame:
-    """Mean and standard deviation over seeds per task x budget x strategy."""
-    grouped = results.groupby(["task", "label_budget", "strategy"], sort=True)
+    """Mean and standard deviation over seeds per task x budget x strategy x selection."""
+    grouped = with_selection(results).groupby(["task", "label_budget", "strategy", "selection"], sort=True)
     summary = grouped[METRICS].agg(["mean", "std"])
     summary.columns = [f"{metric}_{stat}" for metric, stat in summary.columns]
     summary["n_seeds"] = grouped.size()
@@ -80,25 +89,38 @@ def plot_confusion(y_true, probability, out_path: Path, title: str) -> Path:
     return save_figure(fig, out_path)
 
 
-def plot_learning_curves(summary: pd.DataFrame, out_path: Path, metric: str = "accuracy") -> Path:
-    """Metric against label budget, one line per strategy, one panel per task; the paper's ~90%
-    (applied directly) and >95% (fine-tuned on 300-500 labels) marked."""
+CURVE_METRICS = {"accuracy": "accuracy", "completeness_1": "completeness of class 1 (the minority)",
+                 "purity_1": "purity of class 1 (the minority)"}
+
+
+def plot_learning_curves(summary: pd.DataFrame, out_path: Path, metrics=tuple(CURVE_METRICS)) -> Path:
+    """Each metric against label budget, one line per strategy x label selection (budget 0, where
+    nothing was selected, joins the random line), one column per task; the paper's ~90% (applied
+    directly) and >95% (fine-tuned on 300-500 labels) marked on accuracy."""
+    summary = summary.copy()
+    summary["line"] = [s if sel in ("random", "none") else f"{s} ({sel})" for s, sel in
+                       zip(summary.strategy, summary.get("selection", pd.Series("random", summary.index)))]
     tasks = sorted(summary.task.unique())
-    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.6), squeeze=False)
-    for ax, task in zip(axes[0], tasks):
-        rows = summary[summary.task == task]
-        budgets = sorted(rows.label_budget.unique())
-        positions = {b: k for k, b in enumerate(budgets)}
-        for strategy, line in rows.groupby("strategy"):
-            line = line.sort_values("label_budget")
-            x = [positions[b] for b in line.label_budget]
-            ax.errorbar(x, line[f"{metric}_mean"], yerr=line[f"{metric}_std"].fillna(0), marker="o",
-                        capsize=3, label=strategy)
-        ax.axhline(PAPER_DIRECT_ACCURACY, color="grey", ls=":", label="paper: applied directly")
-        ax.axhline(PAPER_FINETUNED_ACCURACY, color="grey", ls="--", label="paper: 300-500 labels")
-        ax.set_xticks(range(len(budgets)), [str(b) for b in budgets])
-        ax.set(title=task, xlabel="target labels (budget)", ylabel=metric)
-    axes[0, -1].legend(fontsize=7, loc="lower right")
+    fig, axes = plt.subplots(len(metrics), len(tasks), figsize=(4.6 * len(tasks), 3.3 * len(metrics)),
+                             squeeze=False)
+    styles = {line: (f"C{k % 10}", "-" if "(" not in line else "--") for k, line in enumerate(sorted(summary.line.unique()))}
+    for row, metric in enumerate(metrics):
+        for ax, task in zip(axes[row], tasks):
+            rows = summary[summary.task == task]
+            budgets = sorted(rows.label_budget.unique())
+            positions = {b: k for k, b in enumerate(budgets)}
+            for line_name, line in rows.groupby("line"):
+                line = line.sort_values("label_budget")
+                colour, dash = styles[line_name]
+                ax.errorbar([positions[b] for b in line.label_budget], line[f"{metric}_mean"],
+                            yerr=line[f"{metric}_std"].fillna(0), marker="o", ms=3, capsize=2, color=colour,
+                            ls=dash, label=line_name)
+            if metric == "accuracy":
+                ax.axhline(PAPER_DIRECT_ACCURACY, color="grey", ls=":", label="paper: applied directly")
+                ax.axhline(PAPER_FINETUNED_ACCURACY, color="grey", ls="-.", label="paper: 300-500 labels")
+            ax.set_xticks(range(len(budgets)), [str(b) for b in budgets])
+            ax.set(title=task if row == 0 else "", xlabel="target labels (budget)", ylabel=CURVE_METRICS.get(metric, metric))
+    axes[0, -1].legend(fontsize=6, loc="lower right")
     return save_figure(fig, out_path)
 
 

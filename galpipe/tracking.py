@@ -59,8 +59,7 @@ class Tracker:
                                                         tags={k: str(v) for k, v in tags.items()}))
         run_id = run.info.run_id
         try:
-            with_retry(lambda: self.client.log_batch(run_id, params=[
-                mlflow.entities.Param(k, str(v)[:6000]) for k, v in params.items()]))
+            self.log_params(run_id, params)
             yield run_id
         except BaseException as err:
             message = f"{type(err).__name__}: {err}"[:5000]
@@ -74,6 +73,10 @@ class Tracker:
         entries = [mlflow.entities.Metric(k, float(v), timestamp, step) for k, v in metrics.items()
                    if v is not None and np.isfinite(v)]
         with_retry(lambda: self.client.log_batch(run_id, metrics=entries))
+
+    def log_params(self, run_id: str, params: dict) -> None:
+        with_retry(lambda: self.client.log_batch(run_id, params=[
+            mlflow.entities.Param(k, str(v)[:6000]) for k, v in params.items()]))
 
     def log_history(self, run_id: str, history: list[dict], keys=("train_loss", "val_loss")) -> None:
         """Per-epoch curves (step = epoch) in a few batched writes rather than one per epoch,

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from galpipe.adaptation import classify_embedding, coral_loss, embed
 from galpipe.hardware import autocast, channels_last, default_device, inference_model, resolve_precision
 
 
@@ -40,6 +41,9 @@ class TrainConfig:
     # "none": plain cross-entropy (the paper's). "balanced": positives weighted by
     # n_negative/n_positive, so that a rare class (bars: 6%) is predicted at all; it costs accuracy.
     class_weighting: str = "none"
+    # > 0: a CORAL loss of this weight aligns the embeddings of each labelled batch with those of a
+    # batch of unlabelled rows (train_classifier's `unlabelled_rows`); galpipe.adaptation.
+    alignment_weight: float = 0.0
     device: str = field(default_factory=default_device)
     # "auto": bf16 autocast where the hardware has native bf16, else fp32 (galpipe.hardware);
     # resolved on creation, so the logged parameter says what ran.
@@ -139,12 +143,17 @@ def predict_proba(model: nn.Module, x, batch_size: int = 64, device: str | None 
 
 def train_classifier(model: nn.Module, x, train_rows: np.ndarray, y_train: np.ndarray, val_rows: np.ndarray,
                      y_val: np.ndarray, config: TrainConfig, checkpoint_path: Path | None = None,
-                     on_epoch=None) -> list[dict]:
+                     on_epoch=None, unlabelled_rows: np.ndarray | None = None) -> list[dict]:
     """Train `model` in place on x[train_rows] and keep the weights of its best validation loss.
 
     `x` is the whole (memory-mapped) input array; only the rows of each batch are read.
+    With `config.alignment_weight`, each step also draws as many `unlabelled_rows` (target images)
+    and adds the CORAL loss between the two batches' embeddings.
     Returns the history (one dict per epoch). `on_epoch(record)` is called after each epoch.
     """
+    aligning = config.alignment_weight > 0
+    if aligning and (unlabelled_rows is None or len(unlabelled_rows) < 2):
+        raise TrainingError("alignment_weight > 0 needs unlabelled rows (at least 2) to align with")
     if len(np.unique(y_train)) < 2:
         raise TrainingError(f"the training labels hold a single class ({np.unique(y_train).tolist()}): "
                             "a classifier cannot learn from them")
@@ -166,7 +175,7 @@ def train_classifier(model: nn.Module, x, train_rows: np.ndarray, y_train: np.nd
     history: list[dict] = []
     best = {"val_loss": math.inf, "state": None, "epoch": -1}
     start_epoch = 0
-    fingerprint = _fingerprint(train_rows, y_train, val_rows, y_val, config)
+    fingerprint = _fingerprint(train_rows, y_train, val_rows, y_val, config, unlabelled_rows)
     saved = None
     if checkpoint_path and Path(checkpoint_path).is_file():
         saved = torch.load(checkpoint_path, map_location=device, weights_only=False)
@@ -186,6 +195,10 @@ def train_classifier(model: nn.Module, x, train_rows: np.ndarray, y_train: np.nd
     for epoch in range(start_epoch, max_epochs):
         epoch_started = time.perf_counter()
         _train_mode(model, config.training_mode)
+        if aligning:  # batch norm frozen at the source's statistics: both surveys normalised alike
+            for module in model.modules():  # in training and evaluation, so the loss must align them
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
         train_loss, seen = 0.0, 0
         for batch in _batches(len(train_rows), config.batch_size, rng):
             rows = train_rows[batch]
@@ -194,8 +207,19 @@ def train_classifier(model: nn.Module, x, train_rows: np.ndarray, y_train: np.nd
             target = torch.as_tensor(np.asarray(y_train)[batch][order], dtype=torch.float32, device=device)
             if config.augment:
                 inputs = augment_batch(inputs, generator)
-            logits = _logits(model, inputs, device, config.precision)
-            loss = F.binary_cross_entropy_with_logits(logits, target, pos_weight=weight)
+            if aligning:
+                drawn = np.sort(rng.choice(unlabelled_rows, len(rows), replace=len(unlabelled_rows) < len(rows)))
+                unlabelled = _tensor(x, drawn, device)
+                unlabelled = augment_batch(unlabelled, generator) if config.augment else unlabelled
+                with autocast(device, config.precision):
+                    embedding = embed(model, channels_last(torch.cat([inputs, unlabelled])))
+                    logits = classify_embedding(model, embedding[:len(rows)]).float()
+                    alignment = coral_loss(embedding[:len(rows)], embedding[len(rows):])
+                loss = (F.binary_cross_entropy_with_logits(logits, target, pos_weight=weight)
+                        + config.alignment_weight * alignment)
+            else:
+                logits = _logits(model, inputs, device, config.precision)
+                loss = F.binary_cross_entropy_with_logits(logits, target, pos_weight=weight)
             if not torch.isfinite(loss):
                 raise TrainingError(f"loss became {loss.item()} at epoch {epoch} "
                                     f"(learning rate {config.learning_rate:g}): training diverged")
@@ -224,10 +248,10 @@ def train_classifier(model: nn.Module, x, train_rows: np.ndarray, y_train: np.nd
     return history
 
 
-def _fingerprint(train_rows, y_train, val_rows, y_val, config: TrainConfig) -> str:
+def _fingerprint(train_rows, y_train, val_rows, y_val, config: TrainConfig, unlabelled_rows=None) -> str:
     """What a checkpoint was trained on: resuming is only right for the same galaxies and settings."""
     digest = hashlib.sha256(repr(sorted(config.as_params().items())).encode())
-    for array in (train_rows, y_train, val_rows, y_val):
+    for array in (train_rows, y_train, val_rows, y_val, [] if unlabelled_rows is None else unlabelled_rows):
         digest.update(np.ascontiguousarray(array, dtype=np.int64).tobytes())
     return digest.hexdigest()
 

@@ -25,7 +25,12 @@ def test_run_produces_the_evaluation_table(tiny_project):
     assert exit_code == 0
     table = pd.read_parquet(root / "data" / "tiny" / "evaluation_table.parquet")
     assert set(table.task) == {"featured", "edge_on", "bar"}
-    assert set(table.strategy) == {"direct", "full", "head_only", "scratch"}
+    assert set(table.strategy) == {"direct", "full", "head_only", "scratch", "adabn", "coral", "self_training"}
+    assert set(zip(table.strategy, table.selection)) >= {("direct", "none"), ("coral", "none"), ("full", "random"),
+                                                         ("full", "diversity"), ("self_training", "random")}
+    assert set(table[table.label_budget == 0].strategy) == {"direct", "adabn", "coral", "self_training"}
+    largest = table[table.label_budget == table.label_budget.max()]  # not an adaptation budget
+    assert set(largest.strategy) == {"full", "head_only", "scratch"} and set(largest.selection) == {"random"}
     assert table.accuracy_mean.between(0, 1).all() and (root / "data" / "tiny" / "learning_curves.png").is_file()
 
 
@@ -35,22 +40,32 @@ def test_every_run_is_in_mlflow_with_registry_entries_and_champions(tiny_project
     experiment = client.get_experiment_by_name("galpipe")
     runs = [r for r in client.search_runs([experiment.experiment_id], max_results=1000)
             if r.data.tags.get("dagster.asset") in ("pretrained_model", "finetuned_models")]  # training runs
-    # 3 pretrained + 3 tasks x 2 budgets (25, full) x 3 strategies x 1 seed
-    assert len(runs) == 3 + 18 and {r.info.status for r in runs} == {"FINISHED"}
+    # 3 pretrained + 3 tasks x (3 adaptation strategies at budget 0 + at budget 25 the 6 strategies
+    # with random selection and full with diversity selection + at budget full the paper's 3), 1 seed
+    assert len(runs) == 3 + 3 * (3 + 7 + 3) and {r.info.status for r in runs} == {"FINISHED"}
     pretrained = {r.data.params["task"]: r.info.run_id for r in runs if r.data.params.get("role") == "pretrained"}
     assert set(pretrained) == {"featured", "edge_on", "bar"}
     for run in runs:
         assert run.data.tags["dagster.run_id"] and run.data.tags["dagster.asset"] in ("pretrained_model", "finetuned_models")
-        assert "val_loss" in run.data.metrics and "target_test_accuracy" in run.data.metrics
+        assert "target_test_accuracy" in run.data.metrics
+        if run.data.params.get("strategy") != "adabn" or run.data.params["label_budget"] != "0":
+            assert "val_loss" in run.data.metrics  # AdaBN without labels trains nothing
         if "strategy" in run.data.params:  # fine-tuning runs link to the run they started from
             assert run.data.tags["pretrained_run_id"] == pretrained[run.data.params["task"]]
             assert run.data.tags["dagster.partition"].endswith(run.data.params["task"])
+            assert run.data.params["selection"] in ("random", "diversity", "none")
+        if run.data.params.get("strategy") in ("adabn", "coral", "self_training"):  # their extra parameters
+            assert int(run.data.params["n_unlabelled_target"]) > 0
+        if run.data.params.get("strategy") == "self_training":
+            assert int(run.data.params["n_pseudo_labels"]) > 0 and "teacher" in run.data.params
+        if run.data.params.get("strategy") == "coral":
+            assert float(run.data.params["alignment_weight"]) > 0
     names = {m.name: m for m in client.search_registered_models()}
     for task in ("featured", "edge_on", "bar"):
         assert len(client.search_model_versions(f"name='galpipe-{task}-sdss'")) == 1
         trained = [v for v in client.search_model_versions(f"name='galpipe-{task}-des'")
                    if v.tags.get("role") in ("full", "head_only", "scratch")]
-        assert len(trained) == 6
+        assert len(trained) == 4 + 3  # budget 25: 3 strategies at random, full at diversity; budget full: 3
         assert "champion" in names[f"galpipe-{task}-des"].aliases
     champion = load_registered_model(f"sqlite:///{root}/mlruns/mlflow.db", "models:/galpipe-bar-des@champion")
     assert champion(torch.zeros(1, 3, 69, 69)).shape == (1,)

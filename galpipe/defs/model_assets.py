@@ -11,18 +11,20 @@ from dagster import (AssetExecutionContext, AssetIn, AssetKey, MetadataValue,
                      MultiPartitionsDefinition, MultiToSingleDimensionPartitionMapping,
                      StaticPartitionsDefinition, asset)
 
+from galpipe.adaptation import (AdaptationData, embeddings, has_batch_norm, select_for_labelling, strategy_config,
+                                train_adapted)
 from galpipe.cutouts import atomic_write_bytes
 from galpipe.defs.metadata import image_md, run_tags
 from galpipe.defs.resources import GalpipeSettings
-from galpipe.evaluation import binary_metrics, plot_confusion, plot_learning_curves, summarise
+from galpipe.evaluation import binary_metrics, plot_confusion, plot_learning_curves, summarise, with_selection
 from galpipe.models import build_model, count_flops
 from galpipe.preprocessing import build_model_inputs, load_model_inputs
 from galpipe.profiles import ALL_LABEL_BUDGETS
 from galpipe.simulation.population import TASKS
 from galpipe.tracking import load_registered_model
 from galpipe.training import TrainConfig, predict_proba, train_classifier
-from galpipe.transfer import (DIRECT, STRATEGIES, choose_budget, labelled_sample, parse_budget,
-                              require_two_classes, split_by_hash, split_train_validation)
+from galpipe.transfer import (DIRECT, STRATEGIES, labelled_sample, parse_budget, require_two_classes,
+                              split_by_hash, split_train_validation)
 
 MODELS_GROUP = "models"
 task_partitions = StaticPartitionsDefinition(list(TASKS))
@@ -119,7 +121,7 @@ def pretrained_model(context: AssetExecutionContext, source_catalog: pd.DataFram
         direct_metrics = _evaluate_and_log(tracker, run_id, model, x_target, test, "target_test", plots,
                                            f"{task}: applied directly to target")
         model_uri, version = tracker.log_and_register_model(
-            run_id, model, np.array(x_source[:2]), f"galpipe-{task}-{survey}",
+            run_id, model, np.array(x_source[:1]), f"galpipe-{task}-{survey}",
             _model_tags(profile, task, "pretrained"))
     context.add_output_metadata({"model_uri": model_uri, "mlflow_run_id": run_id, "epochs": len(history),
                                  "source_val_accuracy": source_metrics["accuracy"],
@@ -130,13 +132,19 @@ def pretrained_model(context: AssetExecutionContext, source_catalog: pd.DataFram
 
 @asset(partitions_def=task_budget_partitions, group_name=MODELS_GROUP,
        ins={"pretrained_model": AssetIn(partition_mapping=MultiToSingleDimensionPartitionMapping("task")),
-            "matched_catalog": AssetIn(), "target_inputs": AssetIn(key=AssetKey(["target", "model_inputs"]))},
+            "matched_catalog": AssetIn(), "target_inputs": AssetIn(key=AssetKey(["target", "model_inputs"])),
+            "source_catalog": AssetIn(key=AssetKey(["source", "catalog"])),
+            "source_inputs": AssetIn(key=AssetKey(["source", "model_inputs"]))},
        required_resource_keys={"settings", "mlflow", "target_survey"},
-       description="For one task and label budget: the strategies full, head_only and scratch over the "
-                   "profile's seeds (the same N galaxies for every strategy of a seed), each run logged "
-                   "and registered in MLflow. Budget 0 is the source model applied directly.")
+       description="For one task and label budget: the strategies full, head_only and scratch, and the "
+                   "adaptation strategies that also use unlabelled target images (adabn, coral, "
+                   "self_training), over the profile's seeds and label selections (random, uncertainty, "
+                   "diversity; the same N galaxies for every strategy of a seed and selection), each run "
+                   "logged and registered in MLflow. Budget 0: the source model applied directly, and "
+                   "the adaptation strategies as unsupervised domain adaptation.")
 def finetuned_models(context: AssetExecutionContext, pretrained_model: dict, matched_catalog: pd.DataFrame,
-                     target_inputs: pd.DataFrame) -> pd.DataFrame:
+                     target_inputs: pd.DataFrame, source_catalog: pd.DataFrame,
+                     source_inputs: pd.DataFrame) -> pd.DataFrame:
     settings: GalpipeSettings = context.resources.settings
     profile = settings.get_profile()
     key = context.partition_key
@@ -151,53 +159,95 @@ def finetuned_models(context: AssetExecutionContext, pretrained_model: dict, mat
             "pretrained_model_uri": pretrained_model["model_uri"]}
     x = load_model_inputs(inputs_path(settings, "target"))
     pretrained = load_registered_model(tracker.tracking_uri, pretrained_model["model_uri"])  # loaded once
+    rows = []
     if budget == 0:  # evaluated here, not copied: the test set may have grown since pretraining
         metrics = binary_metrics(test.label, predict_proba(pretrained, x[test.row]))
-        row = {**base, "strategy": DIRECT, "seed": 0, **metrics, "model_uri": pretrained_model["model_uri"],
-               "run_id": pretrained_model["run_id"], "val_loss": np.nan}
-        return pd.DataFrame([row])
-    rows = []
-    for seed in profile.seeds:
-        chosen = choose_budget(pool, budget, seed)
-        train, validation = split_train_validation(chosen, seed)
-        for strategy in STRATEGIES:
-            if strategy == "scratch":
-                model = build_model(profile.architecture, seed=seed)
-            else:
-                model = copy.deepcopy(pretrained)
-            config = _train_config(settings, task, seed=seed, max_epochs=profile.finetune_max_epochs,
-                                   min_steps=profile.finetune_min_steps,
-                                   training_mode="head_only" if strategy == "head_only" else "full",
-                                   learning_rate=3e-4 if strategy == "full" else 1e-3)
-            params = {"task": task, "survey": survey, "architecture": profile.architecture, "strategy": strategy,
-                      "label_budget": budget, "n_train": len(train), "n_validation": len(validation),
-                      "pretrained_model_uri": pretrained_model["model_uri"], **config.as_params()}
-            tags = {**run_tags(context), "pretrained_run_id": pretrained_model["run_id"]}
-            with tracker.run(f"{strategy}-{task}-{budget_key}-seed{seed}", tags, params) as run_id:
+        rows.append({**base, "strategy": DIRECT, "selection": "none", "seed": 0, **metrics,
+                     "model_uri": pretrained_model["model_uri"], "run_id": pretrained_model["run_id"],
+                     "val_loss": np.nan})
+    adapting = budget_key in profile.adaptation_budgets
+    selections = profile.selections if adapting else ("random",)
+    adaptation, adaptation_strategies = None, list(profile.adaptation_strategies) if adapting else []
+    if "adabn" in adaptation_strategies and not has_batch_norm(pretrained):
+        context.log.warning(f"{profile.architecture} has no batch normalisation: adabn skipped")
+        adaptation_strategies.remove("adabn")
+    if adaptation_strategies:
+        source = labelled_sample(source_catalog, source_inputs, task)
+        source_train, source_validation = split_by_hash(source, SOURCE_VALIDATION_FRACTION, salt="source-validation")
+        not_test = ~target_inputs.object_id.isin(matched_catalog.object_id[matched_catalog.split == "test"])
+        unlabelled = target_inputs[(target_inputs.status == "ok") & not_test].row.to_numpy()
+        adaptation = AdaptationData.build(x, load_model_inputs(inputs_path(settings, "source")), source_train,
+                                          source_validation, unlabelled)
+    pool_probability = pool_embeddings = None
+    if budget > 0 and set(selections) - {"random"}:  # the source model's view of the pool
+        pool_probability = predict_proba(pretrained, x[pool.row])
+        pool_embeddings = embeddings(pretrained, x, pool.row)
+
+    def run(strategy, selection, seed, train, validation, teacher=None):
+        config = strategy_config(strategy, _train_config(
+            settings, task, seed=seed, max_epochs=profile.finetune_max_epochs, min_steps=profile.finetune_min_steps,
+            training_mode="head_only" if strategy == "head_only" else "full",
+            learning_rate=1e-3 if strategy in ("head_only", "scratch") else 3e-4))
+        name = f"{strategy}-{task}-{budget_key}-{selection}-seed{seed}"
+        checkpoint = settings.run_dir / "checkpoints" / f"{key}-{strategy}-{selection}-{seed}.pt"
+        params = {"task": task, "survey": survey, "architecture": profile.architecture, "strategy": strategy,
+                  "selection": selection, "label_budget": budget, "n_train": len(train) if train else 0,
+                  "n_validation": len(validation) if validation else 0,
+                  "pretrained_model_uri": pretrained_model["model_uri"], **config.as_params()}
+        tags = {**run_tags(context), "pretrained_run_id": pretrained_model["run_id"]}
+        with tracker.run(name, tags, params) as run_id:
+            if strategy in STRATEGIES:
+                model = build_model(profile.architecture, seed=seed) if strategy == "scratch" else copy.deepcopy(pretrained)
                 history = train_classifier(model, x, train.row, train.label, validation.row, validation.label,
-                                           config, settings.run_dir / "checkpoints" / f"{key}-{strategy}-{seed}.pt")
-                tracker.log_history(run_id, history)
-                metrics = _evaluate_and_log(tracker, run_id, model, x, test, "target_test", settings.run_dir / "plots",
-                                            f"{task} {strategy} N={budget}")
-                model_uri, version = tracker.log_and_register_model(
-                    run_id, model, np.array(x[test.row[:2]]), f"galpipe-{task}-{survey}",
-                    _model_tags(profile, task, strategy, label_budget=budget, seed=seed))
-            context.log.info(f"{task} N={budget} {strategy} seed {seed}: accuracy {metrics['accuracy']:.3f}")
-            rows.append({**base, "strategy": strategy, "seed": seed, **metrics, "model_uri": model_uri,
-                         "run_id": run_id, "val_loss": min(r["val_loss"] for r in history)})
+                                           config, checkpoint)
+            else:
+                model, history, extra = train_adapted(strategy, pretrained, train, validation, adaptation, config,
+                                                      checkpoint, teacher)
+                tracker.log_params(run_id, extra)
+            tracker.log_history(run_id, history)
+            metrics = _evaluate_and_log(tracker, run_id, model, x, test, "target_test", settings.run_dir / "plots",
+                                        f"{task} {strategy} N={budget} ({selection})")
+            model_uri, version = tracker.log_and_register_model(
+                run_id, model, np.array(x[test.row[:1]]), f"galpipe-{task}-{survey}",
+                _model_tags(profile, task, strategy, label_budget=budget, seed=seed, selection=selection))
+        context.log.info(f"{task} N={budget} {strategy} ({selection}) seed {seed}: accuracy {metrics['accuracy']:.3f}")
+        rows.append({**base, "strategy": strategy, "selection": selection, "seed": seed, **metrics,
+                     "model_uri": model_uri, "run_id": run_id,
+                     "val_loss": min((r["val_loss"] for r in history), default=np.nan)})
+        return model
+
+    for seed in profile.seeds:
+        if budget == 0:  # unsupervised domain adaptation: no target label at all
+            for strategy in adaptation_strategies:
+                if strategy != "adabn" or seed == profile.seeds[0]:  # AdaBN draws nothing at random
+                    run(strategy, "none", seed, None, None)
+            continue
+        for selection in selections:
+            chosen = select_for_labelling(pool, budget, seed, selection, pool_probability, pool_embeddings)
+            train, validation = split_train_validation(chosen, seed)
+            strategies = [*STRATEGIES, *adaptation_strategies]
+            if selection != "random":
+                strategies = [s for s in strategies if s in profile.selection_strategies]
+            teacher = None
+            for strategy in strategies:
+                model = run(strategy, selection, seed, train, validation, teacher)
+                teacher = model if strategy == "full" else teacher  # self_training learns from it
     results = pd.DataFrame(rows)
     context.add_output_metadata({"results": MetadataValue.md(
-        results[["strategy", "seed", "accuracy", "roc_auc", "completeness_1", "purity_1"]].to_markdown(index=False))})
+        results[["strategy", "selection", "seed", "accuracy", "roc_auc", "completeness_1", "purity_1"]]
+        .to_markdown(index=False))})
     return results
 
 
 def choose_champion(runs: pd.DataFrame) -> pd.Series:
     """The run to serve, chosen without the test set (so the metrics reported on it stay
-    unbiased): trained on the most target labels; of the strategies, the lowest validation loss
-    averaged over seeds (each seed has its own validation galaxies); of its seeds, the lowest."""
+    unbiased): trained on the most target labels; of the strategies (x label selections), the
+    lowest validation loss averaged over seeds (each seed has its own validation galaxies); of
+    its seeds, the lowest."""
+    runs = with_selection(runs)
     largest = runs[runs.label_budget == runs.label_budget.max()]
-    strategy = largest.groupby("strategy").val_loss.mean().idxmin()
-    return largest[largest.strategy == strategy].sort_values("val_loss").iloc[0]
+    strategy, selection = largest.groupby(["strategy", "selection"]).val_loss.mean().idxmin()
+    return largest[(largest.strategy == strategy) & (largest.selection == selection)].sort_values("val_loss").iloc[0]
 
 
 @asset(group_name=MODELS_GROUP, ins={"finetuned_models": AssetIn()},
@@ -222,8 +272,9 @@ def evaluation_table(context: AssetExecutionContext, finetuned_models: pd.DataFr
         chosen = choose_champion(runs)
         version = chosen.model_uri.rsplit("/", 1)[-1]
         tracker.set_alias(f"galpipe-{task}-{survey}", "champion", version)
-        champions[task] = f"{chosen.model_uri} ({chosen.strategy}, N={chosen.label_budget}, seed {chosen.seed})"
-    shown = summary[["task", "label_budget", "strategy", "n_seeds", "accuracy_mean", "accuracy_std",
+        champions[task] = (f"{chosen.model_uri} ({chosen.strategy}, {chosen.selection} selection, "
+                           f"N={chosen.label_budget}, seed {chosen.seed})")
+    shown = summary[["task", "label_budget", "strategy", "selection", "n_seeds", "accuracy_mean", "accuracy_std",
                      "completeness_1_mean", "purity_1_mean", "roc_auc_mean"]].round(3)
     context.add_output_metadata({
         "table": MetadataValue.md(shown.to_markdown(index=False)),

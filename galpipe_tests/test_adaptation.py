@@ -1,0 +1,126 @@
+"""Learning from unlabelled target images and choosing which galaxies to label, on the shifted
+toy surveys of test_models_training: each adaptation strategy brings the target's embeddings
+closer to the source's without losing the source, and uncertainty sampling asks for the
+galaxies nearest the decision boundary."""
+
+import copy
+
+import numpy as np
+import pytest
+
+from galpipe.adaptation import (AdaptationData, StackedArrays, adapt_batch_norm, domain_distance, embeddings,
+                                pseudo_labels, select_for_labelling, train_adapted)
+from galpipe.evaluation import binary_metrics
+from galpipe.models import build_model
+from galpipe.training import TrainConfig, predict_proba, train_classifier
+from galpipe.transfer import LabelledSample
+from galpipe_tests.test_models_training import _toy_survey
+
+SOURCE_TRAIN, SOURCE_VALIDATION = np.arange(340), np.arange(340, 400)
+# No augmentation on the toy: its zoomed-out images get zero borders unlike its noisy sky, and the
+# validation loss then jumps about (0.5 to 4.7 between epochs), whatever the method.
+TOY_TRAINING = {"patience": 4, "batch_size": 32, "seed": 0, "device": "cpu", "augment": False}
+TARGET_UNLABELLED, TARGET_TEST = np.arange(200), np.arange(200, 300)
+
+
+def _sample(rows, labels):
+    return LabelledSample(np.array([f"g{r}" for r in rows]), np.asarray(rows), np.asarray(labels)[rows])
+
+
+@pytest.fixture(scope="module")
+def toy():
+    rng = np.random.default_rng(3)
+    x_source, y_source = _toy_survey(400, rng)
+    x_target, y_target = _toy_survey(300, rng, shifted=True)
+    model = build_model("compact", seed=0)
+    train_classifier(model, x_source, SOURCE_TRAIN, y_source[SOURCE_TRAIN], SOURCE_VALIDATION,
+                     y_source[SOURCE_VALIDATION], TrainConfig(**TOY_TRAINING, max_epochs=12, learning_rate=1e-3))
+    data = AdaptationData.build(x_target, x_source, _sample(SOURCE_TRAIN, y_source),
+                                _sample(SOURCE_VALIDATION, y_source), TARGET_UNLABELLED)
+    return {"model": model, "data": data, "x_source": x_source, "y_source": y_source, "x_target": x_target,
+            "y_target": y_target}
+
+
+def _distance(source_model, target_model, toy):
+    """Source validation images through `source_model`, target test images through `target_model`."""
+    return domain_distance(embeddings(source_model, toy["x_source"], SOURCE_VALIDATION),
+                           embeddings(target_model, toy["x_target"], TARGET_TEST))
+
+
+def _source_accuracy(model, toy):
+    return binary_metrics(toy["y_source"][SOURCE_VALIDATION],
+                          predict_proba(model, toy["x_source"][SOURCE_VALIDATION]))["accuracy"]
+
+
+def test_stacked_arrays_read_rows_across_both_arrays():
+    a, b = np.arange(12.0).reshape(3, 4), 100 + np.arange(8.0).reshape(2, 4)
+    stacked = StackedArrays(a, b)
+    assert len(stacked) == 5 and stacked.offset(1) == 3
+    np.testing.assert_array_equal(stacked[np.array([0, 2, 2, 3, 4])], np.stack([a[0], a[2], a[2], b[0], b[1]]))
+
+
+def test_adabn_moves_only_the_normalisation_and_shrinks_the_domain_distance(toy):
+    before = _distance(toy["model"], toy["model"], toy)
+    adapted = adapt_batch_norm(copy.deepcopy(toy["model"]), toy["x_target"], TARGET_UNLABELLED)
+    after = _distance(toy["model"], adapted, toy)  # each survey through its own statistics
+    assert after < 0.5 * before
+    weights = lambda m: {k: v for k, v in m.state_dict().items() if "running" not in k and "num_batches" not in k}  # noqa: E731
+    for name, value in weights(adapted).items():
+        np.testing.assert_array_equal(value.numpy(), weights(toy["model"])[name].numpy())
+    with pytest.raises(ValueError, match="no batch normalisation"):
+        adapt_batch_norm(build_model("ds18"), toy["x_target"], TARGET_UNLABELLED[:4])
+
+
+def _source_view(model, toy):
+    """The model as it sees the source: self-training's model normalises with the target's batch
+    statistics (its teacher is AdaBN's), so the source gets its own, as in AdaBN."""
+    return adapt_batch_norm(copy.deepcopy(model), toy["x_source"], SOURCE_TRAIN)
+
+
+@pytest.mark.parametrize("strategy", ["coral", "self_training"])
+def test_unsupervised_strategies_align_the_surveys_and_keep_the_source(toy, strategy):
+    config = TrainConfig(**TOY_TRAINING, max_epochs=4, learning_rate=3e-4)
+    adapted, history, extra = train_adapted(strategy, toy["model"], None, None, toy["data"], config)
+    assert history and extra["n_unlabelled_target"] == len(TARGET_UNLABELLED)
+    source_side = _source_view(adapted, toy) if strategy == "self_training" else adapted
+    before, after = _distance(toy["model"], toy["model"], toy), _distance(source_side, adapted, toy)
+    assert after < 0.5 * before  # measured: 45 -> 1.2 (coral)
+    assert _source_accuracy(source_side, toy) >= _source_accuracy(toy["model"], toy) - 0.1
+
+
+def test_pseudo_labels_keep_the_teachers_class_balance():
+    probability = np.array([0.95, 0.9, 0.6, 0.45, 0.3, 0.2, 0.1, 0.05, 0.02, 0.01])  # expects 4 positives
+    index, labels = pseudo_labels(probability, keep_fraction=0.5)
+    assert dict(zip(index.tolist(), labels.tolist())) == {0: 1, 1: 1, 9: 0, 8: 0, 7: 0}
+    index, labels = pseudo_labels(np.full(20, 0.2))  # nothing above 0.5: still both classes
+    assert set(labels) == {0, 1}
+
+
+def test_uncertainty_sampling_asks_for_the_galaxies_nearest_the_boundary():
+    rng = np.random.default_rng(0)
+    n = 200
+    labels = (rng.random(n) < 0.3).astype(int)
+    probability = rng.random(n)
+    pool = LabelledSample(np.array([f"g{i}" for i in range(n)]), np.arange(n), labels)
+    chosen = select_for_labelling(pool, 20, 0, "uncertainty", probability)
+    margin = np.abs(probability - 0.5)
+    assert set(np.unique(chosen.label)) == {0, 1}
+    assert np.max(margin[chosen.row]) <= np.sort(margin)[25]  # the 20 nearest (one may be swapped for a class)
+    assert np.median(margin[chosen.row]) < 0.25 * np.median(margin)
+
+
+def test_diversity_spreads_the_labels_over_the_uncertain_galaxies():
+    rng = np.random.default_rng(1)
+    cluster = np.repeat([0, 1, 2, 3], [12, 100, 100, 100])  # four kinds of galaxy, in embedding space
+    n = len(cluster)
+    points = np.eye(4)[cluster] * 10 + rng.normal(0, 0.1, (n, 4))
+    margin = np.array([0.001, 0.01, 0.1, 0.2])[cluster] + rng.uniform(0, 0.001, n)  # kind 0: most ambiguous
+    probability = 0.5 + margin * rng.choice([-1, 1], n)
+    pool = LabelledSample(np.array([f"g{i}" for i in range(n)]), np.arange(n), (rng.random(n) < 0.5).astype(int))
+    uncertain = select_for_labelling(pool, 8, 0, "uncertainty", probability)
+    diverse = select_for_labelling(pool, 8, 0, "diversity", probability, points)
+    assert set(cluster[uncertain.row]) == {0}  # eight near-copies of the one ambiguous kind
+    assert set(cluster[diverse.row]) == {0, 1}  # both kinds among the 4N = 32 most uncertain
+    assert np.all(margin[diverse.row] <= 0.011)  # and still only uncertain galaxies
+    assert select_for_labelling(pool, 8, 0, "diversity", probability, points).object_id.tolist() == \
+        diverse.object_id.tolist()  # the same seed, the same galaxies
