@@ -3,8 +3,8 @@ model prepared for inference; and a record of the machine for benchmark results.
 
 Precision "auto" means bf16 autocast where the hardware computes bf16 natively (CPUs with
 AMX-BF16 or AVX512-BF16, and CUDA GPUs that support it; fp16 with loss scaling on older GPUs)
-and fp32 elsewhere. On a CPU without native bf16, autocast makes the ds18 CNN about 2x slower
-(bench/README.md), so "auto" does not use it there.
+and fp32 elsewhere. On a CPU without native bf16, autocast made training 1.3-1.5x slower
+(README, Performance), so "auto" does not use it there.
 """
 
 from __future__ import annotations
