@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from galpipe.hardware import channels_last
-from galpipe.transfer import LabelledSample, choose_budget, require_two_classes
+from galpipe.transfer import LabelledSample, choose_budget, take_budget
 
 ADAPTATION_STRATEGIES = ("adabn", "coral", "self_training")
 SELECTIONS = ("random", "uncertainty", "diversity")
@@ -106,7 +106,7 @@ def domain_distance(source_embeddings: np.ndarray, target_embeddings: np.ndarray
 def adapt_batch_norm(model: nn.Module, x, rows: np.ndarray, batch_size: int = 256) -> nn.Module:
     """AdaBN, in place: every batch-norm layer's running mean and variance re-estimated from the
     images x[rows] (an equal-weight average over batches); nothing else changes."""
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    norms = batch_norm_layers(model)
     if not norms:
         raise ValueError(f"{type(model).__name__} has no batch normalisation: AdaBN does not apply to it")
     device = next(model.parameters()).device
@@ -145,8 +145,12 @@ def pseudo_labels(probability: np.ndarray, keep_fraction: float = 0.5) -> tuple[
     return index[order], labels[order]
 
 
+def batch_norm_layers(model: nn.Module) -> list[nn.Module]:
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
 def has_batch_norm(model: nn.Module) -> bool:
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    return bool(batch_norm_layers(model))
 
 
 def select_for_labelling(pool: LabelledSample, budget: int, seed: int, selection: str,
@@ -154,29 +158,19 @@ def select_for_labelling(pool: LabelledSample, budget: int, seed: int, selection
                          ) -> LabelledSample:
     """The N pool galaxies to label. `probability` (uncertainty, diversity) and `pool_embeddings`
     (diversity) are the source model's, one per pool galaxy. Labels are read only for the chosen
-    galaxies, and as `choose_budget` does, both classes are made sure of (swapping in the next
-    candidate of a missing class)."""
+    galaxies, and as for `random`, both classes are made sure of (`take_budget`)."""
     if selection == "random":
         return choose_budget(pool, budget, seed)
     if selection not in SELECTIONS:
         raise ValueError(f"unknown selection {selection!r}; known: {SELECTIONS}")
-    if budget > len(pool):
-        return choose_budget(pool, budget, seed)  # raises BudgetError with the pool size
-    require_two_classes(pool, "labelled pool")
     uncertainty_order = np.argsort(np.abs(np.asarray(probability) - 0.5), kind="stable")
     if selection == "uncertainty":
-        ranked = list(uncertainty_order)
-    else:
-        candidates = uncertainty_order[:min(len(pool), 4 * budget)]
-        picked = set(candidates[_k_centre(pool_embeddings[candidates], budget,
-                                          np.random.default_rng([seed, budget, 11]))].tolist())
-        ranked = [i for i in candidates if i in picked] + [i for i in uncertainty_order if i not in picked]
-    chosen = ranked[:budget]
-    for cls in (0, 1):
-        if budget >= 2 and not (pool.label[chosen] == cls).any():
-            candidate = next(i for i in ranked[budget:] if pool.label[i] == cls)
-            chosen[-1] = candidate
-    return pool.subset(np.array(sorted(chosen)))
+        return take_budget(pool, uncertainty_order, budget)
+    candidates = uncertainty_order[:min(len(pool), 4 * budget)]
+    picked = set(candidates[_k_centre(pool_embeddings[candidates], budget,
+                                      np.random.default_rng([seed, budget, 11]))].tolist())
+    ranked = [i for i in candidates if i in picked] + [i for i in uncertainty_order if i not in picked]
+    return take_budget(pool, ranked, budget)
 
 
 def _k_centre(points: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:

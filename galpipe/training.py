@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from galpipe.adaptation import classify_embedding, coral_loss, embed
+from galpipe.adaptation import batch_norm_layers, classify_embedding, coral_loss, embed
 from galpipe.hardware import autocast, channels_last, default_device, inference_model, resolve_precision
 
 
@@ -196,9 +196,8 @@ def train_classifier(model: nn.Module, x, train_rows: np.ndarray, y_train: np.nd
         epoch_started = time.perf_counter()
         _train_mode(model, config.training_mode)
         if aligning:  # batch norm frozen at the source's statistics: both surveys normalised alike
-            for module in model.modules():  # in training and evaluation, so the loss must align them
-                if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                    module.eval()
+            for norm in batch_norm_layers(model):  # in training and evaluation, so the loss must align them
+                norm.eval()
         train_loss, seen = 0.0, 0
         for batch in _batches(len(train_rows), config.batch_size, rng):
             rows = train_rows[batch]

@@ -61,15 +61,21 @@ def choose_budget(pool: LabelledSample, budget: int, seed: int) -> LabelledSampl
     """`budget` galaxies drawn at random from the pool, at least one of each class (a labeller
     asked for N examples would make sure both answers occur). The same seed gives the same
     galaxies, whatever strategy is trained on them."""
+    return take_budget(pool, np.random.default_rng([seed, budget]).permutation(len(pool)), budget)
+
+
+def take_budget(pool: LabelledSample, ranking, budget: int) -> LabelledSample:
+    """The first `budget` pool galaxies of `ranking` (indices into the pool), with at least one of
+    each class: where a class is missing, its first galaxy further down the ranking replaces the
+    last chosen one."""
     if budget > len(pool):
         raise BudgetError(f"label budget {budget} exceeds the labelled pool of {len(pool)} target galaxies")
     require_two_classes(pool, "labelled pool")
-    rng = np.random.default_rng([seed, budget])
-    order = rng.permutation(len(pool))
-    chosen = list(order[:budget])
+    ranking = list(ranking)
+    chosen = ranking[:budget]
     for cls in (0, 1):  # swap in one galaxy of a missing class
         if budget >= 2 and not (pool.label[chosen] == cls).any():
-            candidate = next(i for i in order[budget:] if pool.label[i] == cls)
+            candidate = next(i for i in ranking[budget:] if pool.label[i] == cls)
             majority = [k for k, i in enumerate(chosen) if pool.label[i] != cls]
             chosen[majority[-1]] = candidate
     return pool.subset(np.array(sorted(chosen)))
