@@ -98,6 +98,8 @@ def _predict(args) -> int:
 
     if not args.out.lower().endswith((".parquet", ".csv")):
         raise UserError(f"--out {args.out}: the morphology catalogue must end in .parquet or .csv")
+    if args.workers is not None and args.workers < 0:
+        raise UserError(f"--workers {args.workers}: give 0 (read in this process) or more reader processes")
     tasks = args.tasks.split(",")
     uris = [uri for spec in args.model for uri in model_uris(spec, tasks, args.survey)]
     classifiers = [load_classifier(args.tracking_uri, uri) for uri in uris]
