@@ -1,7 +1,8 @@
 """The `galpipe` command.
 
   galpipe run      materialize every asset of a profile against the project's Dagster instance
-                   (DAGSTER_HOME), one run per partition, and print the evaluation table
+                   (DAGSTER_HOME), one run per partition, and print the evaluation table;
+                   --from STAGE and --budgets re-run part of it on what was materialized before
   galpipe predict  classify a folder or catalogue of cutouts with registered models
   galpipe ui       start the Dagster and MLflow UIs on 127.0.0.1
 
@@ -18,6 +19,8 @@ from pathlib import Path
 from galpipe.profiles import DEFAULT_PROFILE, PROFILES
 
 # Dagster's console shows INFO and up (epochs, rendering progress, warnings), not every step event.
+# The stages of `galpipe run`, in lineage order; `--from` starts at one of them.
+RUN_STAGES = ("data", "pretrained_model", "finetuned_models", "evaluation_table")
 QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 
@@ -38,20 +41,26 @@ def _run(args) -> int:
     everything = [*ALL_ASSETS, *ALL_CHECKS]
     data_keys = [key for a in ASSETS for key in a.keys]
     data_keys += [AssetKey([role, "model_inputs"]) for role in ("source", "target")]
+    budgets = _budgets(args.budgets, profile)
     # One Dagster run per partition, in lineage order, as `dagster dev` would launch them.
-    steps = [("data", AssetSelection.assets(*data_keys), None)]
-    steps += [(f"pretrained_model[{t}]", AssetSelection.assets("pretrained_model"), t) for t in TASKS]
-    steps += [(f"finetuned_models[{t}|{b}]", AssetSelection.assets("finetuned_models"),
-               MultiPartitionKey({"task": t, "budget": b})) for t in TASKS for b in profile.label_budgets]
-    steps += [("evaluation_table", AssetSelection.assets("evaluation_table"), None)]
-    steps += [("champion_evaluation", AssetSelection.assets("champion_evaluation"), None)]
+    steps = [("data", "data", AssetSelection.assets(*data_keys), None)]
+    steps += [("pretrained_model", f"pretrained_model[{t}]", AssetSelection.assets("pretrained_model"), t)
+              for t in TASKS]
+    steps += [("finetuned_models", f"finetuned_models[{t}|{b}]", AssetSelection.assets("finetuned_models"),
+               MultiPartitionKey({"task": t, "budget": b})) for t in TASKS for b in budgets]
+    steps += [("evaluation_table", "evaluation_table", AssetSelection.assets("evaluation_table"), None)]
+    steps += [("evaluation_table", "champion_evaluation", AssetSelection.assets("champion_evaluation"), None)]
     morphology = AssetSelection.assets(AssetKey(["target", "morphology"]))
-    steps += [(f"target/morphology[{chunk}]", morphology, chunk) for chunk in prediction_chunks.get_partition_keys()]
+    steps += [("evaluation_table", f"target/morphology[{chunk}]", morphology, chunk)
+              for chunk in prediction_chunks.get_partition_keys()]
+    first = RUN_STAGES.index(args.from_stage)
+    steps = [step for step in steps if RUN_STAGES.index(step[0]) >= first]
     started = time.perf_counter()
     failed = []
     timings = []  # per step, for bench/run.py: wall seconds and the Dagster run behind it
     with DagsterInstance.get() as instance:
-        for number, (label, selection, partition) in enumerate(steps, 1):
+        _require_upstream(instance, args.from_stage, data_keys, budgets)
+        for number, (_, label, selection, partition) in enumerate(steps, 1):
             step_started = time.perf_counter()
             result = materialize(everything, selection=selection, partition_key=partition, instance=instance,
                                  resources=resources, raise_on_error=False, run_config=QUIET)
@@ -68,7 +77,9 @@ def _run(args) -> int:
                 if label == "data":
                     break
     seconds = time.perf_counter() - started
-    _write_timings(resources["settings"].run_dir / "run_timings.json", args.profile, seconds, timings)
+    whole = args.from_stage == "data" and args.budgets is None  # bench/run.py reads the whole pipeline's file
+    _write_timings(resources["settings"].run_dir / ("run_timings.json" if whole else "run_timings_partial.json"),
+                   args.profile, seconds, timings, args.from_stage, budgets)
     print(f"\ngalpipe run --profile {args.profile}: {'succeeded' if not failed else 'FAILED: ' + ', '.join(failed)} "
           f"in {seconds:.1f} s (DAGSTER_HOME={dagster_home})")
     table = resources["settings"].run_dir / "evaluation_table.parquet"
@@ -81,13 +92,46 @@ def _run(args) -> int:
     return 0 if not failed else 1
 
 
-def _write_timings(path: Path, profile: str, seconds: float, steps: list[dict]) -> None:
+def _budgets(requested: str | None, profile) -> tuple[str, ...]:
+    """The label budgets to fine-tune: the profile's, or those asked for (in the profile's order)."""
+    if requested is None:
+        return profile.label_budgets
+    from galpipe.profiles import ALL_LABEL_BUDGETS
+
+    asked = [b.strip() for b in requested.split(",") if b.strip()]
+    unknown = [b for b in asked if b not in ALL_LABEL_BUDGETS]
+    if unknown or not asked:
+        raise UserError(f"--budgets {requested}: each must be one of {', '.join(ALL_LABEL_BUDGETS)}")
+    return tuple(b for b in ALL_LABEL_BUDGETS if b in asked)
+
+
+def _require_upstream(instance, from_stage: str, data_keys, budgets) -> None:
+    """`--from` re-runs from a stage on what this project has already materialized; say what is missing."""
+    from dagster import AssetKey
+
+    from galpipe.simulation.population import TASKS
+
+    missing = []
+    if RUN_STAGES.index(from_stage) > 0:
+        missing += [k.to_user_string() for k in data_keys if instance.get_latest_materialization_event(k) is None]
+    if RUN_STAGES.index(from_stage) > 1:
+        done = instance.get_materialized_partitions(AssetKey("pretrained_model"))
+        missing += [f"pretrained_model[{t}]" for t in TASKS if t not in done]
+    if RUN_STAGES.index(from_stage) > 2 and not instance.get_materialized_partitions(AssetKey("finetuned_models")):
+        missing.append("finetuned_models (any partition)")
+    if missing:
+        raise UserError(f"--from {from_stage}: this project (DAGSTER_HOME={instance.root_directory}) has not "
+                        f"materialized {', '.join(missing)}; run the earlier stages first")
+
+
+def _write_timings(path: Path, profile: str, seconds: float, steps: list[dict], from_stage: str = "data",
+                   budgets=()) -> None:
     import json
     import platform
 
     from galpipe.hardware import machine_info
 
-    record = {"profile": profile, "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    record = {"profile": profile, "from": from_stage, "budgets": list(budgets), "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
               "host": platform.node(), "machine": machine_info(), "seconds": round(seconds, 1), "steps": steps}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=1))
@@ -142,6 +186,11 @@ def main(argv=None) -> int:
     run = commands.add_parser("run", help="materialize every asset of the profile")
     run.add_argument("--profile", default=os.environ.get("GALPIPE_PROFILE", DEFAULT_PROFILE),
                      choices=sorted(PROFILES), help="size of the simulated surveys (default: %(default)s)")
+    run.add_argument("--from", dest="from_stage", choices=RUN_STAGES, default="data",
+                     help="start at this stage, on what this project materialized before (e.g. after a new "
+                          "strategy: --from finetuned_models); default: %(default)s")
+    run.add_argument("--budgets", help="fine-tune only these label budgets, comma-separated (default: the "
+                                       "profile's); the evaluation table still reads every materialized one")
     run.set_defaults(func=_run)
 
     predict = commands.add_parser(
