@@ -30,16 +30,20 @@ def decals_folder():
     return DECALS_FOLDER
 
 
-@pytest.fixture(scope="session")
-def tiny_project(tmp_path_factory):
-    """A fresh project folder after `galpipe run --profile tiny` (data/, mlruns/, .dagster_home/)."""
-    root = tmp_path_factory.mktemp("project")
+def galpipe_in(root: Path, argv: list[str]) -> int:
+    """`galpipe <argv>` run in the project folder `root`, with the project's own Dagster instance."""
     cwd, home = os.getcwd(), os.environ.get("DAGSTER_HOME")
     os.chdir(root)
     os.environ["DAGSTER_HOME"] = str(root / ".dagster_home")
     try:
-        exit_code = main(["run", "--profile", "tiny"])
+        return main(argv)
     finally:
         os.chdir(cwd)
         os.environ.pop("DAGSTER_HOME") if home is None else os.environ.__setitem__("DAGSTER_HOME", home)
-    return root, exit_code
+
+
+@pytest.fixture(scope="session")
+def tiny_project(tmp_path_factory):
+    """A fresh project folder after `galpipe run --profile tiny` (data/, mlruns/, .dagster_home/)."""
+    root = tmp_path_factory.mktemp("project")
+    return root, galpipe_in(root, ["run", "--profile", "tiny"])

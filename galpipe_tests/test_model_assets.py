@@ -1,6 +1,7 @@
 """The transfer-learning assets for real: `galpipe run` on the tiny profile with a real Dagster
 instance and MLflow's SQLite store, then the failure cases."""
 
+import json
 import multiprocessing
 
 import pandas as pd
@@ -14,10 +15,17 @@ from galpipe.definitions import ALL_ASSETS, build_resources
 from galpipe.defs.resources import MlflowTracking
 from galpipe.tracking import ModelRegistryError, Tracker, load_registered_model
 from galpipe.training import TrainingError
+from galpipe_tests.conftest import galpipe_in
 
 
 def _client(root):
     return MlflowClient(f"sqlite:///{root}/mlruns/mlflow.db")
+
+
+def _whole_run_ids(root) -> set[str]:
+    """The Dagster runs of the tiny project's whole `galpipe run` (a later partial re-run adds others)."""
+    timings = json.loads((root / "data" / "tiny" / "run_timings.json").read_text())
+    return {step["dagster_run_id"] for step in timings["steps"]}
 
 
 def test_run_produces_the_evaluation_table(tiny_project):
@@ -39,7 +47,8 @@ def test_every_run_is_in_mlflow_with_registry_entries_and_champions(tiny_project
     client = _client(root)
     experiment = client.get_experiment_by_name("galpipe")
     runs = [r for r in client.search_runs([experiment.experiment_id], max_results=1000)
-            if r.data.tags.get("dagster.asset") in ("pretrained_model", "finetuned_models")]  # training runs
+            if r.data.tags.get("dagster.asset") in ("pretrained_model", "finetuned_models")  # training runs
+            and r.data.tags["dagster.run_id"] in _whole_run_ids(root)]
     # 3 pretrained + 3 tasks x (3 adaptation strategies at budget 0 + at budget 25 the 6 strategies
     # with random selection and full with diversity selection + at budget full the paper's 3), 1 seed
     assert len(runs) == 3 + 3 * (3 + 7 + 3) and {r.info.status for r in runs} == {"FINISHED"}
@@ -64,7 +73,7 @@ def test_every_run_is_in_mlflow_with_registry_entries_and_champions(tiny_project
     for task in ("featured", "edge_on", "bar"):
         assert len(client.search_model_versions(f"name='galpipe-{task}-sdss'")) == 1
         trained = [v for v in client.search_model_versions(f"name='galpipe-{task}-des'")
-                   if v.tags.get("role") in ("full", "head_only", "scratch")]
+                   if v.tags.get("role") in ("full", "head_only", "scratch") and v.run_id in {r.info.run_id for r in runs}]
         assert len(trained) == 4 + 3  # budget 25: 3 strategies at random, full at diversity; budget full: 3
         assert "champion" in names[f"galpipe-{task}-des"].aliases
     champion = load_registered_model(f"sqlite:///{root}/mlruns/mlflow.db", "models:/galpipe-bar-des@champion")
@@ -85,6 +94,34 @@ def test_budget_beyond_the_pool_fails_clearly(tiny_project):
     [failure] = [e for e in result.all_events if e.is_step_failure]
     error = failure.step_failure_data.error
     assert "label budget 1000 exceeds the labelled pool of" in (error.cause.message if error.cause else error.message)
+
+
+def test_rerun_from_finetuning_reuses_upstream_and_keeps_the_other_budgets(tiny_project):
+    root, _ = tiny_project
+    table_path = root / "data" / "tiny" / "evaluation_table.parquet"
+    before = pd.read_parquet(table_path)
+    assert galpipe_in(root, ["run", "--profile", "tiny", "--from", "finetuned_models", "--budgets", "25"]) == 0
+    steps = [s["step"] for s in json.loads((root / "data" / "tiny" / "run_timings_partial.json").read_text())["steps"]]
+    assert steps[:4] == ["finetuned_models[featured|25]", "finetuned_models[edge_on|25]", "finetuned_models[bar|25]",
+                         "evaluation_table"]
+    assert not [s for s in steps if s.startswith(("data", "pretrained_model"))]
+    after = pd.read_parquet(table_path)
+    kept = [t[t.label_budget != 25].reset_index(drop=True) for t in (before, after)]
+    pd.testing.assert_frame_equal(*kept)  # budgets not re-run are read back unchanged
+    assert set(after[after.label_budget == 25].strategy) == set(before[before.label_budget == 25].strategy)
+    client = _client(root)
+    runs = client.search_runs([client.get_experiment_by_name("galpipe").experiment_id], max_results=1000)
+    pretrained = {r.info.run_id for r in runs if r.data.params.get("role") == "pretrained"}
+    rerun = [r for r in runs if r.data.tags.get("dagster.asset") == "finetuned_models"
+             and r.data.tags["dagster.run_id"] not in _whole_run_ids(root)]
+    assert {r.data.params["label_budget"] for r in rerun} == {"25"} and len(pretrained) == 3
+    assert {r.data.tags["pretrained_run_id"] for r in rerun} <= pretrained  # the models trained before
+
+
+def test_rerun_from_a_stage_never_materialized_names_what_is_missing(tmp_path, capsys):
+    assert galpipe_in(tmp_path, ["run", "--profile", "tiny", "--from", "pretrained_model"]) == 2
+    error = capsys.readouterr().err
+    assert "--from pretrained_model" in error and "matched_catalog" in error and "target/model_inputs" in error
 
 
 def test_missing_registered_model_is_a_clear_error(tmp_path):
