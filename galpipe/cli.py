@@ -89,6 +89,12 @@ def _run(args) -> int:
         summary = pd.read_parquet(table)
         print(summary[["task", "label_budget", "strategy", "selection", "n_seeds", "accuracy_mean", "accuracy_std",
                        "completeness_1_mean", "purity_1_mean", "roc_auc_mean"]].round(3).to_string(index=False))
+        goals = resources["settings"].run_dir / "adaptation_goals.csv"
+        if goals.is_file():
+            print("\nAdaptation goals (best on the test set, so optimistic):")
+            print(pd.read_csv(goals)[["task", "direct_accuracy", "best_unsupervised", "best_unsupervised_accuracy",
+                                      "unsupervised_goal_met", "reference", "reference_accuracy", "best_few_labels",
+                                      "best_few_labels_accuracy", "few_labels_goal_met"]].round(3).to_string(index=False))
     return 0 if not failed else 1
 
 

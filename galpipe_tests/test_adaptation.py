@@ -10,7 +10,7 @@ import pytest
 
 from galpipe.adaptation import (AdaptationData, StackedArrays, adapt_batch_norm, domain_distance, embeddings,
                                 pseudo_labels, select_for_labelling, train_adapted)
-from galpipe.evaluation import binary_metrics
+from galpipe.evaluation import adaptation_goals, binary_metrics
 from galpipe.models import build_model
 from galpipe.training import TrainConfig, predict_proba, train_classifier
 from galpipe.transfer import LabelledSample
@@ -124,3 +124,34 @@ def test_diversity_spreads_the_labels_over_the_uncertain_galaxies():
     assert np.all(margin[diverse.row] <= 0.011)  # and still only uncertain galaxies
     assert select_for_labelling(pool, 8, 0, "diversity", probability, points).object_id.tolist() == \
         diverse.object_id.tolist()  # the same seed, the same galaxies
+
+
+def _summary_row(budget, strategy, selection, accuracy, std=np.nan, completeness=0.8, purity=0.6):
+    return {"task": "bar", "label_budget": budget, "strategy": strategy, "selection": selection,
+            "accuracy_mean": accuracy, "accuracy_std": std, "completeness_1_mean": completeness,
+            "purity_1_mean": purity}
+
+
+def test_the_goals_compare_the_best_adaptation_with_direct_and_with_full_at_500():
+    import pandas as pd
+
+    summary = pd.DataFrame([
+        _summary_row(0, "direct", "none", 0.80, completeness=0.9, purity=0.2),
+        _summary_row(0, "adabn", "none", 0.83),  # deterministic: one seed, no spread of its own
+        _summary_row(0, "coral", "none", 0.82, std=0.04),
+        _summary_row(25, "scratch", "random", 0.95, completeness=0.0, purity=np.nan),  # calls nothing barred
+        _summary_row(50, "self_training", "uncertainty", 0.88, std=0.01, completeness=0.7, purity=0.5),
+        _summary_row(300, "full", "random", 0.87, std=0.01),
+        _summary_row(500, "full", "random", 0.90, std=0.01, completeness=0.85, purity=0.55),
+        _summary_row(1000, "full", "random", 0.93, std=0.01),
+    ])
+    (goals,) = adaptation_goals(summary).to_dict("records")
+    assert goals["best_unsupervised"] == "adabn N=0" and goals["unsupervised_margin"] == pytest.approx(0.03)
+    assert goals["budget0_seed_spread"] == 0.04 and not goals["unsupervised_goal_met"]  # 0.03 is within it
+    assert goals["best_few_labels"] == "self_training (uncertainty) N=50"  # not the majority-class scratch
+    assert goals["reference"] == "full N=500" and goals["few_labels_shortfall"] == pytest.approx(0.02)
+    assert not goals["few_labels_goal_met"]
+    assert (goals["best_few_labels_completeness_1"], goals["reference_purity_1"]) == (0.7, 0.55)
+    # without a run at 500 the reference is the largest budget below it; without adaptation, no goals
+    assert adaptation_goals(summary[summary.label_budget != 500]).reference.item() == "full N=300"
+    assert adaptation_goals(summary[~summary.strategy.isin(["adabn", "coral", "self_training"])]).empty

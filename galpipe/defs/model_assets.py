@@ -16,7 +16,8 @@ from galpipe.adaptation import (AdaptationData, embeddings, has_batch_norm, sele
 from galpipe.cutouts import atomic_write_bytes
 from galpipe.defs.metadata import image_md, run_tags
 from galpipe.defs.resources import GalpipeSettings
-from galpipe.evaluation import binary_metrics, plot_confusion, plot_learning_curves, summarise, with_selection
+from galpipe.evaluation import (adaptation_goals, binary_metrics, plot_confusion, plot_learning_curves, summarise,
+                                with_selection)
 from galpipe.models import build_model, count_flops
 from galpipe.preprocessing import build_model_inputs, load_model_inputs
 from galpipe.profiles import ALL_LABEL_BUDGETS
@@ -276,10 +277,17 @@ def evaluation_table(context: AssetExecutionContext, finetuned_models: pd.DataFr
                            f"N={chosen.label_budget}, seed {chosen.seed})")
     shown = summary[["task", "label_budget", "strategy", "selection", "n_seeds", "accuracy_mean", "accuracy_std",
                      "completeness_1_mean", "purity_1_mean", "roc_auc_mean"]].round(3)
+    goals = adaptation_goals(summary)
+    goals_csv = settings.run_dir / "adaptation_goals.csv"
+    if len(goals):  # the adaptation strategies' goals, where they ran
+        atomic_write_bytes(goals_csv, lambda tmp: goals.to_csv(tmp, index=False))
+    else:
+        goals_csv.unlink(missing_ok=True)
     context.add_output_metadata({
         "table": MetadataValue.md(shown.to_markdown(index=False)),
         "champions": MetadataValue.json(champions),
         "learning_curves": image_md(png),
+        **({"adaptation_goals": MetadataValue.md(goals.round(3).to_markdown(index=False))} if len(goals) else {}),
     })
     return summary
 
