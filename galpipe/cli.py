@@ -18,9 +18,9 @@ from pathlib import Path
 
 from galpipe.profiles import DEFAULT_PROFILE, PROFILES
 
-# Dagster's console shows INFO and up (epochs, rendering progress, warnings), not every step event.
 # The stages of `galpipe run`, in lineage order; `--from` starts at one of them.
 RUN_STAGES = ("data", "pretrained_model", "finetuned_models", "evaluation_table")
+# Dagster's console shows INFO and up (epochs, rendering progress, warnings), not every step event.
 QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 
@@ -59,7 +59,7 @@ def _run(args) -> int:
     failed = []
     timings = []  # per step, for bench/run.py: wall seconds and the Dagster run behind it
     with DagsterInstance.get() as instance:
-        _require_upstream(instance, args.from_stage, data_keys, budgets)
+        _require_upstream(instance, args.from_stage, data_keys)
         for number, (_, label, selection, partition) in enumerate(steps, 1):
             step_started = time.perf_counter()
             result = materialize(everything, selection=selection, partition_key=partition, instance=instance,
@@ -99,7 +99,7 @@ def _run(args) -> int:
 
 
 def _budgets(requested: str | None, profile) -> tuple[str, ...]:
-    """The label budgets to fine-tune: the profile's, or those asked for (in the profile's order)."""
+    """The label budgets to fine-tune: the profile's, or those asked for (smallest first)."""
     if requested is None:
         return profile.label_budgets
     from galpipe.profiles import ALL_LABEL_BUDGETS
@@ -111,7 +111,7 @@ def _budgets(requested: str | None, profile) -> tuple[str, ...]:
     return tuple(b for b in ALL_LABEL_BUDGETS if b in asked)
 
 
-def _require_upstream(instance, from_stage: str, data_keys, budgets) -> None:
+def _require_upstream(instance, from_stage: str, data_keys) -> None:
     """`--from` re-runs from a stage on what this project has already materialized; say what is missing."""
     from dagster import AssetKey
 
