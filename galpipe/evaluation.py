@@ -78,7 +78,8 @@ def _line(row) -> str:
     return f"{row.strategy}{chosen} N={row.label_budget}"
 
 
-def adaptation_goals(summary: pd.DataFrame, reference_budget: int = 500, few_labels: int = 50) -> pd.DataFrame:
+def adaptation_goals(summary: pd.DataFrame, reference_budget: int = 500, few_labels: int = 50,
+                     min_completeness: float = 0.5) -> pd.DataFrame:
     """Per task, the goals of the adaptation strategies (issue 6) read off the evaluation table:
 
     - unsupervised: the best strategy at budget 0 against the source model applied directly, by
@@ -87,16 +88,17 @@ def adaptation_goals(summary: pd.DataFrame, reference_budget: int = 500, few_lab
     - few labels: the best strategy x selection at 1..`few_labels` labels against `full` (random)
       at `reference_budget` (or the largest budget below it that ran), in mean accuracy;
     - the minority class (class 1): completeness and purity of each of those.
-    "Best" is the highest mean test accuracy among the rows that find the minority class at all
-    (a model that calls every galaxy unbarred scores high on accuracy alone); chosen on the test
-    set itself, it is an optimistic reading of each goal. Empty when no adaptation strategy ran."""
+    "Best" is the highest mean test accuracy among the rows that find at least `min_completeness`
+    of the minority class (with 6% barred galaxies, a model that calls nearly every galaxy
+    unbarred scores 0.94 on accuracy alone); chosen on the test set itself, it is an optimistic
+    reading of each goal. Empty when no adaptation strategy ran."""
     summary = with_selection(summary)
     rows = []
     for task, runs in summary.groupby("task", sort=True):
         if not runs.strategy.isin(ADAPTATION_STRATEGIES).any():
             continue
         direct = runs[runs.strategy == "direct"]
-        finds_minority = runs.completeness_1_mean > 0
+        finds_minority = runs.completeness_1_mean >= min_completeness
         unsupervised = runs[(runs.label_budget == 0) & runs.strategy.isin(ADAPTATION_STRATEGIES) & finds_minority]
         few = runs[runs.label_budget.between(1, few_labels) & finds_minority]
         full = runs[(runs.strategy == "full") & (runs.selection == "random") & (runs.label_budget > few_labels)

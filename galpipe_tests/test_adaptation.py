@@ -140,6 +140,7 @@ def test_the_goals_compare_the_best_adaptation_with_direct_and_with_full_at_500(
         _summary_row(0, "adabn", "none", 0.83),  # deterministic: one seed, no spread of its own
         _summary_row(0, "coral", "none", 0.82, std=0.04),
         _summary_row(25, "scratch", "random", 0.95, completeness=0.0, purity=np.nan),  # calls nothing barred
+        _summary_row(25, "head_only", "random", 0.94, completeness=0.3, purity=0.7),  # finds too few bars
         _summary_row(50, "self_training", "uncertainty", 0.88, std=0.01, completeness=0.7, purity=0.5),
         _summary_row(300, "full", "random", 0.87, std=0.01),
         _summary_row(500, "full", "random", 0.90, std=0.01, completeness=0.85, purity=0.55),
@@ -148,7 +149,7 @@ def test_the_goals_compare_the_best_adaptation_with_direct_and_with_full_at_500(
     (goals,) = adaptation_goals(summary).to_dict("records")
     assert goals["best_unsupervised"] == "adabn N=0" and goals["unsupervised_margin"] == pytest.approx(0.03)
     assert goals["budget0_seed_spread"] == 0.04 and not goals["unsupervised_goal_met"]  # 0.03 is within it
-    assert goals["best_few_labels"] == "self_training (uncertainty) N=50"  # not the majority-class scratch
+    assert goals["best_few_labels"] == "self_training (uncertainty) N=50"  # not those missing most bars
     assert goals["reference"] == "full N=500" and goals["few_labels_shortfall"] == pytest.approx(0.02)
     assert not goals["few_labels_goal_met"]
     assert (goals["best_few_labels_completeness_1"], goals["reference_purity_1"]) == (0.7, 0.55)
