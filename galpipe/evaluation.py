@@ -160,7 +160,11 @@ def plot_learning_curves(summary: pd.DataFrame, out_path: Path, metrics=tuple(CU
     tasks = sorted(summary.task.unique())
     fig, axes = plt.subplots(len(metrics), len(tasks), figsize=(4.6 * len(tasks), 3.3 * len(metrics)),
                              squeeze=False)
-    styles = {line: (f"C{k % 10}", "-" if "(" not in line else "--") for k, line in enumerate(sorted(summary.line.unique()))}
+    # one colour per strategy, one line style per label selection
+    colours = {strategy: f"C{k % 10}" for k, strategy in enumerate(sorted(summary.strategy.unique()))}
+    dashes = {"uncertainty": "--", "diversity": ":"}
+    styles = {line: (colours[strategy], dashes.get(selection, "-"))
+              for line, strategy, selection in zip(summary.line, summary.strategy, summary.get("selection", "random"))}
     for row, metric in enumerate(metrics):
         for ax, task in zip(axes[row], tasks):
             rows = summary[summary.task == task]
@@ -176,6 +180,8 @@ def plot_learning_curves(summary: pd.DataFrame, out_path: Path, metrics=tuple(CU
                 ax.axhline(PAPER_DIRECT_ACCURACY, color="grey", ls=":", label="paper: applied directly")
                 ax.axhline(PAPER_FINETUNED_ACCURACY, color="grey", ls="-.", label="paper: 300-500 labels")
             ax.set_xticks(range(len(budgets)), [str(b) for b in budgets])
+            low, high = ax.get_ylim()  # a fraction: error bars of a model flipping between seeds stay in [0, 1]
+            ax.set_ylim(max(low, -0.02), min(high, 1.02))
             ax.set(title=task if row == 0 else "", xlabel="target labels (budget)", ylabel=CURVE_METRICS.get(metric, metric))
     axes[0, -1].legend(fontsize=6, loc="lower right")
     return save_figure(fig, out_path)
