@@ -13,6 +13,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from sklearn.metrics import confusion_matrix, roc_auc_score, roc_curve  # noqa: E402
 
+from galpipe.adaptation import ADAPTATION_STRATEGIES  # noqa: E402
 from galpipe.cutouts import atomic_write_bytes  # noqa: E402
 
 PAPER_DIRECT_ACCURACY = 0.90  # Dominguez Sanchez et al. 2019, SDSS model applied to DES
@@ -68,9 +69,6 @@ def summarise(results: pd.DataFrame) -> pd.DataFrame:
     summary.columns = [f"{metric}_{stat}" for metric, stat in summary.columns]
     summary["n_seeds"] = grouped.size()
     return summary.reset_index()
-
-
-ADAPTATION_STRATEGIES = ("adabn", "coral", "self_training")
 
 
 def _line(row) -> str:

@@ -46,9 +46,10 @@ def test_every_run_is_in_mlflow_with_registry_entries_and_champions(tiny_project
     root, _ = tiny_project
     client = _client(root)
     experiment = client.get_experiment_by_name("galpipe")
+    whole_run = _whole_run_ids(root)
     runs = [r for r in client.search_runs([experiment.experiment_id], max_results=1000)
             if r.data.tags.get("dagster.asset") in ("pretrained_model", "finetuned_models")  # training runs
-            and r.data.tags["dagster.run_id"] in _whole_run_ids(root)]
+            and r.data.tags["dagster.run_id"] in whole_run]
     # 3 pretrained + 3 tasks x (3 adaptation strategies at budget 0 + at budget 25 the 6 strategies
     # with random selection and full with diversity selection + at budget full the paper's 3), 1 seed
     assert len(runs) == 3 + 3 * (3 + 7 + 3) and {r.info.status for r in runs} == {"FINISHED"}
