@@ -71,9 +71,14 @@ def summarise(results: pd.DataFrame) -> pd.DataFrame:
     return summary.reset_index()
 
 
+def curve_name(strategy: str, selection: str) -> str:
+    """A strategy x selection as the learning curves and the goals name it: random (the paper's
+    choice) and none (budget 0) go unsaid."""
+    return strategy if selection in ("random", "none") else f"{strategy} ({selection})"
+
+
 def _line(row) -> str:
-    chosen = "" if row.selection in ("random", "none") else f" ({row.selection})"
-    return f"{row.strategy}{chosen} N={row.label_budget}"
+    return f"{curve_name(row.strategy, row.selection)} N={row.label_budget}"
 
 
 def adaptation_goals(summary: pd.DataFrame, reference_budget: int = 500, few_labels: int = 50,
@@ -153,7 +158,7 @@ def plot_learning_curves(summary: pd.DataFrame, out_path: Path, metrics=tuple(CU
     nothing was selected, joins the random line), one column per task; the paper's ~90% (applied
     directly) and >95% (fine-tuned on 300-500 labels) marked on accuracy."""
     summary = summary.copy()
-    summary["line"] = [s if sel in ("random", "none") else f"{s} ({sel})" for s, sel in
+    summary["line"] = [curve_name(s, sel) for s, sel in
                        zip(summary.strategy, summary.get("selection", pd.Series("random", summary.index)))]
     tasks = sorted(summary.task.unique())
     fig, axes = plt.subplots(len(metrics), len(tasks), figsize=(4.6 * len(tasks), 3.3 * len(metrics)),
