@@ -1,5 +1,6 @@
 """The Legacy Survey cutout client against a real HTTP server on 127.0.0.1 serving FITS files
-the test makes: success and caching, retries on 500, timeouts, bad payloads, 404."""
+the test makes: success and caching, retries on 500 and on bodies cut short, timeouts (also for
+a server that drips bytes), bad payloads, 404."""
 
 import io
 import threading
@@ -26,10 +27,12 @@ def _fits_bytes(size: int, bands: str) -> bytes:
 
 class FakeViewer(BaseHTTPRequestHandler):
     """Behaves by declination: dec=1 fails twice with 500 then works, dec=2 is slow, dec=3
-    answers HTML, dec=4 is 404, dec=5 always 500; anything else works."""
+    answers HTML, dec=4 is 404, dec=5 always 500, dec=6 cuts the body once then works, dec=7
+    always cuts the body, dec=8 drips a byte every 0.2 s; anything else works."""
 
     requests: list[str] = []
     failures_left: dict[str, int] = {}
+    stopping = threading.Event()  # set at teardown so slow handlers end and can be joined
 
     def do_GET(self):
         FakeViewer.requests.append(self.path)
@@ -39,24 +42,46 @@ class FakeViewer(BaseHTTPRequestHandler):
             FakeViewer.failures_left[self.path] -= 1
             return self._send(500, b"busy", "text/plain")
         if dec == 2:
-            time.sleep(1.0)
+            FakeViewer.stopping.wait(1.0)
         if dec == 3:
             return self._send(200, b"<html>no such layer</html>", "text/html")
         if dec == 4:
             return self._send(404, b"not found", "text/plain")
         if dec == 5:
             return self._send(500, b"down", "text/plain")
-        self._send(200, _fits_bytes(int(query["size"][0]), query["bands"][0]), "application/fits")
+        if dec == 8:
+            return self._drip()
+        payload = _fits_bytes(int(query["size"][0]), query["bands"][0])
+        if dec == 6 and FakeViewer.failures_left.setdefault(self.path, 1) > 0:
+            FakeViewer.failures_left[self.path] -= 1
+            return self._send(200, payload, "application/fits", cut_after=len(payload) // 3)
+        if dec == 7:
+            return self._send(200, payload, "application/fits", cut_after=len(payload) // 3)
+        self._send(200, payload, "application/fits")
 
-    def _send(self, code, body, content_type):
+    def _send(self, code, body, content_type, cut_after=None):
+        """Announces the full length; with cut_after, closes the connection after that many bytes."""
         self.send_response(code)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         try:
-            self.wfile.write(body)
+            self.wfile.write(body[:cut_after])
         except BrokenPipeError:  # the client gave up (timeout test)
             pass
+
+    def _drip(self):
+        """A megabyte announced, one byte sent every 0.2 s: each read is quick, the body endless."""
+        self.send_response(200)
+        self.send_header("Content-Type", "application/fits")
+        self.send_header("Content-Length", str(10**6))
+        self.end_headers()
+        give_up = time.monotonic() + 30  # so a client without a deadline fails instead of hanging
+        while not FakeViewer.stopping.wait(0.2) and time.monotonic() < give_up:
+            try:
+                self.wfile.write(b"S")
+            except (BrokenPipeError, ConnectionResetError):  # the client gave up
+                return
 
     def log_message(self, *args):
         pass
@@ -66,16 +91,21 @@ class FakeViewer(BaseHTTPRequestHandler):
 def viewer():
     FakeViewer.requests = []
     FakeViewer.failures_left = {}
+    FakeViewer.stopping.clear()
     server = ThreadingHTTPServer(("127.0.0.1", 0), FakeViewer)
+    server.daemon_threads = False  # so server_close() joins the handler threads
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}/viewer"
+    FakeViewer.stopping.set()
     server.shutdown()
     server.server_close()
+    thread.join()
 
 
 def _client(url, tmp_path, **kwargs):
-    return LegacySurveyClient(base_url=url, cache_dir=tmp_path / "cache", timeout_s=0.3, backoff_s=0.01, **kwargs)
+    settings = {"timeout_s": 0.3, "backoff_s": 0.01} | kwargs
+    return LegacySurveyClient(base_url=url, cache_dir=tmp_path / "cache", **settings)
 
 
 def test_fetch_writes_a_valid_cutout_and_caches_it(viewer, tmp_path):
@@ -101,6 +131,33 @@ def test_persistent_500_gives_up_naming_the_url(viewer, tmp_path):
 def test_timeout_is_reported_with_the_url(viewer, tmp_path):
     with pytest.raises(CutoutServiceError, match=r"127\.0\.0\.1.*dec=2\.0+.*timed out after 0\.3s"):
         _client(viewer, tmp_path, max_attempts=2).fetch(30.0, 2.0, "sdss", 0.396, 21)
+
+
+def test_a_body_cut_short_is_retried(viewer, tmp_path):
+    path = _client(viewer, tmp_path).fetch(30.0, 6.0, "sdss", 0.396, 21)
+    assert len(FakeViewer.requests) == 2
+    assert read_cutout(path, expected_bands="gri", expected_shape=(21, 21)).pixels.shape == (3, 21, 21)
+
+
+def test_bodies_always_cut_short_fail_each_galaxy_and_the_rest_go_on(viewer, tmp_path):
+    catalog = pd.DataFrame({"object_id": ["a", "b", "c"], "ra_deg": [30.0, 31.0, 32.0],
+                            "dec_deg": [7.0, 7.0, 7.0]})
+    manifest = download_cutouts(catalog, _client(viewer, tmp_path, max_attempts=2), "sdss", 0.396, 21)
+    assert manifest.object_id.tolist() == ["a", "b", "c"]
+    assert manifest.status.tolist() == ["failed"] * 3
+    assert all("failed after 2 attempts" in r and "IncompleteRead" in r for r in manifest.reason)
+    assert len(FakeViewer.requests) == 6
+    assert not list((tmp_path / "cache").glob("*.fits"))
+
+
+def test_a_dripping_server_times_out_within_the_deadline_per_attempt(viewer, tmp_path):
+    client = _client(viewer, tmp_path, timeout_s=1, max_attempts=2, backoff_s=0)
+    start = time.monotonic()
+    with pytest.raises(CutoutServiceError, match=r"dec=8\.0+.*failed after 2 attempts.*timed out after 1s"):
+        client.fetch(30.0, 8.0, "sdss", 0.396, 21)
+    # 2 attempts of 1 s; with a timeout per read it runs until the server gives up (30 s)
+    assert time.monotonic() - start < 6
+    assert len(FakeViewer.requests) == 2
 
 
 def test_bad_payload_is_rejected_and_not_cached(viewer, tmp_path):

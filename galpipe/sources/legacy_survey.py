@@ -1,14 +1,15 @@
 """A client for the Legacy Survey viewer's FITS cutout service, which serves SDSS
 (`layer=sdss`) and DES (`layer=des-dr1`) images at any position and pixel scale.
 
-Timeouts, retries with back-off on server errors, and an on-disk cache (a cutout already
-fetched is never fetched again). A payload that is not a valid FITS cutout is an error naming
-the URL.
+A deadline per attempt, retries with back-off on server errors and dropped connections, and an
+on-disk cache (a cutout already fetched is never fetched again). A payload that is not a valid
+FITS cutout is an error naming the URL.
 """
 
 from __future__ import annotations
 
 import hashlib
+import http.client
 import io
 import time
 import urllib.error
@@ -36,6 +37,8 @@ class CutoutServiceError(RuntimeError):
 class LegacySurveyClient:
     base_url: str = DEFAULT_BASE_URL
     cache_dir: Path = Path("data/cache/legacysurvey")
+    # Deadline for one attempt's whole response, body included (a server dripping bytes cannot
+    # stretch it); the worst case is max_attempts * timeout_s plus the back-off sleeps.
     timeout_s: float = 30.0
     max_attempts: int = 4
     backoff_s: float = 1.0  # doubled after each failed attempt
@@ -66,20 +69,47 @@ class LegacySurveyClient:
         delay = self.backoff_s
         last_error = None
         for attempt in range(1, self.max_attempts + 1):
+            deadline = time.monotonic() + self.timeout_s
             try:
                 with urllib.request.urlopen(url, timeout=self.timeout_s) as response:
-                    return response.read()
+                    return _read_body(response, deadline)
             except urllib.error.HTTPError as err:
                 if err.code not in RETRYABLE_HTTP_STATUS:
                     raise CutoutServiceError(f"{url}: HTTP {err.code} {err.reason}") from None
                 last_error = f"HTTP {err.code} {err.reason}"
-            except (urllib.error.URLError, TimeoutError, ConnectionError) as err:
+            # URLError, timeouts and resets are OSErrors; a body cut short is an HTTPException
+            # (IncompleteRead). All are transient network faults, so retried.
+            except (OSError, http.client.HTTPException) as err:
                 reason = getattr(err, "reason", err)
-                last_error = f"timed out after {self.timeout_s:g}s" if "timed out" in str(reason) else str(reason)
+                if isinstance(reason, TimeoutError) or "timed out" in str(reason):
+                    last_error = f"timed out after {self.timeout_s:g}s"
+                else:
+                    last_error = str(reason) or type(reason).__name__
             if attempt < self.max_attempts:
                 time.sleep(delay)
                 delay *= 2
         raise CutoutServiceError(f"{url}: failed after {self.max_attempts} attempts (last: {last_error})")
+
+
+def _read_body(response: http.client.HTTPResponse, deadline: float) -> bytes:
+    """The whole body, or TimeoutError once the deadline passes. Each socket read may only wait
+    for the time left: with a fixed per-read timeout, a byte every few seconds never times out."""
+    sock = getattr(getattr(response.fp, "raw", None), "_sock", None)  # http.client keeps it private
+    chunks = []
+    while True:
+        time_left = deadline - time.monotonic()
+        if time_left <= 0:
+            raise TimeoutError("timed out")
+        if sock is not None:
+            sock.settimeout(time_left)
+        chunk = response.read1(64 * 1024)  # one socket read at most, so the check above runs often
+        if not chunk:
+            break
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    if response.length:  # read1 answers b"" when the connection closes early, it does not raise
+        raise http.client.IncompleteRead(body, response.length)
+    return body
 
 
 def _check_fits_payload(url: str, payload: bytes) -> None:
