@@ -33,7 +33,9 @@ def _run(args) -> int:
     from galpipe.defs.assets import ASSETS
     from galpipe.defs.prediction_assets import prediction_chunks
     from galpipe.definitions import ALL_ASSETS, ALL_CHECKS, build_resources
+    from galpipe.liveness import process_token
     from galpipe.profiles import get_profile
+    from galpipe.recovery import DAGSTER_PROCESS_TAG, fail_stale_runs
     from galpipe.simulation.population import TASKS
 
     profile = get_profile(args.profile)
@@ -59,11 +61,14 @@ def _run(args) -> int:
     failed = []
     timings = []  # per step, for bench/run.py: wall seconds and the Dagster run behind it
     with DagsterInstance.get() as instance:
+        for line in fail_stale_runs(instance, resources["mlflow"].tracking_uri):
+            print(f"[galpipe run] {line}", flush=True)
         _require_upstream(instance, args.from_stage, data_keys)
         for number, (_, label, selection, partition) in enumerate(steps, 1):
             step_started = time.perf_counter()
             result = materialize(everything, selection=selection, partition_key=partition, instance=instance,
-                                 resources=resources, raise_on_error=False, run_config=QUIET)
+                                 resources=resources, raise_on_error=False, run_config=QUIET,
+                                 tags={DAGSTER_PROCESS_TAG: process_token()})
             print(f"[galpipe run {number}/{len(steps)}] {label}: {'ok' if result.success else 'FAILED'} "
                   f"({time.perf_counter() - step_started:.1f} s; {time.perf_counter() - started:.0f} s in all)",
                   flush=True)
@@ -145,11 +150,24 @@ def _write_timings(path: Path, profile: str, seconds: float, steps: list[dict], 
 
 def _predict(args) -> int:
     from galpipe.prediction import list_cutouts, load_classifier, model_uris, predict_cutouts
+    from galpipe.tracking import sqlite_path
 
+    # Every argument is checked before any work, so that a typo never costs a whole run.
     if not args.out.lower().endswith((".parquet", ".csv")):
         raise UserError(f"--out {args.out}: the morphology catalogue must end in .parquet or .csv")
+    if Path(args.out).is_dir():
+        raise UserError(f"--out {args.out}: is a folder; give the catalogue file to write")
     if args.workers is not None and args.workers < 0:
         raise UserError(f"--workers {args.workers}: give 0 (read in this process) or more reader processes")
+    if not 0.0 <= args.threshold <= 1.0:
+        raise UserError(f"--threshold {args.threshold:g}: a probability threshold lies in [0, 1]")
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size {args.batch_size}: give at least 1")
+    if args.pixel_scale is not None and not args.pixel_scale > 0:
+        raise UserError(f"--pixel-scale {args.pixel_scale:g}: give a positive number of arcsec per pixel")
+    store = sqlite_path(args.tracking_uri)
+    if store is not None and not store.is_file():  # MLflow would create an empty store and find no model
+        raise UserError(f"--tracking-uri {args.tracking_uri}: no MLflow store at {store.resolve()}")
     tasks = args.tasks.split(",")
     uris = [uri for spec in args.model for uri in model_uris(spec, tasks, args.survey)]
     classifiers = [load_classifier(args.tracking_uri, uri) for uri in uris]

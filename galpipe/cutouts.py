@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -135,15 +136,30 @@ def _read_fits(path: Path) -> Cutout:
         data = data[np.newaxis]
     if data.ndim != 3:
         raise CutoutError(path, f"expected an image or a (band, y, x) cube, got shape {data.shape}")
-    return Cutout(path, data, _bands_from_header(header, data.shape[0]), header)
+    bands = _bands_from_header(header, data.shape[0])
+    if bands and len(bands) != data.shape[0]:
+        raise CutoutError(path, f"the header names {len(bands)} band(s) {bands!r} for {data.shape[0]} image plane(s)")
+    return Cutout(path, data, bands, header)
 
 
 def _read_colour_image(path: Path) -> Cutout:
     try:
-        with Image.open(path) as image:
+        with warnings.catch_warnings(), Image.open(path) as image:
+            # Pillow only warns between MAX_IMAGE_PIXELS (89 Mpixel) and twice that: no cutout is so big.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
             image.load()  # decodes everything now, so a truncated file fails here
-            rgb = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
-    except (OSError, UnidentifiedImageError, SyntaxError) as err:
+            if image.mode.startswith("I;16") or image.mode == "I":  # 16-bit grey: scaled, not clipped at 255
+                grey = np.asarray(image, dtype=np.float32) / 65535.0
+                rgb = np.repeat(np.clip(grey, 0, 1)[..., None], 3, axis=-1)
+            elif image.mode == "F":
+                raise CutoutError(path, "floating-point image: give floating-point pixels as FITS")
+            else:
+                rgb = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise CutoutError(path, f"image too large to be a cutout ({err})") from None
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as err:
+        if isinstance(err, CutoutError):
+            raise
         raise CutoutError(path, f"corrupt or truncated image ({err})") from None
     return Cutout(path, np.moveaxis(rgb, -1, 0).copy(), COLOUR_BANDS)
 
@@ -152,9 +168,7 @@ def validate_cutout(path, cutout: Cutout, expected_bands: str | None = None,
                     expected_shape: tuple[int, int] | None = None) -> None:
     pixels = cutout.pixels
     if expected_bands:
-        missing = [b for b in expected_bands if b not in cutout.bands]
-        if missing:
-            raise CutoutError(path, f"missing band(s) {''.join(missing)!r} (has {cutout.bands or 'none named'!r})")
+        _require_bands(path, cutout.bands, expected_bands)
     if expected_shape is not None and tuple(pixels.shape[-2:]) != tuple(expected_shape):
         raise CutoutError(path, f"wrong shape {tuple(pixels.shape[-2:])}, expected {tuple(expected_shape)}")
     if min(pixels.shape[-2:]) < 8:
@@ -164,8 +178,15 @@ def validate_cutout(path, cutout: Cutout, expected_bands: str | None = None,
         raise CutoutError(path, f"{int(bad.sum())} non-finite (NaN or inf) pixel(s)")
 
 
+def _require_bands(path, present: str, wanted: str) -> None:
+    missing = [b for b in wanted if b not in present]
+    if missing:
+        raise CutoutError(path, f"missing band(s) {''.join(missing)!r} (has {present or 'none named'!r})")
+
+
 def select_bands(cutout: Cutout, bands: str) -> np.ndarray:
-    """The planes of `bands`, in that order."""
+    """The planes of `bands`, in that order; a CutoutError names the file when one is missing."""
+    _require_bands(cutout.path, cutout.bands, bands)
     return np.stack([cutout.pixels[cutout.bands.index(b)] for b in bands])
 
 

@@ -9,7 +9,11 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -28,6 +32,10 @@ class DS18(nn.Module):
         )
         self.head = nn.Sequential(nn.Linear(128 * 17 * 17, 64), nn.ReLU(), nn.Dropout(0.5), nn.Linear(64, 1))
 
+    def arguments(self) -> dict:
+        """What the constructor needs to build this network again (see save_model_files)."""
+        return {}
+
     def forward(self, x):
         """Logits (apply a sigmoid for the probability, as the paper's last layer does)."""
         return self.head(self.features(x)).squeeze(-1)
@@ -40,6 +48,7 @@ def _conv_bn(c_in, c_out, stride):
 class Compact(nn.Module):
     def __init__(self, width: int = 16):
         super().__init__()
+        self.width = width
         self.features = nn.Sequential(
             *_conv_bn(3, width // 2, 2),        # 35x35
             *_conv_bn(width // 2, width, 1),
@@ -51,6 +60,9 @@ class Compact(nn.Module):
         )
         self.head = nn.Sequential(nn.Dropout(0.3), nn.Linear(4 * width, 1))
 
+    def arguments(self) -> dict:
+        return {"width": self.width}
+
     def forward(self, x):
         return self.head(self.features(x)).squeeze(-1)
 
@@ -58,16 +70,55 @@ class Compact(nn.Module):
 ARCHITECTURES = {"ds18": DS18, "compact": Compact}
 
 
-def build_model(name: str, seed: int | None = None) -> nn.Module:
+def build_model(name: str, seed: int | None = None, **arguments) -> nn.Module:
     """A freshly initialised network; with `seed`, the same weights every time (the global
     random state is left as it was)."""
     if name not in ARCHITECTURES:
         raise KeyError(f"unknown architecture {name!r}; known: {sorted(ARCHITECTURES)}")
     if seed is None:
-        return ARCHITECTURES[name]()
+        return ARCHITECTURES[name](**arguments)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return ARCHITECTURES[name]()
+        return ARCHITECTURES[name](**arguments)
+
+
+# A model on disk is these two files: tensors in safetensors (a format that holds numbers only)
+# and the architecture as JSON. Loading builds the network from galpipe's own code, so a file
+# someone replaced can at worst hold wrong weights; a pickle would run whatever it contains.
+WEIGHTS_FILE, ARCHITECTURE_FILE = "weights.safetensors", "architecture.json"
+
+
+class ModelFileError(ValueError):
+    """Model files that cannot be loaded; the message names the file."""
+
+
+def save_model_files(model: nn.Module, folder) -> tuple[Path, Path]:
+    """Write `model` as weights.safetensors + architecture.json in `folder`; returns both paths."""
+    name = next((n for n, cls in ARCHITECTURES.items() if type(model) is cls), None)
+    if name is None:
+        raise ModelFileError(f"{type(model).__name__} is not a registered architecture ({sorted(ARCHITECTURES)})")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    weights, architecture = folder / WEIGHTS_FILE, folder / ARCHITECTURE_FILE
+    # contiguous: channels_last weights are strided views, which safetensors does not store
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(weights))
+    architecture.write_text(json.dumps({"architecture": name, "arguments": model.arguments()}))
+    return weights, architecture
+
+
+def load_model_files(weights, architecture) -> nn.Module:
+    """The network saved by save_model_files, in eval mode on the CPU."""
+    try:
+        spec = json.loads(Path(architecture).read_text())
+        model = build_model(spec["architecture"], **spec.get("arguments", {}))
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ModelFileError(f"{architecture}: not a galpipe architecture file ({type(err).__name__}: {err})") from None
+    try:
+        model.load_state_dict(load_file(str(weights), device="cpu"))
+    except Exception as err:  # safetensors raises its own error types for a damaged file
+        raise ModelFileError(f"{weights}: cannot load the weights of {spec['architecture']} "
+                             f"({type(err).__name__}: {err})") from None
+    return model.eval()
 
 
 def count_flops(model: nn.Module) -> int:

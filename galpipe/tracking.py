@@ -1,13 +1,20 @@
 """MLflow tracking and registry for galpipe's training runs: a run that fails is marked
-FAILED (never left RUNNING), models are logged with signature and input example and
-registered, the champion is an alias. Writes to the SQLite store are retried when it is locked.
+FAILED (never left RUNNING; one whose process was killed is marked FAILED on the next start),
+models are logged with a signature, without pickle, and registered, the champion is an alias.
+Writes to the SQLite store are retried when it is locked. A project folder can be copied or
+moved: the store's artifact paths follow it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
+import os
 import random
+import sqlite3
+import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import mlflow
@@ -17,8 +24,17 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 
+from galpipe.liveness import TAG as PROCESS_TAG
+from galpipe.liveness import process_is_gone, process_token
+from galpipe.models import ARCHITECTURE_FILE, WEIGHTS_FILE, ModelFileError, load_model_files, save_model_files
+
+# One line per download instead of a progress bar each time a model is loaded.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+PYFUNC_CODE = str(Path(__file__).with_name("pyfunc_model.py"))  # the model's MLflow code (models from code)
+
 # Logged with each model so MLflow does not spend seconds inferring requirements per run.
-MODEL_PIP_REQUIREMENTS = [f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}"]
+MODEL_PIP_REQUIREMENTS = [f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}",
+                          f"safetensors=={importlib.metadata.version('safetensors')}"]
 
 
 class ModelRegistryError(LookupError):
@@ -36,9 +52,56 @@ def with_retry(call, attempts: int = 8):
             time.sleep(0.2 * 2**attempt * (1 + random.random()))
 
 
+# Where MLflow's SQLite store (MLflow 3.17 schema) keeps absolute artifact paths, and the
+# experiment tag that records the mlruns/ folder they were written for.
+ARTIFACT_PATH_COLUMNS = {"experiments": "artifact_location", "runs": "artifact_uri",
+                         "logged_models": "artifact_location", "model_versions": "storage_location"}
+MLRUNS_DIR_TAG = "galpipe.mlruns_dir"
+
+
+def sqlite_path(tracking_uri: str) -> Path | None:
+    return Path(tracking_uri.removeprefix("sqlite:///")) if tracking_uri.startswith("sqlite:///") else None
+
+
+def follow_project_move(tracking_uri: str) -> None:
+    """MLflow stores artifact locations as absolute paths; after the project was copied or moved,
+    a copy would read and write the original's mlruns/. Re-point every path under the recorded
+    mlruns/ folder at the store's own folder (a no-op when nothing moved, or for a server store)."""
+    db = sqlite_path(tracking_uri)
+    if db is None or not db.is_file():
+        return
+    here = str(db.resolve().parent)
+    with contextlib.closing(sqlite3.connect(db, timeout=60)) as store, store:
+        if not store.execute("SELECT 1 FROM sqlite_master WHERE name = 'experiment_tags'").fetchone():
+            return
+        recorded = {row[0] for row in store.execute("SELECT value FROM experiment_tags WHERE key = ?",
+                                                    (MLRUNS_DIR_TAG,))}
+        for old in recorded - {here}:
+            for old_prefix, new_prefix in ((Path(old).as_uri(), Path(here).as_uri()), (old, here)):
+                for table, column in ARTIFACT_PATH_COLUMNS.items():
+                    store.execute(f"UPDATE {table} SET {column} = ? || substr({column}, ?) "  # noqa: S608
+                                  f"WHERE substr({column}, 1, ?) = ?",
+                                  (new_prefix, len(old_prefix) + 1, len(old_prefix) + 1, old_prefix + "/"))
+            store.execute("UPDATE experiment_tags SET value = ? WHERE key = ? AND value = ?", (here, MLRUNS_DIR_TAG, old))
+
+
+def fail_stale_runs(client: MlflowClient) -> list[str]:
+    """Mark FAILED the RUNNING runs whose process is gone (killed before it could end them);
+    returns their ids."""
+    experiments = [e.experiment_id for e in with_retry(lambda: client.search_experiments())]
+    running = with_retry(lambda: client.search_runs(experiments, "attributes.status = 'RUNNING'")) if experiments else []
+    stale = [run for run in running if process_is_gone(run.data.tags.get(PROCESS_TAG, ""))]
+    for run in stale:
+        with_retry(lambda: client.set_tag(run.info.run_id, "error", "its process ended without closing the run "
+                                          f"(killed?): {run.data.tags[PROCESS_TAG]}"))
+        with_retry(lambda: client.set_terminated(run.info.run_id, "FAILED"))
+    return [run.info.run_id for run in stale]
+
+
 class Tracker:
     def __init__(self, tracking_uri: str, artifact_root: str, experiment: str):
         self.tracking_uri = tracking_uri
+        follow_project_move(tracking_uri)
         mlflow.set_tracking_uri(tracking_uri)
         self.client = MlflowClient(tracking_uri)
         found = with_retry(lambda: self.client.get_experiment_by_name(experiment))
@@ -51,12 +114,16 @@ class Tracker:
                 self.experiment_id = self.client.get_experiment_by_name(experiment).experiment_id
         else:
             self.experiment_id = found.experiment_id
+        db = sqlite_path(tracking_uri)
+        if db is not None and (found is None or MLRUNS_DIR_TAG not in found.tags):
+            with_retry(lambda: self.client.set_experiment_tag(self.experiment_id, MLRUNS_DIR_TAG,
+                                                              str(db.resolve().parent)))
 
     @contextlib.contextmanager
     def run(self, name: str, tags: dict, params: dict):
         """An MLflow run that ends FINISHED, or FAILED (with the error as a tag) if the body raises."""
-        run = with_retry(lambda: self.client.create_run(self.experiment_id, run_name=name,
-                                                        tags={k: str(v) for k, v in tags.items()}))
+        tags = {**{k: str(v) for k, v in tags.items()}, PROCESS_TAG: process_token()}
+        run = with_retry(lambda: self.client.create_run(self.experiment_id, run_name=name, tags=tags))
         run_id = run.info.run_id
         try:
             self.log_params(run_id, params)
@@ -96,17 +163,26 @@ class Tracker:
 
     def log_and_register_model(self, run_id: str, model: torch.nn.Module, input_example: np.ndarray,
                                registered_name: str, tags: dict | None = None) -> tuple[str, str]:
-        """Log the model (pickled module, so it can be trained further) and register it; `tags` go
-        on the model version (galpipe puts there what a user of the model needs: task, input mode,
-        field). Returns (model URI 'models:/name/version', version)."""
+        """Log the model and register it; `tags` go on the model version (galpipe puts there what
+        a user of the model needs: task, input mode, field). Returns (model URI
+        'models:/name/version', version).
+
+        The model is logged without pickle: weights in safetensors and the architecture as JSON
+        (galpipe.models.save_model_files), with galpipe.pyfunc_model as its MLflow pyfunc code, so
+        `mlflow.pyfunc.load_model` and `mlflow models serve` can still use it."""
         model = model.cpu().eval()
         with torch.no_grad():
             output = torch.sigmoid(model(torch.from_numpy(input_example))).numpy()
         signature = infer_signature(input_example, output)
-        with mlflow.start_run(run_id=run_id):
-            info = with_retry(lambda: mlflow.pytorch.log_model(
-                model, name="model", signature=signature, input_example=input_example,
-                serialization_format="pickle", pip_requirements=MODEL_PIP_REQUIREMENTS))
+        with tempfile.TemporaryDirectory() as folder:
+            weights, architecture = save_model_files(model, folder)
+            with mlflow.start_run(run_id=run_id), warnings.catch_warnings():
+                # MLflow's type-hint validation knows no arrays; the signature gives the shapes instead.
+                warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method")
+                info = with_retry(lambda: mlflow.pyfunc.log_model(
+                    name="model", python_model=PYFUNC_CODE, artifacts={"weights": str(weights),
+                                                                       "architecture": str(architecture)},
+                    signature=signature, input_example=input_example, pip_requirements=MODEL_PIP_REQUIREMENTS))
         tags = {k: str(v) for k, v in (tags or {}).items()}
         version = with_retry(lambda: mlflow.register_model(info.model_uri, registered_name, tags=tags)).version
         return f"models:/{registered_name}/{version}", str(version)
@@ -117,6 +193,7 @@ class Tracker:
 
 def model_version(tracking_uri: str, model_uri: str):
     """The registry entry behind 'models:/name/version' or 'models:/name@alias'."""
+    follow_project_move(tracking_uri)
     client = MlflowClient(tracking_uri)
     name_and_ref = model_uri.removeprefix("models:/")
     try:
@@ -130,9 +207,21 @@ def model_version(tracking_uri: str, model_uri: str):
 
 
 def load_registered_model(tracking_uri: str, model_uri: str) -> torch.nn.Module:
-    """The torch module behind a 'models:/name/version' or 'models:/name@alias' URI."""
+    """The torch module behind a 'models:/name/version' or 'models:/name@alias' URI, built by
+    galpipe's own code from the version's safetensors weights and architecture name: nothing in
+    the model's folder is executed or unpickled (a model logged as a pickle is refused)."""
+    follow_project_move(tracking_uri)
     mlflow.set_tracking_uri(tracking_uri)
-    try:
-        return mlflow.pytorch.load_model(model_uri, map_location="cpu")
-    except Exception as err:  # MLflow raises several types for a missing or broken model
-        raise ModelRegistryError(f"cannot load registered model {model_uri!r} from {tracking_uri}: {err}") from None
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=folder))
+        except Exception as err:  # MLflow raises several types for a missing or broken model
+            raise ModelRegistryError(f"cannot load registered model {model_uri!r} from {tracking_uri}: {err}") from None
+        weights = local / "artifacts" / WEIGHTS_FILE
+        if not weights.is_file():
+            raise ModelRegistryError(f"{model_uri}: no {WEIGHTS_FILE} in the model (logged as a pickle by an older "
+                                     "galpipe?); galpipe does not unpickle models: train it again")
+        try:
+            return load_model_files(weights, local / "artifacts" / ARCHITECTURE_FILE)
+        except ModelFileError as err:
+            raise ModelRegistryError(f"{model_uri}: {err}") from None

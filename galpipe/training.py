@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -20,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from galpipe.adaptation import batch_norm_layers, classify_embedding, coral_loss, embed
+from galpipe.cutouts import atomic_write_bytes
 from galpipe.hardware import autocast, channels_last, default_device, inference_model, resolve_precision
 
 
@@ -126,10 +126,14 @@ def evaluate_loss(model: nn.Module, x, y: np.ndarray, batch_size: int, device: s
 
 
 def predict_proba(model: nn.Module, x, batch_size: int = 64, device: str | None = None,
-                  precision: str = "auto", prepare: bool = True) -> np.ndarray:
+                  precision: str = "fp32", prepare: bool = True) -> np.ndarray:
     """p(class 1) for every row of `x`, with a copy of the model prepared for inference (batch
     norm folded, channels_last; `prepare=False` when `model` came from `inference_model`
-    already). Batches of 64 stay in cache (faster than 256 or 1024 here)."""
+    already). Batches of 64 stay in cache (faster than 256 or 1024 here).
+
+    fp32 whatever the training used: bf16 keeps 8 bits of mantissa, so probabilities would come
+    in steps of ~0.004 near 0.5 (an untrained model gave one value for 470 galaxies), which
+    ruins ROC curves, thresholds and uncertainty ranking. `precision` is for benchmarks."""
     device = device or next(model.parameters()).device.type
     precision = resolve_precision(precision, device)
     prepared = inference_model(model, device) if prepare else model
@@ -178,8 +182,8 @@ def train_classifier(model: nn.Module, x, train_rows: np.ndarray, y_train: np.nd
     fingerprint = _fingerprint(train_rows, y_train, val_rows, y_val, config, unlabelled_rows)
     saved = None
     if checkpoint_path and Path(checkpoint_path).is_file():
-        saved = torch.load(checkpoint_path, map_location=device, weights_only=False)
-        if saved.get("fingerprint") != fingerprint:  # e.g. new labels changed the training set since
+        saved = _load_checkpoint(checkpoint_path, device)
+        if saved is not None and saved.get("fingerprint") != fingerprint:  # e.g. new labels changed the training set
             warnings.warn(f"{checkpoint_path}: checkpoint of a different training set or config; starting afresh")
             saved = None
     if saved is not None:
@@ -228,7 +232,8 @@ def train_classifier(model: nn.Module, x, train_rows: np.ndarray, y_train: np.nd
             scaler.update()
             train_loss += loss.item() * len(rows)
             seen += len(rows)
-        val_loss = evaluate_loss(model, x_val, y_val, config.batch_size, device, pos_weight, config.precision)
+        # fp32, like all inference: early stopping and the champion compare these numbers.
+        val_loss = evaluate_loss(model, x_val, y_val, config.batch_size, device, pos_weight)
         record = {"epoch": epoch, "train_loss": train_loss / seen, "val_loss": val_loss,
                   "seconds": time.perf_counter() - epoch_started, "images": seen}
         history.append(record)
@@ -255,12 +260,20 @@ def _fingerprint(train_rows, y_train, val_rows, y_val, config: TrainConfig, unla
     return digest.hexdigest()
 
 
+def _load_checkpoint(path, device) -> dict | None:
+    """A checkpoint's contents, read with torch's weights-only unpickler: tensors, numbers and
+    strings only, so a planted file cannot run code. Unreadable: None (training starts afresh)."""
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except Exception as err:  # a damaged file or one holding more than weights: both are skipped
+        warnings.warn(f"{path}: checkpoint not loaded ({type(err).__name__}: {str(err)[:200]}); starting afresh")
+        return None
+
+
 def _save_checkpoint(path, model, optimiser, history, best, epoch, rng, generator, fingerprint) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".part")
-    torch.save({"model": model.state_dict(), "optimiser": optimiser.state_dict(), "history": history,
-                "best": best, "epoch": epoch, "numpy_rng": rng.bit_generator.state,
-                "torch_rng": generator.get_state(), "global_torch_rng": torch.get_rng_state(),
-                "fingerprint": fingerprint}, tmp)
-    os.replace(tmp, path)
+    state = {"model": model.state_dict(), "optimiser": optimiser.state_dict(), "history": history,
+             "best": best, "epoch": epoch, "numpy_rng": rng.bit_generator.state,
+             "torch_rng": generator.get_state(), "global_torch_rng": torch.get_rng_state(),
+             "fingerprint": fingerprint}
+    # A temporary name of its own: two runs of the same partition never write the same file.
+    atomic_write_bytes(Path(path), lambda tmp: torch.save(state, tmp))
