@@ -7,6 +7,7 @@ folder without positions), and label columns named after the tasks (0/1, may be 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,9 @@ class CatalogError(ValueError):
     """A catalogue that breaks the data contract; the message names the file, rows or columns."""
 
 
-def read_table(path) -> pd.DataFrame:
+def read_table(path, string_columns=("object_id",)) -> pd.DataFrame:
+    """A CSV or Parquet catalogue. CSV columns named in `string_columns` (those that exist) are read
+    as text, so ids `007` and `7` stay two ids; Parquet keeps the types it was written with."""
     path = Path(path)
     if not path.is_file():
         raise CatalogError(f"{path}: catalogue file not found")
@@ -30,10 +33,33 @@ def read_table(path) -> pd.DataFrame:
         if suffix == ".parquet":
             return pd.read_parquet(path)
         if suffix in (".csv", ".txt"):
-            return pd.read_csv(path)
+            return pd.read_csv(path, dtype={column: str for column in string_columns})
     except Exception as err:  # pandas and pyarrow raise many types for a damaged file
         raise CatalogError(f"{path}: cannot read catalogue ({err})") from None
     raise CatalogError(f"{path}: unknown catalogue format {suffix!r} (use .csv or .parquet)")
+
+
+def require_rows(df: pd.DataFrame, where: str) -> None:
+    """A catalogue with a header and no rows is a mistake (a truncated export, the wrong file), not an
+    empty survey."""
+    if len(df) == 0:
+        raise CatalogError(f"{where}: no rows (only a header {list(df.columns)})")
+
+
+def resolve_inside(folder, paths) -> tuple[list[str], list[str]]:
+    """Each catalogue image path made absolute against `folder`, or "" with the reason it is
+    refused: a path that leads outside the folder (`../../etc/passwd`, an absolute path elsewhere)
+    is never read. The check is on the path as written: a symlink inside the folder is the
+    folder owner's choice (images kept on another disk) and is followed. Returns (paths,
+    reasons), reason "" where the path is fine."""
+    root = os.path.abspath(folder)
+    resolved, reasons = [], []
+    for given in map(str, paths):
+        path = os.path.normpath(os.path.join(root, given))  # an absolute `given` replaces root
+        inside = os.path.commonpath([root, path]) == root
+        resolved.append(path if inside else "")
+        reasons.append("" if inside else f"image path {given!r} leads outside the catalogue folder {root}")
+    return resolved, reasons
 
 
 def write_parquet(df: pd.DataFrame, path) -> None:
@@ -52,6 +78,7 @@ def validate_catalog(df: pd.DataFrame, where: str, require_positions: bool = Tru
 
     `where` names the file (or asset) in messages; rows are counted from 0 as data rows.
     """
+    require_rows(df, where)
     required = ["object_id"] + (["ra_deg", "dec_deg"] if require_positions else [])
     missing = [c for c in required + list(label_columns) if c not in df.columns]
     if missing:

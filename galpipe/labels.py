@@ -2,10 +2,18 @@
 `data/<profile>/labels/`, each with `object_id` and one or more task columns (0, 1 or empty).
 They take precedence over labels carried across by the cross-match (a label made on the target
 survey's own image is the better one); ids the target catalogue lacks are counted, not dropped
-silently."""
+silently.
+
+A file is taken only once it is complete. Names starting with "." or ending in ".part" or
+".tmp" are never read: write `.labels.csv.part` (or `labels.csv.tmp`), then rename it to
+`labels.csv`, and the file appears whole in one step. A file modified less than
+LABEL_SETTLE_SECONDS (30 s) ago is not taken yet either (a copy still in progress); the sensor
+skips, naming it, and looks again on a later tick.
+"""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -13,20 +21,49 @@ import pandas as pd
 from galpipe.catalogs import CatalogError, read_table, validate_catalog
 
 LABEL_SUFFIXES = (".csv", ".parquet")
+IN_PROGRESS_SUFFIXES = (".part", ".tmp")
+LABEL_SETTLE_SECONDS = 30.0
 ORIGIN = "target_labels"
 
 
-def label_files(folder) -> list[Path]:
+def _scan(folder, settle_seconds: float) -> tuple[list[Path], list[Path]]:
+    """Label files in name order: those complete, and those modified less than `settle_seconds` ago."""
     folder = Path(folder)
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in LABEL_SUFFIXES) if folder.is_dir() else []
+    complete, settling = [], []
+    if not folder.is_dir():
+        return complete, settling
+    now = time.time()
+    for path in sorted(folder.iterdir()):
+        name = path.name.lower()
+        if name.startswith(".") or name.endswith(IN_PROGRESS_SUFFIXES) or path.suffix.lower() not in LABEL_SUFFIXES:
+            continue
+        try:
+            if not path.is_file():
+                continue
+            modified = path.stat().st_mtime
+        except FileNotFoundError:  # renamed or removed while we looked
+            continue
+        (settling if now - modified < settle_seconds else complete).append(path)
+    return complete, settling
 
 
-def label_files_state(folder, tasks, known: dict | None = None) -> dict[str, dict]:
+def label_files(folder, settle_seconds: float = LABEL_SETTLE_SECONDS) -> list[Path]:
+    """The complete label files, in name order (see the module's rule)."""
+    return _scan(folder, settle_seconds)[0]
+
+
+def settling_label_files(folder, settle_seconds: float = LABEL_SETTLE_SECONDS) -> list[Path]:
+    """Label files modified less than `settle_seconds` ago: perhaps still being written, not taken yet."""
+    return _scan(folder, settle_seconds)[1]
+
+
+def label_files_state(folder, tasks, known: dict | None = None,
+                      settle_seconds: float = LABEL_SETTLE_SECONDS) -> dict[str, dict]:
     """File name -> its modification time and size, and the tasks it labels: what matched_catalog
     records as used, and what the sensor compares with that to notice new, changed or deleted files.
     A file whose stamp is in `known` is not read again (the sensor looks every minute)."""
     state = {}
-    for path in label_files(folder):
+    for path in label_files(folder, settle_seconds):
         stamp = f"{path.stat().st_mtime_ns}:{path.stat().st_size}"
         seen = (known or {}).get(path.name, {})
         unchanged = seen.get("stamp") == stamp
@@ -48,10 +85,10 @@ def tasks_in(path, tasks) -> list[str]:
     return [t for t in tasks if t in columns]
 
 
-def read_new_labels(folder, tasks) -> pd.DataFrame:
-    """All label files, later names overriding earlier ones: object_id plus a column per task."""
+def read_new_labels(folder, tasks, settle_seconds: float = LABEL_SETTLE_SECONDS) -> pd.DataFrame:
+    """All complete label files, later names overriding earlier ones: object_id plus a column per task."""
     frames = []
-    for path in label_files(folder):
+    for path in label_files(folder, settle_seconds):
         present = tasks_in(path, tasks)
         if not present:
             raise CatalogError(f"{path}: no label column; expected one or more of {list(tasks)}")

@@ -6,7 +6,12 @@ models run."""
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import os
+import signal
+import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,12 +23,14 @@ import pyarrow.parquet as pq
 import torch
 from tqdm import tqdm
 
-from galpipe.catalogs import CatalogError, read_table
+from galpipe.catalogs import CatalogError, read_table, require_rows, resolve_inside
 from galpipe.cutouts import FITS_SUFFIXES, IMAGE_SUFFIXES, CutoutError, atomic_write_bytes
 from galpipe.hardware import default_device, inference_model
 from galpipe.preprocessing import model_input
 from galpipe.tracking import ModelRegistryError, load_registered_model, model_version
 from galpipe.training import predict_proba
+
+PR_SET_PDEATHSIG = 1  # prctl option, from <linux/prctl.h>
 
 
 @dataclass
@@ -70,16 +77,22 @@ def load_classifier(tracking_uri: str, model_uri: str) -> Classifier:
 
 def list_cutouts(folder: str | None = None, catalog: str | None = None, id_column: str = "object_id",
                  image_column: str = "image_path") -> pd.DataFrame:
-    """object_id and path of every cutout: the image files of a folder (id = file name without
-    suffix), or the rows of a CSV/Parquet catalogue (paths relative to the catalogue's folder)."""
+    """object_id, path and reason of every cutout: the image files of a folder (id = file name
+    without suffix), or the rows of a CSV/Parquet catalogue (paths relative to the catalogue's
+    folder). A catalogue row whose path is empty or leads outside that folder gets path "" and the
+    reason, so it is counted as skipped and the rest go on."""
     if catalog:
-        table = read_table(catalog)
+        table = read_table(catalog, string_columns=(id_column, image_column))
+        require_rows(table, str(catalog))
         missing = [c for c in (id_column, image_column) if c not in table.columns]
         if missing:
             raise CatalogError(f"{catalog}: missing column(s) {missing}; has {list(table.columns)}")
-        base = Path(catalog).parent
-        paths = [str(base / p) if isinstance(p, str) and p else "" for p in table[image_column]]
-        return pd.DataFrame({"object_id": table[id_column].astype(str), "path": paths})
+        given = table[image_column].fillna("").astype(str)
+        paths, reasons = resolve_inside(Path(catalog).parent, given)
+        empty = given.str.strip() == ""
+        return pd.DataFrame({"object_id": table[id_column].astype(str),
+                             "path": ["" if e else p for e, p in zip(empty, paths)],
+                             "reason": ["no image path" if e else r for e, r in zip(empty, reasons)]})
     root = Path(folder)
     if not root.is_dir():
         raise FileNotFoundError(f"{folder}: no such folder")
@@ -88,7 +101,7 @@ def list_cutouts(folder: str | None = None, catalog: str | None = None, id_colum
         raise FileNotFoundError(f"{folder}: no FITS, JPEG or PNG files")
     stems = [p.name[: -len(next(s for s in FITS_SUFFIXES + IMAGE_SUFFIXES if p.name.lower().endswith(s)))]
              for p in files]
-    return pd.DataFrame({"object_id": stems, "path": [str(p) for p in files]})
+    return pd.DataFrame({"object_id": stems, "path": [str(p) for p in files], "reason": ""})
 
 
 class _TableWriter:
@@ -99,8 +112,11 @@ class _TableWriter:
         self.out_path = Path(out_path)
         if not self.out_path.name.lower().endswith((".parquet", ".csv")):
             raise ValueError(f"{out_path}: the output must end in .parquet or .csv")
-        self.tmp = self.out_path.with_name(f".{self.out_path.name}.part")
         self.out_path.parent.mkdir(parents=True, exist_ok=True)
+        # A temporary name of its own: two runs writing the same catalogue never share one.
+        fd, tmp = tempfile.mkstemp(dir=self.out_path.parent, prefix=f".{self.out_path.name}.", suffix=".part")
+        os.close(fd)
+        self.tmp = Path(tmp)
         self.parquet = None
         self.csv_started = False
 
@@ -144,6 +160,15 @@ class _CutoutInputs(torch.utils.data.Dataset):
             return err.reason
 
 
+def _die_with_parent(parent_pid: int, worker_id: int) -> None:
+    """A reader process is killed with galpipe predict, even by kill -9; else it would wait on its
+    pipe forever, holding its memory (Linux's parent-death signal)."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent_pid:  # the parent died before the signal was armed
+        os._exit(1)
+
+
 def default_workers(n_cutouts: int) -> int:
     """Reader processes: one per core (up to 8) when there is enough to read to repay starting them."""
     return min(os.cpu_count() or 1, 8) if n_cutouts >= 1000 else 0
@@ -168,16 +193,20 @@ def predict_cutouts(classifiers: list[Classifier], cutouts: pd.DataFrame, out_pa
     workers = default_workers(len(cutouts)) if workers is None else workers
     # Batches arrive in catalogue order; workers read up to two batches each ahead of the models.
     reader = torch.utils.data.DataLoader(_CutoutInputs(list(cutouts.path), modes, pixel_scale_arcsec),
-                                         batch_size=batch_size, num_workers=workers, collate_fn=list)
+                                         batch_size=batch_size, num_workers=workers, collate_fn=list,
+                                         worker_init_fn=functools.partial(_die_with_parent, os.getpid()))
+    # Why list_cutouts refused a row (a path outside the catalogue's folder), said instead of "no image path".
+    refused = cutouts["reason"] if "reason" in cutouts else pd.Series("", index=cutouts.index)
     try:
         with tqdm(total=len(cutouts), desc="predict", unit="galaxy", disable=progress is False) as bar:
             for start, prepared in zip(range(0, len(cutouts), batch_size), reader):
                 batch = cutouts.iloc[start:start + batch_size]
                 inputs = {mode: [] for mode in modes}
                 good = []
-                for object_id, path, result in zip(batch.object_id, batch.path, prepared):
+                for object_id, path, result, given in zip(batch.object_id, batch.path, prepared,
+                                                          refused.iloc[start:start + batch_size]):
                     if isinstance(result, str):
-                        record = {"object_id": object_id, "path": path, "reason": result}
+                        record = {"object_id": object_id, "path": path, "reason": given or result}
                         summary.failures.append(record)
                         if on_failure:
                             on_failure(record)

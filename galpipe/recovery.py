@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from galpipe.liveness import process_is_gone
 from galpipe.tracking import fail_stale_runs as fail_stale_mlflow_runs
+from galpipe.tracking import sqlite_path
 
 DAGSTER_PROCESS_TAG = "galpipe/process"  # Dagster tags allow no dots
 
@@ -24,6 +25,9 @@ def fail_stale_runs(instance, tracking_uri: str) -> list[str]:
         if process_is_gone(token):
             instance.report_run_failed(run, f"its process ended without finishing the run (killed?): {token}")
             found.append(f"Dagster run {run.run_id} marked failed (process {token} is gone)")
+    store = sqlite_path(tracking_uri)
+    if store is not None and not store.is_file():
+        return found  # no MLflow store yet (opening one would create it)
     found += [f"MLflow run {run_id} marked FAILED (its process is gone)"
               for run_id in fail_stale_mlflow_runs(MlflowClient(tracking_uri))]
     return found

@@ -1,5 +1,7 @@
-"""`galpipe ui`: start the Dagster UI (`dagster dev`) and the MLflow UI (`mlflow ui`) on 127.0.0.1
-for a project folder, wait until both answer, and stop both, child processes included, on exit.
+"""`galpipe ui`: start the Dagster UI (webserver and daemon, as `dagster dev` does, but with the
+webserver behind galpipe.ui_guard, which refuses requests from other web sites) and the MLflow UI
+(`mlflow ui`) on 127.0.0.1 for a project folder, wait until both answer, and stop both, child
+processes included, on exit.
 Each server logs to <project>/.galpipe_ui/ instead of the terminal."""
 
 from __future__ import annotations
@@ -50,12 +52,31 @@ def free_ports(count: int) -> list[int]:
 
 def dagster_command(project_dir: Path, port: int) -> list[str]:
     # workspace.yaml sits in the repository root; a project folder elsewhere loads the module itself.
-    where = ["-w", "workspace.yaml"] if (project_dir / "workspace.yaml").is_file() else ["-m", "galpipe.definitions"]
-    return [str(BIN / "dagster"), "dev", "-h", HOST, "-p", str(port), *where]
+    where = (["--workspace", "workspace.yaml"] if (project_dir / "workspace.yaml").is_file()
+             else ["--module", "galpipe.definitions"])
+    return [sys.executable, "-m", "galpipe.ui_guard", "--port", str(port), *where]
+
+
+def mlflow_uri(project_dir: Path) -> str:
+    return f"sqlite:///{project_dir / 'mlruns' / 'mlflow.db'}"
+
+
+def recover_project(dagster_home: Path, tracking_uri: str) -> None:
+    """Before the UIs show it: runs a killed process left going are marked failed, and MLflow's
+    artifact paths follow a project that was copied or moved."""
+    from dagster import DagsterInstance
+
+    from galpipe.recovery import fail_stale_runs
+    from galpipe.tracking import follow_project_move
+
+    follow_project_move(tracking_uri)
+    with DagsterInstance.from_config(str(dagster_home)) as instance:
+        for line in fail_stale_runs(instance, tracking_uri):
+            print(f"[galpipe ui] {line}", flush=True)
 
 
 def mlflow_command(project_dir: Path, port: int) -> list[str]:
-    return [str(BIN / "mlflow"), "ui", "--backend-store-uri", f"sqlite:///{project_dir / 'mlruns' / 'mlflow.db'}",
+    return [str(BIN / "mlflow"), "ui", "--backend-store-uri", mlflow_uri(project_dir),
             "--host", HOST, "--port", str(port),
             "--workers", "1"]  # one worker is plenty for one user, and light on 2 cores
 
@@ -114,6 +135,7 @@ def running_ui(project_dir, profile: str = DEFAULT_PROFILE, dagster_port: int = 
     check_port_free(mlflow_port, "MLflow UI (--mlflow-port)")
     dagster_home = project_dir / ".dagster_home"
     dagster_home.mkdir(parents=True, exist_ok=True)
+    recover_project(dagster_home, mlflow_uri(project_dir))
     env = {**os.environ, "DAGSTER_HOME": str(dagster_home), "GALPIPE_PROFILE": profile,
            # MLflow's background job runner (eight processes, for GenAI scoring) is of no use here.
            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}

@@ -96,7 +96,7 @@ def test_new_target_labels_override_carried_ones_and_unknown_ids_are_counted(tmp
     labels.mkdir()
     pd.DataFrame({"object_id": ["d1", "d3", "nowhere"], "featured": [1, 0, 1]}).to_csv(labels / "a.csv", index=False)
     table, counts = build_matched_catalog(target, source, ["featured"], 1.0, 0.4,
-                                          read_new_labels(labels, ["featured"]))
+                                          read_new_labels(labels, ["featured"], settle_seconds=0))
     by_id = table.set_index("object_id")
     assert by_id.featured.tolist() == [1, pd.NA, 0]  # d1's carried 0 overridden by the new 1
     assert by_id.label_origin.to_dict() == {"d1": "target_labels", "d2": "none", "d3": "target_labels"}
@@ -110,7 +110,7 @@ def test_a_label_file_with_a_bad_value_names_file_and_row(tmp_path):
 
     pd.DataFrame({"object_id": ["d1", "d2"], "bar": [1, 7]}).to_csv(tmp_path / "bad.csv", index=False)
     with pytest.raises(CatalogError, match=r"bad.csv: label 'bar' must be 0 or 1 .* row\(s\) 1"):
-        read_new_labels(tmp_path, ["bar"])
+        read_new_labels(tmp_path, ["bar"], settle_seconds=0)
 
 
 def test_later_label_files_win_empty_cells_change_nothing_and_flags_are_per_task(tmp_path):
@@ -119,7 +119,7 @@ def test_later_label_files_win_empty_cells_change_nothing_and_flags_are_per_task
 
     pd.DataFrame({"object_id": ["d1", "d2"], "featured": [1, 1], "bar": [0, None]}).to_csv(tmp_path / "a.csv", index=False)
     pd.DataFrame({"object_id": ["d1", "d2"], "featured": [0, None]}).to_csv(tmp_path / "b.csv", index=False)
-    labels = read_new_labels(tmp_path, ["featured", "bar"])
+    labels = read_new_labels(tmp_path, ["featured", "bar"], settle_seconds=0)
     by_id = labels.set_index("object_id")
     assert by_id.featured.tolist() == [0, 1]  # d1: b.csv wins; d2: b.csv's empty cell keeps a.csv's 1
     table = pd.DataFrame({"object_id": ["d1", "d2", "d3"], "featured": pd.array([1, 0, 0], "Int8"),
@@ -132,4 +132,4 @@ def test_later_label_files_win_empty_cells_change_nothing_and_flags_are_per_task
 
     pd.DataFrame({"object_id": ["d3"], "bar": ["yes"]}).to_csv(tmp_path / "c.csv", index=False)
     with pytest.raises(CatalogError, match=r"c.csv: label 'bar' must be 0 or 1 \(or empty\) in row\(s\) 0"):
-        read_new_labels(tmp_path, ["featured", "bar"])
+        read_new_labels(tmp_path, ["featured", "bar"], settle_seconds=0)

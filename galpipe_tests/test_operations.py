@@ -21,15 +21,13 @@ from galpipe.labels import label_files_state
 from galpipe.tracking import Tracker, load_registered_model
 
 
-class Negated(torch.nn.Module):
-    """A planted regression: the champion with its logits turned round."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x):
-        return -self.model(x)
+def negated(model):
+    """A planted regression: the champion with its logits turned round (the last layer negated)."""
+    last = model.head[-1]
+    with torch.no_grad():
+        last.weight.neg_()
+        last.bias.neg_()
+    return model
 
 
 def _resources(root):
@@ -58,6 +56,13 @@ def test_the_schedule_requests_the_reevaluation_job_daily():
     assert AssetKey("champion_evaluation") in reevaluation_job.selection.resolve(ALL_ASSETS)
 
 
+def _settled(path):
+    """Age a label file past the settle time, as if written a minute ago."""
+    a_minute_ago = path.stat().st_mtime - 60
+    os.utime(path, (a_minute_ago, a_minute_ago))
+    return path
+
+
 def test_new_label_files_request_the_finetuning_partitions_they_feed(tmp_path):
     data_dir = tmp_path / "data"  # the sensor only reads the labels folder and the instance
     labels = data_dir / "tiny" / "labels"
@@ -81,6 +86,7 @@ def test_new_label_files_request_the_finetuning_partitions_they_feed(tmp_path):
 
         assert evaluate(None).skip_message and not evaluate(None).run_requests  # nothing there yet
         pd.DataFrame({"object_id": ["des_000001", "des_000002"], "featured": [1, 0]}).to_csv(labels / "a.csv", index=False)
+        _settled(labels / "a.csv")
         result = evaluate(None)
         (request,) = result.run_requests
         expected = {AssetKeyPartitionKey(AssetKey("finetuned_models"), MultiPartitionKey({"task": "featured", "budget": b}))
@@ -93,6 +99,7 @@ def test_new_label_files_request_the_finetuning_partitions_they_feed(tmp_path):
         matched_catalog_built()
         assert not evaluate(None).run_requests  # matched_catalog uses a.csv: nothing to do, cursor or not
         pd.DataFrame({"object_id": ["des_000003"], "bar": [1]}).to_csv(labels / "b.csv", index=False)
+        _settled(labels / "b.csv")
         assert requested_tasks(evaluate(result.cursor).run_requests[0]) == {"bar"}
 
         matched_catalog_built()
@@ -100,8 +107,33 @@ def test_new_label_files_request_the_finetuning_partitions_they_feed(tmp_path):
         assert requested_tasks(evaluate(None).run_requests[0]) == {"featured"}
 
         (labels / "d.parquet").write_bytes(b"not parquet")  # unreadable: skipped, tried again next tick
+        _settled(labels / "d.parquet")
         skipped = evaluate(None)
         assert not skipped.run_requests and "cannot read a label file" in skipped.skip_message
+
+
+def test_the_sensor_waits_for_a_label_file_to_settle_and_ignores_one_being_written(tmp_path):
+    labels = tmp_path / "data" / "tiny" / "labels"
+    labels.mkdir(parents=True)
+    resources = build_resources("tiny", data_dir=str(tmp_path / "data"))
+    defs = Definitions(assets=ALL_ASSETS, sensors=[new_target_labels], resources=resources)
+    with DagsterInstance.ephemeral() as instance:
+        def evaluate():
+            return new_target_labels.evaluate_tick(build_sensor_context(
+                instance=instance, definitions=defs, resources={"settings": resources["settings"]}))
+
+        half_written = labels / ".labels.csv.part"  # a writer's file before its atomic rename
+        half_written.write_text("object_id,featured\ndes_000001,1\ndes_0000")
+        _settled(half_written)
+        skipped = evaluate()
+        assert not skipped.run_requests and "already uses every label file" in skipped.skip_message
+
+        pd.DataFrame({"object_id": ["des_000001"], "featured": [1]}).to_csv(labels / "fresh.csv", index=False)
+        skipped = evaluate()  # just written: perhaps a copy still in progress
+        assert not skipped.run_requests and "fresh.csv" in skipped.skip_message and "settle" in skipped.skip_message
+        _settled(labels / "fresh.csv")
+        (request,) = evaluate().run_requests
+        assert request.tags["galpipe/label_files"] == "fresh.csv"  # the .part file is not among them
 
 
 def test_reevaluation_logs_runs_and_fails_on_a_planted_regression(tiny_project):
@@ -124,7 +156,7 @@ def test_reevaluation_logs_runs_and_fails_on_a_planted_regression(tiny_project):
     model = load_registered_model(tracker.tracking_uri, f"models:/{name}/{champion.version}")
     with tracker.run("planted-regression", {}, {}) as run_id:
         example = torch.zeros(2, 3, 69, 69).numpy()
-        _, bad_version = tracker.log_and_register_model(run_id, Negated(model), example, name,
+        _, bad_version = tracker.log_and_register_model(run_id, negated(model), example, name,
                                                         {**champion.tags, "role": "planted_regression"})
     tracker.set_alias(name, "champion", bad_version)
     try:

@@ -1,25 +1,71 @@
 """`galpipe ui` serves a project: in headless Chromium, Dagster lists the assets and MLflow the
-registered models with their champion alias; both servers are gone afterwards; a busy port is
-reported in one line."""
+registered models with their champion alias; the Dagster UI refuses what another web site could send
+it (foreign Origin or Host, mutations by GET, framing) and still answers its own pages and the daemon runs;
+both servers are gone afterwards; a busy port is reported in one line.
+One UI serves all the tests of this module: Dagster takes about a minute to load on two cores."""
 
 import argparse
+import json
 import socket
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
 
 import pytest
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
 
 from galpipe.screenshots import DAGSTER_ASSET_LIST, MLFLOW_MODELS, browser_page, page_text
 from galpipe.simulation.population import TASKS
 from galpipe.ui import HOST, UiError, add_arguments, check_port_free, free_ports, run_ui, running_ui
+from galpipe.ui_guard import only_queries
 
 ASSET_NAMES = ["matched_catalog", "pretrained_model", "finetuned_models", "evaluation_table"]
+EVIL = "http://evil.example"
+RUN_IDS = "{ runsOrError { ... on Runs { results { runId } } } }"
 
 
-def test_ui_shows_assets_and_registered_models(tiny_project):
+@pytest.fixture(scope="module")
+def served_project(tiny_project):
+    """(project folder, Dagster URL, MLflow URL) while `running_ui` serves the tiny project."""
     root, exit_code = tiny_project
     assert exit_code == 0
     dagster_port, mlflow_port = free_ports(2)
+    with running_ui(root, "tiny", dagster_port, mlflow_port) as (dagster_url, mlflow_url):
+        yield root, dagster_url, mlflow_url
+    # Both process groups are stopped: their ports are free again.
+    check_port_free(dagster_port, "Dagster UI")
+    check_port_free(mlflow_port, "MLflow UI")
+
+
+def http(url: str, body: dict | None = None, headers: dict | None = None) -> tuple[int, str]:
+    """(status, body text) of a GET, or of a JSON POST when there is a body; errors are answers too."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, headers={**({"Content-Type": "application/json"} if data else {}),
+                                                              **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()
+
+
+def graphql(dagster_url: str, query: str, origin: str | None = None) -> dict:
+    """A GraphQL POST as a script on this machine sends it (no Origin) or as the UI's own page does."""
+    status, text = http(dagster_url + "/graphql", {"query": query}, {"Origin": origin} if origin else {})
+    assert status == 200, text
+    return json.loads(text)["data"]
+
+
+def run_ids(dagster_url: str) -> list[str]:
+    return [run["runId"] for run in graphql(dagster_url, RUN_IDS)["runsOrError"]["results"]]
+
+
+def test_ui_shows_assets_and_registered_models(served_project):
+    root, dagster_url, mlflow_url = served_project
     model_names = [f"galpipe-{task}-des" for task in TASKS]
-    with running_ui(root, "tiny", dagster_port, mlflow_port) as (dagster_url, mlflow_url), browser_page() as page:
+    with browser_page() as page:
         # page_text fails with a timeout naming the text it did not find.
         assets = page_text(page, dagster_url + DAGSTER_ASSET_LIST, ASSET_NAMES)
         models = page_text(page, mlflow_url + MLFLOW_MODELS, [*model_names, "champion"])
@@ -27,9 +73,95 @@ def test_ui_shows_assets_and_registered_models(tiny_project):
     assert all(name in models for name in model_names)
     assert models.count("champion") == len(TASKS)
     assert (root / ".galpipe_ui" / "dagster.log").stat().st_size > 0
-    # Both process groups are stopped: their ports are free again.
-    check_port_free(dagster_port, "Dagster UI")
-    check_port_free(mlflow_port, "MLflow UI")
+
+
+def test_the_ui_own_page_can_send_mutations(served_project):
+    """Chromium adds the page's Origin to the POST, as the UI's own buttons do; the mutation runs."""
+    _, dagster_url, _ = served_project
+    with browser_page() as page:
+        page.goto(dagster_url + DAGSTER_ASSET_LIST)
+        answer = page.evaluate("""async () => {
+            const response = await fetch('/graphql', {method: 'POST', headers: {'Content-Type': 'application/json'},
+                body: JSON.stringify({query: 'mutation { deleteRun(runId: "no-such-run") { __typename } }'})});
+            return [response.status, await response.json()];
+        }""")
+    assert answer == [200, {"data": {"deleteRun": {"__typename": "RunNotFoundError"}}}]
+
+
+def test_a_mutation_by_get_is_refused_and_deletes_nothing(served_project):
+    """What a link, an <img> or a cross-site fetch sends: a GET, with or without the page's Origin."""
+    _, dagster_url, _ = served_project
+    runs = run_ids(dagster_url)
+    assert runs, "the tiny project has Dagster runs to protect"
+    mutation = urllib.parse.quote(f'mutation {{ deleteRun(runId: "{runs[0]}") {{ __typename }} }}')
+    for headers in ({"Origin": EVIL}, {}):
+        status, text = http(f"{dagster_url}/graphql?query={mutation}", headers=headers)
+        assert status == 403, text
+    assert run_ids(dagster_url) == runs
+
+
+def test_a_mutation_posted_from_another_origin_is_refused(served_project):
+    _, dagster_url, _ = served_project
+    runs = run_ids(dagster_url)
+    mutation = f'mutation {{ deleteRun(runId: "{runs[0]}") {{ __typename }} }}'
+    for origin in (EVIL, "null", dagster_url.replace(HOST, "127.0.0.2")):
+        status, text = http(dagster_url + "/graphql", {"query": mutation}, {"Origin": origin})
+        assert (status, text) == (403, f"Forbidden: requests from other origins ({origin}) are refused\n")
+    assert run_ids(dagster_url) == runs
+
+
+def test_a_foreign_host_header_is_refused(served_project):
+    """A page whose host name was rebound to 127.0.0.1 is its own origin there: only the Host header tells."""
+    _, dagster_url, _ = served_project
+    port = dagster_url.rsplit(":", 1)[1]
+    for host in ("evil.example", f"evil.example:{port}"):
+        status, text = http(dagster_url + "/graphql", {"query": RUN_IDS}, {"Host": host})
+        assert (status, text) == (403, f"Forbidden: Host {host} is not this UI's\n")
+    assert http(dagster_url + "/", headers={"Host": "evil.example"})[0] == 403
+
+
+def test_a_websocket_from_another_origin_is_refused(served_project):
+    """Browsers let any page open a websocket anywhere; the UI's subscriptions come over /graphql."""
+    _, dagster_url, _ = served_project
+    websocket_url = dagster_url.replace("http://", "ws://") + "/graphql"
+    with pytest.raises(InvalidStatus) as refusal:
+        connect(websocket_url, origin=EVIL, subprotocols=["graphql-ws"], open_timeout=30)
+    assert refusal.value.response.status_code == 403
+    with connect(websocket_url, origin=dagster_url, subprotocols=["graphql-ws"], open_timeout=30) as websocket:
+        websocket.send(json.dumps({"type": "connection_init", "payload": {}}))
+        assert json.loads(websocket.recv(timeout=30))["type"] == "connection_ack"
+
+
+def test_the_ui_own_queries_and_plain_gets_still_answer(served_project):
+    _, dagster_url, _ = served_project
+    port = dagster_url.rsplit(":", 1)[1]
+    version = graphql(dagster_url, "{ version }")["version"]  # as a script on this machine asks: no Origin
+    for origin in (dagster_url, f"http://localhost:{port}"):
+        assert graphql(dagster_url, "{ version }", origin) == {"version": version}
+    with urllib.request.urlopen(dagster_url + "/", timeout=60) as start_page:
+        assert start_page.status == 200 and "<html" in start_page.read().decode()
+        assert start_page.headers["X-Frame-Options"] == "SAMEORIGIN"  # no other site may frame the UI
+    status, text = http(f"{dagster_url}/graphql?query={urllib.parse.quote('{ version }')}")
+    assert status == 200 and "version" in json.loads(text)["data"]
+
+
+def test_the_daemon_runs_schedules_and_sensors(served_project):
+    """`galpipe ui` starts the daemon itself, as `dagster dev` did: its scheduler and sensor loops report healthy."""
+    _, dagster_url, _ = served_project
+    query = "{ instance { daemonHealth { allDaemonStatuses { daemonType healthy } } } }"
+    deadline, healthy = time.monotonic() + 180, set()
+    while time.monotonic() < deadline and not {"SCHEDULER", "SENSOR"} <= healthy:
+        statuses = graphql(dagster_url, query)["instance"]["daemonHealth"]["allDaemonStatuses"]
+        healthy = {status["daemonType"] for status in statuses if status["healthy"]}
+        time.sleep(2)
+    assert {"SCHEDULER", "SENSOR"} <= healthy
+
+
+def test_only_plain_queries_count_as_queries():
+    assert only_queries("{ version }") and only_queries("query Runs { a } query Other { b }")
+    assert not only_queries('mutation { deleteRun(runId: "x") { __typename } }')
+    assert not only_queries("query A { a } mutation B { b }")  # operationName picks which one runs
+    assert not only_queries("subscription { a }") and not only_queries("{ unclosed") and not only_queries("")
 
 
 def test_a_port_in_use_is_reported_in_one_line(tmp_path, capsys):

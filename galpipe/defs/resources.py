@@ -13,7 +13,7 @@ from galpipe.instruments import get_instrument
 from galpipe.label_catalogs import labels_from_catalog
 from galpipe.profiles import DEFAULT_PROFILE, Profile, get_profile
 from galpipe.simulation.population import SDSS_SPECTROSCOPIC_LIMIT_R_MAG, SKY_FAINT_LIMIT_R_MAG
-from galpipe.sources.folder import load_folder_catalog
+from galpipe.sources.folder import folder_manifest, load_folder_catalog
 from galpipe.sources.legacy_survey import LAYER_BANDS, LegacySurveyClient, download_cutouts
 from galpipe.sources.simulated import render_cutouts, simulated_catalog
 
@@ -122,8 +122,7 @@ class SurveySource(ConfigurableResource):
             return render_cutouts(catalog, self.instrument, profile.cutout_field_arcsec, out_dir,
                                   n_workers, progress)
         if self.kind == "folder":
-            return pd.DataFrame({"object_id": catalog.object_id, "path": catalog.image_path,
-                                 "status": "ok", "reason": ""})
+            return folder_manifest(catalog)
         client = LegacySurveyClient(base_url=self.base_url, cache_dir=out_dir, timeout_s=self.timeout_s)
         instrument = get_instrument(self.instrument)
         return download_cutouts(catalog, client, self.layer, instrument.pixel_scale_arcsec,

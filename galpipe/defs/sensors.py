@@ -10,7 +10,7 @@ from dagster._core.definitions.events import AssetKeyPartitionKey
 
 from galpipe.catalogs import CatalogError
 from galpipe.defs.resources import GalpipeSettings
-from galpipe.labels import changed_files_and_tasks, label_files_state
+from galpipe.labels import LABEL_SETTLE_SECONDS, changed_files_and_tasks, label_files_state, settling_label_files
 
 FINETUNED, MATCHED = AssetKey("finetuned_models"), AssetKey("matched_catalog")
 AFTER_NEW_LABELS = [AssetKey("evaluation_table"), AssetKey("champion_evaluation")]
@@ -19,17 +19,22 @@ AFTER_NEW_LABELS = [AssetKey("evaluation_table"), AssetKey("champion_evaluation"
 @sensor(name="new_target_labels", minimum_interval_seconds=60, default_status=DefaultSensorStatus.RUNNING,
         asset_selection=AssetSelection.assets(MATCHED, FINETUNED, *AFTER_NEW_LABELS),
         description="Watches data/<profile>/labels/ for label files that the latest matched_catalog did not "
-                    "use (new, changed or deleted) and requests, in lineage order, the matched catalogue, "
-                    "the fine-tuning partitions of the tasks they label (the profile's budgets), the "
+                    f"use (new, changed or deleted; a file is taken once unchanged for {LABEL_SETTLE_SECONDS:.0f} s, "
+                    "names starting with '.' or ending in .part or .tmp never) and requests, in lineage order, "
+                    "the matched catalogue, the fine-tuning partitions of the tasks they label (the profile's budgets), the "
                     "evaluation table and the champions' re-evaluation.")
 def new_target_labels(context, settings: GalpipeSettings):
     latest = context.instance.get_latest_materialization_event(MATCHED)
     recorded = latest.asset_materialization.metadata.get("label_files") if latest else None
     used = recorded.value if recorded is not None else {}
     try:
+        settling = settling_label_files(settings.labels_dir)
         now = label_files_state(settings.labels_dir, settings.tasks, known=used)
     except (CatalogError, OSError) as err:
         return SkipReason(f"cannot read a label file: {err}")  # tried again next tick, once it is fixed
+    if settling:  # perhaps still being written; waiting also folds a batch of files into one backfill
+        return SkipReason(f"label file(s) {', '.join(p.name for p in settling)} modified less than "
+                          f"{LABEL_SETTLE_SECONDS:.0f} s ago; taken once they settle")
     if now == used:
         return SkipReason("matched_catalog already uses every label file")
     if context.cursor and json.loads(context.cursor) == now:

@@ -1,0 +1,110 @@
+"""Catalogues and label files from users: image paths that lead out of the folder are refused row
+by row, ids are text, a header without rows is an error, and a label file is taken only once complete."""
+
+import os
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from galpipe.catalogs import CatalogError, read_table, validate_catalog
+from galpipe.cutouts import validate_manifest
+from galpipe.labels import label_files, read_new_labels, settling_label_files
+from galpipe.prediction import list_cutouts
+from galpipe.sources.folder import folder_manifest, load_folder_catalog
+
+OUTSIDE = ["../../../etc/passwd", "/etc/passwd", "images/../../secret/s.png"]
+
+
+@pytest.fixture
+def survey_folder(tmp_path):
+    """A folder catalogue with two good rows (one a symlink: images kept on another disk are the
+    folder owner's choice) and three whose image path leads outside the folder."""
+    folder = tmp_path / "survey"
+    (folder / "images").mkdir(parents=True)
+    pixels = (np.arange(16 * 16 * 3) % 255).astype(np.uint8).reshape(16, 16, 3)
+    Image.fromarray(pixels).save(folder / "images" / "a.png")
+    (tmp_path / "secret").mkdir()
+    Image.fromarray(pixels).save(tmp_path / "secret" / "s.png")
+    (folder / "images" / "b_link.png").symlink_to(tmp_path / "secret" / "s.png")
+    pd.DataFrame({"id": ["g1", "g2", "g3", "g4", "g5"],
+                  "file": ["images/a.png", "images/b_link.png", *OUTSIDE]}).to_csv(folder / "cat.csv", index=False)
+    return folder
+
+
+def test_folder_catalogue_refuses_paths_outside_the_folder_row_by_row(survey_folder):
+    catalog = load_folder_catalog(survey_folder, "cat.csv", "id", "file")
+    assert len(catalog) == 5  # every row kept
+    good, bad = catalog.iloc[:2], catalog.iloc[2:]
+    assert (good.image_refused == "").all()
+    assert all(path.startswith(str(survey_folder)) for path in good.image_path)
+    assert (bad.image_path == "").all()
+    for reason, given in zip(bad.image_refused, OUTSIDE):
+        assert f"image path {given!r} leads outside the catalogue folder" in reason
+
+    manifest = validate_manifest(folder_manifest(catalog), expected_bands=None)
+    assert manifest.status.tolist() == ["ok", "ok", "failed", "failed", "failed"]  # counted as failed
+    assert manifest.reason.tolist()[2:] == bad.image_refused.tolist()
+
+
+def test_prediction_catalogue_refuses_paths_outside_its_folder_row_by_row(survey_folder):
+    cutouts = list_cutouts(catalog=str(survey_folder / "cat.csv"), id_column="id", image_column="file")
+    assert cutouts.object_id.tolist() == ["g1", "g2", "g3", "g4", "g5"]
+    assert all(os.path.isfile(p) for p in cutouts.path[:2]) and (cutouts.reason[:2] == "").all()
+    assert (cutouts.path[2:] == "").all()  # never opened
+    for reason, given in zip(cutouts.reason[2:], OUTSIDE):
+        assert f"image path {given!r} leads outside the catalogue folder" in reason
+
+
+def test_ids_are_text_so_007_and_7_stay_two_galaxies(tmp_path):
+    path = tmp_path / "cat.csv"
+    path.write_text("object_id,ra_deg,dec_deg\n007,10,0\n7,11,0\n")
+    assert validate_catalog(read_table(path), str(path)).object_id.tolist() == ["007", "7"]
+
+    (tmp_path / "a.png").write_bytes(b"")
+    path.write_text("galaxy,file\n007,a.png\n7,a.png\n")
+    assert load_folder_catalog(tmp_path, "cat.csv", "galaxy", "file").object_id.tolist() == ["007", "7"]
+    assert list_cutouts(catalog=str(path), id_column="galaxy", image_column="file").object_id.tolist() == ["007", "7"]
+
+    path.write_text("object_id,ra_deg,dec_deg\n007,10,0\n007,11,0\n")
+    with pytest.raises(CatalogError, match=r"duplicate object_id \['007'\] in row\(s\) 0, 1"):
+        validate_catalog(read_table(path), str(path))
+
+    parquet = tmp_path / "cat.parquet"  # Parquet keeps its types: integer ids are still read
+    pd.DataFrame({"object_id": [7, 8], "ra_deg": [10.0, 11.0], "dec_deg": [0.0, 0.0]}).to_parquet(parquet)
+    assert validate_catalog(read_table(parquet), str(parquet)).object_id.tolist() == ["7", "8"]
+
+
+def test_a_catalogue_with_a_header_and_no_rows_is_an_error_naming_the_file(tmp_path):
+    path = tmp_path / "header_only.csv"
+    path.write_text("object_id,ra_deg,dec_deg,image_path\n")
+    with pytest.raises(CatalogError, match=re.escape(f"{path}: no rows")):
+        validate_catalog(read_table(path), str(path))
+    with pytest.raises(CatalogError, match=re.escape(f"{path}: no rows")):
+        load_folder_catalog(tmp_path, path.name, "object_id", "image_path")
+    with pytest.raises(CatalogError, match=re.escape(f"{path}: no rows")):
+        list_cutouts(catalog=str(path))
+
+
+def _age(path, seconds=60):
+    modified = path.stat().st_mtime - seconds
+    os.utime(path, (modified, modified))
+
+
+def test_a_label_file_is_taken_only_once_complete(tmp_path):
+    (tmp_path / "labels.csv").write_text("object_id,featured\ng1,1\n")
+    assert label_files(tmp_path) == [] and settling_label_files(tmp_path) == [tmp_path / "labels.csv"]
+    assert read_new_labels(tmp_path, ["featured"]).empty  # just written: perhaps still being copied
+    assert label_files(tmp_path, settle_seconds=0) == [tmp_path / "labels.csv"]  # the settle time is a parameter
+
+    _age(tmp_path / "labels.csv")
+    assert label_files(tmp_path) == [tmp_path / "labels.csv"] and settling_label_files(tmp_path) == []
+    assert read_new_labels(tmp_path, ["featured"]).object_id.tolist() == ["g1"]
+
+    for name in (".labels.csv.part", "labels.csv.tmp", ".hidden.csv"):  # in progress: ignored however old
+        (tmp_path / name).write_text("object_id,featured\ng2,1\ng3,")
+        _age(tmp_path / name)
+    assert label_files(tmp_path) == [tmp_path / "labels.csv"] and settling_label_files(tmp_path) == []
+    assert read_new_labels(tmp_path, ["featured"]).object_id.tolist() == ["g1"]
