@@ -16,6 +16,7 @@ run: $(BIN)/galpipe
 	$(BIN)/galpipe run --profile $(PROFILE)
 
 test: $(BIN)/galpipe chromium
+	$(BIN)/ruff check galpipe galpipe_tests bench scripts
 	$(BIN)/python -m pytest -q galpipe_tests
 
 # After `make run` (and `make run PROFILE=paper` for its wall time): bench/results/cpu.{json,md}.

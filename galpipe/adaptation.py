@@ -1,4 +1,5 @@
-"""Learning from the unlabelled target survey, and choosing which target galaxies to label.
+"""Learning from the unlabelled target survey: the science behind the adaptation strategies
+(galpipe.experiment.strategies) and the label selections (galpipe.experiment.selections).
 
 Adaptation (each starts from the source-trained model):
 - `adabn`: the batch-norm statistics re-estimated on unlabelled target images (Li et al. 2016),
@@ -19,19 +20,16 @@ the 4N most uncertain, so that the N are not N near-copies of one ambiguous kind
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch import nn
+import torch.nn.functional as F
 
-from galpipe.hardware import channels_last
-from galpipe.transfer import LabelledSample, choose_budget, take_budget
-
-ADAPTATION_STRATEGIES = ("adabn", "coral", "self_training")
-SELECTIONS = ("random", "uncertainty", "diversity")
+from galpipe.hardware import autocast, channels_last
+from galpipe.models import GalaxyClassifier
+from galpipe.training import Objective, Step, augment_batch, image_batches, read_rows
+from galpipe.transfer import LabelledSample
 
 
 class StackedArrays:
@@ -59,15 +57,6 @@ class StackedArrays:
         return out
 
 
-def embed(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
-    """The representation the last linear layer classifies (64 numbers for compact and ds18)."""
-    return model.head[:-1](model.features(inputs))
-
-
-def classify_embedding(model: nn.Module, embedding: torch.Tensor) -> torch.Tensor:
-    return model.head[-1](embedding).squeeze(-1)
-
-
 def coral_loss(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Squared Frobenius distance between the two feature covariances, over 4 d^2 (zero for a
     batch of one, whose covariance is undefined)."""
@@ -78,20 +67,50 @@ def coral_loss(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return ((covariance(source) - covariance(target)) ** 2).sum() / (4 * d * d)
 
 
-def embeddings(model: nn.Module, x, rows: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """embed() of x[rows], in the order of `rows` (read in increasing row order)."""
-    device = next(model.parameters()).device
-    order = np.argsort(rows, kind="stable")
-    sorted_rows = np.asarray(rows)[order]
+class CoralAlignment(Objective):
+    """Cross-entropy on the labelled batch plus `weight` x the CORAL loss between its embeddings
+    and those of as many unlabelled target images, drawn with the run's own generators. Batch
+    norm stays at the source's statistics, so that both surveys are normalised alike in training
+    and evaluation and the loss alone must align them."""
+
+    def __init__(self, unlabelled_rows: np.ndarray, weight: float = 1.0):
+        if len(unlabelled_rows) < 2:
+            raise ValueError("CORAL needs unlabelled rows (at least 2) to align with")
+        self.unlabelled_rows, self.weight = np.asarray(unlabelled_rows), weight
+
+    def params(self) -> dict:
+        return {"alignment": "coral", "alignment_weight": self.weight}
+
+    def fingerprint_arrays(self) -> list:
+        return [self.unlabelled_rows]
+
+    def start_epoch(self, model: GalaxyClassifier) -> None:
+        for norm in model.batch_norm_layers():
+            norm.eval()
+
+    def loss(self, model: GalaxyClassifier, inputs: torch.Tensor, target: torch.Tensor, step: Step) -> torch.Tensor:
+        n = len(inputs)
+        drawn = np.sort(step.rng.choice(self.unlabelled_rows, n, replace=len(self.unlabelled_rows) < n))
+        unlabelled = read_rows(step.x, drawn, step.device)
+        unlabelled = augment_batch(unlabelled, step.generator) if step.augment else unlabelled
+        with autocast(step.device, step.precision):
+            embedding = model.embed(channels_last(torch.cat([inputs, unlabelled])))
+            logits = model.classify(embedding[:n]).float()
+            alignment = coral_loss(embedding[:n], embedding[n:])
+        return F.binary_cross_entropy_with_logits(logits, target, pos_weight=step.pos_weight) + self.weight * alignment
+
+
+def embeddings(model: GalaxyClassifier, x, rows: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """model.embed() of x[rows], in the order of `rows`."""
+    device = next(model.parameters()).device.type
     model.eval()
-    out = []
+    result = None
     with torch.no_grad():
-        for start in range(0, len(sorted_rows), batch_size):
-            batch = np.ascontiguousarray(x[sorted_rows[start:start + batch_size]], np.float32)
-            out.append(embed(model, channels_last(torch.from_numpy(batch).to(device))).float().cpu().numpy())
-    result = np.empty((len(rows), out[0].shape[1]) if out else (0, 0), np.float32)
-    result[order] = np.concatenate(out) if out else result
-    return result
+        for positions, images in image_batches(x, rows, batch_size, device):
+            out = model.embed(images).float().cpu().numpy()
+            result = np.empty((len(rows), out.shape[1]), np.float32) if result is None else result
+            result[positions] = out
+    return result if result is not None else np.zeros((0, 0), np.float32)
 
 
 def domain_distance(source_embeddings: np.ndarray, target_embeddings: np.ndarray) -> float:
@@ -103,13 +122,13 @@ def domain_distance(source_embeddings: np.ndarray, target_embeddings: np.ndarray
     return (mean_gap + np.sqrt(covariance_gap)) / scale
 
 
-def adapt_batch_norm(model: nn.Module, x, rows: np.ndarray, batch_size: int = 256) -> nn.Module:
+def adapt_batch_norm(model: GalaxyClassifier, x, rows: np.ndarray, batch_size: int = 256) -> GalaxyClassifier:
     """AdaBN, in place: every batch-norm layer's running mean and variance re-estimated from the
     images x[rows] (an equal-weight average over batches); nothing else changes."""
-    norms = batch_norm_layers(model)
+    norms = model.batch_norm_layers()
     if not norms:
         raise ValueError(f"{type(model).__name__} has no batch normalisation: AdaBN does not apply to it")
-    device = next(model.parameters()).device
+    device = next(model.parameters()).device.type
     momenta = [m.momentum for m in norms]
     for m in norms:
         m.reset_running_stats()
@@ -117,11 +136,9 @@ def adapt_batch_norm(model: nn.Module, x, rows: np.ndarray, batch_size: int = 25
     model.eval()
     for m in norms:
         m.train()
-    rows = np.sort(rows)
     with torch.no_grad():
-        for start in range(0, len(rows), batch_size):
-            batch = np.ascontiguousarray(x[rows[start:start + batch_size]], np.float32)
-            model.features(channels_last(torch.from_numpy(batch).to(device)))
+        for _, images in image_batches(x, rows, batch_size, device):
+            model.features(images)
     for m, momentum in zip(norms, momenta):
         m.momentum = momentum
     model.eval()
@@ -145,51 +162,6 @@ def pseudo_labels(probability: np.ndarray, keep_fraction: float = 0.5) -> tuple[
     return index[order], labels[order]
 
 
-def batch_norm_layers(model: nn.Module) -> list[nn.Module]:
-    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-
-
-def has_batch_norm(model: nn.Module) -> bool:
-    return bool(batch_norm_layers(model))
-
-
-def select_for_labelling(pool: LabelledSample, budget: int, seed: int, selection: str,
-                         probability: np.ndarray | None = None, pool_embeddings: np.ndarray | None = None
-                         ) -> LabelledSample:
-    """The N pool galaxies to label. `probability` (uncertainty, diversity) and `pool_embeddings`
-    (diversity) are the source model's, one per pool galaxy. Labels are read only for the chosen
-    galaxies, and as for `random`, both classes are made sure of (`take_budget`)."""
-    if selection == "random":
-        return choose_budget(pool, budget, seed)
-    if selection not in SELECTIONS:
-        raise ValueError(f"unknown selection {selection!r}; known: {SELECTIONS}")
-    uncertainty_order = np.argsort(np.abs(np.asarray(probability) - 0.5), kind="stable")
-    if selection == "uncertainty":
-        return take_budget(pool, uncertainty_order, budget)
-    candidates = uncertainty_order[:min(len(pool), 4 * budget)]
-    picked = set(candidates[_k_centre(pool_embeddings[candidates], budget,
-                                      np.random.default_rng([seed, budget, 11]))].tolist())
-    ranked = [i for i in candidates if i in picked] + [i for i in uncertainty_order if i not in picked]
-    return take_budget(pool, ranked, budget)
-
-
-def _k_centre(points: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
-    """Greedy k-centre: each next point the one farthest from those already picked."""
-    picked = [int(rng.integers(len(points)))]
-    distance = np.linalg.norm(points - points[picked[0]], axis=1)
-    while len(picked) < min(k, len(points)):
-        nxt = int(np.argmax(distance))
-        picked.append(nxt)
-        distance = np.minimum(distance, np.linalg.norm(points - points[nxt], axis=1))
-    return np.array(picked)
-
-
-# --- the strategies, as the finetuned_models asset runs them -----------------------------------
-
-SOURCE_ROWS_PER_RUN = 512  # coral: source galaxies drawn per run (pretraining saw them all)
-CORAL_WEIGHT = 1.0
-
-
 @dataclass
 class AdaptationData:
     """What the adaptation strategies may read: `x` holds the target model inputs, then the
@@ -206,60 +178,3 @@ class AdaptationData:
         x = StackedArrays(x_target, x_source)
         shift = lambda s: LabelledSample(s.object_id, s.row + x.offset(1), s.label)  # noqa: E731
         return cls(x, shift(source_train), shift(source_validation), np.sort(np.asarray(unlabelled_rows)))
-
-
-def strategy_config(strategy: str, config):
-    """The training settings a strategy runs with (coral: the alignment loss switched on)."""
-    if strategy == "coral" and config.alignment_weight <= 0:
-        return dataclasses.replace(config, alignment_weight=CORAL_WEIGHT)
-    return config
-
-
-def _repeated(sample: LabelledSample, times: int) -> tuple[np.ndarray, np.ndarray]:
-    return np.tile(sample.row, times), np.tile(sample.label, times)
-
-
-def train_adapted(strategy: str, pretrained: nn.Module, train: LabelledSample | None,
-                  validation: LabelledSample | None, data: AdaptationData, config, checkpoint_path=None,
-                  teacher: nn.Module | None = None) -> tuple[nn.Module, list[dict], dict]:
-    """One run of an adaptation strategy from the source model. `train`/`validation` are the N
-    target labels split (None at budget 0: then the source validation set stops training early,
-    as no target label may be used). Returns the model, its history and the extra parameters
-    to log."""
-    from galpipe.training import predict_proba, train_classifier  # training imports this module
-
-    if strategy not in ADAPTATION_STRATEGIES:
-        raise ValueError(f"unknown adaptation strategy {strategy!r}; known: {ADAPTATION_STRATEGIES}")
-    validation = validation if validation is not None else data.source_validation
-    model = copy.deepcopy(teacher if strategy == "self_training" and teacher is not None else pretrained)
-    extra = {"n_unlabelled_target": len(data.unlabelled_rows)}
-    if strategy == "adabn" or (strategy == "self_training" and teacher is None and has_batch_norm(model)):
-        adapt_batch_norm(model, data.x, data.unlabelled_rows)  # without labels, AdaBN is the best teacher
-    if strategy == "adabn":
-        if train is None:
-            return model, [], extra
-        rows, labels = train.row, train.label
-    elif strategy == "coral":
-        rng = np.random.default_rng([config.seed, 5])
-        n_source = min(len(data.source_train), SOURCE_ROWS_PER_RUN)
-        source = data.source_train.subset(np.sort(rng.choice(len(data.source_train), n_source, replace=False)))
-        rows, labels = source.row, source.label
-        if train is not None:  # the N target labels oversampled to about half of the labelled set
-            target_rows, target_labels = _repeated(train, max(1, n_source // len(train)))
-            rows, labels = np.concatenate([rows, target_rows]), np.concatenate([labels, target_labels])
-        config = strategy_config(strategy, config)
-        extra.update(n_source_labelled=n_source)
-    else:  # self_training
-        used = np.concatenate([s.row for s in (train, validation) if s is not None])
-        candidates = np.setdiff1d(data.unlabelled_rows, used)
-        probability = predict_proba(model, data.x[candidates])
-        chosen, pseudo = pseudo_labels(probability)
-        rows, labels = candidates[chosen], pseudo
-        if train is not None:  # the real labels keep about a quarter of the weight
-            real_rows, real_labels = _repeated(train, max(1, len(chosen) // (3 * len(train))))
-            rows, labels = np.concatenate([rows, real_rows]), np.concatenate([labels, real_labels])
-        extra.update(n_pseudo_labels=len(chosen), pseudo_label_positive_fraction=round(float(pseudo.mean()), 4),
-                     teacher="full" if teacher is not None else "adabn" if has_batch_norm(model) else "pretrained")
-    history = train_classifier(model, data.x, rows, labels, validation.row, validation.label, config,
-                               checkpoint_path, unlabelled_rows=data.unlabelled_rows)
-    return model, history, extra

@@ -12,8 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-from galpipe.cutouts import atomic_write_bytes
+from galpipe.files import atomic_write
 
 MAX_ROWS_IN_MESSAGE = 10
 
@@ -62,8 +64,13 @@ def resolve_inside(folder, paths) -> tuple[list[str], list[str]]:
     return resolved, reasons
 
 
-def write_parquet(df: pd.DataFrame, path) -> None:
-    atomic_write_bytes(Path(path), lambda tmp: df.to_parquet(tmp, index=False))
+def write_parquet(df: pd.DataFrame, path, metadata: dict[str, str] | None = None) -> None:
+    """`df` as Parquet, atomically; `metadata` goes into the file's key-value metadata."""
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    if metadata:
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}),
+                                               **{k.encode(): v.encode() for k, v in metadata.items()}})
+    atomic_write(Path(path), lambda tmp: pq.write_table(table, tmp))
 
 
 def _rows(index) -> str:

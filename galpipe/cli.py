@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from galpipe.profiles import DEFAULT_PROFILE, PROFILES
+from galpipe.tasks import DEFAULT_TASKS
 
 # The stages of `galpipe run`, in lineage order; `--from` starts at one of them.
 RUN_STAGES = ("data", "pretrained_model", "finetuned_models", "evaluation_table")
@@ -30,16 +31,15 @@ def _run(args) -> int:
     dagster_home.mkdir(parents=True, exist_ok=True)
     from dagster import AssetKey, AssetSelection, DagsterInstance, MultiPartitionKey, materialize
 
+    from galpipe.definitions import ALL_ASSETS, ALL_CHECKS, build_resources
     from galpipe.defs.assets import ASSETS
     from galpipe.defs.prediction_assets import prediction_chunks
-    from galpipe.definitions import ALL_ASSETS, ALL_CHECKS, build_resources
     from galpipe.liveness import process_token
     from galpipe.profiles import get_profile
     from galpipe.recovery import DAGSTER_PROCESS_TAG, fail_stale_runs
-    from galpipe.simulation.population import TASKS
-
     profile = get_profile(args.profile)
     resources = build_resources(args.profile)
+    tasks = resources["settings"].tasks
     everything = [*ALL_ASSETS, *ALL_CHECKS]
     data_keys = [key for a in ASSETS for key in a.keys]
     data_keys += [AssetKey([role, "model_inputs"]) for role in ("source", "target")]
@@ -47,9 +47,9 @@ def _run(args) -> int:
     # One Dagster run per partition, in lineage order, as `dagster dev` would launch them.
     steps = [("data", "data", AssetSelection.assets(*data_keys), None)]
     steps += [("pretrained_model", f"pretrained_model[{t}]", AssetSelection.assets("pretrained_model"), t)
-              for t in TASKS]
+              for t in tasks]
     steps += [("finetuned_models", f"finetuned_models[{t}|{b}]", AssetSelection.assets("finetuned_models"),
-               MultiPartitionKey({"task": t, "budget": b})) for t in TASKS for b in budgets]
+               MultiPartitionKey({"task": t, "budget": b})) for t in tasks for b in budgets]
     steps += [("evaluation_table", "evaluation_table", AssetSelection.assets("evaluation_table"), None)]
     steps += [("evaluation_table", "champion_evaluation", AssetSelection.assets("champion_evaluation"), None)]
     morphology = AssetSelection.assets(AssetKey(["target", "morphology"]))
@@ -63,7 +63,7 @@ def _run(args) -> int:
     with DagsterInstance.get() as instance:
         for line in fail_stale_runs(instance, resources["mlflow"].tracking_uri):
             print(f"[galpipe run] {line}", flush=True)
-        _require_upstream(instance, args.from_stage, data_keys)
+        _require_upstream(instance, args.from_stage, data_keys, tasks)
         for number, (_, label, selection, partition) in enumerate(steps, 1):
             step_started = time.perf_counter()
             result = materialize(everything, selection=selection, partition_key=partition, instance=instance,
@@ -116,18 +116,16 @@ def _budgets(requested: str | None, profile) -> tuple[str, ...]:
     return tuple(b for b in ALL_LABEL_BUDGETS if b in asked)
 
 
-def _require_upstream(instance, from_stage: str, data_keys) -> None:
+def _require_upstream(instance, from_stage: str, data_keys, tasks) -> None:
     """`--from` re-runs from a stage on what this project has already materialized; say what is missing."""
     from dagster import AssetKey
-
-    from galpipe.simulation.population import TASKS
 
     missing = []
     if RUN_STAGES.index(from_stage) > 0:
         missing += [k.to_user_string() for k in data_keys if instance.get_latest_materialization_event(k) is None]
     if RUN_STAGES.index(from_stage) > 1:
         done = instance.get_materialized_partitions(AssetKey("pretrained_model"))
-        missing += [f"pretrained_model[{t}]" for t in TASKS if t not in done]
+        missing += [f"pretrained_model[{t}]" for t in tasks if t not in done]
     if RUN_STAGES.index(from_stage) > 2 and not instance.get_materialized_partitions(AssetKey("finetuned_models")):
         missing.append("finetuned_models (any partition)")
     if missing:
@@ -142,8 +140,9 @@ def _write_timings(path: Path, profile: str, seconds: float, steps: list[dict], 
 
     from galpipe.hardware import machine_info
 
-    record = {"profile": profile, "from": from_stage, "budgets": list(budgets), "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-              "host": platform.node(), "machine": machine_info(), "seconds": round(seconds, 1), "steps": steps}
+    record = {"profile": profile, "from": from_stage, "budgets": list(budgets),
+              "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "host": platform.node(),
+              "machine": machine_info(), "seconds": round(seconds, 1), "steps": steps}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=1))
 
@@ -237,7 +236,7 @@ def main(argv=None) -> int:
                          help="processes that read the images (0: this one; default: one per core from 1,000 images)")
     predict.add_argument("--pixel-scale", type=float, default=None,
                          help="arcsec/pixel of JPEG/PNG cutouts (FITS cutouts carry PIXSCALE)")
-    predict.add_argument("--tasks", default="featured,edge_on,bar", help="tasks an alias expands to")
+    predict.add_argument("--tasks", default=",".join(DEFAULT_TASKS), help="tasks an alias expands to")
     predict.add_argument("--survey", default="des", help="survey in the registered names (default %(default)s)")
     predict.add_argument("--tracking-uri", default="sqlite:///mlruns/mlflow.db", help="default: %(default)s")
     predict.set_defaults(func=_predict)

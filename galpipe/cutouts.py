@@ -5,9 +5,7 @@ cutout and raises CutoutError naming the file and what is wrong with it.
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +14,8 @@ import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS
 from PIL import Image, UnidentifiedImageError
+
+from galpipe.files import atomic_write
 
 FITS_SUFFIXES = (".fits", ".fit", ".fits.gz", ".fits.fz")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -50,20 +50,6 @@ class Cutout:
             raise CutoutError(self.path, f"invalid WCS ({err})") from None
 
 
-def atomic_write_bytes(path: Path, write) -> None:
-    """Call write(tmp_path), then move the file into place: an interrupted write never leaves a
-    file at `path` that looks complete."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def cutout_wcs(ra_deg: float, dec_deg: float, pixel_scale_arcsec: float, size_pixels: int) -> WCS:
     """Gnomonic (TAN) WCS centred on (ra, dec), north up, east left."""
     wcs = WCS(naxis=2)
@@ -88,7 +74,7 @@ def write_cutout_fits(path: Path, pixels: np.ndarray, bands: str, ra_deg: float,
     for key, value in (extra_header or {}).items():
         header[key] = value
     hdu = fits.PrimaryHDU(np.asarray(pixels, dtype=np.float32), header=header)
-    atomic_write_bytes(Path(path), lambda tmp: hdu.writeto(tmp, overwrite=True, output_verify="exception"))
+    atomic_write(Path(path), lambda tmp: hdu.writeto(tmp, overwrite=True, output_verify="exception"))
 
 
 def _bands_from_header(header: fits.Header, n_planes: int) -> str:
@@ -226,3 +212,14 @@ def validate_manifest(manifest, expected_bands: str | None, expected_shape: tupl
             continue
         manifest.loc[i, ["bands", "height_px", "width_px", "validated"]] = [cutout.bands, *cutout.pixels.shape[-2:], True]
     return manifest
+
+
+def remove_stale_files(out_dir: Path, manifest) -> None:
+    """Drop cutouts a previous materialization left in `out_dir` that this one did not make
+    (idempotence), and temporary files an interrupted write left."""
+    current = set(manifest.path)
+    for path in Path(out_dir).glob("*.fits"):
+        if str(path) not in current:
+            path.unlink()
+    for partial in Path(out_dir).glob(".*.part"):
+        partial.unlink()

@@ -15,8 +15,9 @@ from galpipe.defs.io_managers import ParquetIOManager
 from galpipe.defs.model_assets import MODEL_ASSETS
 from galpipe.defs.prediction_assets import target_morphology
 from galpipe.defs.reevaluation import champion_evaluation, champion_has_not_regressed, daily_reevaluation, reevaluation_job
+from galpipe.defs.resources import GalpipeSettings, MlflowTracking
 from galpipe.defs.sensors import new_target_labels
-from galpipe.defs.resources import GalpipeSettings, MlflowTracking, simulated_source, simulated_target
+from galpipe.defs.surveys import simulated_source, simulated_target
 from galpipe.profiles import DEFAULT_PROFILE
 
 

@@ -13,8 +13,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from sklearn.metrics import confusion_matrix, roc_auc_score, roc_curve  # noqa: E402
 
-from galpipe.adaptation import ADAPTATION_STRATEGIES  # noqa: E402
-from galpipe.cutouts import atomic_write_bytes  # noqa: E402
+from galpipe.experiment.strategies import DIRECT, adaptation_strategies  # noqa: E402
+from galpipe.files import atomic_write  # noqa: E402
 
 PAPER_DIRECT_ACCURACY = 0.90  # Dominguez Sanchez et al. 2019, SDSS model applied to DES
 PAPER_FINETUNED_ACCURACY = 0.95  # after training on 300-500 DES labels
@@ -58,7 +58,7 @@ def with_selection(results: pd.DataFrame) -> pd.DataFrame:
     results = results.copy()
     if "selection" not in results:
         results["selection"] = np.nan
-    results["selection"] = results.selection.fillna(results.strategy.map(lambda s: "none" if s == "direct" else "random"))
+    results["selection"] = results.selection.fillna(results.strategy.map(lambda s: "none" if s == DIRECT else "random"))
     return results
 
 
@@ -98,11 +98,12 @@ def adaptation_goals(summary: pd.DataFrame, reference_budget: int = 500, few_lab
     summary = with_selection(summary)
     rows = []
     for task, runs in summary.groupby("task", sort=True):
-        if not runs.strategy.isin(ADAPTATION_STRATEGIES).any():
+        adapting = runs.strategy.isin(adaptation_strategies())
+        if not adapting.any():
             continue
-        direct = runs[runs.strategy == "direct"]
+        direct = runs[runs.strategy == DIRECT]
         finds_minority = runs.completeness_1_mean >= min_completeness
-        unsupervised = runs[(runs.label_budget == 0) & runs.strategy.isin(ADAPTATION_STRATEGIES) & finds_minority]
+        unsupervised = runs[(runs.label_budget == 0) & adapting & finds_minority]
         few = runs[runs.label_budget.between(1, few_labels) & finds_minority]
         full = runs[(runs.strategy == "full") & (runs.selection == "random") & (runs.label_budget > few_labels)
                     & (runs.label_budget <= reference_budget)]
@@ -133,7 +134,7 @@ def adaptation_goals(summary: pd.DataFrame, reference_budget: int = 500, few_lab
 def save_figure(fig, out_path) -> Path:
     """Lay out, write the PNG atomically (a reader never sees half a file) and free the figure."""
     fig.tight_layout()
-    atomic_write_bytes(Path(out_path), lambda tmp: fig.savefig(tmp, format="png", dpi=90))
+    atomic_write(Path(out_path), lambda tmp: fig.savefig(tmp, format="png", dpi=90))
     plt.close(fig)
     return Path(out_path)
 

@@ -1,5 +1,7 @@
-"""CNN architectures, selectable by name. Each has `features` (convolutions) and `head`
-(dense layers), so `head_only` fine-tuning can freeze the features.
+"""CNN architectures, registered by name (`ARCHITECTURES`, `build_model`). Each is a
+`GalaxyClassifier`: `features` (convolutions) then `head` (dense layers, the last one the
+classifier), so `head_only` fine-tuning can freeze the features and the adaptation strategies
+can read the embedding the last layer classifies.
 
 - `ds18`: the network of Dominguez Sanchez et al. (2018, 2019), exactly as published
   (DESIGN.md section 6): about 0.69 GFLOP per 69x69 image.
@@ -17,10 +19,40 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from galpipe.registry import Registry
+
 INPUT_SHAPE = (3, 69, 69)
+ARCHITECTURES: Registry[type[GalaxyClassifier]] = Registry("architecture")
 
 
-class DS18(nn.Module):
+class GalaxyClassifier(nn.Module):
+    """What every architecture provides: `features`, `head` (ending in the classifying layer),
+    logits from `forward`, and the constructor arguments that rebuild it (`arguments`)."""
+
+    features: nn.Module
+    head: nn.Sequential
+
+    def forward(self, x):
+        """Logits (apply a sigmoid for the probability, as the paper's last layer does)."""
+        return self.head(self.features(x)).squeeze(-1)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The representation the last linear layer classifies (64 numbers for compact and ds18)."""
+        return self.head[:-1](self.features(x))
+
+    def classify(self, embedding: torch.Tensor) -> torch.Tensor:
+        return self.head[-1](embedding).squeeze(-1)
+
+    def batch_norm_layers(self) -> list[nn.Module]:
+        return [m for m in self.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+    def arguments(self) -> dict:
+        """What the constructor needs to build this network again (see save_model_files)."""
+        return {}
+
+
+@ARCHITECTURES.register("ds18")
+class DS18(GalaxyClassifier):
     def __init__(self):
         super().__init__()
         self.features = nn.Sequential(
@@ -32,20 +64,13 @@ class DS18(nn.Module):
         )
         self.head = nn.Sequential(nn.Linear(128 * 17 * 17, 64), nn.ReLU(), nn.Dropout(0.5), nn.Linear(64, 1))
 
-    def arguments(self) -> dict:
-        """What the constructor needs to build this network again (see save_model_files)."""
-        return {}
-
-    def forward(self, x):
-        """Logits (apply a sigmoid for the probability, as the paper's last layer does)."""
-        return self.head(self.features(x)).squeeze(-1)
-
 
 def _conv_bn(c_in, c_out, stride):
     return [nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
 
 
-class Compact(nn.Module):
+@ARCHITECTURES.register("compact")
+class Compact(GalaxyClassifier):
     def __init__(self, width: int = 16):
         super().__init__()
         self.width = width
@@ -63,23 +88,16 @@ class Compact(nn.Module):
     def arguments(self) -> dict:
         return {"width": self.width}
 
-    def forward(self, x):
-        return self.head(self.features(x)).squeeze(-1)
 
-
-ARCHITECTURES = {"ds18": DS18, "compact": Compact}
-
-
-def build_model(name: str, seed: int | None = None, **arguments) -> nn.Module:
+def build_model(name: str, seed: int | None = None, **arguments) -> GalaxyClassifier:
     """A freshly initialised network; with `seed`, the same weights every time (the global
     random state is left as it was)."""
-    if name not in ARCHITECTURES:
-        raise KeyError(f"unknown architecture {name!r}; known: {sorted(ARCHITECTURES)}")
+    architecture = ARCHITECTURES.get(name)
     if seed is None:
-        return ARCHITECTURES[name](**arguments)
+        return architecture(**arguments)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return ARCHITECTURES[name](**arguments)
+        return architecture(**arguments)
 
 
 # A model on disk is these two files: tensors in safetensors (a format that holds numbers only)
@@ -94,9 +112,9 @@ class ModelFileError(ValueError):
 
 def save_model_files(model: nn.Module, folder) -> tuple[Path, Path]:
     """Write `model` as weights.safetensors + architecture.json in `folder`; returns both paths."""
-    name = next((n for n, cls in ARCHITECTURES.items() if type(model) is cls), None)
+    name = next((n for n in ARCHITECTURES if type(model) is ARCHITECTURES.get(n)), None)
     if name is None:
-        raise ModelFileError(f"{type(model).__name__} is not a registered architecture ({sorted(ARCHITECTURES)})")
+        raise ModelFileError(f"{type(model).__name__} is not a registered architecture ({ARCHITECTURES.names()})")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     weights, architecture = folder / WEIGHTS_FILE, folder / ARCHITECTURE_FILE

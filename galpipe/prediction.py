@@ -11,7 +11,6 @@ import functools
 import os
 import signal
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,10 +23,17 @@ import torch
 from tqdm import tqdm
 
 from galpipe.catalogs import CatalogError, read_table, require_rows, resolve_inside
-from galpipe.cutouts import FITS_SUFFIXES, IMAGE_SUFFIXES, CutoutError, atomic_write_bytes
+from galpipe.cutouts import FITS_SUFFIXES, IMAGE_SUFFIXES, CutoutError
+from galpipe.files import atomic_write
 from galpipe.hardware import default_device, inference_model
 from galpipe.preprocessing import model_input
-from galpipe.tracking import ModelRegistryError, load_registered_model, model_version
+from galpipe.tracking import (
+    ModelRegistryError,
+    load_registered_model,
+    model_version,
+    registered_model_name,
+    task_of_registered_name,
+)
 from galpipe.training import predict_proba
 
 PR_SET_PDEATHSIG = 1  # prctl option, from <linux/prctl.h>
@@ -63,14 +69,14 @@ def model_uris(spec: str, tasks, survey: str) -> list[str]:
         return [spec]
     if ":/" in spec:
         raise ModelRegistryError(f"{spec!r}: give a registered model (models:/name/version or models:/name@alias)")
-    return [f"models:/galpipe-{task}-{survey}@{spec}" for task in tasks]
+    return [f"models:/{registered_model_name(task, survey)}@{spec}" for task in tasks]
 
 
 def load_classifier(tracking_uri: str, model_uri: str) -> Classifier:
     """The model and, from its version's tags, its task and how its inputs are made (models
     registered before galpipe tagged them: task from the name, g,r,i bands over 40")."""
     version = model_version(tracking_uri, model_uri)
-    task = version.tags.get("task") or version.name.removeprefix("galpipe-").rsplit("-", 1)[0]
+    task = version.tags.get("task") or task_of_registered_name(version.name)
     return Classifier(task, model_uri, load_registered_model(tracking_uri, model_uri),
                       version.tags.get("input_mode", "bands"), float(version.tags.get("field_arcsec", 40.0)))
 
@@ -105,40 +111,26 @@ def list_cutouts(folder: str | None = None, catalog: str | None = None, id_colum
 
 
 class _TableWriter:
-    """Appends batches to a Parquet or CSV file written beside the target and moved into place
-    at the end, so an interrupted run never leaves a catalogue that looks complete."""
+    """Appends batches to one Parquet or CSV file (the temporary file of an atomic_write)."""
 
-    def __init__(self, out_path: Path):
-        self.out_path = Path(out_path)
-        if not self.out_path.name.lower().endswith((".parquet", ".csv")):
-            raise ValueError(f"{out_path}: the output must end in .parquet or .csv")
-        self.out_path.parent.mkdir(parents=True, exist_ok=True)
-        # A temporary name of its own: two runs writing the same catalogue never share one.
-        fd, tmp = tempfile.mkstemp(dir=self.out_path.parent, prefix=f".{self.out_path.name}.", suffix=".part")
-        os.close(fd)
-        self.tmp = Path(tmp)
+    def __init__(self, path, csv: bool):
+        self.path, self.csv = path, csv
         self.parquet = None
         self.csv_started = False
 
     def write(self, table: pd.DataFrame) -> None:
-        if self.out_path.name.lower().endswith(".csv"):
-            table.to_csv(self.tmp, mode="a" if self.csv_started else "w", header=not self.csv_started, index=False)
+        if self.csv:
+            table.to_csv(self.path, mode="a" if self.csv_started else "w", header=not self.csv_started, index=False)
             self.csv_started = True
             return
         arrow = pa.Table.from_pandas(table, preserve_index=False)
         if self.parquet is None:
-            self.parquet = pq.ParquetWriter(self.tmp, arrow.schema)
+            self.parquet = pq.ParquetWriter(self.path, arrow.schema)
         self.parquet.write_table(arrow)
-
-    def abandon(self) -> None:
-        if self.parquet is not None:
-            self.parquet.close()
-        self.tmp.unlink(missing_ok=True)
 
     def close(self) -> None:
         if self.parquet is not None:
             self.parquet.close()
-        self.tmp.replace(self.out_path)
 
 
 class _CutoutInputs(torch.utils.data.Dataset):
@@ -184,8 +176,9 @@ def predict_cutouts(classifiers: list[Classifier], cutouts: pd.DataFrame, out_pa
     if not classifiers:
         raise ValueError("no models to predict with")
     summary = PredictionSummary(Path(out_path))
+    if not summary.out_path.name.lower().endswith((".parquet", ".csv")):
+        raise ValueError(f"{out_path}: the output must end in .parquet or .csv")
     started = time.perf_counter()
-    writer = _TableWriter(summary.out_path)
     columns = ["object_id", "path"] + [c for k in classifiers for c in (f"p_{k.task}", k.task)]
     modes = sorted({(k.input_mode, k.field_arcsec) for k in classifiers})
     device = default_device()
@@ -197,45 +190,48 @@ def predict_cutouts(classifiers: list[Classifier], cutouts: pd.DataFrame, out_pa
                                          worker_init_fn=functools.partial(_die_with_parent, os.getpid()))
     # Why list_cutouts refused a row (a path outside the catalogue's folder), said instead of "no image path".
     refused = cutouts["reason"] if "reason" in cutouts else pd.Series("", index=cutouts.index)
-    try:
-        with tqdm(total=len(cutouts), desc="predict", unit="galaxy", disable=progress is False) as bar:
-            for start, prepared in zip(range(0, len(cutouts), batch_size), reader):
-                batch = cutouts.iloc[start:start + batch_size]
-                inputs = {mode: [] for mode in modes}
-                good = []
-                for object_id, path, result, given in zip(batch.object_id, batch.path, prepared,
-                                                          refused.iloc[start:start + batch_size]):
-                    if isinstance(result, str):
-                        record = {"object_id": object_id, "path": path, "reason": given or result}
-                        summary.failures.append(record)
-                        if on_failure:
-                            on_failure(record)
+
+    def write_catalogue(tmp) -> None:  # batch after batch, into a file that is renamed once complete
+        writer = _TableWriter(tmp, csv=summary.out_path.name.lower().endswith(".csv"))
+        try:
+            with tqdm(total=len(cutouts), desc="predict", unit="galaxy", disable=progress is False) as bar:
+                for start, prepared in zip(range(0, len(cutouts), batch_size), reader):
+                    batch = cutouts.iloc[start:start + batch_size]
+                    inputs = {mode: [] for mode in modes}
+                    good = []
+                    for object_id, path, result, given in zip(batch.object_id, batch.path, prepared,
+                                                              refused.iloc[start:start + batch_size]):
+                        if isinstance(result, str):
+                            record = {"object_id": object_id, "path": path, "reason": given or result}
+                            summary.failures.append(record)
+                            if on_failure:
+                                on_failure(record)
+                            continue
+                        for m in modes:
+                            inputs[m].append(result[m])
+                        good.append((object_id, path))
+                    bar.update(len(batch))
+                    if not good:
                         continue
-                    for m in modes:
-                        inputs[m].append(result[m])
-                    good.append((object_id, path))
-                bar.update(len(batch))
-                if not good:
-                    continue
-                table = pd.DataFrame(good, columns=["object_id", "path"])
-                for k, module in zip(classifiers, prepared_models):
-                    x = np.stack(inputs[(k.input_mode, k.field_arcsec)])
-                    probability = predict_proba(module, x, device=device, prepare=False)
-                    table[f"p_{k.task}"] = probability
-                    table[k.task] = (probability >= threshold).astype(np.int8)
-                writer.write(table[columns])
-                summary.n_written += len(table)
-        if summary.n_written == 0:  # keep the columns, so a reader finds an empty catalogue
-            writer.write(pd.DataFrame({c: pd.Series(dtype="float32" if c.startswith("p_") else "object")
-                                       for c in columns}))
-        writer.close()
-    except BaseException:
-        writer.abandon()
-        raise
+                    table = pd.DataFrame(good, columns=["object_id", "path"])
+                    for k, module in zip(classifiers, prepared_models):
+                        x = np.stack(inputs[(k.input_mode, k.field_arcsec)])
+                        probability = predict_proba(module, x, device=device, prepare=False)
+                        table[f"p_{k.task}"] = probability
+                        table[k.task] = (probability >= threshold).astype(np.int8)
+                    writer.write(table[columns])
+                    summary.n_written += len(table)
+            if summary.n_written == 0:  # keep the columns, so a reader finds an empty catalogue
+                writer.write(pd.DataFrame({c: pd.Series(dtype="float32" if c.startswith("p_") else "object")
+                                           for c in columns}))
+        finally:
+            writer.close()
+
+    atomic_write(summary.out_path, write_catalogue)
     summary.seconds = time.perf_counter() - started
     failed_path = summary.out_path.with_name(summary.out_path.name + ".failed.csv")
     if summary.failures:
-        atomic_write_bytes(failed_path, lambda tmp: pd.DataFrame(summary.failures).to_csv(tmp, index=False))
+        atomic_write(failed_path, lambda tmp: pd.DataFrame(summary.failures).to_csv(tmp, index=False))
     else:
         failed_path.unlink(missing_ok=True)  # a list from an earlier run would describe another catalogue
     return summary

@@ -9,6 +9,7 @@ divide every band by one number, the brightest pixel of the band-summed image's 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,8 @@ import torch.nn.functional as F
 from astropy.visualization import make_lupton_rgb
 from tqdm import tqdm
 
-from galpipe.cutouts import COLOUR_BANDS, Cutout, CutoutError, atomic_write_bytes, read_cutout, select_bands
+from galpipe.cutouts import COLOUR_BANDS, Cutout, CutoutError, read_cutout, select_bands
+from galpipe.files import atomic_write
 
 MODEL_INPUT_PIXELS = 69
 NANOMAGGY_ZEROPOINT_MAG = 22.5
@@ -125,10 +127,22 @@ def build_model_inputs(manifest: pd.DataFrame, out_path: Path, field_arcsec: flo
         with open(tmp, "wb") as f:  # a file object: np.save would add ".npy" to a bare name
             np.save(f, array)
 
-    atomic_write_bytes(out_path, write)
+    atomic_write(out_path, write)
     return pd.DataFrame(index, columns=["object_id", "row", "status", "reason"])
 
 
 def load_model_inputs(path) -> np.ndarray:
     """The stacked inputs, memory-mapped (read-only): only the rows a batch needs are read."""
     return np.load(path, mmap_mode="r")
+
+
+@dataclass
+class ModelInputs:
+    """What a `model_inputs` asset holds: the stacked array's path and its index (object_id, row
+    in the array, status 'ok' or 'failed', reason)."""
+
+    array_path: str
+    index: pd.DataFrame
+
+    def array(self) -> np.ndarray:
+        return load_model_inputs(self.array_path)

@@ -20,8 +20,10 @@ class Profile:
     input_mode: str = "bands"
     match_radius_arcsec: float = 1.0
     test_fraction: float = 0.4  # of the labelled target sample, never used for training
-    # Transfer learning (DESIGN.md section 6).
+    # Transfer learning (DESIGN.md section 6): the architecture (galpipe.models.ARCHITECTURES) and
+    # the paper's fine-tuning strategies (galpipe.experiment.strategies.STRATEGIES).
     architecture: str = "compact"
+    strategies: tuple[str, ...] = ("full", "head_only", "scratch")
     # Tasks trained with a class-balanced loss: unweighted, the `small` profile's bar classifier
     # never predicted a bar (completeness 0 at every budget); balanced, 0.76 applied directly.
     class_balanced_tasks: tuple[str, ...] = ("bar",)

@@ -37,6 +37,15 @@ MODEL_PIP_REQUIREMENTS = [f"torch=={torch.__version__.split('+')[0]}", f"numpy==
                           f"safetensors=={importlib.metadata.version('safetensors')}"]
 
 
+def registered_model_name(task: str, survey: str) -> str:
+    """The registry name of a task's models trained for `survey` (e.g. galpipe-bar-des)."""
+    return f"galpipe-{task}-{survey}"
+
+
+def task_of_registered_name(name: str) -> str:
+    return name.removeprefix("galpipe-").rsplit("-", 1)[0]
+
+
 class ModelRegistryError(LookupError):
     """A registered model or version that is missing or cannot be loaded."""
 

@@ -1,7 +1,9 @@
 """Training a binary classifier: batches from a (memory-mapped) array, augmentation on whole
 batches, Adam, early stopping on validation loss with the best weights restored, seeded, on
 cpu or cuda (channels_last, mixed precision where the hardware has it: galpipe.hardware), with a
-checkpoint each epoch so an interrupted run resumes where it stopped.
+checkpoint each epoch so an interrupted run resumes where it stopped. The loss of a batch is an
+`Objective`: cross-entropy on the labels unless a strategy brings its own (galpipe.adaptation).
+One batched reader (`image_batches`) serves training, inference and the adaptation strategies.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import hashlib
 import math
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -18,8 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from galpipe.adaptation import batch_norm_layers, classify_embedding, coral_loss, embed
-from galpipe.cutouts import atomic_write_bytes
+from galpipe.files import atomic_write
 from galpipe.hardware import autocast, channels_last, default_device, inference_model, resolve_precision
 
 
@@ -41,9 +43,6 @@ class TrainConfig:
     # "none": plain cross-entropy (the paper's). "balanced": positives weighted by
     # n_negative/n_positive, so that a rare class (bars: 6%) is predicted at all; it costs accuracy.
     class_weighting: str = "none"
-    # > 0: a CORAL loss of this weight aligns the embeddings of each labelled batch with those of a
-    # batch of unlabelled rows (train_classifier's `unlabelled_rows`); galpipe.adaptation.
-    alignment_weight: float = 0.0
     device: str = field(default_factory=default_device)
     # "auto": bf16 autocast where the hardware has native bf16, else fp32 (galpipe.hardware);
     # resolved on creation, so the logged parameter says what ran.
@@ -93,13 +92,57 @@ def _batches(n: int, batch_size: int, rng: np.random.Generator | None):
         yield np.sort(order[start:start + batch_size])  # sorted: contiguous reads from a memmap
 
 
-def _tensor(x: np.ndarray, rows, device) -> torch.Tensor:
+def read_rows(x, rows, device) -> torch.Tensor:
+    """x[rows] as a float32 tensor on `device` (rows in increasing order read a memmap sequentially)."""
     return torch.from_numpy(np.ascontiguousarray(x[rows], dtype=np.float32)).to(device, non_blocking=True)
+
+
+def image_batches(x, rows=None, batch_size: int = 64, device: str = "cpu"
+                  ) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+    """(positions, images) for x[rows] (all of x by default) in batches, read in increasing row
+    order; `positions` say where each image's row stands in `rows`, to put results back in order."""
+    rows = np.arange(len(x)) if rows is None else np.asarray(rows)
+    order = np.argsort(rows, kind="stable")
+    for start in range(0, len(rows), batch_size):
+        positions = order[start:start + batch_size]
+        yield positions, channels_last(read_rows(x, rows[positions], device))
 
 
 def _logits(model: nn.Module, inputs: torch.Tensor, device: str, precision: str) -> torch.Tensor:
     with autocast(device, precision):
         return model(channels_last(inputs)).float()
+
+
+@dataclass
+class Step:
+    """What an objective may use for one batch: the whole input array, the run's random
+    generators (so extra draws stay reproducible and resumable), and the numeric settings."""
+
+    x: object
+    rng: np.random.Generator
+    generator: torch.Generator
+    device: str
+    precision: str
+    augment: bool
+    pos_weight: torch.Tensor
+
+
+class Objective:
+    """The loss of a training batch. This one, the paper's: binary cross-entropy on the labels."""
+
+    def params(self) -> dict:
+        """What to log of it (and what a checkpoint must agree on)."""
+        return {}
+
+    def fingerprint_arrays(self) -> list:
+        return []
+
+    def start_epoch(self, model: nn.Module) -> None:
+        """Called after the model is put in training mode, each epoch."""
+
+    def loss(self, model: nn.Module, inputs: torch.Tensor, target: torch.Tensor, step: Step) -> torch.Tensor:
+        logits = _logits(model, inputs, step.device, step.precision)
+        return F.binary_cross_entropy_with_logits(logits, target, pos_weight=step.pos_weight)
 
 
 def positive_weight(y_train: np.ndarray, class_weighting: str) -> float:
@@ -118,9 +161,9 @@ def evaluate_loss(model: nn.Module, x, y: np.ndarray, batch_size: int, device: s
     weight = torch.tensor(pos_weight, device=device)
     total = 0.0
     with torch.no_grad():
-        for rows in _batches(len(y), batch_size * 4, None):
-            logits = _logits(model, _tensor(x, rows, device), device, precision)
-            target = torch.as_tensor(y[rows], dtype=torch.float32, device=device)
+        for positions, images in image_batches(x, None, batch_size * 4, device):
+            logits = _logits(model, images, device, precision)
+            target = torch.as_tensor(y[positions], dtype=torch.float32, device=device)
             total += F.binary_cross_entropy_with_logits(logits, target, reduction="sum", pos_weight=weight).item()
     return total / max(len(y), 1)
 
@@ -137,27 +180,23 @@ def predict_proba(model: nn.Module, x, batch_size: int = 64, device: str | None 
     device = device or next(model.parameters()).device.type
     precision = resolve_precision(precision, device)
     prepared = inference_model(model, device) if prepare else model
-    out = []
+    out = np.zeros(len(x), np.float32)
     with torch.no_grad():
-        for rows in _batches(len(x), batch_size, None):
-            logits = _logits(prepared, _tensor(x, rows, device), device, precision)
-            out.append(torch.sigmoid(logits).cpu().numpy())
-    return np.concatenate(out) if out else np.zeros(0, np.float32)
+        for positions, images in image_batches(x, None, batch_size, device):
+            out[positions] = torch.sigmoid(_logits(prepared, images, device, precision)).cpu().numpy()
+    return out
 
 
 def train_classifier(model: nn.Module, x, train_rows: np.ndarray, y_train: np.ndarray, val_rows: np.ndarray,
                      y_val: np.ndarray, config: TrainConfig, checkpoint_path: Path | None = None,
-                     on_epoch=None, unlabelled_rows: np.ndarray | None = None) -> list[dict]:
+                     on_epoch=None, objective: Objective | None = None) -> list[dict]:
     """Train `model` in place on x[train_rows] and keep the weights of its best validation loss.
 
     `x` is the whole (memory-mapped) input array; only the rows of each batch are read.
-    With `config.alignment_weight`, each step also draws as many `unlabelled_rows` (target images)
-    and adds the CORAL loss between the two batches' embeddings.
+    `objective` gives each batch's loss (default: cross-entropy on the labels).
     Returns the history (one dict per epoch). `on_epoch(record)` is called after each epoch.
     """
-    aligning = config.alignment_weight > 0
-    if aligning and (unlabelled_rows is None or len(unlabelled_rows) < 2):
-        raise TrainingError("alignment_weight > 0 needs unlabelled rows (at least 2) to align with")
+    objective = objective or Objective()
     if len(np.unique(y_train)) < 2:
         raise TrainingError(f"the training labels hold a single class ({np.unique(y_train).tolist()}): "
                             "a classifier cannot learn from them")
@@ -179,7 +218,7 @@ def train_classifier(model: nn.Module, x, train_rows: np.ndarray, y_train: np.nd
     history: list[dict] = []
     best = {"val_loss": math.inf, "state": None, "epoch": -1}
     start_epoch = 0
-    fingerprint = _fingerprint(train_rows, y_train, val_rows, y_val, config, unlabelled_rows)
+    fingerprint = _fingerprint(train_rows, y_train, val_rows, y_val, config, objective)
     saved = None
     if checkpoint_path and Path(checkpoint_path).is_file():
         saved = _load_checkpoint(checkpoint_path, device)
@@ -196,33 +235,20 @@ def train_classifier(model: nn.Module, x, train_rows: np.ndarray, y_train: np.nd
 
     steps_per_epoch = math.ceil(len(train_rows) / config.batch_size)
     max_epochs = max(config.max_epochs, math.ceil(config.min_steps / steps_per_epoch))
+    step = Step(x, rng, generator, device, config.precision, config.augment, weight)
     for epoch in range(start_epoch, max_epochs):
         epoch_started = time.perf_counter()
         _train_mode(model, config.training_mode)
-        if aligning:  # batch norm frozen at the source's statistics: both surveys normalised alike
-            for norm in batch_norm_layers(model):  # in training and evaluation, so the loss must align them
-                norm.eval()
+        objective.start_epoch(model)
         train_loss, seen = 0.0, 0
         for batch in _batches(len(train_rows), config.batch_size, rng):
             rows = train_rows[batch]
             order = np.argsort(rows)
-            inputs = _tensor(x, rows[order], device)
+            inputs = read_rows(x, rows[order], device)
             target = torch.as_tensor(np.asarray(y_train)[batch][order], dtype=torch.float32, device=device)
             if config.augment:
                 inputs = augment_batch(inputs, generator)
-            if aligning:
-                drawn = np.sort(rng.choice(unlabelled_rows, len(rows), replace=len(unlabelled_rows) < len(rows)))
-                unlabelled = _tensor(x, drawn, device)
-                unlabelled = augment_batch(unlabelled, generator) if config.augment else unlabelled
-                with autocast(device, config.precision):
-                    embedding = embed(model, channels_last(torch.cat([inputs, unlabelled])))
-                    logits = classify_embedding(model, embedding[:len(rows)]).float()
-                    alignment = coral_loss(embedding[:len(rows)], embedding[len(rows):])
-                loss = (F.binary_cross_entropy_with_logits(logits, target, pos_weight=weight)
-                        + config.alignment_weight * alignment)
-            else:
-                logits = _logits(model, inputs, device, config.precision)
-                loss = F.binary_cross_entropy_with_logits(logits, target, pos_weight=weight)
+            loss = objective.loss(model, inputs, target, step)
             if not torch.isfinite(loss):
                 raise TrainingError(f"loss became {loss.item()} at epoch {epoch} "
                                     f"(learning rate {config.learning_rate:g}): training diverged")
@@ -252,10 +278,11 @@ def train_classifier(model: nn.Module, x, train_rows: np.ndarray, y_train: np.nd
     return history
 
 
-def _fingerprint(train_rows, y_train, val_rows, y_val, config: TrainConfig, unlabelled_rows=None) -> str:
+def _fingerprint(train_rows, y_train, val_rows, y_val, config: TrainConfig, objective: Objective) -> str:
     """What a checkpoint was trained on: resuming is only right for the same galaxies and settings."""
-    digest = hashlib.sha256(repr(sorted(config.as_params().items())).encode())
-    for array in (train_rows, y_train, val_rows, y_val, [] if unlabelled_rows is None else unlabelled_rows):
+    settings = {**config.as_params(), **{f"objective.{k}": v for k, v in objective.params().items()}}
+    digest = hashlib.sha256(repr(sorted(settings.items())).encode())
+    for array in (train_rows, y_train, val_rows, y_val, *objective.fingerprint_arrays()):
         digest.update(np.ascontiguousarray(array, dtype=np.int64).tobytes())
     return digest.hexdigest()
 
@@ -276,4 +303,4 @@ def _save_checkpoint(path, model, optimiser, history, best, epoch, rng, generato
              "torch_rng": generator.get_state(), "global_torch_rng": torch.get_rng_state(),
              "fingerprint": fingerprint}
     # A temporary name of its own: two runs of the same partition never write the same file.
-    atomic_write_bytes(Path(path), lambda tmp: torch.save(state, tmp))
+    atomic_write(Path(path), lambda tmp: torch.save(state, tmp))

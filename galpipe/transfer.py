@@ -1,6 +1,6 @@
-"""The paper's experiment in plain functions: pick the labelled galaxies of a budget, train
-(pretrain on the source survey; fine-tune `full`, `head_only` or from `scratch` on the target),
-and evaluate on the fixed target test set."""
+"""Labelled samples and label budgets: the galaxies of a task with a label and a model input,
+fixed hash splits, the N galaxies of a budget (both classes made sure of) and their
+train/validation split. The protocol that uses them is galpipe.experiment."""
 
 from __future__ import annotations
 
@@ -11,8 +11,6 @@ import pandas as pd
 
 from galpipe.matching import assign_split
 
-STRATEGIES = ("full", "head_only", "scratch")
-DIRECT = "direct"  # budget 0: the source model applied as it is
 FULL_POOL = "full"
 
 

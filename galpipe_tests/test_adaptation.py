@@ -8,9 +8,10 @@ import copy
 import numpy as np
 import pytest
 
-from galpipe.adaptation import (AdaptationData, StackedArrays, adapt_batch_norm, domain_distance, embeddings,
-                                pseudo_labels, select_for_labelling, train_adapted)
+from galpipe.adaptation import AdaptationData, StackedArrays, adapt_batch_norm, domain_distance, embeddings, pseudo_labels
 from galpipe.evaluation import adaptation_goals, binary_metrics
+from galpipe.experiment.selections import select_for_labelling
+from galpipe.experiment.strategies import STRATEGIES, StrategyRun
 from galpipe.models import build_model
 from galpipe.training import TrainConfig, predict_proba, train_classifier
 from galpipe.transfer import LabelledSample
@@ -80,7 +81,9 @@ def _source_view(model, toy):
 @pytest.mark.parametrize("strategy", ["coral", "self_training"])
 def test_unsupervised_strategies_align_the_surveys_and_keep_the_source(toy, strategy):
     config = TrainConfig(**TOY_TRAINING, max_epochs=4, learning_rate=3e-4)
-    adapted, history, extra = train_adapted(strategy, toy["model"], None, None, toy["data"], config)
+    strategy_config = STRATEGIES.get(strategy).config(config)
+    adapted, history, extra = STRATEGIES.get(strategy).train(StrategyRun(
+        toy["model"], toy["x_target"], None, None, strategy_config, "compact", adaptation=toy["data"]))
     assert history and extra["n_unlabelled_target"] == len(TARGET_UNLABELLED)
     source_side = _source_view(adapted, toy) if strategy == "self_training" else adapted
     before, after = _distance(toy["model"], toy["model"], toy), _distance(source_side, adapted, toy)

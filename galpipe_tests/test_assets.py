@@ -12,12 +12,12 @@ from PIL import Image
 
 from galpipe.catalogs import write_parquet
 from galpipe.cutouts import write_cutout_fits
+from galpipe.definitions import build_resources
 from galpipe.defs.assets import ASSETS
 from galpipe.defs.checks import CHECKS
-from galpipe.defs.resources import SurveySource
-from galpipe.definitions import build_resources
+from galpipe.defs.surveys import FolderSurvey
 
-DECALS_SOURCE = dict(kind="folder", catalog_file="catalog.csv", id_column="iauname", ra_column="ra",
+DECALS_SOURCE = dict(catalog_file="catalog.csv", id_column="iauname", ra_column="ra",
                      dec_column="dec", image_column="image", label_columns={"ring": "ring"})
 
 
@@ -66,7 +66,7 @@ def test_whole_graph_materializes_with_all_checks_passing(tiny_run):
         f"{i}.fits" for i in source.object_id)
     cutout_meta = _metadata(first, "target", "raw_cutouts")
     assert cutout_meta["n_ok"] == len(manifests["target"]) and cutout_meta["n_quarantined"] == 0
-    assert cutout_meta["render_rate_galaxies_per_s_per_core"] > 0
+    assert cutout_meta["cutouts_per_s_per_core"] > 0
     assert (run_dir / "gallery.png").stat().st_size > 10_000
 
 
@@ -97,7 +97,7 @@ def test_rematerializing_is_idempotent(tiny_run):
 
 def test_real_decals_folder_as_target_with_its_own_labels(tmp_path, decals_folder):
     resources = build_resources("tiny", data_dir=str(tmp_path), tasks=["ring"],
-                                target=SurveySource(folder=str(decals_folder), **DECALS_SOURCE))
+                                target=FolderSurvey(folder=str(decals_folder), **DECALS_SOURCE))
     result = materialize(ASSETS[:-1], resources=resources, selection=[
         AssetKey(["source", "catalog"]), AssetKey(["target", "catalog"]),
         AssetKey(["target", "raw_cutouts"]), AssetKey("matched_catalog")])
@@ -132,7 +132,7 @@ def _user_folder(tmp_path):
 
 def test_bring_your_own_folder_counts_bad_cutouts_and_keeps_the_good(tmp_path):
     folder = _user_folder(tmp_path)
-    target = SurveySource(kind="folder", folder=str(folder), catalog_file="cat.parquet", id_column="id",
+    target = FolderSurvey(folder=str(folder), catalog_file="cat.parquet", id_column="id",
                           ra_column="ra", dec_column="dec", image_column="file", label_columns={"spiral": "spiral"})
     resources = build_resources("tiny", data_dir=str(tmp_path / "data"), tasks=["spiral"], target=target)
     result = materialize(ASSETS[:-1], resources=resources, selection=[
@@ -151,7 +151,7 @@ def test_catalog_with_duplicate_ids_fails_naming_file_and_rows(tmp_path):
     folder = _user_folder(tmp_path)
     table = pd.read_parquet(folder / "cat.parquet")
     write_parquet(pd.concat([table, table.iloc[[0]]]), folder / "cat.parquet")
-    target = SurveySource(kind="folder", folder=str(folder), catalog_file="cat.parquet", id_column="id",
+    target = FolderSurvey(folder=str(folder), catalog_file="cat.parquet", id_column="id",
                           ra_column="ra", dec_column="dec", image_column="file")
     resources = build_resources("tiny", data_dir=str(tmp_path / "data"), target=target)
     result = materialize(ASSETS[:-1], resources=resources, selection=[AssetKey(["target", "catalog"])],

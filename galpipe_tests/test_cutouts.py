@@ -6,8 +6,8 @@ import pytest
 from astropy.coordinates import SkyCoord
 from PIL import Image
 
-from galpipe.cutouts import (CutoutError, atomic_write_bytes, read_cutout, validate_manifest,
-                             write_cutout_fits)
+from galpipe.cutouts import CutoutError, read_cutout, validate_manifest, write_cutout_fits
+from galpipe.files import atomic_write
 
 
 def _cube(shape=(3, 33, 33), seed=0):
@@ -100,5 +100,5 @@ def test_interrupted_write_leaves_no_file_that_looks_complete(tmp_path):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        atomic_write_bytes(path, write_half_then_fail)
+        atomic_write(path, write_half_then_fail)
     assert list(tmp_path.iterdir()) == []

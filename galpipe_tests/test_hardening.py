@@ -26,8 +26,8 @@ from galpipe.cli import main
 from galpipe.cutouts import CutoutError, write_cutout_fits
 from galpipe.hardware import autocast
 from galpipe.models import build_model
-from galpipe.preprocessing import build_model_inputs, model_input
 from galpipe.prediction import Classifier, predict_cutouts
+from galpipe.preprocessing import build_model_inputs, model_input
 from galpipe.tracking import ModelRegistryError, Tracker, fail_stale_runs, load_registered_model
 from galpipe.training import TrainConfig, _save_checkpoint, predict_proba, train_classifier
 

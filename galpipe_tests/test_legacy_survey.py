@@ -187,14 +187,14 @@ def test_legacy_survey_as_the_target_of_the_pipeline(viewer, tmp_path):
     from dagster import AssetKey, materialize
 
     from galpipe.catalogs import write_parquet
-    from galpipe.defs.assets import ASSETS
-    from galpipe.defs.resources import SurveySource
     from galpipe.definitions import build_resources
+    from galpipe.defs.assets import ASSETS
+    from galpipe.defs.surveys import LegacySurvey
 
     positions = tmp_path / "positions.parquet"
     write_parquet(pd.DataFrame({"object_id": ["a", "b", "c"], "ra_deg": [30.0, 30.1, 30.2],
                                 "dec_deg": [0.0, 4.0, -0.5]}), positions)
-    target = SurveySource(kind="legacy_survey", instrument="des", layer="des-dr1", base_url=viewer,
+    target = LegacySurvey(instrument="des", layer="des-dr1", base_url=viewer,
                           catalog_path=str(positions), timeout_s=2.0)
     result = materialize(ASSETS, resources=build_resources("tiny", data_dir=str(tmp_path / "data"), target=target),
                          selection=[AssetKey(["target", "catalog"]), AssetKey(["target", "raw_cutouts"])])

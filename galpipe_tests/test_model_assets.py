@@ -10,8 +10,8 @@ import torch
 from dagster import AssetKey, MultiPartitionKey, materialize
 from mlflow import MlflowClient
 
-from galpipe.defs.checks import CHECKS
 from galpipe.definitions import ALL_ASSETS, build_resources
+from galpipe.defs.checks import CHECKS
 from galpipe.defs.resources import MlflowTracking
 from galpipe.tracking import ModelRegistryError, Tracker, load_registered_model
 from galpipe.training import TrainingError

@@ -184,7 +184,7 @@ def test_positives_are_weighted_by_the_negatives_per_positive_when_balanced():
 def test_the_champion_is_chosen_on_validation_loss_never_on_test_accuracy():
     import pandas as pd
 
-    from galpipe.defs.model_assets import choose_champion
+    from galpipe.experiment.protocol import choose_champion
 
     runs = pd.DataFrame([
         # the best test accuracy of all, but fewer labels: not eligible

@@ -17,7 +17,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from galpipe.screenshots import DAGSTER_ASSET_LIST, MLFLOW_MODELS, browser_page, page_text
-from galpipe.simulation.population import TASKS
+from galpipe.tasks import DEFAULT_TASKS as TASKS
 from galpipe.ui import HOST, UiError, add_arguments, check_port_free, free_ports, run_ui, running_ui
 from galpipe.ui_guard import only_queries
 
@@ -66,12 +66,10 @@ def test_ui_shows_assets_and_registered_models(served_project):
     root, dagster_url, mlflow_url = served_project
     model_names = [f"galpipe-{task}-des" for task in TASKS]
     with browser_page() as page:
-        # page_text fails with a timeout naming the text it did not find.
-        assets = page_text(page, dagster_url + DAGSTER_ASSET_LIST, ASSET_NAMES)
+        # page_text waits for each text and fails with a timeout naming the one it did not find.
+        page_text(page, dagster_url + DAGSTER_ASSET_LIST, ASSET_NAMES)
         models = page_text(page, mlflow_url + MLFLOW_MODELS, [*model_names, "champion"])
-    assert all(name in assets for name in ASSET_NAMES)
-    assert all(name in models for name in model_names)
-    assert models.count("champion") == len(TASKS)
+    assert models.count("champion") == len(TASKS)  # one alias per task's model
     assert (root / ".galpipe_ui" / "dagster.log").stat().st_size > 0
 
 

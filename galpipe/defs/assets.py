@@ -8,7 +8,7 @@ import pandas as pd
 from dagster import AssetExecutionContext, AssetIn, AssetKey, MaterializeResult, MetadataValue, asset
 
 from galpipe.catalogs import class_balance
-from galpipe.cutouts import validate_manifest
+from galpipe.cutouts import remove_stale_files, validate_manifest
 from galpipe.defs.metadata import image_md, table_md
 from galpipe.defs.resources import GalpipeSettings
 from galpipe.gallery import make_gallery, pick_gallery_galaxies
@@ -47,52 +47,45 @@ def survey_assets(role: str):
         survey = _survey(context, role)
         profile = settings.get_profile()
         out_dir = settings.run_dir / role / "cutouts"
-        last_logged = [0]
-
-        def log_progress(done: int, total: int) -> None:
-            if done * 10 // total > last_logged[0] or done == total:
-                last_logged[0] = done * 10 // total
-                context.log.info(f"{role} cutouts: {done}/{total}")
-
         started = time.perf_counter()
-        manifest = survey.build_cutouts(catalog, profile, out_dir, settings.workers(), log_progress)
+        manifest = survey.build_cutouts(catalog, profile, out_dir, settings.workers(), _progress_logger(context, role))
         build_seconds = time.perf_counter() - started
         for row in manifest[manifest.status == "failed"].itertuples():
             context.log.warning(f"{role} {row.object_id}: {row.reason}")
+        owned = survey.owns_files()  # only files galpipe made are moved to quarantine or removed
         manifest = validate_manifest(manifest, survey.bands, survey.expected_shape(profile),
-                                     settings.run_dir / role / "quarantine" if survey.owns_files() else None,
-                                     warn=context.log.warning)
-        if survey.owns_files():
-            _remove_stale_files(out_dir, manifest)
-
-        counts = manifest.status.value_counts()
-        metadata = {
-            "n_ok": int(counts.get("ok", 0)),
-            "n_quarantined": int(counts.get("quarantined", 0)),
-            "n_failed": int(counts.get("failed", 0)),
-            "build_seconds": round(build_seconds, 1),
-            "cutout_dir": str(out_dir),
-        }
-        if survey.kind == "simulated" and len(manifest):
-            metadata["render_rate_galaxies_per_s_per_core"] = round(
-                len(manifest) / build_seconds / settings.workers(), 2)
-        problems = manifest[manifest.status != "ok"]
-        if len(problems):
-            metadata["problems"] = table_md(problems[["object_id", "status", "reason"]], rows=20)
-        context.add_output_metadata(metadata)
+                                     settings.run_dir / role / "quarantine" if owned else None, warn=context.log.warning)
+        if owned:
+            remove_stale_files(out_dir, manifest)
+        context.add_output_metadata(_manifest_metadata(manifest, build_seconds, settings.workers(), out_dir))
         return manifest
 
     return [catalog, raw_cutouts]
 
 
-def _remove_stale_files(out_dir: Path, manifest: pd.DataFrame) -> None:
-    """Drop cutouts a previous materialization left that this one did not make (idempotence)."""
-    current = set(manifest.path)
-    for path in Path(out_dir).glob("*.fits"):
-        if str(path) not in current:
-            path.unlink()
-    for partial in Path(out_dir).glob(".*.part"):  # left by an interrupted write
-        partial.unlink()
+def _progress_logger(context, role: str):
+    """A progress callback that logs each tenth of the cutouts to Dagster's log."""
+    last_logged = [0]
+
+    def log_progress(done: int, total: int) -> None:
+        if done * 10 // total > last_logged[0] or done == total:
+            last_logged[0] = done * 10 // total
+            context.log.info(f"{role} cutouts: {done}/{total}")
+
+    return log_progress
+
+
+def _manifest_metadata(manifest: pd.DataFrame, build_seconds: float, workers: int, out_dir: Path) -> dict:
+    counts = manifest.status.value_counts()
+    metadata = {"n_ok": int(counts.get("ok", 0)), "n_quarantined": int(counts.get("quarantined", 0)),
+                "n_failed": int(counts.get("failed", 0)), "build_seconds": round(build_seconds, 1),
+                "cutout_dir": str(out_dir)}
+    if len(manifest):  # rendered, fetched or listed, as the kind may be
+        metadata["cutouts_per_s_per_core"] = round(len(manifest) / build_seconds / workers, 2)
+    problems = manifest[manifest.status != "ok"]
+    if len(problems):
+        metadata["problems"] = table_md(problems[["object_id", "status", "reason"]], rows=20)
+    return metadata
 
 
 @asset(group_name=SURVEYS_GROUP,

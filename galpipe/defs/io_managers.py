@@ -1,5 +1,6 @@
 """Values between assets are stored under the profile's data folder, where users can open them
-too: DataFrames as Parquet, small dicts (model URIs, metrics) as JSON. Never pickles.
+too: DataFrames as Parquet, small dicts (model URIs, metrics) as JSON, model inputs as the
+Parquet of their index with the array's path in the file's metadata. Never pickles.
 A partitioned asset keeps one file per partition; a downstream asset that reads all partitions
 gets the DataFrames concatenated (or a dict of partition -> value)."""
 
@@ -7,11 +8,15 @@ import json
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
 from dagster import ConfigurableIOManager, InputContext, OutputContext, ResourceDependency
 
 from galpipe.catalogs import write_parquet
-from galpipe.cutouts import atomic_write_bytes
 from galpipe.defs.resources import GalpipeSettings
+from galpipe.files import atomic_write
+from galpipe.preprocessing import ModelInputs
+
+ARRAY_PATH_KEY = "galpipe.model_inputs_array"
 
 
 class ParquetIOManager(ConfigurableIOManager):
@@ -24,23 +29,28 @@ class ParquetIOManager(ConfigurableIOManager):
         base = self._base(context)
         if context.has_asset_partitions:
             base = base / context.asset_partition_key
-        if isinstance(obj, pd.DataFrame):
+        if isinstance(obj, ModelInputs):
+            path = base.with_suffix(".parquet")
+            write_parquet(obj.index, path, {ARRAY_PATH_KEY: obj.array_path})
+            context.add_output_metadata({"path": str(path), "rows": len(obj.index), "array": obj.array_path})
+        elif isinstance(obj, pd.DataFrame):
             path = base.with_suffix(".parquet")
             write_parquet(obj, path)
             context.add_output_metadata({"path": str(path), "rows": len(obj)})
         elif isinstance(obj, dict):
             path = base.with_suffix(".json")
-            atomic_write_bytes(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2, default=str)))
+            atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2, default=str)))
             context.add_output_metadata({"path": str(path)})
         else:
             raise TypeError(f"{context.asset_key.to_user_string()}: expected a DataFrame or a dict, "
                             f"got {type(obj).__name__}")
 
     def _read(self, base: Path, what: str):
-        for suffix, read in ((".parquet", pd.read_parquet), (".json", lambda p: json.loads(p.read_text()))):
+        for suffix, read in ((".parquet", read_parquet), (".json", lambda p: json.loads(p.read_text()))):
             if base.with_suffix(suffix).is_file():
                 return read(base.with_suffix(suffix))
         raise FileNotFoundError(f"{base}.parquet/.json: not materialized yet ({what})")
+
 
     def load_input(self, context: InputContext):
         base = self._base(context)
@@ -59,3 +69,11 @@ class ParquetIOManager(ConfigurableIOManager):
         if values and all(isinstance(v, pd.DataFrame) for v in values.values()):
             return pd.concat(values.values(), ignore_index=True)
         return values
+
+
+def read_parquet(path: Path):
+    """A DataFrame, or ModelInputs where the file's metadata names the array."""
+    table = pq.read_table(path)
+    array_path = (table.schema.metadata or {}).get(ARRAY_PATH_KEY.encode())
+    frame = table.to_pandas()
+    return ModelInputs(array_path.decode(), frame) if array_path else frame

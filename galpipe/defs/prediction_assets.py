@@ -5,7 +5,7 @@ import hashlib
 
 import numpy as np
 import pandas as pd
-from dagster import AssetExecutionContext, AssetIn, AssetKey, StaticPartitionsDefinition, asset
+from dagster import AssetExecutionContext, AssetIn, AssetKey, MaterializeResult, StaticPartitionsDefinition, asset
 
 from galpipe.defs.reevaluation import OPERATIONS_GROUP
 from galpipe.defs.resources import GalpipeSettings
@@ -27,7 +27,9 @@ def chunk_of(object_ids: pd.Series) -> np.ndarray:
        description="The whole target survey classified by the champions, one partition per chunk of the "
                    "catalogue (by object-id hash): a backfill over the chunks spreads over a cluster's "
                    "workers. Parquet per chunk: object_id, path, p_<task>, <task>.")
-def target_morphology(context: AssetExecutionContext, raw_cutouts: pd.DataFrame) -> dict:
+def target_morphology(context: AssetExecutionContext, raw_cutouts: pd.DataFrame) -> MaterializeResult:
+    # The chunk's Parquet is this asset's only file: no IO-manager value beside it (a reader
+    # would not know which of two files in the folder to take).
     settings: GalpipeSettings = context.resources.settings
     tracker = context.resources.mlflow.tracker()
     chunk = prediction_chunks.get_partition_keys().index(context.partition_key)
@@ -37,8 +39,6 @@ def target_morphology(context: AssetExecutionContext, raw_cutouts: pd.DataFrame)
     out = settings.run_dir / "target" / "morphology" / f"{context.partition_key}.parquet"
     summary = predict_cutouts(classifiers, rows[["object_id", "path"]], out, progress=False,
                               on_failure=lambda r: context.log.warning(f"skipped {r['path']}: {r['reason']}"))
-    context.add_output_metadata({"path": str(out), "n_written": summary.n_written,
-                                 "n_failed": len(summary.failures),
-                                 "galaxies_per_second": round(summary.galaxies_per_second, 1)})
-    return {"path": str(out), "n_written": summary.n_written, "n_failed": len(summary.failures),
-            "models": [k.model_uri for k in classifiers]}
+    return MaterializeResult(metadata={"path": str(out), "n_written": summary.n_written,
+                                       "n_failed": len(summary.failures), "models": [k.model_uri for k in classifiers],
+                                       "galaxies_per_second": round(summary.galaxies_per_second, 1)})

@@ -2,18 +2,28 @@
 check, `reevaluation_job` and the `daily_reevaluation` schedule."""
 
 import pandas as pd
-from dagster import (AssetCheckResult, AssetCheckSeverity, AssetExecutionContext, AssetIn, AssetKey,
-                     AssetSelection, DefaultScheduleStatus, MetadataValue, ScheduleDefinition, asset, asset_check,
-                     define_asset_job)
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetExecutionContext,
+    AssetIn,
+    AssetKey,
+    AssetSelection,
+    DefaultScheduleStatus,
+    MetadataValue,
+    ScheduleDefinition,
+    asset,
+    asset_check,
+    define_asset_job,
+)
 
-from galpipe.defs.metadata import image_md, run_tags
 from galpipe.champions import reevaluate_champions
-from galpipe.defs.model_assets import inputs_path
+from galpipe.defs.metadata import image_md, run_tags
 from galpipe.defs.resources import GalpipeSettings
 from galpipe.evaluation import plot_roc_curves, raised_baseline, regressions
 from galpipe.gallery import make_gallery, pick_gallery_galaxies
-from galpipe.preprocessing import load_model_inputs
-from galpipe.tracking import with_retry
+from galpipe.preprocessing import ModelInputs
+from galpipe.tracking import registered_model_name, with_retry
 
 OPERATIONS_GROUP = "operations"
 WATCHED_METRICS = ("accuracy", "roc_auc")  # the regression check compares these
@@ -26,16 +36,15 @@ WATCHED_METRICS = ("accuracy", "roc_auc")  # the regression check compares these
        description="Each task's `champion` re-evaluated on the current target test set (new labels "
                    "included), logged as an MLflow evaluation run linked to the model version, with ROC "
                    "curves and a gallery of test galaxies with their predicted probabilities.")
-def champion_evaluation(context: AssetExecutionContext, matched_catalog: pd.DataFrame, target_inputs: pd.DataFrame,
+def champion_evaluation(context: AssetExecutionContext, matched_catalog: pd.DataFrame, target_inputs: ModelInputs,
                         source_cutouts: pd.DataFrame) -> pd.DataFrame:
     settings: GalpipeSettings = context.resources.settings
     tracker = context.resources.mlflow.tracker()
     survey = context.resources.target_survey.instrument
     test_rows = matched_catalog[matched_catalog.split == "test"]
     table, probabilities, curves = reevaluate_champions(
-        tracker, {task: f"galpipe-{task}-{survey}" for task in settings.tasks},
-        load_model_inputs(inputs_path(settings, "target")), test_rows, target_inputs, settings.run_dir / "plots",
-        run_tags(context))
+        tracker, {task: registered_model_name(task, survey) for task in settings.tasks}, target_inputs.array(),
+        test_rows, target_inputs.index, settings.run_dir / "plots", run_tags(context))
     roc = plot_roc_curves(curves, settings.run_dir / "champion_roc.png", f"champions on {survey.upper()} test set")
     galaxies = pick_gallery_galaxies(test_rows[test_rows.object_id.isin(probabilities.index)], settings.tasks)
     ok_source = source_cutouts[source_cutouts.status == "ok"]

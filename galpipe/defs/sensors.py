@@ -3,8 +3,7 @@ and evaluation."""
 
 import json
 
-from dagster import (AssetKey, AssetSelection, DefaultSensorStatus, MultiPartitionKey, RunRequest, SensorResult,
-                     SkipReason, sensor)
+from dagster import AssetKey, AssetSelection, DefaultSensorStatus, MultiPartitionKey, RunRequest, SensorResult, SkipReason, sensor
 from dagster._core.definitions.assets.graph.asset_graph_subset import AssetGraphSubset
 from dagster._core.definitions.events import AssetKeyPartitionKey
 

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from galpipe.instruments import SDSS, Instrument
+from galpipe.tasks import simulated_tasks
 
 # The sky sits on SDSS Stripe 82, where SDSS and DES overlap.
 SKY_CENTRE_RA_DEG = 30.0
@@ -22,7 +23,6 @@ SKY_FAINT_LIMIT_R_MAG = 18.0
 NUMBER_COUNT_SLOPE = 0.45  # d log N / dm of bright galaxies
 SDSS_SPECTROSCOPIC_LIMIT_R_MAG = 17.77
 VOLUNTEERS_PER_GALAXY = 40
-TASKS = ("featured", "edge_on", "bar")
 
 
 @dataclass(frozen=True)
@@ -188,7 +188,7 @@ def volunteer_votes(catalog: pd.DataFrame, seed: int, instrument: Instrument = S
     false_positive_rate = {"featured": 0.08, "edge_on": 0.03, "bar": 0.06}
 
     votes = pd.DataFrame(index=catalog.index)
-    for task in TASKS:
+    for task in simulated_tasks():
         truth = catalog[f"truth_{task}"].to_numpy().astype(float)
         p_yes = false_positive_rate[task] + (0.92 - false_positive_rate[task]) * truth * visibility[task]
         fraction = rng.binomial(VOLUNTEERS_PER_GALAXY, p_yes) / VOLUNTEERS_PER_GALAXY

@@ -22,7 +22,8 @@ import pandas as pd
 from astropy.io import fits
 from tqdm import tqdm
 
-from galpipe.cutouts import CutoutError, atomic_write_bytes
+from galpipe.cutouts import CutoutError
+from galpipe.files import atomic_write
 
 DEFAULT_BASE_URL = "https://www.legacysurvey.org/viewer"
 LAYER_BANDS = {"sdss": "gri", "des-dr1": "gri", "ls-dr9": "grz", "ls-dr10": "griz"}
@@ -62,7 +63,7 @@ class LegacySurveyClient:
             return path
         payload = self._get(url)
         _check_fits_payload(url, payload)
-        atomic_write_bytes(path, lambda tmp: Path(tmp).write_bytes(payload))
+        atomic_write(path, lambda tmp: Path(tmp).write_bytes(payload))
         return path
 
     def _get(self, url: str) -> bytes:

@@ -14,8 +14,14 @@ from tqdm import tqdm
 
 from galpipe.cutouts import Cutout, validate_cutout, write_cutout_fits
 from galpipe.instruments import get_instrument
-from galpipe.simulation.population import (SkyConfig, observe_catalog, simulate_sky, sky_footprint_deg,
-                                           target_footprint_deg, volunteer_votes)
+from galpipe.simulation.population import (
+    SkyConfig,
+    observe_catalog,
+    simulate_sky,
+    sky_footprint_deg,
+    target_footprint_deg,
+    volunteer_votes,
+)
 
 CHUNK_SIZE = 16  # galaxies per task sent to a worker
 

@@ -1,0 +1,157 @@
+"""Where a survey's catalogue and cutouts come from: one resource class per kind, registered in
+`SOURCE_KINDS`, each answering the same questions (its catalogue, its cutouts, the bands and
+shape every cutout must have, whether galpipe owns the files). The `source_survey` and
+`target_survey` resources take any of them.
+
+- `SimulatedSurvey`: the embedded default, `instrument` observing the profile's simulated sky.
+- `FolderSurvey`: a catalogue file plus FITS, JPEG or PNG cutouts in a folder you bring.
+- `LegacySurvey`: positions from a catalogue, FITS cutouts fetched from the Legacy Survey
+  viewer (`layer` sdss or des-dr1) at `instrument`'s pixel scale.
+"""
+
+from pathlib import Path
+from typing import ClassVar, Literal
+
+import pandas as pd
+from dagster import ConfigurableResource
+
+from galpipe.catalogs import read_table, validate_catalog
+from galpipe.instruments import get_instrument
+from galpipe.label_catalogs import labels_from_catalog
+from galpipe.profiles import Profile
+from galpipe.registry import Registry
+from galpipe.simulation.population import SDSS_SPECTROSCOPIC_LIMIT_R_MAG, SKY_FAINT_LIMIT_R_MAG
+from galpipe.sources.folder import folder_manifest, load_folder_catalog
+from galpipe.sources.legacy_survey import LAYER_BANDS, LegacySurveyClient, download_cutouts
+from galpipe.sources.simulated import render_cutouts, simulated_catalog
+
+
+class SurveySource(ConfigurableResource):
+    """What every kind of survey source answers. `instrument` names the survey (in registered
+    model names, galleries) and, where galpipe makes or fetches the cutouts, their pixel scale."""
+
+    kind: ClassVar[str] = ""
+    instrument: str = "sdss"
+
+    @property
+    def bands(self) -> str | None:
+        """The bands every cutout must have (None: a colour image or unknown)."""
+        return None
+
+    def expected_shape(self, profile: Profile) -> tuple[int, int] | None:
+        """The (height, width) in pixels every cutout must have (None: any)."""
+        size = get_instrument(self.instrument).cutout_size_pixels(profile.cutout_field_arcsec)
+        return (size, size)
+
+    def owns_files(self) -> bool:
+        """Files galpipe made (and may quarantine by moving), not the user's own."""
+        return True
+
+    def load_catalog(self, profile: Profile) -> pd.DataFrame:
+        raise NotImplementedError
+
+    def build_cutouts(self, catalog: pd.DataFrame, profile: Profile, out_dir: Path, n_workers: int,
+                      progress=None) -> pd.DataFrame:
+        """The cutout manifest: object_id, path, status ('ok' or 'failed'), reason."""
+        raise NotImplementedError
+
+
+class _PublishedLabels(SurveySource):
+    """A catalogue you bring, whose labels may be 0/1 columns (`label_columns`: task -> column) or
+    a published catalogue's columns (`label_scheme` "gz2" for Galaxy Zoo 2 debiased vote
+    fractions, "ds18" for Dominguez Sanchez et al. 2018 probabilities)."""
+
+    label_columns: dict[str, str] = {}
+    label_scheme: Literal["", "gz2", "ds18"] = ""
+    label_threshold: float = 0.5
+
+    def _with_scheme_labels(self, catalog: pd.DataFrame, where: str) -> pd.DataFrame:
+        if self.label_scheme:
+            catalog, _ = labels_from_catalog(catalog, self.label_scheme, self.label_threshold, where)
+        return catalog
+
+
+class SimulatedSurvey(SurveySource):
+    kind: ClassVar[str] = "simulated"
+    footprint: Literal["full", "target"] = "full"
+    r_mag_limit: float = SDSS_SPECTROSCOPIC_LIMIT_R_MAG
+    volunteer_labels: bool = True
+
+    @property
+    def bands(self) -> str | None:
+        return get_instrument(self.instrument).band_names
+
+    def load_catalog(self, profile: Profile) -> pd.DataFrame:
+        return simulated_catalog(self.instrument, profile.sky, self.footprint, self.r_mag_limit, self.volunteer_labels)
+
+    def build_cutouts(self, catalog, profile, out_dir, n_workers, progress=None):
+        return render_cutouts(catalog, self.instrument, profile.cutout_field_arcsec, out_dir, n_workers, progress)
+
+
+class FolderSurvey(_PublishedLabels):
+    """Columns are named by the *_column fields; without ra/dec columns (empty names) the folder
+    needs labels of its own, as there is nothing to cross-match."""
+
+    kind: ClassVar[str] = "folder"
+    folder: str = ""
+    catalog_file: str = "catalog.csv"
+    id_column: str = "object_id"
+    ra_column: str = "ra_deg"
+    dec_column: str = "dec_deg"
+    image_column: str = "image_path"
+
+    def expected_shape(self, profile: Profile) -> tuple[int, int] | None:
+        return None
+
+    def owns_files(self) -> bool:
+        return False
+
+    def load_catalog(self, profile: Profile) -> pd.DataFrame:
+        has_positions = bool(self.ra_column and self.dec_column)
+        catalog = load_folder_catalog(self.folder, self.catalog_file, self.id_column, self.image_column,
+                                      self.ra_column if has_positions else None,
+                                      self.dec_column if has_positions else None, self.label_columns)
+        return self._with_scheme_labels(catalog, str(Path(self.folder) / self.catalog_file))
+
+    def build_cutouts(self, catalog, profile, out_dir, n_workers, progress=None):
+        return folder_manifest(catalog)
+
+
+class LegacySurvey(_PublishedLabels):
+    kind: ClassVar[str] = "legacy_survey"
+    catalog_path: str = ""
+    base_url: str = "https://www.legacysurvey.org/viewer"
+    layer: str = "sdss"
+    timeout_s: float = 30.0
+
+    @property
+    def bands(self) -> str | None:
+        return LAYER_BANDS.get(self.layer)
+
+    def load_catalog(self, profile: Profile) -> pd.DataFrame:
+        catalog = validate_catalog(read_table(self.catalog_path), self.catalog_path,
+                                   label_columns=tuple(self.label_columns))
+        return self._with_scheme_labels(catalog, self.catalog_path)
+
+    def build_cutouts(self, catalog, profile, out_dir, n_workers, progress=None):
+        client = LegacySurveyClient(base_url=self.base_url, cache_dir=out_dir, timeout_s=self.timeout_s)
+        instrument = get_instrument(self.instrument)
+        return download_cutouts(catalog, client, self.layer, instrument.pixel_scale_arcsec,
+                                instrument.cutout_size_pixels(profile.cutout_field_arcsec))
+
+
+SOURCE_KINDS: Registry[type[SurveySource]] = Registry("survey source kind")
+for _kind in (SimulatedSurvey, FolderSurvey, LegacySurvey):
+    SOURCE_KINDS.register(_kind.kind, _kind)
+
+
+def simulated_source() -> SimulatedSurvey:
+    """SDSS DR7 over the whole simulated sky, r < 17.77, with volunteer labels."""
+    return SimulatedSurvey(instrument="sdss", footprint="full", r_mag_limit=SDSS_SPECTROSCOPIC_LIMIT_R_MAG,
+                           volunteer_labels=True)
+
+
+def simulated_target() -> SimulatedSurvey:
+    """DES DR1 over part of the simulated sky, deeper (r < 18), without labels of its own."""
+    return SimulatedSurvey(instrument="des", footprint="target", r_mag_limit=SKY_FAINT_LIMIT_R_MAG,
+                           volunteer_labels=False)

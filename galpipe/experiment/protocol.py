@@ -1,0 +1,257 @@
+"""The paper's protocol, and what galpipe adds to it, as plain functions that take data and a
+profile and return results; every training run is logged and registered through a `Recorder`.
+
+- `pretrain`: one task's classifier trained on the source survey (a fixed 15% held out by
+  object id for validation), evaluated there and applied directly to the target test set.
+- `finetune`: one task x label budget: for each seed and label selection the same N galaxies
+  for every strategy, each strategy after the teacher it learns from; budget 0 is the source
+  model applied directly, plus the strategies that need no target label.
+- `choose_champion`: the run to serve, chosen without the test set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from galpipe.adaptation import AdaptationData, embeddings
+from galpipe.evaluation import binary_metrics, plot_confusion, with_selection
+from galpipe.experiment.selections import SELECTIONS
+from galpipe.experiment.strategies import DIRECT, STRATEGIES, Strategy, StrategyRun
+from galpipe.models import build_model, count_flops
+from galpipe.preprocessing import ModelInputs
+from galpipe.profiles import Profile
+from galpipe.tracking import Tracker, load_registered_model, registered_model_name
+from galpipe.training import TrainConfig, predict_proba, train_classifier
+from galpipe.transfer import (
+    LabelledSample,
+    labelled_sample,
+    parse_budget,
+    require_two_classes,
+    split_by_hash,
+    split_train_validation,
+)
+
+SOURCE_VALIDATION_FRACTION = 0.15
+
+
+@dataclass
+class TransferData:
+    """Both surveys' catalogues and model inputs: the source catalogue with its labels, the
+    target's matched catalogue with its fixed splits."""
+
+    source_catalog: pd.DataFrame
+    source_inputs: ModelInputs
+    matched_catalog: pd.DataFrame
+    target_inputs: ModelInputs
+
+    def source_sample(self, task: str) -> tuple[LabelledSample, LabelledSample]:
+        """(train, validation) of the source galaxies labelled for `task`."""
+        sample = labelled_sample(self.source_catalog, self.source_inputs.index, task)
+        require_two_classes(sample, f"source catalogue, task {task}")
+        return split_by_hash(sample, SOURCE_VALIDATION_FRACTION, salt="source-validation")
+
+    def target_split(self, task: str, split: str) -> LabelledSample:
+        """The target galaxies of `split` (pool or test) labelled for `task`, in row order."""
+        sample = labelled_sample(self.matched_catalog[self.matched_catalog.split == split],
+                                 self.target_inputs.index, task)
+        return sorted_by_row(sample) if split == "test" else sample
+
+    def adaptation(self, task: str) -> AdaptationData:
+        """Target then source inputs in one array, for the strategies that read unlabelled target
+        images: every target galaxy outside the test set, labelled or not."""
+        source_train, source_validation = self.source_sample(task)
+        index = self.target_inputs.index
+        not_test = ~index.object_id.isin(self.matched_catalog.object_id[self.matched_catalog.split == "test"])
+        unlabelled = index[(index.status == "ok") & not_test].row.to_numpy()
+        return AdaptationData.build(self.target_inputs.array(), self.source_inputs.array(), source_train,
+                                    source_validation, unlabelled)
+
+
+@dataclass
+class Recorder:
+    """Where a run is logged: the MLflow tracker, tags for every run (e.g. the Dagster run that
+    made it), the folder for plots and checkpoints, and a line logger."""
+
+    tracker: Tracker
+    tags: dict
+    run_dir: Path
+    log: Callable[[str], None] = print
+
+    def evaluate(self, run_id: str, model, x, sample: LabelledSample, prefix: str, title: str) -> dict:
+        """Test metrics and a confusion-matrix plot, logged to the run."""
+        probability = predict_proba(model, x[sample.row])
+        metrics = binary_metrics(sample.label, probability)
+        self.tracker.log_metrics(run_id, {f"{prefix}_{k}": v for k, v in metrics.items()})
+        png = plot_confusion(sample.label, probability, self.run_dir / "plots" / f"{run_id}_{prefix}_confusion.png",
+                             title)
+        self.tracker.log_artifact(run_id, png, "plots")
+        return metrics
+
+
+def train_config(profile: Profile, task: str, **changes) -> TrainConfig:
+    weighting = "balanced" if task in profile.class_balanced_tasks else "none"
+    return TrainConfig(batch_size=profile.batch_size, patience=profile.patience, class_weighting=weighting, **changes)
+
+
+def model_tags(profile: Profile, task: str, role: str, **more) -> dict:
+    """On each registered model version: what `galpipe predict` needs to prepare its inputs."""
+    return {"task": task, "role": role, "architecture": profile.architecture, "input_mode": profile.input_mode,
+            "field_arcsec": profile.cutout_field_arcsec, **more}
+
+
+def sorted_by_row(sample: LabelledSample) -> LabelledSample:
+    """Rows in increasing order: memory-mapped reads stay sequential."""
+    return sample.subset(np.argsort(sample.row))
+
+
+def pretrain(profile: Profile, task: str, data: TransferData, source_survey: str, recorder: Recorder) -> dict:
+    """The source classifier of `task`, logged and registered; its source validation and
+    direct-on-target test metrics."""
+    train, validation = data.source_sample(task)
+    test = data.target_split(task, "test")
+    x_source, x_target = data.source_inputs.array(), data.target_inputs.array()
+    config = train_config(profile, task, max_epochs=profile.pretrain_max_epochs, seed=0)
+    model = build_model(profile.architecture, seed=config.seed)
+    params = {"task": task, "survey": source_survey, "architecture": profile.architecture, "role": "pretrained",
+              "n_train": len(train), "n_validation": len(validation), "flops_per_image": count_flops(model),
+              **config.as_params()}
+    tracker = recorder.tracker
+    with tracker.run(f"pretrain-{task}-{source_survey}", recorder.tags, params) as run_id:
+        history = train_classifier(model, x_source, train.row, train.label, validation.row, validation.label,
+                                   config, recorder.run_dir / "checkpoints" / f"pretrain-{task}.pt",
+                                   on_epoch=lambda r: recorder.log(f"{task} epoch {r['epoch']}: {r}"))
+        tracker.log_history(run_id, history)
+        source_metrics = recorder.evaluate(run_id, model, x_source, sorted_by_row(validation), "source_val",
+                                           f"{task}: {source_survey} validation")
+        direct_metrics = recorder.evaluate(run_id, model, x_target, test, "target_test",
+                                           f"{task}: applied directly to target")
+        model_uri, version = tracker.log_and_register_model(
+            run_id, model, np.array(x_source[:1]), registered_model_name(task, source_survey),
+            model_tags(profile, task, "pretrained"))
+    return {"task": task, "model_uri": model_uri, "version": version, "run_id": run_id, "epochs": len(history),
+            "source_val": source_metrics, "target_test_direct": direct_metrics}
+
+
+def strategies_for(profile: Profile, budget_key: str, selection: str | None) -> list[str]:
+    """The strategies a budget's runs use, teachers first. Budget 0 (`selection` None): those that
+    need no target label. A non-random selection: the profile's `selection_strategies` only."""
+    adapting = budget_key in profile.adaptation_budgets
+    adaptation = list(profile.adaptation_strategies) if adapting else []
+    if selection is None:
+        return [s for s in adaptation if STRATEGIES.get(s).runs_without_labels]
+    names = [*profile.strategies, *adaptation]
+    if selection != "random":
+        names = [s for s in names if s in profile.selection_strategies]
+    for name in names:  # a teacher is an explicit dependency: never silently swapped for another
+        teacher = STRATEGIES.get(name).teacher
+        if teacher is not None and teacher not in names:
+            raise ValueError(f"strategy {name!r} learns from {teacher!r}, which this run does not train; "
+                             f"add {teacher!r} to the profile's strategies")
+    return sorted(names, key=lambda s: (STRATEGIES.get(s).teacher is not None, names.index(s)))
+
+
+def selections_for(profile: Profile, budget_key: str) -> tuple[str, ...]:
+    return profile.selections if budget_key in profile.adaptation_budgets else ("random",)
+
+
+def finetune(profile: Profile, task: str, budget_key: str, data: TransferData, pretrained: dict,
+             target_survey: str, recorder: Recorder) -> pd.DataFrame:
+    """One row per run of the (task, budget) partition: strategy, selection, seed, test metrics,
+    model URI, MLflow run and best validation loss."""
+    pool = data.target_split(task, "pool")
+    test = data.target_split(task, "test")
+    require_two_classes(test, f"target test set, task {task}")
+    budget = parse_budget(budget_key, len(pool))
+    x = data.target_inputs.array()
+    source_model = load_registered_model(recorder.tracker.tracking_uri, pretrained["model_uri"])  # loaded once
+    base = {"task": task, "label_budget": budget, "budget_key": budget_key,
+            "pretrained_model_uri": pretrained["model_uri"]}
+    rows = []
+    if budget == 0:  # evaluated here, not copied: the test set may have grown since pretraining
+        metrics = binary_metrics(test.label, predict_proba(source_model, x[test.row]))
+        rows.append({**base, "strategy": DIRECT, "selection": "none", "seed": 0, **metrics,
+                     "model_uri": pretrained["model_uri"], "run_id": pretrained["run_id"], "val_loss": np.nan})
+    selections = selections_for(profile, budget_key)
+    wanted = {s for selection in ([None] if budget == 0 else selections)
+              for s in strategies_for(profile, budget_key, selection)}
+    skipped = {s for s in wanted if STRATEGIES.get(s).needs_batch_norm and not source_model.batch_norm_layers()}
+    for name in sorted(skipped):
+        recorder.log(f"{profile.architecture} has no batch normalisation: {name} skipped")
+    adaptation = (data.adaptation(task) if any(STRATEGIES.get(s).uses_unlabelled_target for s in wanted - skipped)
+                  else None)
+    probability = pool_embeddings = None  # the source model's view of the pool, for the selections
+    if budget > 0 and any(SELECTIONS.get(s).needs_probability for s in selections):
+        probability = predict_proba(source_model, x[pool.row])
+    if budget > 0 and any(SELECTIONS.get(s).needs_embeddings for s in selections):
+        pool_embeddings = embeddings(source_model, x, pool.row)
+
+    def run(name: str, selection: str, seed: int, train, validation, teacher=None):
+        strategy: Strategy = STRATEGIES.get(name)
+        config = strategy.config(train_config(profile, task, seed=seed, max_epochs=profile.finetune_max_epochs,
+                                              min_steps=profile.finetune_min_steps))
+        params = {"task": task, "survey": target_survey, "architecture": profile.architecture, "strategy": name,
+                  "selection": selection, "label_budget": budget, "n_train": len(train) if train else 0,
+                  "n_validation": len(validation) if validation else 0,
+                  "pretrained_model_uri": pretrained["model_uri"], **config.as_params()}
+        tags = {**recorder.tags, "pretrained_run_id": pretrained["run_id"]}
+        checkpoint = recorder.run_dir / "checkpoints" / f"{task}|{budget_key}-{name}-{selection}-{seed}.pt"
+        with recorder.tracker.run(f"{name}-{task}-{budget_key}-{selection}-seed{seed}", tags, params) as run_id:
+            model, history, extra = strategy.train(StrategyRun(
+                source_model, x, train, validation, config, profile.architecture, checkpoint,
+                adaptation if strategy.uses_unlabelled_target else None, teacher))
+            recorder.tracker.log_params(run_id, extra)
+            recorder.tracker.log_history(run_id, history)
+            metrics = recorder.evaluate(run_id, model, x, test, "target_test",
+                                        f"{task} {name} N={budget} ({selection})")
+            model_uri, _ = recorder.tracker.log_and_register_model(
+                run_id, model, np.array(x[test.row[:1]]), registered_model_name(task, target_survey),
+                model_tags(profile, task, name, label_budget=budget, seed=seed, selection=selection))
+        recorder.log(f"{task} N={budget} {name} ({selection}) seed {seed}: accuracy {metrics['accuracy']:.3f}")
+        rows.append({**base, "strategy": name, "selection": selection, "seed": seed, **metrics,
+                     "model_uri": model_uri, "run_id": run_id,
+                     "val_loss": min((r["val_loss"] for r in history), default=np.nan)})
+        return model
+
+    for seed in profile.seeds:
+        if budget == 0:  # unsupervised domain adaptation: no target label at all
+            for name in strategies_for(profile, budget_key, None):
+                if name not in skipped and (STRATEGIES.get(name).random_without_labels or seed == profile.seeds[0]):
+                    run(name, "none", seed, None, None)
+            continue
+        for selection in selections:
+            chosen = SELECTIONS.get(selection).select(pool, budget, seed, probability, pool_embeddings)
+            train, validation = split_train_validation(chosen, seed)
+            models = {}  # this seed and selection's models: the teachers of later strategies
+            for name in strategies_for(profile, budget_key, selection):
+                if name not in skipped:
+                    models[name] = run(name, selection, seed, train, validation,
+                                       models.get(STRATEGIES.get(name).teacher))
+    return pd.DataFrame(rows)
+
+
+def choose_champion(runs: pd.DataFrame) -> pd.Series:
+    """The run to serve, chosen without the test set (so the metrics reported on it stay
+    unbiased): trained on the most target labels; of the strategies (x label selections), the
+    lowest validation loss averaged over seeds (each seed has its own validation galaxies); of
+    its seeds, the lowest."""
+    runs = with_selection(runs[runs.strategy != DIRECT])
+    largest = runs[runs.label_budget == runs.label_budget.max()]
+    strategy, selection = largest.groupby(["strategy", "selection"]).val_loss.mean().idxmin()
+    return largest[(largest.strategy == strategy) & (largest.selection == selection)].sort_values("val_loss").iloc[0]
+
+
+def crown_champions(tracker: Tracker, runs: pd.DataFrame, target_survey: str) -> dict[str, str]:
+    """Each task's champion (choose_champion) gets the `champion` alias of its registered model;
+    returns a line per task saying which run it is."""
+    champions = {}
+    for task, task_runs in runs[runs.strategy != DIRECT].groupby("task"):
+        chosen = choose_champion(task_runs)
+        tracker.set_alias(registered_model_name(task, target_survey), "champion", chosen.model_uri.rsplit("/", 1)[-1])
+        champions[task] = (f"{chosen.model_uri} ({chosen.strategy}, {chosen.selection} selection, "
+                           f"N={chosen.label_budget}, seed {chosen.seed})")
+    return champions
