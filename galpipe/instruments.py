@@ -10,6 +10,9 @@ from dataclasses import dataclass
 
 # Diameter of the aperture in which the DES DR1 depths are quoted.
 DES_DEPTH_APERTURE_ARCSEC = 1.95
+# Effective wavelengths of the SDSS/DES-like filters (Fukugita et al. 1996; DES DR1), which the
+# simulated galaxies' colours are interpolated over.
+EFFECTIVE_WAVELENGTH_NM = {"u": 355.0, "g": 477.0, "r": 623.0, "i": 763.0, "z": 913.0, "Y": 1000.0}
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,13 @@ class Band:
     depth_mag: float | None = None
     depth_nsigma: float = 10.0
     depth_aperture_arcsec: float = DES_DEPTH_APERTURE_ARCSEC
+
+    @property
+    def wavelength_nm(self) -> float:
+        try:
+            return EFFECTIVE_WAVELENGTH_NM[self.name]
+        except KeyError:
+            raise KeyError(f"band {self.name!r} has no effective wavelength; known: {sorted(EFFECTIVE_WAVELENGTH_NM)}") from None
 
 
 @dataclass(frozen=True)

@@ -61,14 +61,15 @@ def normalise_per_image(pixels: np.ndarray) -> np.ndarray:
     return (centred / scale).astype(np.float32)
 
 
-def colour_image(cutout: Cutout, pixel_scale_arcsec: float) -> np.ndarray:
-    """g, r, i as the Lupton colour composite survey viewers show (i, r, g as red, green, blue),
-    on a surface-brightness scale in nanomaggies per arcsec^2: (3, y, x) in [0, 1]."""
+def colour_image(cutout: Cutout, pixel_scale_arcsec: float, bands: str = "gri") -> np.ndarray:
+    """Three bands, bluest first (g, r, i by default), as the Lupton colour composite survey viewers
+    show (the reddest as red), on a surface-brightness scale in nanomaggies per arcsec^2:
+    (3, y, x) in [0, 1]."""
     zeropoint = cutout.header.get("MAGZERO", NANOMAGGY_ZEROPOINT_MAG) if cutout.header is not None \
         else NANOMAGGY_ZEROPOINT_MAG
     to_nanomaggy_per_arcsec2 = 10 ** (-0.4 * (zeropoint - NANOMAGGY_ZEROPOINT_MAG)) / pixel_scale_arcsec**2
-    g, r, i = select_bands(cutout, "gri") * to_nanomaggy_per_arcsec2
-    rgb = make_lupton_rgb(i, r, g, minimum=0.0, stretch=1.5, Q=8)
+    blue, green, red = select_bands(cutout, bands) * to_nanomaggy_per_arcsec2
+    rgb = make_lupton_rgb(red, green, blue, minimum=0.0, stretch=1.5, Q=8)
     return np.moveaxis(rgb, -1, 0).astype(np.float32) / 255.0
 
 
@@ -76,7 +77,7 @@ def model_input(path, field_arcsec: float, mode: str = "bands", bands: str = "gr
                 pixel_scale_arcsec: float | None = None) -> np.ndarray:
     """(3, 69, 69) float32 model input of one cutout.
 
-    mode "bands": the survey bands `bands`, normalised per image (FITS cutouts).
+    mode "bands": the survey bands `bands` (three, bluest first), normalised per image (FITS cutouts).
     mode "colour": a colour composite in [0, 1]; JPEG/PNG cutouts are taken as they are, FITS
     cutouts are turned into the Lupton composite first, so both kinds feed the same model.
     `pixel_scale_arcsec` is for images without a PIXSCALE header (JPEG/PNG).
@@ -92,7 +93,7 @@ def model_input(path, field_arcsec: float, mode: str = "bands", bands: str = "gr
             raise CutoutError(path, "a colour image can only feed a model in mode 'colour'")
         pixels = cutout.pixels
     elif mode == "colour":
-        pixels = colour_image(cutout, scale)
+        pixels = colour_image(cutout, scale, bands)
     else:
         pixels = select_bands(cutout, bands)
     resampled = resample(crop_to_field(pixels, scale, field_arcsec))
@@ -105,7 +106,7 @@ def model_input(path, field_arcsec: float, mode: str = "bands", bands: str = "gr
 
 
 def build_model_inputs(manifest: pd.DataFrame, out_path: Path, field_arcsec: float, mode: str = "bands",
-                       pixel_scale_arcsec: float | None = None) -> pd.DataFrame:
+                       pixel_scale_arcsec: float | None = None, bands: str = "gri") -> pd.DataFrame:
     """Stack the model inputs of every good cutout into one .npy array at `out_path`.
 
     Returns the index: object_id, row (in the array), status ('ok' or 'failed') and reason; a
@@ -118,7 +119,7 @@ def build_model_inputs(manifest: pd.DataFrame, out_path: Path, field_arcsec: flo
     for object_id, path in tqdm(zip(good.object_id, good.path), total=len(good), desc="model inputs",
                                 unit="cutout", disable=None):
         try:
-            rows.append(model_input(path, field_arcsec, mode, pixel_scale_arcsec=pixel_scale_arcsec))
+            rows.append(model_input(path, field_arcsec, mode, bands, pixel_scale_arcsec))
             index.append({"object_id": object_id, "row": len(rows) - 1, "status": "ok", "reason": ""})
         except CutoutError as err:
             index.append({"object_id": object_id, "row": -1, "status": "failed", "reason": err.reason})

@@ -109,3 +109,39 @@ def test_the_default_tasks_are_registered_and_an_unknown_name_is_named():
         registry.get("b")
     with pytest.raises(ValueError, match="registered twice"):
         registry.register("a", 2)
+
+
+def test_the_readme_strategy_example_trains(toy):
+    """The worked example of README's "Extending galpipe", as written there."""
+    import copy
+    from dataclasses import dataclass
+
+    from galpipe.adaptation import adapt_batch_norm
+    from galpipe.experiment.strategies import FineTuning, Strategy
+
+    @dataclass(frozen=True)
+    class AdaBNHead(Strategy):
+        uses_unlabelled_target: bool = True
+        needs_batch_norm: bool = True
+        learning_rate: float = 1e-3
+
+        def config(self, base):
+            return FineTuning(learning_rate=self.learning_rate, trainable="head").config(base)
+
+        def train(self, run: StrategyRun):
+            model = adapt_batch_norm(copy.deepcopy(run.pretrained), run.adaptation.x, run.adaptation.unlabelled_rows)
+            history = train_classifier(model, run.x, run.train.row, run.train.label, run.validation.row,
+                                       run.validation.label, run.config, run.checkpoint_path)
+            return model, history, {}
+
+    registry = Registry("fine-tuning strategy")  # a registry of its own: the shared one stays as it is
+    registry.register("adabn_head", AdaBNHead())
+    strategy = registry.get("adabn_head")
+    config = strategy.config(TrainConfig(**TOY))
+    assert config.training_mode == "head_only" and config.learning_rate == 1e-3
+    model, history, _ = strategy.train(StrategyRun(toy["model"], toy["x"], toy["train"], toy["validation"], config,
+                                                   "compact", adaptation=toy["data"]))
+    assert history and np.isfinite(predict_proba(model, toy["x"])).all()
+    frozen = {k: v for k, v in model.features.state_dict().items() if "running" not in k and "num_batches" not in k}
+    for name, value in frozen.items():  # the head trained, the features did not
+        np.testing.assert_array_equal(value.numpy(), toy["model"].features.state_dict()[name].numpy())

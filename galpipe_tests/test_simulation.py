@@ -1,11 +1,13 @@
 """The simulated sky: reproducible, the same galaxy in both surveys, labels that behave like
 volunteers' on SDSS images."""
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from galpipe.instruments import DES, SDSS
+from galpipe.instruments import DES, SDSS, Band
 from galpipe.profiles import get_profile
 from galpipe.simulation.population import SkyConfig, simulate_sky, volunteer_votes
 from galpipe.simulation.render import render_galaxy
@@ -79,3 +81,16 @@ def test_votes_are_fractions_of_volunteers_and_seeded(sdss_catalog):
     for task in ("featured", "edge_on", "bar"):
         assert votes[f"{task}_fraction"].between(0, 1).all()
         assert (votes[task] == (votes[f"{task}_fraction"] > 0.5)).all()
+
+
+def test_an_instrument_with_other_bands_renders_them_from_the_galaxy_colours(sdss_catalog):
+    """Bands come from the instrument's table: a u,g,r,i,z camera renders all five, g, r and i
+    exactly as SDSS does, and u below g for galaxies redder in g-r (colours followed in wavelength)."""
+    ugriz = dataclasses.replace(SDSS, name="ugriz", bands=(Band("u", 1.6, 22.0, 1000.0), *SDSS.bands,
+                                                           Band("z", 1.3, 19.0, 1000.0)))
+    galaxy = _truth(sdss_catalog.sort_values("mag_r").iloc[0].to_dict())
+    cube = render_galaxy(galaxy, ugriz, 41, add_noise=False)
+    assert cube.shape == (5, 41, 41) and np.isfinite(cube).all()
+    np.testing.assert_array_equal(cube[1:4], render_galaxy(galaxy, SDSS, 41, add_noise=False))
+    u, g, r, i, z = cube.sum(axis=(1, 2))
+    assert 0 < u < g < r and z > 0

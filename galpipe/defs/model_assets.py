@@ -38,14 +38,18 @@ TRANSFER_INS = {"source_catalog": AssetIn(key=AssetKey(["source", "catalog"])),
 def model_inputs_asset(role: str):
     @asset(key=AssetKey([role, "model_inputs"]), group_name=MODELS_GROUP,
            ins={"raw_cutouts": AssetIn(key=AssetKey([role, "raw_cutouts"]))},
+           required_resource_keys={"settings", f"{role}_survey"},
            description=f"Every good {role} cutout as a 69x69 model input, normalised per image, stacked "
                        "in one memory-mapped .npy; the value is the array's path and its index (object_id -> row).")
-    def model_inputs(context: AssetExecutionContext, settings: GalpipeSettings,
-                     raw_cutouts: pd.DataFrame) -> ModelInputs:
+    def model_inputs(context: AssetExecutionContext, raw_cutouts: pd.DataFrame) -> ModelInputs:
+        settings: GalpipeSettings = context.resources.settings
         started = time.perf_counter()
         profile = settings.get_profile()
         array_path = settings.run_dir / role / "model_inputs_69px.npy"
-        index = build_model_inputs(raw_cutouts, array_path, profile.cutout_field_arcsec, profile.input_mode)
+        # The survey's own bands where it has three or more (the three bluest), else g, r, i.
+        bands = getattr(context.resources, f"{role}_survey").bands or "gri"
+        index = build_model_inputs(raw_cutouts, array_path, profile.cutout_field_arcsec, profile.input_mode,
+                                   bands=bands[:3])
         for row in index[index.status != "ok"].itertuples():
             context.log.warning(f"{role} {row.object_id}: no model input: {row.reason}")
         context.add_output_metadata({"n_ok": int((index.status == "ok").sum()),

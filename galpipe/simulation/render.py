@@ -14,7 +14,7 @@ import math
 import galsim
 import numpy as np
 
-from galpipe.instruments import Instrument
+from galpipe.instruments import EFFECTIVE_WAVELENGTH_NM, Band, Instrument
 
 GSPARAMS = galsim.GSParams(folding_threshold=1e-2, maxk_threshold=2e-3)
 ARM_CLUMPS_PER_ARM = 30
@@ -90,9 +90,17 @@ def galaxy_components(g) -> list[tuple[galsim.GSObject, float, float, float]]:
     return components
 
 
-def _band_flux_ratio(band: str, g_minus_r: float, r_minus_i: float) -> float:
-    """Flux in `band` relative to r for a component of the given AB colours."""
-    return {"g": 10 ** (-0.4 * g_minus_r), "r": 1.0, "i": 10 ** (0.4 * r_minus_i)}[band]
+def _band_flux_ratio(band: Band, g_minus_r: float, r_minus_i: float) -> float:
+    """Flux in `band` relative to r for a component of the given AB colours: its magnitude is
+    fixed at g, r and i, and followed linearly in wavelength from the nearest two beyond them
+    (u, z, Y), so an instrument may have any of those bands."""
+    nodes = [(EFFECTIVE_WAVELENGTH_NM[b], m) for b, m in (("g", g_minus_r), ("r", 0.0), ("i", -r_minus_i))]
+    wavelength = band.wavelength_nm
+    exact = [m for w, m in nodes if w == wavelength]
+    if exact:
+        return 10 ** (-0.4 * exact[0])
+    (w0, m0), (w1, m1) = nodes[:2] if wavelength < nodes[1][0] else nodes[1:]
+    return 10 ** (-0.4 * (m0 + (m1 - m0) * (wavelength - w0) / (w1 - w0)))
 
 
 def psf(instrument: Instrument, band: str) -> galsim.GSObject:
@@ -111,7 +119,7 @@ def render_galaxy(g, instrument: Instrument, size_pixels: int, offset_pixels=(0.
     cube = np.empty((len(instrument.bands), size_pixels, size_pixels), dtype=np.float32)
     for k, band in enumerate(instrument.bands):
         galaxy = galsim.Add([
-            profile * (total_flux_r * fraction * _band_flux_ratio(band.name, gr, ri))
+            profile * (total_flux_r * fraction * _band_flux_ratio(band, gr, ri))
             for profile, fraction, gr, ri in components
         ])
         image = galsim.Convolve(galaxy, psf(instrument, band.name)).drawImage(
