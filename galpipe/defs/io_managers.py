@@ -1,10 +1,12 @@
 """Values between assets are stored under the profile's data folder, where users can open them
 too: DataFrames as Parquet, small dicts (model URIs, metrics) as JSON, model inputs as the
-Parquet of their index with the array's path in the file's metadata. Never pickles.
+Parquet of their index with the array's path (relative to it, so that a project can move) in the
+file's metadata. Never pickles.
 A partitioned asset keeps one file per partition; a downstream asset that reads all partitions
 gets the DataFrames concatenated (or a dict of partition -> value)."""
 
 import json
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -31,7 +33,8 @@ class ParquetIOManager(ConfigurableIOManager):
             base = base / context.asset_partition_key
         if isinstance(obj, ModelInputs):
             path = base.with_suffix(".parquet")
-            write_parquet(obj.index, path, {ARRAY_PATH_KEY: obj.array_path})
+            relative = os.path.relpath(Path(obj.array_path).resolve(), path.parent.resolve())
+            write_parquet(obj.index, path, {ARRAY_PATH_KEY: relative})
             context.add_output_metadata({"path": str(path), "rows": len(obj.index), "array": obj.array_path})
         elif isinstance(obj, pd.DataFrame):
             path = base.with_suffix(".parquet")
@@ -76,4 +79,4 @@ def read_parquet(path: Path):
     table = pq.read_table(path)
     array_path = (table.schema.metadata or {}).get(ARRAY_PATH_KEY.encode())
     frame = table.to_pandas()
-    return ModelInputs(array_path.decode(), frame) if array_path else frame
+    return ModelInputs(os.path.normpath(Path(path).parent / array_path.decode()), frame) if array_path else frame

@@ -20,7 +20,7 @@ import pandas as pd
 
 from galpipe.adaptation import AdaptationData, embeddings
 from galpipe.evaluation import binary_metrics, plot_confusion, with_selection
-from galpipe.experiment.selections import SELECTIONS
+from galpipe.experiment.selections import RANDOM, SELECTIONS
 from galpipe.experiment.strategies import DIRECT, STRATEGIES, Strategy, StrategyRun
 from galpipe.models import build_model, count_flops
 from galpipe.preprocessing import ModelInputs
@@ -145,7 +145,7 @@ def strategies_for(profile: Profile, budget_key: str, selection: str | None) -> 
     if selection is None:
         return [s for s in adaptation if STRATEGIES.get(s).runs_without_labels]
     names = [*profile.strategies, *adaptation]
-    if selection != "random":
+    if selection != RANDOM:
         names = [s for s in names if s in profile.selection_strategies]
     for name in names:  # a teacher is an explicit dependency: never silently swapped for another
         teacher = STRATEGIES.get(name).teacher
@@ -156,7 +156,7 @@ def strategies_for(profile: Profile, budget_key: str, selection: str | None) -> 
 
 
 def selections_for(profile: Profile, budget_key: str) -> tuple[str, ...]:
-    return profile.selections if budget_key in profile.adaptation_budgets else ("random",)
+    return profile.selections if budget_key in profile.adaptation_budgets else (RANDOM,)
 
 
 def finetune(profile: Profile, task: str, budget_key: str, data: TransferData, pretrained: dict,

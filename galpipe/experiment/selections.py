@@ -29,6 +29,7 @@ class Selection:
 
 
 SELECTIONS: Registry[Selection] = Registry("label selection")
+RANDOM = "random"  # the paper's; every profile runs it, other selections only where asked
 
 
 class RandomSelection(Selection):
@@ -59,7 +60,7 @@ class DiversitySelection(Selection):
         return take_budget(pool, ranked, budget)
 
 
-SELECTIONS.register("random", RandomSelection())
+SELECTIONS.register(RANDOM, RandomSelection())
 SELECTIONS.register("uncertainty", UncertaintySelection())
 SELECTIONS.register("diversity", DiversitySelection())
 
