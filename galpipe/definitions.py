@@ -10,7 +10,7 @@ import os
 from dagster import Definitions
 
 from galpipe.defs.assets import ASSETS
-from galpipe.defs.checks import CHECKS
+from galpipe.defs.checks import CHECKS, MODEL_CHECKS
 from galpipe.defs.io_managers import ParquetIOManager
 from galpipe.defs.model_assets import MODEL_ASSETS
 from galpipe.defs.prediction_assets import target_morphology
@@ -36,6 +36,6 @@ def build_resources(profile: str | None = None, data_dir: str = "data", source=N
 
 
 ALL_ASSETS = [*ASSETS, *MODEL_ASSETS, champion_evaluation, target_morphology]
-ALL_CHECKS = [*CHECKS, champion_has_not_regressed]
+ALL_CHECKS = [*CHECKS, *MODEL_CHECKS, champion_has_not_regressed]
 defs = Definitions(assets=ALL_ASSETS, asset_checks=ALL_CHECKS, jobs=[reevaluation_job], schedules=[daily_reevaluation],
                    sensors=[new_target_labels], resources=build_resources())

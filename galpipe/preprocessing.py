@@ -109,15 +109,19 @@ def build_model_inputs(manifest: pd.DataFrame, out_path: Path, field_arcsec: flo
                        pixel_scale_arcsec: float | None = None, bands: str = "gri") -> pd.DataFrame:
     """Stack the model inputs of every good cutout into one .npy array at `out_path`.
 
-    Returns the index: object_id, row (in the array), status ('ok' or 'failed') and reason; a
-    cutout that cannot be made into a model input is counted, not silently dropped.
+    Returns the index, a row per manifest row: object_id, row (in the array), status ('ok' or
+    'failed') and reason; a cutout that cannot be made into a model input, or that had none to
+    begin with (failed or quarantined in the manifest), is counted, not silently dropped.
     """
-    good = manifest[manifest.status == "ok"]
     out_path = Path(out_path)
     index = []
     rows = []
-    for object_id, path in tqdm(zip(good.object_id, good.path), total=len(good), desc="model inputs",
-                                unit="cutout", disable=None):
+    reasons = manifest.reason if "reason" in manifest else pd.Series("", index=manifest.index)
+    for object_id, path, status, reason in tqdm(zip(manifest.object_id, manifest.path, manifest.status, reasons),
+                                                total=len(manifest), desc="model inputs", unit="cutout", disable=None):
+        if status != "ok":
+            index.append({"object_id": object_id, "row": -1, "status": "failed", "reason": f"cutout {status}: {reason}"})
+            continue
         try:
             rows.append(model_input(path, field_arcsec, mode, bands, pixel_scale_arcsec))
             index.append({"object_id": object_id, "row": len(rows) - 1, "status": "ok", "reason": ""})

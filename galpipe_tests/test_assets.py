@@ -1,6 +1,7 @@
 """The Dagster assets and checks, materialized for real (a temporary Dagster instance) on the
 tiny simulated surveys, the real DECaLS folder, and a folder with bad files."""
 
+import dataclasses
 import hashlib
 from pathlib import Path
 
@@ -110,6 +111,29 @@ def test_real_decals_folder_as_target_with_its_own_labels(tmp_path, decals_folde
     for split in ("pool", "test"):
         assert matched[matched.split == split].ring.mean() == pytest.approx(0.5, abs=0.1)
     assert _metadata(result, "matched_catalog")["n_test"] == pytest.approx(0.4 * 470, abs=25)
+
+
+@pytest.mark.parametrize("pixel_scale_arcsec, passes", [(0.0, False), (0.262, True)])
+def test_model_input_check_fails_on_a_folder_whose_images_cannot_become_inputs(tmp_path, decals_folder, monkeypatch,
+                                                                                 pixel_scale_arcsec, passes):
+    """The real DECaLS PNGs carry no pixel scale: without the folder's, none becomes a model input
+    (a run used to report success with warnings only); with it, all do."""
+    from galpipe.defs.checks import MODEL_CHECKS
+    from galpipe.defs.model_assets import MODEL_ASSETS
+    from galpipe.profiles import PROFILES
+
+    monkeypatch.setitem(PROFILES, "tiny_colour", dataclasses.replace(PROFILES["tiny"], input_mode="colour"))
+    folder = FolderSurvey(folder=str(decals_folder), pixel_scale_arcsec=pixel_scale_arcsec, **DECALS_SOURCE)
+    resources = build_resources("tiny_colour", data_dir=str(tmp_path), tasks=["ring"], target=folder)
+    keys = [AssetKey(["target", "catalog"]), AssetKey(["target", "raw_cutouts"]), AssetKey(["target", "model_inputs"])]
+    result = materialize([*ASSETS, *MODEL_ASSETS, *MODEL_CHECKS], resources=resources, raise_on_error=False,
+                         selection=AssetSelection.assets(*keys) | AssetSelection.checks_for_assets(keys[-1]))
+    [check] = result.get_asset_check_evaluations()
+    assert check.check_name == "model_inputs_are_complete" and check.passed is passes
+    assert check.metadata["n_cutouts"].value == 470
+    assert check.metadata["n_failed"].value == (0 if passes else 470)
+    if not passes:
+        assert "pixel scale unknown" in check.metadata["failed_by_reason"].value
 
 
 def _user_folder(tmp_path):

@@ -53,7 +53,7 @@ def test_stacked_inputs_are_memory_mapped_and_failures_counted(tmp_path):
     rows += [("bad", str(tmp_path / "bad.fits"), "ok"), ("skipped", "", "quarantined")]
     manifest = pd.DataFrame(rows, columns=["object_id", "path", "status"])
     index = build_model_inputs(manifest, tmp_path / "inputs.npy", field_arcsec=24)
-    assert index.status.tolist() == ["ok", "ok", "ok", "failed"]
-    assert "corrupt" in index.reason.iloc[3]
+    assert index.status.tolist() == ["ok", "ok", "ok", "failed", "failed"]
+    assert "corrupt" in index.reason.iloc[3] and index.reason.iloc[4].startswith("cutout quarantined")
     array = load_model_inputs(tmp_path / "inputs.npy")
     assert isinstance(array, np.memmap) and array.shape == (3, 3, 69, 69)

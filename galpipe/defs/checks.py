@@ -1,11 +1,13 @@
-"""Asset checks on the data: cutouts usable, cross-match healthy, classes present in each split."""
+"""Asset checks on the data: cutouts usable, cross-match healthy, classes present in each split,
+nearly every cutout made into a model input."""
 
 import pandas as pd
-from dagster import AssetCheckResult, AssetCheckSeverity, AssetKey, asset_check
+from dagster import AssetCheckResult, AssetCheckSeverity, AssetKey, MetadataValue, asset_check
 
 from galpipe.catalogs import class_balance
 from galpipe.cutouts import CutoutError, read_cutout
 from galpipe.defs.resources import GalpipeSettings
+from galpipe.preprocessing import ModelInputs
 
 CUTOUTS_REOPENED = 200
 
@@ -64,4 +66,23 @@ def class_balance_per_split(settings: GalpipeSettings, matched_catalog: pd.DataF
     return AssetCheckResult(passed=not one_class, severity=AssetCheckSeverity.WARN, metadata=metadata)
 
 
+def model_input_check(role: str):
+    @asset_check(asset=AssetKey([role, "model_inputs"]), name="model_inputs_are_complete",
+                 description="Fails when more than the settings' max_failed_input_fraction (5%) of the "
+                             f"{role} survey's cutouts have no model input; counts them by reason.")
+    def model_inputs_are_complete(settings: GalpipeSettings, model_inputs: ModelInputs) -> AssetCheckResult:
+        index = model_inputs.index
+        failed = index[index.status != "ok"]
+        share = len(failed) / len(index) if len(index) else 1.0
+        by_reason = failed.reason.value_counts()
+        return AssetCheckResult(passed=share <= settings.max_failed_input_fraction, metadata={
+            "n_cutouts": len(index), "n_failed": len(failed), "failed_fraction": round(share, 4),
+            "threshold": settings.max_failed_input_fraction,
+            "failed_by_reason": MetadataValue.md(by_reason.head(10).rename("n").to_frame().to_markdown())
+            if len(failed) else MetadataValue.md("none")})
+
+    return model_inputs_are_complete
+
+
 CHECKS = [cutout_check("source"), cutout_check("target"), match_rate_above_threshold, class_balance_per_split]
+MODEL_CHECKS = [model_input_check("source"), model_input_check("target")]

@@ -46,10 +46,10 @@ def model_inputs_asset(role: str):
         started = time.perf_counter()
         profile = settings.get_profile()
         array_path = settings.run_dir / role / "model_inputs_69px.npy"
+        survey = getattr(context.resources, f"{role}_survey")
         # The survey's own bands where it has three or more (the three bluest), else g, r, i.
-        bands = getattr(context.resources, f"{role}_survey").bands or "gri"
         index = build_model_inputs(raw_cutouts, array_path, profile.cutout_field_arcsec, profile.input_mode,
-                                   bands=bands[:3])
+                                   survey.image_pixel_scale_arcsec(), (survey.bands or "gri")[:3])
         for row in index[index.status != "ok"].itertuples():
             context.log.warning(f"{role} {row.object_id}: no model input: {row.reason}")
         context.add_output_metadata({"n_ok": int((index.status == "ok").sum()),

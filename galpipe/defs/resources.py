@@ -19,6 +19,7 @@ class GalpipeSettings(ConfigurableResource):
     tasks: list[str] = list(DEFAULT_TASKS)
     n_workers: int = 0  # processes for rendering; 0 = one per core
     min_match_rate: float = 0.5  # asset check: matched fraction of the target catalogue
+    max_failed_input_fraction: float = 0.05  # asset check: share of cutouts without a model input
     regression_tolerance: float = 0.02  # asset check: allowed drop of a champion's test metric
 
     @property

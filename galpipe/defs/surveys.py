@@ -47,6 +47,10 @@ class SurveySource(ConfigurableResource):
         """Files galpipe made (and may quarantine by moving), not the user's own."""
         return True
 
+    def image_pixel_scale_arcsec(self) -> float | None:
+        """arcsec/pixel of cutouts without a PIXSCALE header (JPEG/PNG); FITS cutouts carry theirs."""
+        return None
+
     def load_catalog(self, profile: Profile) -> pd.DataFrame:
         raise NotImplementedError
 
@@ -99,9 +103,14 @@ class FolderSurvey(_PublishedLabels):
     ra_column: str = "ra_deg"
     dec_column: str = "dec_deg"
     image_column: str = "image_path"
+    # arcsec/pixel of the folder's JPEG/PNG cutouts (FITS cutouts carry PIXSCALE); 0: unknown
+    pixel_scale_arcsec: float = 0.0
 
     def expected_shape(self, profile: Profile) -> tuple[int, int] | None:
         return None
+
+    def image_pixel_scale_arcsec(self) -> float | None:
+        return self.pixel_scale_arcsec or None
 
     def owns_files(self) -> bool:
         return False
