@@ -43,7 +43,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         champions = [load_classifier("sqlite:///mlruns/mlflow.db", uri)
-                     for uri in model_uris("champion", ["featured", "edge_on", "bar"], "des")]
+                     for uri in model_uris("champion", ["featured", "edge_on", "bar"], "des", "galpipe-small")]
         des = list_cutouts(folder=f"data/{args.profile}/target/cutouts")
         results["des_fits_3_champions"] = timed(champions, des, tmp / "des.parquet")
 

@@ -168,7 +168,7 @@ def _predict(args) -> int:
     if store is not None and not store.is_file():  # MLflow would create an empty store and find no model
         raise UserError(f"--tracking-uri {args.tracking_uri}: no MLflow store at {store.resolve()}")
     tasks = args.tasks.split(",")
-    uris = [uri for spec in args.model for uri in model_uris(spec, tasks, args.survey)]
+    uris = [uri for spec in args.model for uri in model_uris(spec, tasks, args.survey, args.experiment)]
     classifiers = [load_classifier(args.tracking_uri, uri) for uri in uris]
     tasks_seen = [k.task for k in classifiers]
     repeated = sorted({t for t in tasks_seen if tasks_seen.count(t) > 1})
@@ -177,7 +177,7 @@ def _predict(args) -> int:
     cutouts = list_cutouts(args.folder, args.catalog, args.id_column, args.image_column)
     if cutouts.empty:
         raise UserError(f"{args.catalog}: the catalogue lists no cutouts")
-    print(f"[galpipe predict] {len(cutouts)} cutouts, models: " + ", ".join(
+    print(f"[galpipe predict] experiment {args.experiment}; {len(cutouts)} cutouts, models: " + ", ".join(
         f"{k.task}={k.model_uri} ({k.input_mode})" for k in classifiers), file=sys.stderr)
     summary = predict_cutouts(classifiers, cutouts, args.out, args.threshold, args.batch_size, args.pixel_scale,
                               on_failure=lambda r: print(f"  skipped {r['path'] or r['object_id']}: {r['reason']}",
@@ -238,6 +238,9 @@ def main(argv=None) -> int:
                          help="arcsec/pixel of JPEG/PNG cutouts (FITS cutouts carry PIXSCALE)")
     predict.add_argument("--tasks", default=",".join(DEFAULT_TASKS), help="tasks an alias expands to")
     predict.add_argument("--survey", default="des", help="survey in the registered names (default %(default)s)")
+    predict.add_argument("--experiment", default=f"galpipe-{os.environ.get('GALPIPE_PROFILE', DEFAULT_PROFILE)}",
+                         help="the experiment whose models an alias names: galpipe-<profile> unless the settings "
+                              "name another (default %(default)s)")
     predict.add_argument("--tracking-uri", default="sqlite:///mlruns/mlflow.db", help="default: %(default)s")
     predict.set_defaults(func=_predict)
 

@@ -32,7 +32,6 @@ from galpipe.tracking import (
     load_registered_model,
     model_version,
     registered_model_name,
-    task_of_registered_name,
 )
 from galpipe.training import predict_proba
 
@@ -62,21 +61,23 @@ class PredictionSummary:
         return (self.n_written + len(self.failures)) / self.seconds if self.seconds else float("nan")
 
 
-def model_uris(spec: str, tasks, survey: str) -> list[str]:
+def model_uris(spec: str, tasks, survey: str, experiment: str) -> list[str]:
     """A registered model's URI as it is, or an alias (e.g. `champion`) as that alias of each
-    task's model `galpipe-<task>-<survey>`."""
+    task's model in `experiment` (`<experiment>-<task>-<survey>`)."""
     if spec.startswith("models:/"):
         return [spec]
     if ":/" in spec:
         raise ModelRegistryError(f"{spec!r}: give a registered model (models:/name/version or models:/name@alias)")
-    return [f"models:/{registered_model_name(task, survey)}@{spec}" for task in tasks]
+    return [f"models:/{registered_model_name(experiment, task, survey)}@{spec}" for task in tasks]
 
 
 def load_classifier(tracking_uri: str, model_uri: str) -> Classifier:
-    """The model and, from its version's tags, its task and how its inputs are made (models
-    registered before galpipe tagged them: task from the name, g,r,i bands over 40")."""
+    """The model and, from its version's tags, its task and how its inputs are made (without
+    tags: g,r,i bands over 40")."""
     version = model_version(tracking_uri, model_uri)
-    task = version.tags.get("task") or task_of_registered_name(version.name)
+    task = version.tags.get("task")
+    if not task:
+        raise ModelRegistryError(f"{model_uri}: the model version has no `task` tag (galpipe tags every model it registers)")
     return Classifier(task, model_uri, load_registered_model(tracking_uri, model_uri),
                       version.tags.get("input_mode", "bands"), float(version.tags.get("field_arcsec", 40.0)))
 

@@ -37,13 +37,11 @@ MODEL_PIP_REQUIREMENTS = [f"torch=={torch.__version__.split('+')[0]}", f"numpy==
                           f"safetensors=={importlib.metadata.version('safetensors')}"]
 
 
-def registered_model_name(task: str, survey: str) -> str:
-    """The registry name of a task's models trained for `survey` (e.g. galpipe-bar-des)."""
-    return f"galpipe-{task}-{survey}"
-
-
-def task_of_registered_name(name: str) -> str:
-    return name.removeprefix("galpipe-").rsplit("-", 1)[0]
+def registered_model_name(experiment: str, task: str, survey: str) -> str:
+    """The registry name of an experiment's models of `task` trained for `survey` (e.g.
+    galpipe-small-bar-des): each experiment has its own, so no run of one can move another's
+    `champion` alias."""
+    return f"{experiment}-{task}-{survey}"
 
 
 class ModelRegistryError(LookupError):
@@ -110,6 +108,7 @@ def fail_stale_runs(client: MlflowClient) -> list[str]:
 class Tracker:
     def __init__(self, tracking_uri: str, artifact_root: str, experiment: str):
         self.tracking_uri = tracking_uri
+        self.experiment_name = experiment  # the MLflow experiment, and the prefix of registered names
         follow_project_move(tracking_uri)
         mlflow.set_tracking_uri(tracking_uri)
         self.client = MlflowClient(tracking_uri)

@@ -45,7 +45,7 @@ def test_run_produces_the_evaluation_table(tiny_project):
 def test_every_run_is_in_mlflow_with_registry_entries_and_champions(tiny_project):
     root, _ = tiny_project
     client = _client(root)
-    experiment = client.get_experiment_by_name("galpipe")
+    experiment = client.get_experiment_by_name("galpipe-tiny")
     whole_run = _whole_run_ids(root)
     runs = [r for r in client.search_runs([experiment.experiment_id], max_results=1000)
             if r.data.tags.get("dagster.asset") in ("pretrained_model", "finetuned_models")  # training runs
@@ -72,12 +72,12 @@ def test_every_run_is_in_mlflow_with_registry_entries_and_champions(tiny_project
             assert float(run.data.params["alignment_weight"]) > 0
     names = {m.name: m for m in client.search_registered_models()}
     for task in ("featured", "edge_on", "bar"):
-        assert len(client.search_model_versions(f"name='galpipe-{task}-sdss'")) == 1
-        trained = [v for v in client.search_model_versions(f"name='galpipe-{task}-des'")
+        assert len(client.search_model_versions(f"name='galpipe-tiny-{task}-sdss'")) == 1
+        trained = [v for v in client.search_model_versions(f"name='galpipe-tiny-{task}-des'")
                    if v.tags.get("role") in ("full", "head_only", "scratch") and v.run_id in {r.info.run_id for r in runs}]
         assert len(trained) == 4 + 3  # budget 25: 3 strategies at random, full at diversity; budget full: 3
-        assert "champion" in names[f"galpipe-{task}-des"].aliases
-    champion = load_registered_model(f"sqlite:///{root}/mlruns/mlflow.db", "models:/galpipe-bar-des@champion")
+        assert "champion" in names[f"galpipe-tiny-{task}-des"].aliases
+    champion = load_registered_model(f"sqlite:///{root}/mlruns/mlflow.db", "models:/galpipe-tiny-bar-des@champion")
     assert champion(torch.zeros(1, 3, 69, 69)).shape == (1,)
 
 
@@ -111,7 +111,7 @@ def test_rerun_from_finetuning_reuses_upstream_and_keeps_the_other_budgets(tiny_
     pd.testing.assert_frame_equal(*kept)  # budgets not re-run are read back unchanged
     assert set(after[after.label_budget == 25].strategy) == set(before[before.label_budget == 25].strategy)
     client = _client(root)
-    runs = client.search_runs([client.get_experiment_by_name("galpipe").experiment_id], max_results=1000)
+    runs = client.search_runs([client.get_experiment_by_name("galpipe-tiny").experiment_id], max_results=1000)
     pretrained = {r.info.run_id for r in runs if r.data.params.get("role") == "pretrained"}
     rerun = [r for r in runs if r.data.tags.get("dagster.asset") == "finetuned_models"
              and r.data.tags["dagster.run_id"] not in _whole_run_ids(root)]
@@ -160,3 +160,35 @@ def test_parallel_writers_do_not_corrupt_the_store(tmp_path):
     runs = client.search_runs([client.get_experiment_by_name("parallel").experiment_id])
     assert len(runs) == 16 and {r.info.status for r in runs} == {"FINISHED"}
     assert sorted(r.data.metrics["accuracy"] for r in runs) == sorted([k / 10 for k in range(8)] * 2)
+
+
+def test_two_experiments_in_one_project_keep_their_own_champions(tmp_path):
+    """Registered models are per experiment (galpipe-<profile> unless the settings name another):
+    crowning one experiment's champion never moves the other's."""
+    import numpy as np
+    import pandas as pd
+
+    from galpipe.experiment.protocol import crown_champions
+    from galpipe.models import build_model
+    from galpipe.prediction import model_uris
+    from galpipe.tracking import model_version, registered_model_name
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    champions = {}
+    for experiment, best_seed in (("galpipe-small", 1), ("galpipe-tiny", 0)):
+        tracker = Tracker(uri, str(tmp_path / "artifacts"), experiment)
+        rows = []
+        for seed in (0, 1):
+            with tracker.run(f"full-{seed}", {}, {}) as run_id:
+                model_uri, _ = tracker.log_and_register_model(run_id, build_model("compact", seed=seed),
+                                                              np.zeros((1, 3, 69, 69), np.float32),
+                                                              registered_model_name(experiment, "bar", "des"))
+            rows.append({"task": "bar", "strategy": "full", "selection": "random", "label_budget": 25, "seed": seed,
+                         "model_uri": model_uri, "val_loss": 0.1 if seed == best_seed else 0.5})
+        crown_champions(tracker, pd.DataFrame(rows), "des")
+        champions[experiment] = rows[best_seed]["model_uri"]
+    for experiment, expected in champions.items():
+        [alias_uri] = model_uris("champion", ["bar"], "des", experiment)
+        version = model_version(uri, alias_uri)
+        assert f"models:/{version.name}/{version.version}" == expected
+    assert champions["galpipe-small"] != champions["galpipe-tiny"]

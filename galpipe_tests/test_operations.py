@@ -152,15 +152,15 @@ def test_reevaluation_logs_runs_and_fails_on_a_planted_regression(tiny_project):
     assert set(table.task) == {"featured", "edge_on", "bar"}
     client = MlflowClient(f"sqlite:///{root}/mlruns/mlflow.db")
     run = client.get_run(table.set_index("task").mlflow_run_id["featured"])
-    assert run.info.status == "FINISHED" and run.data.tags["evaluated_model"].startswith("models:/galpipe-featured-des/")
+    assert run.info.status == "FINISHED" and run.data.tags["evaluated_model"].startswith("models:/galpipe-tiny-featured-des/")
     assert "test_accuracy" in run.data.metrics
     task = table.set_index("task").accuracy.idxmax()  # tiny models: some are near chance
     accuracy = table.set_index("task").accuracy[task]
     assert accuracy > 0.55  # so that turning the model round must lose more than the tolerance
 
-    name = f"galpipe-{task}-des"
+    name = f"galpipe-tiny-{task}-des"
     champion = client.get_model_version_by_alias(name, "champion")
-    tracker = Tracker(f"sqlite:///{root}/mlruns/mlflow.db", str(root / "mlruns" / "artifacts"), "galpipe")
+    tracker = Tracker(f"sqlite:///{root}/mlruns/mlflow.db", str(root / "mlruns" / "artifacts"), "galpipe-tiny")
     model = load_registered_model(tracker.tracking_uri, f"models:/{name}/{champion.version}")
     with tracker.run("planted-regression", {}, {}) as run_id:
         example = torch.zeros(2, 3, 69, 69).numpy()

@@ -32,7 +32,7 @@ def registry(tmp_path_factory):
 
 
 def _predict(registry, *args):
-    return main(["predict", "--tracking-uri", registry, "--pixel-scale", "0.262", *args])
+    return main(["predict", "--tracking-uri", registry, "--pixel-scale", "0.262", "--experiment", "galpipe", *args])
 
 
 def test_predicts_the_whole_decals_sample_from_its_catalogue(registry, decals_folder, tmp_path):

@@ -64,7 +64,7 @@ def run_ids(dagster_url: str) -> list[str]:
 
 def test_ui_shows_assets_and_registered_models(served_project):
     root, dagster_url, mlflow_url = served_project
-    model_names = [f"galpipe-{task}-des" for task in TASKS]
+    model_names = [f"galpipe-tiny-{task}-des" for task in TASKS]
     with browser_page() as page:
         # page_text waits for each text and fails with a timeout naming the one it did not find.
         page_text(page, dagster_url + DAGSTER_ASSET_LIST, ASSET_NAMES)

@@ -61,7 +61,8 @@ def model_inputs_asset(role: str):
 
 
 def _recorder(context: AssetExecutionContext) -> Recorder:
-    return Recorder(context.resources.mlflow.tracker(), run_tags(context), context.resources.settings.run_dir,
+    settings: GalpipeSettings = context.resources.settings
+    return Recorder(context.resources.mlflow.tracker(settings.experiment_name), run_tags(context), settings.run_dir,
                     context.log.info)
 
 
@@ -112,7 +113,7 @@ def evaluation_table(context: AssetExecutionContext, finetuned_models: pd.DataFr
     summary = summarise(finetuned_models)
     png = plot_learning_curves(summary, run_dir / "learning_curves.png")
     atomic_write(run_dir / "evaluation_table.csv", lambda tmp: summary.to_csv(tmp, index=False))
-    tracker = context.resources.mlflow.tracker()
+    tracker = context.resources.mlflow.tracker(context.resources.settings.experiment_name)
     with tracker.run("evaluation-table", {**run_tags(context), "galpipe.kind": "evaluation"}, {}) as run_id:
         tracker.log_artifact(run_id, png, "plots")  # the learning curves, beside the runs they summarise
         tracker.log_artifact(run_id, run_dir / "evaluation_table.csv")

@@ -31,11 +31,12 @@ def target_morphology(context: AssetExecutionContext, raw_cutouts: pd.DataFrame)
     # The chunk's Parquet is this asset's only file: no IO-manager value beside it (a reader
     # would not know which of two files in the folder to take).
     settings: GalpipeSettings = context.resources.settings
-    tracker = context.resources.mlflow.tracker()
+    tracker = context.resources.mlflow.tracker(settings.experiment_name)
     chunk = prediction_chunks.get_partition_keys().index(context.partition_key)
     rows = raw_cutouts[(raw_cutouts.status == "ok") & (chunk_of(raw_cutouts.object_id) == chunk)]
     classifiers = [load_classifier(tracker.tracking_uri, uri)
-                   for uri in model_uris("champion", settings.tasks, context.resources.target_survey.instrument)]
+                   for uri in model_uris("champion", settings.tasks, context.resources.target_survey.instrument,
+                                         settings.experiment_name)]
     out = settings.run_dir / "target" / "morphology" / f"{context.partition_key}.parquet"
     summary = predict_cutouts(classifiers, rows[["object_id", "path"]], out, progress=False,
                               on_failure=lambda r: context.log.warning(f"skipped {r['path']}: {r['reason']}"))

@@ -39,11 +39,12 @@ WATCHED_METRICS = ("accuracy", "roc_auc")  # the regression check compares these
 def champion_evaluation(context: AssetExecutionContext, matched_catalog: pd.DataFrame, target_inputs: ModelInputs,
                         source_cutouts: pd.DataFrame) -> pd.DataFrame:
     settings: GalpipeSettings = context.resources.settings
-    tracker = context.resources.mlflow.tracker()
+    tracker = context.resources.mlflow.tracker(settings.experiment_name)
     survey = context.resources.target_survey.instrument
     test_rows = matched_catalog[matched_catalog.split == "test"]
     table, probabilities, curves = reevaluate_champions(
-        tracker, {task: registered_model_name(task, survey) for task in settings.tasks}, target_inputs.array(),
+        tracker, {task: registered_model_name(settings.experiment_name, task, survey) for task in settings.tasks},
+        target_inputs.array(),
         test_rows, target_inputs.index, settings.run_dir / "plots", run_tags(context))
     roc = plot_roc_curves(curves, settings.run_dir / "champion_roc.png", f"champions on {survey.upper()} test set")
     galaxies = pick_gallery_galaxies(test_rows[test_rows.object_id.isin(probabilities.index)], settings.tasks)
@@ -66,7 +67,7 @@ def champion_evaluation(context: AssetExecutionContext, matched_catalog: pd.Data
                          "evaluation so far, kept as tags of the registered model.")
 def champion_has_not_regressed(context, champion_evaluation: pd.DataFrame) -> AssetCheckResult:
     settings: GalpipeSettings = context.resources.settings
-    client = context.resources.mlflow.tracker().client
+    client = context.resources.mlflow.tracker(settings.experiment_name).client
     found, accepted_now = [], {}
     for row in champion_evaluation.itertuples(index=False):
         tags = with_retry(lambda: client.get_registered_model(row.registered_model)).tags

@@ -20,12 +20,19 @@ class GalpipeSettings(ConfigurableResource):
     n_workers: int = 0  # processes for rendering; 0 = one per core
     min_match_rate: float = 0.5  # asset check: matched fraction of the target catalogue
     max_failed_input_fraction: float = 0.05  # asset check: share of cutouts without a model input
+    # The MLflow experiment of this run set, and the prefix of its registered models; "" means
+    # galpipe-<profile>, so that two profiles in one project never share a champion.
+    experiment: str = ""
     regression_tolerance: float = 0.02  # asset check: allowed drop of a champion's test metric
 
     @property
     def labels_dir(self) -> Path:
         """Where new target labels are dropped (CSV or Parquet; see galpipe.labels)."""
         return self.run_dir / "labels"
+
+    @property
+    def experiment_name(self) -> str:
+        return self.experiment or f"galpipe-{self.profile}"
 
     def get_profile(self) -> Profile:
         return get_profile(self.profile)
@@ -43,11 +50,11 @@ class MlflowTracking(ConfigurableResource):
 
     tracking_uri: str = "sqlite:///mlruns/mlflow.db"
     artifact_root: str = "mlruns/artifacts"
-    experiment: str = "galpipe"
 
-    def tracker(self):
+    def tracker(self, experiment: str):
+        """The tracker of one galpipe experiment (settings.experiment_name)."""
         from galpipe.tracking import Tracker
 
         if self.tracking_uri.startswith("sqlite:///"):
             Path(self.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        return Tracker(self.tracking_uri, self.artifact_root, self.experiment)
+        return Tracker(self.tracking_uri, self.artifact_root, experiment)

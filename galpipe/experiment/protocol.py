@@ -131,7 +131,7 @@ def pretrain(profile: Profile, task: str, data: TransferData, source_survey: str
         direct_metrics = recorder.evaluate(run_id, model, x_target, test, "target_test",
                                            f"{task}: applied directly to target")
         model_uri, version = tracker.log_and_register_model(
-            run_id, model, np.array(x_source[:1]), registered_model_name(task, source_survey),
+            run_id, model, np.array(x_source[:1]), registered_model_name(tracker.experiment_name, task, source_survey),
             model_tags(profile, task, "pretrained"))
     return {"task": task, "model_uri": model_uri, "version": version, "run_id": run_id, "epochs": len(history),
             "source_val": source_metrics, "target_test_direct": direct_metrics}
@@ -168,6 +168,7 @@ def finetune(profile: Profile, task: str, budget_key: str, data: TransferData, p
     require_two_classes(test, f"target test set, task {task}")
     budget = parse_budget(budget_key, len(pool))
     x = data.target_inputs.array()
+    experiment = recorder.tracker.experiment_name
     source_model = load_registered_model(recorder.tracker.tracking_uri, pretrained["model_uri"])  # loaded once
     base = {"task": task, "label_budget": budget, "budget_key": budget_key,
             "pretrained_model_uri": pretrained["model_uri"]}
@@ -209,7 +210,7 @@ def finetune(profile: Profile, task: str, budget_key: str, data: TransferData, p
             metrics = recorder.evaluate(run_id, model, x, test, "target_test",
                                         f"{task} {name} N={budget} ({selection})")
             model_uri, _ = recorder.tracker.log_and_register_model(
-                run_id, model, np.array(x[test.row[:1]]), registered_model_name(task, target_survey),
+                run_id, model, np.array(x[test.row[:1]]), registered_model_name(experiment, task, target_survey),
                 model_tags(profile, task, name, label_budget=budget, seed=seed, selection=selection))
         recorder.log(f"{task} N={budget} {name} ({selection}) seed {seed}: accuracy {metrics['accuracy']:.3f}")
         rows.append({**base, "strategy": name, "selection": selection, "seed": seed, **metrics,
@@ -251,7 +252,8 @@ def crown_champions(tracker: Tracker, runs: pd.DataFrame, target_survey: str) ->
     champions = {}
     for task, task_runs in runs[runs.strategy != DIRECT].groupby("task"):
         chosen = choose_champion(task_runs)
-        tracker.set_alias(registered_model_name(task, target_survey), "champion", chosen.model_uri.rsplit("/", 1)[-1])
+        name = registered_model_name(tracker.experiment_name, task, target_survey)
+        tracker.set_alias(name, "champion", chosen.model_uri.rsplit("/", 1)[-1])
         champions[task] = (f"{chosen.model_uri} ({chosen.strategy}, {chosen.selection} selection, "
                            f"N={chosen.label_budget}, seed {chosen.seed})")
     return champions
