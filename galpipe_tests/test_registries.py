@@ -15,14 +15,11 @@ from galpipe.models import ARCHITECTURES, build_model, load_model_files, save_mo
 from galpipe.registry import Registry
 from galpipe.tasks import DEFAULT_TASKS, TASKS
 from galpipe.training import TrainConfig, predict_proba, train_classifier
-from galpipe.transfer import LabelledSample, split_train_validation
+from galpipe.transfer import split_train_validation
+from galpipe_tests.test_adaptation import _sample
 from galpipe_tests.test_models_training import _toy_survey
 
 TOY = {"batch_size": 16, "device": "cpu", "augment": False, "patience": 2, "max_epochs": 2}
-
-
-def _sample(rows, labels):
-    return LabelledSample(np.array([f"g{r}" for r in rows]), np.asarray(rows), np.asarray(labels)[rows])
 
 
 @pytest.fixture(scope="module")
