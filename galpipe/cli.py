@@ -1,7 +1,7 @@
 """The `galpipe` command.
 
   galpipe run      materialize every asset of a profile against the project's Dagster instance
-                   (DAGSTER_HOME), one run per partition, and print the evaluation table;
+                   (DAGSTER_HOME), one run of a named stage job per partition, and print the evaluation table;
                    --from STAGE and --budgets re-run part of it on what was materialized before
   galpipe predict  classify a folder or catalogue of cutouts with registered models
   galpipe ui       start the Dagster and MLflow UIs on 127.0.0.1
@@ -29,10 +29,10 @@ def _run(args) -> int:
     os.environ["GALPIPE_PROFILE"] = args.profile
     dagster_home = Path(os.environ.setdefault("DAGSTER_HOME", str(Path(".dagster_home").resolve())))
     dagster_home.mkdir(parents=True, exist_ok=True)
-    from dagster import AssetKey, AssetSelection, DagsterInstance, MultiPartitionKey, materialize
+    from dagster import DagsterInstance, Definitions, MultiPartitionKey
 
     from galpipe.definitions import ALL_ASSETS, ALL_CHECKS, build_resources
-    from galpipe.defs.assets import ASSETS
+    from galpipe.defs.jobs import DATA_KEYS, JOBS
     from galpipe.defs.prediction_assets import prediction_chunks
     from galpipe.liveness import process_token
     from galpipe.profiles import get_profile
@@ -40,20 +40,16 @@ def _run(args) -> int:
     profile = get_profile(args.profile)
     resources = build_resources(args.profile)
     tasks = resources["settings"].tasks
-    everything = [*ALL_ASSETS, *ALL_CHECKS]
-    data_keys = [key for a in ASSETS for key in a.keys]
-    data_keys += [AssetKey([role, "model_inputs"]) for role in ("source", "target")]
+    defs = Definitions(assets=ALL_ASSETS, asset_checks=ALL_CHECKS, jobs=JOBS, resources=resources)
     budgets = _budgets(args.budgets, profile)
-    # One Dagster run per partition, in lineage order, as `dagster dev` would launch them.
-    steps = [("data", "data", AssetSelection.assets(*data_keys), None)]
-    steps += [("pretrained_model", f"pretrained_model[{t}]", AssetSelection.assets("pretrained_model"), t)
-              for t in tasks]
-    steps += [("finetuned_models", f"finetuned_models[{t}|{b}]", AssetSelection.assets("finetuned_models"),
+    # One run of a named stage job per partition, in lineage order, as the UI would launch them.
+    steps = [("data", "data", "data_job", None)]
+    steps += [("pretrained_model", f"pretrained_model[{t}]", "pretraining_job", t) for t in tasks]
+    steps += [("finetuned_models", f"finetuned_models[{t}|{b}]", "finetuning_job",
                MultiPartitionKey({"task": t, "budget": b})) for t in tasks for b in budgets]
-    steps += [("evaluation_table", "evaluation_table", AssetSelection.assets("evaluation_table"), None)]
-    steps += [("evaluation_table", "champion_evaluation", AssetSelection.assets("champion_evaluation"), None)]
-    morphology = AssetSelection.assets(AssetKey(["target", "morphology"]))
-    steps += [("evaluation_table", f"target/morphology[{chunk}]", morphology, chunk)
+    steps += [("evaluation_table", "evaluation_table", "evaluation_job", None)]
+    steps += [("evaluation_table", "champion_evaluation", "reevaluation_job", None)]
+    steps += [("evaluation_table", f"target/morphology[{chunk}]", "prediction_job", chunk)
               for chunk in prediction_chunks.get_partition_keys()]
     first = RUN_STAGES.index(args.from_stage)
     steps = [step for step in steps if RUN_STAGES.index(step[0]) >= first]
@@ -63,12 +59,12 @@ def _run(args) -> int:
     with DagsterInstance.get() as instance:
         for line in fail_stale_runs(instance, resources["mlflow"].tracking_uri):
             print(f"[galpipe run] {line}", flush=True)
-        _require_upstream(instance, args.from_stage, data_keys, tasks)
-        for number, (_, label, selection, partition) in enumerate(steps, 1):
+        _require_upstream(instance, args.from_stage, DATA_KEYS, tasks)
+        for number, (_, label, job_name, partition) in enumerate(steps, 1):
             step_started = time.perf_counter()
-            result = materialize(everything, selection=selection, partition_key=partition, instance=instance,
-                                 resources=resources, raise_on_error=False, run_config=QUIET,
-                                 tags={DAGSTER_PROCESS_TAG: process_token()})
+            result = defs.resolve_job_def(job_name).execute_in_process(
+                instance=instance, partition_key=partition, raise_on_error=False, run_config=QUIET,
+                tags={DAGSTER_PROCESS_TAG: process_token()})
             print(f"[galpipe run {number}/{len(steps)}] {label}: {'ok' if result.success else 'FAILED'} "
                   f"({time.perf_counter() - step_started:.1f} s; {time.perf_counter() - started:.0f} s in all)",
                   flush=True)

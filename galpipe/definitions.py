@@ -12,9 +12,10 @@ from dagster import Definitions
 from galpipe.defs.assets import ASSETS
 from galpipe.defs.checks import CHECKS, MODEL_CHECKS
 from galpipe.defs.io_managers import ParquetIOManager
+from galpipe.defs.jobs import JOBS
 from galpipe.defs.model_assets import MODEL_ASSETS
 from galpipe.defs.prediction_assets import target_morphology
-from galpipe.defs.reevaluation import champion_evaluation, champion_has_not_regressed, daily_reevaluation, reevaluation_job
+from galpipe.defs.reevaluation import champion_evaluation, champion_has_not_regressed, daily_reevaluation
 from galpipe.defs.resources import GalpipeSettings, MlflowTracking
 from galpipe.defs.sensors import new_target_labels
 from galpipe.defs.surveys import simulated_source, simulated_target
@@ -37,5 +38,5 @@ def build_resources(profile: str | None = None, data_dir: str = "data", source=N
 
 ALL_ASSETS = [*ASSETS, *MODEL_ASSETS, champion_evaluation, target_morphology]
 ALL_CHECKS = [*CHECKS, *MODEL_CHECKS, champion_has_not_regressed]
-defs = Definitions(assets=ALL_ASSETS, asset_checks=ALL_CHECKS, jobs=[reevaluation_job], schedules=[daily_reevaluation],
+defs = Definitions(assets=ALL_ASSETS, asset_checks=ALL_CHECKS, jobs=JOBS, schedules=[daily_reevaluation],
                    sensors=[new_target_labels], resources=build_resources())

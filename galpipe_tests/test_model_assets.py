@@ -42,6 +42,19 @@ def test_run_produces_the_evaluation_table(tiny_project):
     assert table.accuracy_mean.between(0, 1).all() and (root / "data" / "tiny" / "learning_curves.png").is_file()
 
 
+def test_each_stage_runs_as_its_named_job(tiny_project):
+    """The Runs page says what each run was: one named job per stage, never an anonymous one."""
+    from collections import Counter
+
+    from dagster import DagsterInstance
+
+    root, _ = tiny_project
+    with DagsterInstance.from_config(str(root / ".dagster_home")) as instance:
+        jobs = Counter(run.job_name for run in instance.get_runs() if run.run_id in _whole_run_ids(root))
+    assert jobs == {"data_job": 1, "pretraining_job": 3, "finetuning_job": 9, "evaluation_job": 1,
+                    "reevaluation_job": 1, "prediction_job": 8}
+
+
 def test_every_run_is_in_mlflow_with_registry_entries_and_champions(tiny_project):
     root, _ = tiny_project
     client = _client(root)
