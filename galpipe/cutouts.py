@@ -141,11 +141,11 @@ def _read_colour_image(path: Path) -> Cutout:
                 raise CutoutError(path, "floating-point image: give floating-point pixels as FITS")
             else:
                 rgb = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    except CutoutError:
+        raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         raise CutoutError(path, f"image too large to be a cutout ({err})") from None
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as err:
-        if isinstance(err, CutoutError):
-            raise
         raise CutoutError(path, f"corrupt or truncated image ({err})") from None
     return Cutout(path, np.moveaxis(rgb, -1, 0).copy(), COLOUR_BANDS)
 

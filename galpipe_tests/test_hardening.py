@@ -23,7 +23,7 @@ from PIL import Image
 
 import galpipe.hardware
 from galpipe.cli import main
-from galpipe.cutouts import CutoutError, write_cutout_fits
+from galpipe.cutouts import CutoutError
 from galpipe.hardware import autocast
 from galpipe.models import build_model
 from galpipe.prediction import Classifier, predict_cutouts
@@ -148,9 +148,7 @@ def _fits(path, planes, bands):
 
 
 def test_bad_images_are_named_and_the_rest_become_model_inputs(tmp_path):
-    good = tmp_path / "good.fits"
-    write_cutout_fits(good, _fits(tmp_path / "g.fits", 3, "gri") and fits.getdata(tmp_path / "g.fits"), "gri",
-                      10.0, 0.0, 0.396)
+    good = _fits(tmp_path / "good.fits", 3, "gri")
     two_bands = _fits(tmp_path / "two_bands.fits", 2, "gr")
     mislabelled = _fits(tmp_path / "header_says_gri.fits", 2, "gri")
     bomb = tmp_path / "bomb.png"
@@ -171,9 +169,7 @@ def test_bad_images_are_named_and_the_rest_become_model_inputs(tmp_path):
 
 
 def test_prediction_skips_a_cube_without_the_bands_and_classifies_the_rest(tmp_path):
-    good = tmp_path / "good.fits"
-    pixels = fits.getdata(_fits(tmp_path / "g.fits", 3, "gri"))
-    write_cutout_fits(good, pixels, "gri", 10.0, 0.0, 0.396)
+    good = _fits(tmp_path / "good.fits", 3, "gri")
     bad = _fits(tmp_path / "two_bands.fits", 2, "gr")
     cutouts = pd.DataFrame({"object_id": ["a", "b", "c"], "path": [str(good), str(bad), str(good)]})
     classifier = Classifier("featured", "models:/none/1", build_model("compact", seed=0))
