@@ -23,7 +23,7 @@ from galpipe.experiment.protocol import Recorder, TransferData, finetune, pretra
 from galpipe.hardware import machine_info
 from galpipe.models import build_model, count_flops
 from galpipe.preprocessing import ModelInputs
-from galpipe.profiles import get_profile
+from galpipe.project import load_project
 from galpipe.tracking import Tracker
 
 
@@ -46,7 +46,7 @@ def main() -> None:
         recorder = Recorder(tracker, {}, Path(scratch), log=lambda line: None)
         for architecture in args.architectures:
             # The pipeline's own protocol and settings, with `full` fine-tuning only.
-            profile = dataclasses.replace(get_profile(args.profile), architecture=architecture, seeds=tuple(args.seeds),
+            profile = dataclasses.replace(load_project(args.profile).profile, architecture=architecture, seeds=tuple(args.seeds),
                                           strategies=("full",), adaptation_strategies=())
             for task in args.tasks:
                 pretrained = pretrain(profile, task, data, "sdss", recorder)

@@ -225,9 +225,9 @@ def inference_section(array_path: Path, cutouts_dir: Path, sgemm_fp32: float, ro
 def data_section(array_path: Path, cutouts_dir: Path, workdir: Path, n_render: int) -> dict:
     """Rendering: the same number of galaxies in one process and over all cores, each from a cold
     start (GalSim warms its caches over the first few dozen galaxies, as the pipeline's do)."""
-    from galpipe.profiles import get_profile
+    from galpipe.project import load_project
     from galpipe.sources.simulated import render_cutouts, simulated_catalog
-    catalog = simulated_catalog("des", get_profile("small").sky, "target", 23.5, volunteer_labels=False)
+    catalog = simulated_catalog("des", load_project("small").profile.sky, "target", 23.5, volunteer_labels=False)
     cores = os.cpu_count() or 1
     render = {}
     for k, workers in enumerate(sorted({cores, 1}, reverse=True)):

@@ -1,6 +1,7 @@
 """The `galpipe` command.
 
-  galpipe run      materialize every asset of a profile against the project's Dagster instance
+  galpipe run      materialize every asset of a project (--profile NAME: a shipped one; --config FILE: yours)
+                   against the project directory's Dagster instance
                    (DAGSTER_HOME), one run of a named stage job per partition, and print the evaluation table;
                    --from STAGE and --budgets re-run part of it on what was materialized before
   galpipe predict  classify a folder or catalogue of cutouts with registered models
@@ -16,8 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from galpipe.profiles import DEFAULT_PROFILE, PROFILES
-from galpipe.tasks import DEFAULT_TASKS
+from galpipe.project import DEFAULT_PROJECT, shipped_projects
 
 # The stages of `galpipe run`, in lineage order; `--from` starts at one of them.
 RUN_STAGES = ("data", "pretrained_model", "finetuned_models", "evaluation_table")
@@ -25,23 +25,34 @@ RUN_STAGES = ("data", "pretrained_model", "finetuned_models", "evaluation_table"
 QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 
+def project_argument(args) -> str:
+    """The project a command works on: --config FILE, else --profile NAME, else $GALPIPE_PROJECT."""
+    from galpipe.definitions import current_project
+
+    return args.config or args.profile or current_project()
+
+
 def _run(args) -> int:
-    os.environ["GALPIPE_PROFILE"] = args.profile
+    from galpipe.project import load_project
+
+    project_arg = project_argument(args)
+    project = load_project(project_arg)  # every key checked before any work
+    os.environ["GALPIPE_PROJECT"] = project_arg  # for Dagster's code, as `galpipe ui` sets it
     dagster_home = Path(os.environ.setdefault("DAGSTER_HOME", str(Path(".dagster_home").resolve())))
     dagster_home.mkdir(parents=True, exist_ok=True)
     from dagster import DagsterInstance, Definitions, MultiPartitionKey
 
-    from galpipe.definitions import ALL_ASSETS, ALL_CHECKS, build_resources
+    from galpipe.definitions import ALL_CHECKS, all_assets, build_resources
     from galpipe.defs.jobs import DATA_KEYS, JOBS
     from galpipe.defs.prediction_assets import prediction_chunks
     from galpipe.liveness import process_token
-    from galpipe.profiles import get_profile
     from galpipe.recovery import DAGSTER_PROCESS_TAG, fail_stale_runs
-    profile = get_profile(args.profile)
-    resources = build_resources(args.profile)
+    resources = build_resources(project_arg)
     tasks = resources["settings"].tasks
-    defs = Definitions(assets=ALL_ASSETS, asset_checks=ALL_CHECKS, jobs=JOBS, resources=resources)
-    budgets = _budgets(args.budgets, profile)
+    defs = Definitions(assets=all_assets(project_arg), asset_checks=ALL_CHECKS, jobs=JOBS, resources=resources)
+    budgets = _budgets(args.budgets, project.profile)
+    print(f"[galpipe run] project {project.name} ({project.path}): experiment {project.experiment}, tasks "
+          f"{', '.join(tasks)}, {project.source.name} -> {project.target.name}", flush=True)
     # One run of a named stage job per partition, in lineage order, as the UI would launch them.
     steps = [("data", "data", "data_job", None)]
     steps += [("pretrained_model", f"pretrained_model[{t}]", "pretraining_job", t) for t in tasks]
@@ -80,8 +91,8 @@ def _run(args) -> int:
     seconds = time.perf_counter() - started
     whole = args.from_stage == "data" and args.budgets is None  # bench/run.py reads the whole pipeline's file
     _write_timings(resources["settings"].run_dir / ("run_timings.json" if whole else "run_timings_partial.json"),
-                   args.profile, seconds, timings, args.from_stage, budgets)
-    print(f"\ngalpipe run --profile {args.profile}: {'succeeded' if not failed else 'FAILED: ' + ', '.join(failed)} "
+                   project.name, seconds, timings, args.from_stage, budgets)
+    print(f"\ngalpipe run, project {project.name}: {'succeeded' if not failed else 'FAILED: ' + ', '.join(failed)} "
           f"in {seconds:.1f} s (DAGSTER_HOME={dagster_home})")
     table = resources["settings"].run_dir / "evaluation_table.parquet"
     if not failed and table.is_file():
@@ -100,16 +111,15 @@ def _run(args) -> int:
 
 
 def _budgets(requested: str | None, profile) -> tuple[str, ...]:
-    """The label budgets to fine-tune: the profile's, or those asked for (smallest first)."""
+    """The label budgets to fine-tune: the project's, or those of them asked for (in the project's order)."""
     if requested is None:
         return profile.label_budgets
-    from galpipe.profiles import ALL_LABEL_BUDGETS
-
     asked = [b.strip() for b in requested.split(",") if b.strip()]
-    unknown = [b for b in asked if b not in ALL_LABEL_BUDGETS]
+    unknown = [b for b in asked if b not in profile.label_budgets]
     if unknown or not asked:
-        raise UserError(f"--budgets {requested}: each must be one of {', '.join(ALL_LABEL_BUDGETS)}")
-    return tuple(b for b in ALL_LABEL_BUDGETS if b in asked)
+        raise UserError(f"--budgets {requested}: each must be one of the project's label budgets, "
+                        f"{', '.join(profile.label_budgets)}")
+    return tuple(b for b in profile.label_budgets if b in asked)
 
 
 def _require_upstream(instance, from_stage: str, data_keys, tasks) -> None:
@@ -129,14 +139,14 @@ def _require_upstream(instance, from_stage: str, data_keys, tasks) -> None:
                         f"materialized {', '.join(missing)}; run the earlier stages first")
 
 
-def _write_timings(path: Path, profile: str, seconds: float, steps: list[dict], from_stage: str = "data",
+def _write_timings(path: Path, project: str, seconds: float, steps: list[dict], from_stage: str = "data",
                    budgets=()) -> None:
     import json
     import platform
 
     from galpipe.hardware import machine_info
 
-    record = {"profile": profile, "from": from_stage, "budgets": list(budgets),
+    record = {"profile": project, "from": from_stage, "budgets": list(budgets),
               "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "host": platform.node(),
               "machine": machine_info(), "seconds": round(seconds, 1), "steps": steps}
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -163,8 +173,13 @@ def _predict(args) -> int:
     store = sqlite_path(args.tracking_uri)
     if store is not None and not store.is_file():  # MLflow would create an empty store and find no model
         raise UserError(f"--tracking-uri {args.tracking_uri}: no MLflow store at {store.resolve()}")
-    tasks = args.tasks.split(",")
-    uris = [uri for spec in args.model for uri in model_uris(spec, tasks, args.survey, args.experiment)]
+    from galpipe.project import load_project
+
+    project = load_project(project_argument(args))  # which experiment an alias names, its tasks and target survey
+    experiment = args.experiment or project.experiment
+    tasks = args.tasks.split(",") if args.tasks else list(project.tasks)
+    survey = args.survey or project.target.name
+    uris = [uri for spec in args.model for uri in model_uris(spec, tasks, survey, experiment)]
     classifiers = [load_classifier(args.tracking_uri, uri) for uri in uris]
     tasks_seen = [k.task for k in classifiers]
     repeated = sorted({t for t in tasks_seen if tasks_seen.count(t) > 1})
@@ -173,7 +188,7 @@ def _predict(args) -> int:
     cutouts = list_cutouts(args.folder, args.catalog, args.id_column, args.image_column)
     if cutouts.empty:
         raise UserError(f"{args.catalog}: the catalogue lists no cutouts")
-    print(f"[galpipe predict] experiment {args.experiment}; {len(cutouts)} cutouts, models: " + ", ".join(
+    print(f"[galpipe predict] experiment {experiment}; {len(cutouts)} cutouts, models: " + ", ".join(
         f"{k.task}={k.model_uri} ({k.input_mode})" for k in classifiers), file=sys.stderr)
     summary = predict_cutouts(classifiers, cutouts, args.out, args.threshold, args.batch_size, args.pixel_scale,
                               on_failure=lambda r: print(f"  skipped {r['path'] or r['object_id']}: {r['reason']}",
@@ -186,6 +201,15 @@ def _predict(args) -> int:
     return 0
 
 
+def add_project_arguments(parser, why: str = "") -> None:
+    """--profile NAME (a shipped project) or --config FILE (a project file); default $GALPIPE_PROJECT or small."""
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--profile", choices=shipped_projects(),
+                       help=f"a shipped project {why}(galpipe/projects/NAME.yaml; default: $GALPIPE_PROJECT or "
+                            f"{DEFAULT_PROJECT})")
+    which.add_argument("--config", metavar="FILE", help=f"a project file (YAML) {why}")
+
+
 class UserError(Exception):
     """Something the user can fix; reported in one line, without a traceback."""
 
@@ -193,18 +217,18 @@ class UserError(Exception):
 def _user_errors() -> tuple[type[BaseException], ...]:
     from galpipe.catalogs import CatalogError
     from galpipe.cutouts import CutoutError
+    from galpipe.project import ProjectError
     from galpipe.tracking import ModelRegistryError
 
-    return UserError, CatalogError, CutoutError, ModelRegistryError, FileNotFoundError
+    return UserError, CatalogError, CutoutError, ModelRegistryError, ProjectError, FileNotFoundError
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="galpipe", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("run", help="materialize every asset of the profile")
-    run.add_argument("--profile", default=os.environ.get("GALPIPE_PROFILE", DEFAULT_PROFILE),
-                     choices=sorted(PROFILES), help="size of the simulated surveys (default: %(default)s)")
+    run = commands.add_parser("run", help="materialize every asset of a project")
+    add_project_arguments(run)
     run.add_argument("--from", dest="from_stage", choices=RUN_STAGES, default="data",
                      help="start at this stage, on what this project materialized before (e.g. after a new "
                           "strategy: --from finetuned_models); default: %(default)s")
@@ -232,11 +256,10 @@ def main(argv=None) -> int:
                          help="processes that read the images (0: this one; default: one per core from 1,000 images)")
     predict.add_argument("--pixel-scale", type=float, default=None,
                          help="arcsec/pixel of JPEG/PNG cutouts (FITS cutouts carry PIXSCALE)")
-    predict.add_argument("--tasks", default=",".join(DEFAULT_TASKS), help="tasks an alias expands to")
-    predict.add_argument("--survey", default="des", help="survey in the registered names (default %(default)s)")
-    predict.add_argument("--experiment", default=f"galpipe-{os.environ.get('GALPIPE_PROFILE', DEFAULT_PROFILE)}",
-                         help="the experiment whose models an alias names: galpipe-<profile> unless the settings "
-                              "name another (default %(default)s)")
+    add_project_arguments(predict, "whose models an alias names ")
+    predict.add_argument("--tasks", help="tasks an alias expands to (default: the project's)")
+    predict.add_argument("--survey", help="survey in the registered names (default: the project's target survey)")
+    predict.add_argument("--experiment", help="the experiment whose models an alias names (default: the project's)")
     predict.add_argument("--tracking-uri", default="sqlite:///mlruns/mlflow.db", help="default: %(default)s")
     predict.set_defaults(func=_predict)
 
@@ -245,8 +268,9 @@ def main(argv=None) -> int:
     ui = commands.add_parser("ui", help="start the Dagster and MLflow UIs on 127.0.0.1",
                              description="Start `dagster dev` and `mlflow ui` on 127.0.0.1 for this project "
                                          "and say where to point the browser; Ctrl-C stops both.")
+    add_project_arguments(ui, "whose definitions Dagster loads ")
     add_arguments(ui)
-    ui.set_defaults(func=run_ui)
+    ui.set_defaults(func=lambda args: run_ui(args, project_argument(args)))
 
     args = parser.parse_args(argv)
     try:

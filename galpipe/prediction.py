@@ -25,6 +25,7 @@ from tqdm import tqdm
 from galpipe.catalogs import CatalogError, read_table, require_rows, resolve_inside
 from galpipe.cutouts import FITS_SUFFIXES, IMAGE_SUFFIXES, CutoutError
 from galpipe.files import atomic_write
+from galpipe.framing import WHOLE_IMAGE
 from galpipe.hardware import default_device, inference_model
 from galpipe.preprocessing import model_input
 from galpipe.tracking import (
@@ -46,7 +47,7 @@ class Classifier:
     model_uri: str
     module: torch.nn.Module
     input_mode: str = "bands"
-    field_arcsec: float = 40.0
+    field_arcsec: float | None = 40.0  # None: each cutout whole, framed as the model's inputs were
 
 
 @dataclass
@@ -73,13 +74,17 @@ def model_uris(spec: str, tasks, survey: str, experiment: str) -> list[str]:
 
 def load_classifier(tracking_uri: str, model_uri: str) -> Classifier:
     """The model and, from its version's tags, its task and how its inputs are made (without
-    tags: g,r,i bands over 40")."""
+    tags: g,r,i bands over 40"; field "whole_image": each cutout whole)."""
     version = model_version(tracking_uri, model_uri)
     task = version.tags.get("task")
     if not task:
         raise ModelRegistryError(f"{model_uri}: the model version has no `task` tag (galpipe tags every model it registers)")
     return Classifier(task, model_uri, load_registered_model(tracking_uri, model_uri),
-                      version.tags.get("input_mode", "bands"), float(version.tags.get("field_arcsec", 40.0)))
+                      version.tags.get("input_mode", "bands"), _field_arcsec(version.tags.get("field_arcsec", "40.0")))
+
+
+def _field_arcsec(tag: str) -> float | None:
+    return None if tag == WHOLE_IMAGE else float(tag)
 
 
 def list_cutouts(folder: str | None = None, catalog: str | None = None, id_column: str = "object_id",
@@ -181,7 +186,7 @@ def predict_cutouts(classifiers: list[Classifier], cutouts: pd.DataFrame, out_pa
         raise ValueError(f"{out_path}: the output must end in .parquet or .csv")
     started = time.perf_counter()
     columns = ["object_id", "path"] + [c for k in classifiers for c in (f"p_{k.task}", k.task)]
-    modes = sorted({(k.input_mode, k.field_arcsec) for k in classifiers})
+    modes = sorted({(k.input_mode, k.field_arcsec) for k in classifiers}, key=str)
     device = default_device()
     prepared_models = [inference_model(k.module, device) for k in classifiers]
     workers = default_workers(len(cutouts)) if workers is None else workers

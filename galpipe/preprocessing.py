@@ -38,6 +38,14 @@ def crop_to_field(pixels: np.ndarray, pixel_scale_arcsec: float, field_arcsec: f
     return pixels[:, top:top + size, left:left + size]
 
 
+def central_square(pixels: np.ndarray) -> np.ndarray:
+    """The largest centred square of a (band, y, x) cube."""
+    height, width = pixels.shape[-2:]
+    size = min(height, width)
+    top, left = (height - size) // 2, (width - size) // 2
+    return pixels[:, top:top + size, left:left + size]
+
+
 def resample(pixels: np.ndarray, size: int = MODEL_INPUT_PIXELS) -> np.ndarray:
     """Area-preserving (antialiased) resampling of a (band, y, x) cube to size x size."""
     tensor = torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32))[None]
@@ -73,9 +81,10 @@ def colour_image(cutout: Cutout, pixel_scale_arcsec: float, bands: str = "gri") 
     return np.moveaxis(rgb, -1, 0).astype(np.float32) / 255.0
 
 
-def model_input(path, field_arcsec: float, mode: str = "bands", bands: str = "gri",
+def model_input(path, field_arcsec: float | None, mode: str = "bands", bands: str = "gri",
                 pixel_scale_arcsec: float | None = None) -> np.ndarray:
-    """(3, 69, 69) float32 model input of one cutout.
+    """(3, 69, 69) float32 model input of one cutout: its central `field_arcsec`, or with None the
+    whole image (its central square), for cutouts already framed per galaxy.
 
     mode "bands": the survey bands `bands` (three, bluest first), normalised per image (FITS cutouts).
     mode "colour": a colour composite in [0, 1]; JPEG/PNG cutouts are taken as they are, FITS
@@ -86,7 +95,7 @@ def model_input(path, field_arcsec: float, mode: str = "bands", bands: str = "gr
     header = cutout.header
     # A FITS cutout's own PIXSCALE first: in a folder of both kinds the option is for the others.
     scale = (header.get("PIXSCALE") if header is not None else None) or pixel_scale_arcsec
-    if scale is None:
+    if scale is None and (field_arcsec is not None or (mode == "colour" and cutout.bands != COLOUR_BANDS)):
         raise CutoutError(path, "pixel scale unknown: no PIXSCALE header and none configured")
     if cutout.bands == COLOUR_BANDS:
         if mode != "colour":
@@ -96,7 +105,8 @@ def model_input(path, field_arcsec: float, mode: str = "bands", bands: str = "gr
         pixels = colour_image(cutout, scale, bands)
     else:
         pixels = select_bands(cutout, bands)
-    resampled = resample(crop_to_field(pixels, scale, field_arcsec))
+    framed = central_square(pixels) if field_arcsec is None else crop_to_field(pixels, scale, field_arcsec)
+    resampled = resample(framed)
     if mode == "colour":
         return np.clip(resampled, 0, 1)
     try:
@@ -105,9 +115,11 @@ def model_input(path, field_arcsec: float, mode: str = "bands", bands: str = "gr
         raise CutoutError(path, str(err)) from None
 
 
-def build_model_inputs(manifest: pd.DataFrame, out_path: Path, field_arcsec: float, mode: str = "bands",
-                       pixel_scale_arcsec: float | None = None, bands: str = "gri") -> pd.DataFrame:
-    """Stack the model inputs of every good cutout into one .npy array at `out_path`.
+def build_model_inputs(manifest: pd.DataFrame, out_path: Path, field_arcsec: float | pd.Series | None,
+                       mode: str = "bands", pixel_scale_arcsec: float | None = None, bands: str = "gri") -> pd.DataFrame:
+    """Stack the model inputs of every good cutout into one .npy array at `out_path`, each over
+    `field_arcsec`: one field for all, each galaxy's own (a Series by object_id), or None for
+    whole images (see galpipe.framing).
 
     Returns the index, a row per manifest row: object_id, row (in the array), status ('ok' or
     'failed') and reason; a cutout that cannot be made into a model input, or that had none to
@@ -123,7 +135,8 @@ def build_model_inputs(manifest: pd.DataFrame, out_path: Path, field_arcsec: flo
             index.append({"object_id": object_id, "row": -1, "status": "failed", "reason": f"cutout {status}: {reason}"})
             continue
         try:
-            rows.append(model_input(path, field_arcsec, mode, bands, pixel_scale_arcsec))
+            field = field_arcsec.loc[object_id] if isinstance(field_arcsec, pd.Series) else field_arcsec
+            rows.append(model_input(path, field, mode, bands, pixel_scale_arcsec))
             index.append({"object_id": object_id, "row": len(rows) - 1, "status": "ok", "reason": ""})
         except CutoutError as err:
             index.append({"object_id": object_id, "row": -1, "status": "failed", "reason": err.reason})
@@ -144,10 +157,12 @@ def load_model_inputs(path) -> np.ndarray:
 @dataclass
 class ModelInputs:
     """What a `model_inputs` asset holds: the stacked array's path and its index (object_id, row
-    in the array, status 'ok' or 'failed', reason)."""
+    in the array, status 'ok' or 'failed', reason), and the field that galpipe predict must cut
+    from new cutouts for the models trained on them (None: each cutout whole; galpipe.framing)."""
 
     array_path: str
     index: pd.DataFrame
+    model_field_arcsec: float | None = 40.0
 
     def array(self) -> np.ndarray:
         return load_model_inputs(self.array_path)

@@ -1,7 +1,9 @@
-"""Size profiles: how big a simulated sky to build. `small` is the default (under 10 minutes
-on 2 cores), `adapt` adds the adaptation strategies and label selections to it, `paper`
-matches Dominguez Sanchez et al. 2019 (~5,000 DES galaxies, ~15,000 SDSS) with all of them,
-`tiny` is for tests."""
+"""An experiment's settings: the simulated sky (where a survey is simulated), the input mode, the
+split, and the transfer protocol (architecture, strategies, label budgets, seeds, epochs). A
+project file (galpipe.project) sets any of them; the shipped projects in galpipe/projects/ are the
+built-in profiles: `small` is the default (under 10 minutes on 2 cores), `adapt` adds the
+adaptation strategies and label selections to it, `paper` matches Dominguez Sanchez et al. 2019
+(~5,000 DES galaxies, ~15,000 SDSS) with all of them, `tiny` is for tests."""
 
 from __future__ import annotations
 
@@ -14,7 +16,6 @@ from galpipe.simulation.population import SkyConfig
 class Profile:
     name: str
     sky: SkyConfig
-    cutout_field_arcsec: float = 40.0  # the same angular field in every survey
     # "bands": g, r, i normalised per image (FITS); "colour": the Lupton colour composite, so that
     # the models also read the JPEG/PNG cutouts of survey viewers and Galaxy Zoo.
     input_mode: str = "bands"
@@ -45,29 +46,4 @@ class Profile:
 
 
 ALL_LABEL_BUDGETS = ("0", "25", "50", "100", "300", "500", "1000", "full")
-
-ADAPTATION = {"adaptation_strategies": ("adabn", "coral", "self_training"),
-              "selections": ("random", "uncertainty", "diversity")}
-
-PROFILES = {
-    "tiny": Profile("tiny", SkyConfig(n_galaxies=160, target_footprint_fraction=0.5, seed=0),
-                    label_budgets=("0", "25", "full"), seeds=(0,), pretrain_max_epochs=2,
-                    adaptation_strategies=ADAPTATION["adaptation_strategies"], adaptation_budgets=("0", "25"),
-                    selections=("random", "diversity"), selection_strategies=("full",),
-                    finetune_max_epochs=2, finetune_min_steps=0, patience=2, batch_size=32),
-    "small": Profile("small", SkyConfig(n_galaxies=2500, target_footprint_fraction=0.5, seed=0)),
-    # `small`'s sky with the adaptation strategies and label selections (issue 6).
-    "adapt": Profile("adapt", SkyConfig(n_galaxies=2500, target_footprint_fraction=0.5, seed=0),
-                     label_budgets=("0", "25", "50", "300"), **ADAPTATION),
-    "paper": Profile("paper", SkyConfig(n_galaxies=19000, target_footprint_fraction=0.33, seed=0),
-                     label_budgets=ALL_LABEL_BUDGETS, seeds=(0, 1, 2), pretrain_max_epochs=50,
-                     finetune_max_epochs=50, patience=10, **ADAPTATION),
-}
-DEFAULT_PROFILE = "small"
-
-
-def get_profile(name: str) -> Profile:
-    try:
-        return PROFILES[name]
-    except KeyError:
-        raise KeyError(f"unknown profile {name!r}; known: {sorted(PROFILES)}") from None
+INPUT_MODES = ("bands", "colour")

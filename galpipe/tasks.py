@@ -21,6 +21,8 @@ TASKS.register("featured", Task("features or a disk, against smooth", simulated=
 TASKS.register("edge_on", Task("a disk seen edge-on", simulated=True))
 TASKS.register("bar", Task("a bar", simulated=True))
 TASKS.register("ring", Task("a ring (the real DECaLS sample in ../shared/data)"))
+# Registered after the others: the simulation draws its labels in this order, so theirs stay as they were.
+TASKS.register("spiral", Task("spiral arms (the real Galaxy Zoo 2 sample in ../shared/data)", simulated=True))
 
 DEFAULT_TASKS = ("featured", "edge_on", "bar")
 

@@ -17,7 +17,7 @@ import urllib.request
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
-from galpipe.profiles import DEFAULT_PROFILE, PROFILES
+from galpipe.project import DEFAULT_PROJECT
 
 HOST = "127.0.0.1"
 BIN = Path(sys.executable).parent  # dagster and mlflow are installed next to this Python
@@ -127,16 +127,17 @@ def wait_until_answering(process: subprocess.Popen, url: str, timeout_s: float) 
 
 
 @contextmanager
-def running_ui(project_dir, profile: str = DEFAULT_PROFILE, dagster_port: int = 3000, mlflow_port: int = 5000,
+def running_ui(project_dir, project: str = DEFAULT_PROJECT, dagster_port: int = 3000, mlflow_port: int = 5000,
                dagster_timeout_s: float = 180.0, mlflow_timeout_s: float = 60.0):
-    """Start both UIs on the project and yield (dagster_url, mlflow_url) once both answer HTTP."""
+    """Start both UIs on the project directory, Dagster's definitions built from `project` (a shipped
+    project's name or a project file), and yield (dagster_url, mlflow_url) once both answer HTTP."""
     project_dir = Path(project_dir).resolve()
     check_port_free(dagster_port, "Dagster UI (--dagster-port)")
     check_port_free(mlflow_port, "MLflow UI (--mlflow-port)")
     dagster_home = project_dir / ".dagster_home"
     dagster_home.mkdir(parents=True, exist_ok=True)
     recover_project(dagster_home, mlflow_uri(project_dir))
-    env = {**os.environ, "DAGSTER_HOME": str(dagster_home), "GALPIPE_PROFILE": profile,
+    env = {**os.environ, "DAGSTER_HOME": str(dagster_home), "GALPIPE_PROJECT": _absolute_if_file(project),
            # MLflow's background job runner (eight processes, for GenAI scoring) is of no use here.
            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     dagster_url, mlflow_url = f"http://{HOST}:{dagster_port}", f"http://{HOST}:{mlflow_port}"
@@ -151,22 +152,26 @@ def running_ui(project_dir, profile: str = DEFAULT_PROFILE, dagster_port: int = 
         stop_servers(servers)
 
 
+def _absolute_if_file(project: str) -> str:
+    """A project file's absolute path (the servers run in the project directory); a shipped name as it is."""
+    return str(Path(project).resolve()) if Path(project).suffix else project
+
+
 def add_arguments(parser) -> None:
-    parser.add_argument("--profile", default=os.environ.get("GALPIPE_PROFILE", DEFAULT_PROFILE),
-                        choices=sorted(PROFILES), help="profile the Dagster definitions load (default: %(default)s)")
     parser.add_argument("--dagster-port", type=int, default=3000, help="default: %(default)s")
     parser.add_argument("--mlflow-port", type=int, default=5000, help="default: %(default)s")
     parser.add_argument("--project-dir", default=".", help="folder holding data/, mlruns/, .dagster_home/ "
                                                             "(default: the current folder)")
 
 
-def run_ui(args) -> int:
-    """Serve both UIs until Ctrl-C. The servers run in sessions of their own, so Ctrl-C reaches only us."""
+def run_ui(args, project: str) -> int:
+    """Serve both UIs until Ctrl-C, Dagster's definitions built from `project`. The servers run in
+    sessions of their own, so Ctrl-C reaches only us."""
     print("Starting the Dagster and MLflow UIs (Dagster takes a minute to load) ...", flush=True)
     # A plain `kill` stops both servers as Ctrl-C does, instead of leaving them running.
     previous_sigterm = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        with running_ui(args.project_dir, args.profile, args.dagster_port, args.mlflow_port) as (dagster_url, mlflow_url):
+        with running_ui(args.project_dir, project, args.dagster_port, args.mlflow_port) as (dagster_url, mlflow_url):
             print(f"Dagster UI: {dagster_url}  (assets, runs, checks)")
             print(f"MLflow UI: {mlflow_url}  (runs, registered models)")
             print(f"Logs in {Path(args.project_dir).resolve() / LOG_FOLDER}/. Ctrl-C stops both.", flush=True)

@@ -1,7 +1,6 @@
 """The Dagster assets and checks, materialized for real (a temporary Dagster instance) on the
 tiny simulated surveys, the real DECaLS folder, and a folder with bad files."""
 
-import dataclasses
 import hashlib
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from galpipe.definitions import build_resources
 from galpipe.defs.assets import ASSETS
 from galpipe.defs.checks import CHECKS
 from galpipe.defs.surveys import FolderSurvey
+from galpipe_tests.conftest import write_project
 
 DECALS_SOURCE = dict(catalog_file="catalog.csv", id_column="iauname", ra_column="ra",
                      dec_column="dec", image_column="image", label_columns={"ring": "ring"})
@@ -114,19 +114,18 @@ def test_real_decals_folder_as_target_with_its_own_labels(tmp_path, decals_folde
 
 
 @pytest.mark.parametrize("pixel_scale_arcsec, passes", [(0.0, False), (0.262, True)])
-def test_model_input_check_fails_on_a_folder_whose_images_cannot_become_inputs(tmp_path, decals_folder, monkeypatch,
+def test_model_input_check_fails_on_a_folder_whose_images_cannot_become_inputs(tmp_path, decals_folder,
                                                                                  pixel_scale_arcsec, passes):
     """The real DECaLS PNGs carry no pixel scale: without the folder's, none becomes a model input
     (a run used to report success with warnings only); with it, all do."""
+    from galpipe.definitions import all_assets
     from galpipe.defs.checks import MODEL_CHECKS
-    from galpipe.defs.model_assets import MODEL_ASSETS
-    from galpipe.profiles import PROFILES
 
-    monkeypatch.setitem(PROFILES, "tiny_colour", dataclasses.replace(PROFILES["tiny"], input_mode="colour"))
+    project = write_project(tmp_path, "tiny", input_mode="colour", tasks=["featured"])
     folder = FolderSurvey(folder=str(decals_folder), pixel_scale_arcsec=pixel_scale_arcsec, **DECALS_SOURCE)
-    resources = build_resources("tiny_colour", data_dir=str(tmp_path), tasks=["ring"], target=folder)
+    resources = build_resources(project, data_dir=str(tmp_path), tasks=["ring"], target=folder)
     keys = [AssetKey(["target", "catalog"]), AssetKey(["target", "raw_cutouts"]), AssetKey(["target", "model_inputs"])]
-    result = materialize([*ASSETS, *MODEL_ASSETS, *MODEL_CHECKS], resources=resources, raise_on_error=False,
+    result = materialize([*all_assets(project), *MODEL_CHECKS], resources=resources, raise_on_error=False,
                          selection=AssetSelection.assets(*keys) | AssetSelection.checks_for_assets(keys[-1]))
     [check] = result.get_asset_check_evaluations()
     assert check.check_name == "model_inputs_are_complete" and check.passed is passes

@@ -78,11 +78,11 @@ def test_a_label_catalogue_without_its_columns_or_with_bad_values_is_named():
 
 def test_a_survey_source_reads_labels_from_a_ds18_catalogue(tmp_path):
     from galpipe.defs.surveys import LegacySurvey
-    from galpipe.profiles import get_profile
+    from galpipe.project import load_project
 
     path = tmp_path / "ds18.parquet"
     pd.DataFrame({"object_id": ["a", "b"], "ra_deg": [10.0, 11.0], "dec_deg": [0.0, 0.5],
                   "P_disk": [0.9, 0.1], "P_edge_on": [0.7, 0.0], "P_bar_GZ2": [0.2, 0.6]}).to_parquet(path)
     source = LegacySurvey(instrument="sdss", catalog_path=str(path), label_scheme="ds18")
-    catalog = source.load_catalog(get_profile("tiny"))
+    catalog = source.load_catalog(load_project("tiny").profile)
     assert catalog[["featured", "edge_on", "bar"]].astype(int).values.tolist() == [[1, 1, 0], [0, 0, 1]]

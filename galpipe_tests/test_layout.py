@@ -6,7 +6,9 @@ import inspect
 from pathlib import Path
 
 import galpipe
-from galpipe.definitions import ALL_ASSETS
+from galpipe.definitions import all_assets
+
+ALL_ASSETS = all_assets("tiny")
 
 PACKAGE = Path(galpipe.__file__).parent
 

@@ -10,12 +10,12 @@ import torch
 from dagster import AssetKey, MultiPartitionKey, materialize
 from mlflow import MlflowClient
 
-from galpipe.definitions import ALL_ASSETS, build_resources
+from galpipe.definitions import all_assets, build_resources
 from galpipe.defs.checks import CHECKS
 from galpipe.defs.resources import MlflowTracking
 from galpipe.tracking import ModelRegistryError, Tracker, load_registered_model
 from galpipe.training import TrainingError
-from galpipe_tests.conftest import galpipe_in
+from galpipe_tests.conftest import galpipe_in, write_project
 
 
 def _client(root):
@@ -94,16 +94,17 @@ def test_every_run_is_in_mlflow_with_registry_entries_and_champions(tiny_project
     assert champion(torch.zeros(1, 3, 69, 69)).shape == (1,)
 
 
-def _resources(root, **kwargs):
+def _resources(root, project="tiny", **kwargs):
     mlflow = MlflowTracking(tracking_uri=f"sqlite:///{root}/mlruns/mlflow.db", artifact_root=str(root / "mlruns" / "artifacts"))
-    return build_resources("tiny", data_dir=str(root / "data"), mlflow=mlflow, **kwargs)
+    return build_resources(project, data_dir=str(root / "data"), mlflow=mlflow, **kwargs)
 
 
-def test_budget_beyond_the_pool_fails_clearly(tiny_project):
+def test_budget_beyond_the_pool_fails_clearly(tiny_project, tmp_path):
     root, _ = tiny_project
-    result = materialize([*ALL_ASSETS, *CHECKS], selection=[AssetKey("finetuned_models")],
+    project = write_project(tmp_path, "tiny", label_budgets=[0, 25, 1000, "full"])  # tiny's data, one more budget
+    result = materialize([*all_assets(project), *CHECKS], selection=[AssetKey("finetuned_models")],
                          partition_key=MultiPartitionKey({"task": "bar", "budget": "1000"}),
-                         resources=_resources(root), raise_on_error=False)
+                         resources=_resources(root, project), raise_on_error=False)
     assert not result.success
     [failure] = [e for e in result.all_events if e.is_step_failure]
     error = failure.step_failure_data.error

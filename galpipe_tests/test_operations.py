@@ -22,7 +22,7 @@ from dagster import (
 from dagster._core.definitions.events import AssetKeyPartitionKey
 from mlflow import MlflowClient
 
-from galpipe.definitions import ALL_ASSETS, ALL_CHECKS, build_resources
+from galpipe.definitions import ALL_CHECKS, all_assets, build_resources
 from galpipe.defs.reevaluation import daily_reevaluation, reevaluation_job
 from galpipe.defs.resources import MlflowTracking
 from galpipe.defs.sensors import new_target_labels
@@ -50,7 +50,7 @@ def _reevaluate(root):
     os.chdir(root)  # a project's manifests hold paths relative to the project folder, as `galpipe run` runs there
     try:
         with DagsterInstance.ephemeral() as instance:
-            result = materialize([*ALL_ASSETS, *ALL_CHECKS], selection=[AssetKey("champion_evaluation")],
+            result = materialize([*all_assets("tiny"), *ALL_CHECKS], selection=[AssetKey("champion_evaluation")],
                                  resources=_resources(root), instance=instance, raise_on_error=False)
     finally:
         os.chdir(cwd)
@@ -61,7 +61,7 @@ def _reevaluate(root):
 def test_the_schedule_requests_the_reevaluation_job_daily():
     context = build_schedule_context(scheduled_execution_time=datetime.datetime(2026, 11, 25, 6, 0))
     (request,) = daily_reevaluation.evaluate_tick(context).run_requests  # one run of the job per tick
-    assert AssetKey("champion_evaluation") in reevaluation_job.selection.resolve(ALL_ASSETS)
+    assert AssetKey("champion_evaluation") in reevaluation_job.selection.resolve(all_assets("tiny"))
 
 
 def _settled(path):
@@ -77,7 +77,7 @@ def test_new_label_files_request_the_finetuning_partitions_they_feed(tmp_path):
     labels.mkdir(parents=True)
     resources = build_resources("tiny", data_dir=str(data_dir))
     settings = resources["settings"]
-    defs = Definitions(assets=ALL_ASSETS, sensors=[new_target_labels], resources=resources)
+    defs = Definitions(assets=all_assets("tiny"), sensors=[new_target_labels], resources=resources)
     with DagsterInstance.ephemeral() as instance:
         def evaluate(cursor):
             context = build_sensor_context(instance=instance, cursor=cursor, definitions=defs,
@@ -124,7 +124,7 @@ def test_the_sensor_waits_for_a_label_file_to_settle_and_ignores_one_being_writt
     labels = tmp_path / "data" / "tiny" / "labels"
     labels.mkdir(parents=True)
     resources = build_resources("tiny", data_dir=str(tmp_path / "data"))
-    defs = Definitions(assets=ALL_ASSETS, sensors=[new_target_labels], resources=resources)
+    defs = Definitions(assets=all_assets("tiny"), sensors=[new_target_labels], resources=resources)
     with DagsterInstance.ephemeral() as instance:
         def evaluate():
             return new_target_labels.evaluate_tick(build_sensor_context(

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from galpipe.instruments import DES, SDSS, Band
-from galpipe.profiles import get_profile
+from galpipe.project import load_project
 from galpipe.simulation.population import SkyConfig, simulate_sky, volunteer_votes
 from galpipe.simulation.render import render_galaxy
 from galpipe.sources.simulated import _truth, simulated_catalog
@@ -62,7 +62,7 @@ def test_des_shows_more_detail_than_sdss(sdss_catalog):
 
 
 def test_volunteer_labels_are_noisier_for_small_faint_galaxies():
-    config = get_profile("small").sky
+    config = load_project("small").profile.sky
     catalog = simulated_catalog("sdss", config, "full", 17.77, volunteer_labels=True)
     agrees = catalog.featured == catalog.truth_featured.astype(int)
     big_bright = (catalog.half_light_radius_arcsec > 3) & (catalog.mag_r < 16.5)

@@ -62,7 +62,7 @@ def mlflow_models(page, mlflow_url: str, png: Path) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--project-dir", default=".", help="folder holding data/, mlruns/, .dagster_home/")
-    parser.add_argument("--profile", default="small", help="profile the Dagster definitions load")
+    parser.add_argument("--profile", default="small", help="the shipped project (or a project file) Dagster loads")
     parser.add_argument("--experiment", default="galpipe", help="MLflow experiment of the training runs")
     parser.add_argument("--out", default="docs/", help="folder for the PNG files")
     args = parser.parse_args(argv)

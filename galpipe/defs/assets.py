@@ -34,7 +34,7 @@ def survey_assets(role: str):
         survey = _survey(context, role)
         table = survey.load_catalog(settings.get_profile())
         context.add_output_metadata({"n_objects": len(table), "source_kind": survey.kind,
-                                     "instrument": survey.instrument, "preview": table_md(table.iloc[:, :6])})
+                                     "survey": survey.name, "preview": table_md(table.iloc[:, :6])})
         return table
 
     @asset(key=AssetKey([role, "raw_cutouts"]), group_name=SURVEYS_GROUP,
@@ -53,7 +53,7 @@ def survey_assets(role: str):
         for row in manifest[manifest.status == "failed"].itertuples():
             context.log.warning(f"{role} {row.object_id}: {row.reason}")
         owned = survey.owns_files()  # only files galpipe made are moved to quarantine or removed
-        manifest = validate_manifest(manifest, survey.bands, survey.expected_shape(profile),
+        manifest = validate_manifest(manifest, survey.bands, survey.expected_shape(),
                                      settings.run_dir / role / "quarantine" if owned else None, warn=context.log.warning)
         if owned:
             remove_stale_files(out_dir, manifest)
@@ -127,8 +127,8 @@ def survey_gallery(context: AssetExecutionContext, matched_catalog: pd.DataFrame
     galaxies = pick_gallery_galaxies(matched_catalog, settings.tasks)
     ok_source = source_cutouts[source_cutouts.status == "ok"]
     path = make_gallery(galaxies, dict(zip(ok_source.object_id, ok_source.path)), settings.tasks,
-                        settings.run_dir / "gallery.png", context.resources.source_survey.instrument,
-                        context.resources.target_survey.instrument)
+                        settings.run_dir / "gallery.png", context.resources.source_survey.name,
+                        context.resources.target_survey.name)
     return MaterializeResult(metadata={"path": str(path), "n_galaxies": len(galaxies),
                                        "gallery": image_md(path)})
 

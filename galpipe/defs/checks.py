@@ -19,7 +19,7 @@ def cutout_check(role: str):
                              f"and a random {CUTOUTS_REOPENED} of them still open, finite and complete.")
     def cutouts_are_valid(context, raw_cutouts: pd.DataFrame) -> AssetCheckResult:
         survey = getattr(context.resources, f"{role}_survey")
-        shape = survey.expected_shape(context.resources.settings.get_profile())
+        shape = survey.expected_shape()
         ok = raw_cutouts[raw_cutouts.status == "ok"]
         invalid = []
         if survey.bands:

@@ -19,6 +19,7 @@ from galpipe.files import atomic_write
 from galpipe.preprocessing import ModelInputs
 
 ARRAY_PATH_KEY = "galpipe.model_inputs_array"
+FIELD_KEY = "galpipe.model_field_arcsec"  # "" for inputs made of whole images
 
 
 class ParquetIOManager(ConfigurableIOManager):
@@ -34,7 +35,8 @@ class ParquetIOManager(ConfigurableIOManager):
         if isinstance(obj, ModelInputs):
             path = base.with_suffix(".parquet")
             relative = os.path.relpath(Path(obj.array_path).resolve(), path.parent.resolve())
-            write_parquet(obj.index, path, {ARRAY_PATH_KEY: relative})
+            field = "" if obj.model_field_arcsec is None else str(obj.model_field_arcsec)
+            write_parquet(obj.index, path, {ARRAY_PATH_KEY: relative, FIELD_KEY: field})
             context.add_output_metadata({"path": str(path), "rows": len(obj.index), "array": obj.array_path})
         elif isinstance(obj, pd.DataFrame):
             path = base.with_suffix(".parquet")
@@ -77,6 +79,10 @@ class ParquetIOManager(ConfigurableIOManager):
 def read_parquet(path: Path):
     """A DataFrame, or ModelInputs where the file's metadata names the array."""
     table = pq.read_table(path)
-    array_path = (table.schema.metadata or {}).get(ARRAY_PATH_KEY.encode())
+    metadata = table.schema.metadata or {}
+    array_path = metadata.get(ARRAY_PATH_KEY.encode())
     frame = table.to_pandas()
-    return ModelInputs(os.path.normpath(Path(path).parent / array_path.decode()), frame) if array_path else frame
+    if not array_path:
+        return frame
+    field = metadata.get(FIELD_KEY.encode(), b"40.0").decode()
+    return ModelInputs(os.path.normpath(Path(path).parent / array_path.decode()), frame, float(field) if field else None)

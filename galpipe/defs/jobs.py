@@ -1,11 +1,11 @@
 """Named jobs, one per stage of the experiment, which `galpipe run` launches and the UI lists, so
 that the Runs page says what each run was: data, pretraining, fine-tuning, evaluation,
-prediction (and `reevaluation_job`, the daily schedule's)."""
+prediction (and `reevaluation_job`, the daily schedule's). The partitioned ones take their
+partitions from the assets they select, which are the project's (galpipe.definitions)."""
 
 from dagster import AssetKey, AssetSelection, define_asset_job
 
 from galpipe.defs.assets import ASSETS
-from galpipe.defs.model_assets import task_budget_partitions, task_partitions
 from galpipe.defs.prediction_assets import prediction_chunks
 from galpipe.defs.reevaluation import reevaluation_job
 
@@ -15,10 +15,8 @@ data_job = define_asset_job("data_job", selection=AssetSelection.assets(*DATA_KE
                             description="Both surveys' catalogues, cutouts and model inputs, the matched "
                                         "catalogue and the gallery, with their checks.")
 pretraining_job = define_asset_job("pretraining_job", selection=AssetSelection.assets("pretrained_model"),
-                                   partitions_def=task_partitions,
                                    description="One task's classifier trained on the source survey.")
 finetuning_job = define_asset_job("finetuning_job", selection=AssetSelection.assets("finetuned_models"),
-                                  partitions_def=task_budget_partitions,
                                   description="One task x label budget: every strategy, seed and selection.")
 evaluation_job = define_asset_job("evaluation_job", selection=AssetSelection.assets("evaluation_table"),
                                   description="The evaluation table, learning curves and champions.")

@@ -1,7 +1,8 @@
 """Model assets in lineage order: model inputs (per survey) -> pretrained_model (per task) ->
 finetuned_models (per task x label budget) -> evaluation_table. Each reads its inputs, calls the
 protocol in galpipe.experiment and records metadata; models live in MLflow, the assets pass
-model URIs and metrics."""
+model URIs and metrics. `model_assets` makes them for a project's tasks and label budgets, which
+are the partitions."""
 
 import time
 
@@ -23,13 +24,8 @@ from galpipe.evaluation import adaptation_goals, plot_learning_curves, summarise
 from galpipe.experiment.protocol import Recorder, TransferData, crown_champions, finetune, pretrain
 from galpipe.files import atomic_write
 from galpipe.preprocessing import ModelInputs, build_model_inputs
-from galpipe.profiles import ALL_LABEL_BUDGETS
-from galpipe.tasks import DEFAULT_TASKS
 
 MODELS_GROUP = "models"
-task_partitions = StaticPartitionsDefinition(list(DEFAULT_TASKS))
-task_budget_partitions = MultiPartitionsDefinition({"task": task_partitions,
-                                                    "budget": StaticPartitionsDefinition(list(ALL_LABEL_BUDGETS))})
 TRANSFER_INS = {"source_catalog": AssetIn(key=AssetKey(["source", "catalog"])),
                 "source_inputs": AssetIn(key=AssetKey(["source", "model_inputs"])),
                 "matched_catalog": AssetIn(), "target_inputs": AssetIn(key=AssetKey(["target", "model_inputs"]))}
@@ -37,25 +33,26 @@ TRANSFER_INS = {"source_catalog": AssetIn(key=AssetKey(["source", "catalog"])),
 
 def model_inputs_asset(role: str):
     @asset(key=AssetKey([role, "model_inputs"]), group_name=MODELS_GROUP,
-           ins={"raw_cutouts": AssetIn(key=AssetKey([role, "raw_cutouts"]))},
+           ins={"catalog": AssetIn(key=AssetKey([role, "catalog"])), "raw_cutouts": AssetIn(key=AssetKey([role, "raw_cutouts"]))},
            required_resource_keys={"settings", f"{role}_survey"},
-           description=f"Every good {role} cutout as a 69x69 model input, normalised per image, stacked "
-                       "in one memory-mapped .npy; the value is the array's path and its index (object_id -> row).")
-    def model_inputs(context: AssetExecutionContext, raw_cutouts: pd.DataFrame) -> ModelInputs:
+           description=f"Every good {role} cutout as a 69x69 model input over the survey's framing, normalised "
+                       "per image, stacked in one memory-mapped .npy; the value is the array's path and its index.")
+    def model_inputs(context: AssetExecutionContext, catalog: pd.DataFrame, raw_cutouts: pd.DataFrame) -> ModelInputs:
         settings: GalpipeSettings = context.resources.settings
         started = time.perf_counter()
-        profile = settings.get_profile()
         array_path = settings.run_dir / role / "model_inputs_69px.npy"
         survey = getattr(context.resources, f"{role}_survey")
+        framing = survey.get_framing()
         # The survey's own bands where it has three or more (the three bluest), else g, r, i.
-        index = build_model_inputs(raw_cutouts, array_path, profile.cutout_field_arcsec, profile.input_mode,
-                                   survey.image_pixel_scale_arcsec(), (survey.bands or "gri")[:3])
+        index = build_model_inputs(raw_cutouts, array_path, framing.fields_arcsec(catalog, f"{role} catalogue"),
+                                   settings.get_profile().input_mode, survey.image_pixel_scale_arcsec(),
+                                   (survey.bands or "gri")[:3])
         for row in index[index.status != "ok"].itertuples():
             context.log.warning(f"{role} {row.object_id}: no model input: {row.reason}")
         context.add_output_metadata({"n_ok": int((index.status == "ok").sum()),
-                                     "n_failed": int((index.status != "ok").sum()),
+                                     "n_failed": int((index.status != "ok").sum()), "framing": framing.describe(),
                                      "seconds": round(time.perf_counter() - started, 1)})
-        return ModelInputs(str(array_path), index)
+        return ModelInputs(str(array_path), index, framing.model_field_arcsec)
 
     return model_inputs
 
@@ -66,36 +63,39 @@ def _recorder(context: AssetExecutionContext) -> Recorder:
                     context.log.info)
 
 
-@asset(partitions_def=task_partitions, group_name=MODELS_GROUP, ins=TRANSFER_INS,
-       required_resource_keys={"settings", "mlflow", "source_survey"},
-       description="The classifier trained on the source survey, registered in MLflow; also applied "
-                   "directly to the target test set.")
+PRETRAINED = dict(group_name=MODELS_GROUP, ins=TRANSFER_INS, required_resource_keys={"settings", "mlflow", "source_survey"},
+                  description="The classifier trained on the source survey, registered in MLflow; also applied "
+                              "directly to the target test set.")
+
+
 def pretrained_model(context: AssetExecutionContext, source_catalog: pd.DataFrame, source_inputs: ModelInputs,
                      matched_catalog: pd.DataFrame, target_inputs: ModelInputs) -> dict:
     data = TransferData(source_catalog, source_inputs, matched_catalog, target_inputs)
     result = pretrain(context.resources.settings.get_profile(), context.partition_key, data,
-                      context.resources.source_survey.instrument, _recorder(context))
+                      context.resources.source_survey.name, _recorder(context))
     context.add_output_metadata({"model_uri": result["model_uri"], "mlflow_run_id": result["run_id"],
                                  "epochs": result["epochs"], "source_val_accuracy": result["source_val"]["accuracy"],
                                  "target_test_accuracy_direct": result["target_test_direct"]["accuracy"]})
     return result
 
 
-@asset(partitions_def=task_budget_partitions, group_name=MODELS_GROUP,
-       ins={**TRANSFER_INS, "pretrained_model": AssetIn(partition_mapping=MultiToSingleDimensionPartitionMapping("task"))},
-       required_resource_keys={"settings", "mlflow", "target_survey"},
-       description="For one task and label budget: the profile's strategies (full, head_only, scratch; "
-                   "and adabn, coral, self_training, which also use unlabelled target images) over its "
-                   "seeds and label selections (the same N galaxies for every strategy of a seed and "
-                   "selection), each run logged and registered in MLflow. Budget 0: the source model "
-                   "applied directly, and the strategies that need no target label.")
+FINETUNED = dict(group_name=MODELS_GROUP, required_resource_keys={"settings", "mlflow", "target_survey"},
+                 ins={**TRANSFER_INS,
+                      "pretrained_model": AssetIn(partition_mapping=MultiToSingleDimensionPartitionMapping("task"))},
+                 description="For one task and label budget: the project's strategies (full, head_only, scratch; "
+                             "and adabn, coral, self_training, which also use unlabelled target images) over its "
+                             "seeds and label selections (the same N galaxies for every strategy of a seed and "
+                             "selection), each run logged and registered in MLflow. Budget 0: the source model "
+                             "applied directly, and the strategies that need no target label.")
+
+
 def finetuned_models(context: AssetExecutionContext, pretrained_model: dict, source_catalog: pd.DataFrame,
                      source_inputs: ModelInputs, matched_catalog: pd.DataFrame,
                      target_inputs: ModelInputs) -> pd.DataFrame:
     key = context.partition_key.keys_by_dimension
     data = TransferData(source_catalog, source_inputs, matched_catalog, target_inputs)
     results = finetune(context.resources.settings.get_profile(), key["task"], key["budget"], data, pretrained_model,
-                       context.resources.target_survey.instrument, _recorder(context))
+                       context.resources.target_survey.name, _recorder(context))
     context.add_output_metadata({"results": MetadataValue.md(
         results[["strategy", "selection", "seed", "accuracy", "roc_auc", "completeness_1", "purity_1"]]
         .to_markdown(index=False))})
@@ -117,7 +117,7 @@ def evaluation_table(context: AssetExecutionContext, finetuned_models: pd.DataFr
     with tracker.run("evaluation-table", {**run_tags(context), "galpipe.kind": "evaluation"}, {}) as run_id:
         tracker.log_artifact(run_id, png, "plots")  # the learning curves, beside the runs they summarise
         tracker.log_artifact(run_id, run_dir / "evaluation_table.csv")
-    champions = crown_champions(tracker, finetuned_models, context.resources.target_survey.instrument)
+    champions = crown_champions(tracker, finetuned_models, context.resources.target_survey.name)
     goals = adaptation_goals(summary)
     if len(goals):  # the adaptation strategies' goals, where they ran
         atomic_write(run_dir / "adaptation_goals.csv", lambda tmp: goals.to_csv(tmp, index=False))
@@ -133,5 +133,10 @@ def evaluation_table(context: AssetExecutionContext, finetuned_models: pd.DataFr
     return summary
 
 
-MODEL_ASSETS = [model_inputs_asset("source"), model_inputs_asset("target"), pretrained_model, finetuned_models,
-                evaluation_table]
+def model_assets(tasks, label_budgets) -> list:
+    """The model assets, partitioned by `tasks` and `label_budgets` (a project's)."""
+    by_task = StaticPartitionsDefinition(list(tasks))
+    by_task_and_budget = MultiPartitionsDefinition({"task": by_task, "budget": StaticPartitionsDefinition(list(label_budgets))})
+    return [model_inputs_asset("source"), model_inputs_asset("target"),
+            asset(partitions_def=by_task, **PRETRAINED)(pretrained_model),
+            asset(partitions_def=by_task_and_budget, **FINETUNED)(finetuned_models), evaluation_table]

@@ -35,7 +35,7 @@ def target_morphology(context: AssetExecutionContext, raw_cutouts: pd.DataFrame)
     chunk = prediction_chunks.get_partition_keys().index(context.partition_key)
     rows = raw_cutouts[(raw_cutouts.status == "ok") & (chunk_of(raw_cutouts.object_id) == chunk)]
     classifiers = [load_classifier(tracker.tracking_uri, uri)
-                   for uri in model_uris("champion", settings.tasks, context.resources.target_survey.instrument,
+                   for uri in model_uris("champion", settings.tasks, context.resources.target_survey.name,
                                          settings.experiment_name)]
     out = settings.run_dir / "target" / "morphology" / f"{context.partition_key}.parquet"
     summary = predict_cutouts(classifiers, rows[["object_id", "path"]], out, progress=False,

@@ -40,7 +40,7 @@ def champion_evaluation(context: AssetExecutionContext, matched_catalog: pd.Data
                         source_cutouts: pd.DataFrame) -> pd.DataFrame:
     settings: GalpipeSettings = context.resources.settings
     tracker = context.resources.mlflow.tracker(settings.experiment_name)
-    survey = context.resources.target_survey.instrument
+    survey = context.resources.target_survey.name
     test_rows = matched_catalog[matched_catalog.split == "test"]
     table, probabilities, curves = reevaluate_champions(
         tracker, {task: registered_model_name(settings.experiment_name, task, survey) for task in settings.tasks},
@@ -50,7 +50,7 @@ def champion_evaluation(context: AssetExecutionContext, matched_catalog: pd.Data
     galaxies = pick_gallery_galaxies(test_rows[test_rows.object_id.isin(probabilities.index)], settings.tasks)
     ok_source = source_cutouts[source_cutouts.status == "ok"]
     gallery = make_gallery(galaxies, dict(zip(ok_source.object_id, ok_source.path)), settings.tasks,
-                           settings.run_dir / "champion_gallery.png", context.resources.source_survey.instrument,
+                           settings.run_dir / "champion_gallery.png", context.resources.source_survey.name,
                            survey, probabilities)
     with tracker.run("champion-pictures", {**run_tags(context), "galpipe.kind": "reevaluation"}, {}) as run_id:
         tracker.log_artifact(run_id, roc, "plots")

@@ -1,27 +1,29 @@
-"""Configuration as Dagster resources: the run's profile and folders, and the MLflow store. They
-show up, typed, in the launchpad of the UI; where each survey's data come from is in
-galpipe.defs.surveys."""
+"""Configuration as Dagster resources: the run's project file and folders, and the MLflow store.
+They show up, typed, in the launchpad of the UI; where each survey's data come from is in
+galpipe.defs.surveys (the `source_survey` and `target_survey` resources, filled from the project)."""
 
 import os
 from pathlib import Path
 
 from dagster import ConfigurableResource
 
-from galpipe.profiles import DEFAULT_PROFILE, Profile, get_profile
-from galpipe.tasks import DEFAULT_TASKS
+from galpipe.profiles import Profile
+from galpipe.project import DEFAULT_PROJECT, Project, load_project
 
 
 class GalpipeSettings(ConfigurableResource):
-    """The profile to build and where its files go (`data_dir/profile/...`)."""
+    """The project to build (a shipped project's name, e.g. `small`, or a project file) and where its
+    files go (`data_dir/<project name>/...`). galpipe.definitions fills `tasks` and `experiment` from
+    the project; the launchpad shows them."""
 
-    profile: str = DEFAULT_PROFILE
+    project: str = DEFAULT_PROJECT
     data_dir: str = "data"
-    tasks: list[str] = list(DEFAULT_TASKS)
+    tasks: list[str] = []
     n_workers: int = 0  # processes for rendering; 0 = one per core
     min_match_rate: float = 0.5  # asset check: matched fraction of the target catalogue
     max_failed_input_fraction: float = 0.05  # asset check: share of cutouts without a model input
-    # The MLflow experiment of this run set, and the prefix of its registered models; "" means
-    # galpipe-<profile>, so that two profiles in one project never share a champion.
+    # The MLflow experiment of this run set, and the prefix of its registered models; "" means the
+    # project's (galpipe-<name> by default), so that two experiments never share a champion.
     experiment: str = ""
     regression_tolerance: float = 0.02  # asset check: allowed drop of a champion's test metric
 
@@ -32,14 +34,17 @@ class GalpipeSettings(ConfigurableResource):
 
     @property
     def experiment_name(self) -> str:
-        return self.experiment or f"galpipe-{self.profile}"
+        return self.experiment or self.get_project().experiment
+
+    def get_project(self) -> Project:
+        return load_project(self.project)
 
     def get_profile(self) -> Profile:
-        return get_profile(self.profile)
+        return self.get_project().profile
 
     @property
     def run_dir(self) -> Path:
-        return Path(self.data_dir) / self.profile
+        return Path(self.data_dir) / self.get_project().name
 
     def workers(self) -> int:
         return self.n_workers or os.cpu_count() or 1

@@ -16,6 +16,7 @@ import pandas as pd
 from dagster import ConfigurableResource
 
 from galpipe.catalogs import read_table, validate_catalog
+from galpipe.framing import GZ2_FIELD_PER_PETRO_R90, Framing, FramingError
 from galpipe.instruments import get_instrument
 from galpipe.label_catalogs import labels_from_catalog
 from galpipe.profiles import Profile
@@ -27,20 +28,41 @@ from galpipe.sources.simulated import render_cutouts, simulated_catalog
 
 
 class SurveySource(ConfigurableResource):
-    """What every kind of survey source answers. `instrument` names the survey (in registered
-    model names, galleries) and, where galpipe makes or fetches the cutouts, their pixel scale."""
+    """What every kind of survey source answers. `instrument` gives, where galpipe makes or fetches
+    the cutouts, their pixel scale; `survey_name` (default: the instrument's) names the survey in
+    registered models and galleries. The framing fields say how much sky each model input shows
+    (galpipe.framing): `framing` fixed (`field_arcsec`), per_galaxy (`field_per_size` times the
+    catalogue's `size_column`, in arcsec) or whole_image."""
 
     kind: ClassVar[str] = ""
+    framings: ClassVar[tuple[str, ...]] = ("fixed", "per_galaxy", "whole_image")  # those this kind can make
     instrument: str = "sdss"
+    survey_name: str = ""
+    framing: str = "fixed"
+    field_arcsec: float = 40.0
+    size_column: str = ""
+    field_per_size: float = GZ2_FIELD_PER_PETRO_R90
+
+    @property
+    def name(self) -> str:
+        return self.survey_name or self.instrument
 
     @property
     def bands(self) -> str | None:
         """The bands every cutout must have (None: a colour image or unknown)."""
         return None
 
-    def expected_shape(self, profile: Profile) -> tuple[int, int] | None:
+    def get_framing(self) -> Framing:
+        if self.framing not in self.framings:
+            raise FramingError(f"framing {self.framing!r}: a {self.kind} survey can be framed "
+                               f"{' or '.join(self.framings)}")
+        return Framing(self.framing, self.field_arcsec, self.size_column, self.field_per_size)
+
+    def expected_shape(self) -> tuple[int, int] | None:
         """The (height, width) in pixels every cutout must have (None: any)."""
-        size = get_instrument(self.instrument).cutout_size_pixels(profile.cutout_field_arcsec)
+        if self.framing != "fixed":
+            return None
+        size = get_instrument(self.instrument).cutout_size_pixels(self.field_arcsec)
         return (size, size)
 
     def owns_files(self) -> bool:
@@ -77,6 +99,7 @@ class _PublishedLabels(SurveySource):
 
 class SimulatedSurvey(SurveySource):
     kind: ClassVar[str] = "simulated"
+    framings: ClassVar[tuple[str, ...]] = ("fixed", "per_galaxy")  # rendered over each galaxy's field
     footprint: Literal["full", "target"] = "full"
     r_mag_limit: float = SDSS_SPECTROSCOPIC_LIMIT_R_MAG
     volunteer_labels: bool = True
@@ -89,7 +112,8 @@ class SimulatedSurvey(SurveySource):
         return simulated_catalog(self.instrument, profile.sky, self.footprint, self.r_mag_limit, self.volunteer_labels)
 
     def build_cutouts(self, catalog, profile, out_dir, n_workers, progress=None):
-        return render_cutouts(catalog, self.instrument, profile.cutout_field_arcsec, out_dir, n_workers, progress)
+        fields = self.get_framing().fields_arcsec(catalog, f"{self.name} catalogue")
+        return render_cutouts(catalog, self.instrument, fields, out_dir, n_workers, progress)
 
 
 class FolderSurvey(_PublishedLabels):
@@ -97,6 +121,7 @@ class FolderSurvey(_PublishedLabels):
     needs labels of its own, as there is nothing to cross-match."""
 
     kind: ClassVar[str] = "folder"
+    instrument: str = ""  # galpipe makes no cutouts here; survey_name (or the folder's name) names it
     folder: str = ""
     catalog_file: str = "catalog.csv"
     id_column: str = "object_id"
@@ -106,7 +131,11 @@ class FolderSurvey(_PublishedLabels):
     # arcsec/pixel of the folder's JPEG/PNG cutouts (FITS cutouts carry PIXSCALE); 0: unknown
     pixel_scale_arcsec: float = 0.0
 
-    def expected_shape(self, profile: Profile) -> tuple[int, int] | None:
+    @property
+    def name(self) -> str:
+        return self.survey_name or self.instrument or Path(self.folder).name or "folder"
+
+    def expected_shape(self) -> tuple[int, int] | None:
         return None
 
     def image_pixel_scale_arcsec(self) -> float | None:
@@ -128,6 +157,7 @@ class FolderSurvey(_PublishedLabels):
 
 class LegacySurvey(_PublishedLabels):
     kind: ClassVar[str] = "legacy_survey"
+    framings: ClassVar[tuple[str, ...]] = ("fixed",)  # one cutout size per request
     catalog_path: str = ""
     base_url: str = "https://www.legacysurvey.org/viewer"
     layer: str = "sdss"
@@ -146,7 +176,7 @@ class LegacySurvey(_PublishedLabels):
         client = LegacySurveyClient(base_url=self.base_url, cache_dir=out_dir, timeout_s=self.timeout_s)
         instrument = get_instrument(self.instrument)
         return download_cutouts(catalog, client, self.layer, instrument.pixel_scale_arcsec,
-                                instrument.cutout_size_pixels(profile.cutout_field_arcsec))
+                                instrument.cutout_size_pixels(self.get_framing().field_arcsec))
 
 
 SOURCE_KINDS: Registry[type[SurveySource]] = Registry("survey source kind")

@@ -22,6 +22,7 @@ from galpipe.adaptation import AdaptationData, embeddings
 from galpipe.evaluation import binary_metrics, plot_confusion, with_selection
 from galpipe.experiment.selections import RANDOM, SELECTIONS
 from galpipe.experiment.strategies import DIRECT, STRATEGIES, Strategy, StrategyRun
+from galpipe.framing import WHOLE_IMAGE
 from galpipe.models import build_model, count_flops
 from galpipe.preprocessing import ModelInputs
 from galpipe.profiles import Profile
@@ -98,10 +99,12 @@ def train_config(profile: Profile, task: str, **changes) -> TrainConfig:
     return TrainConfig(batch_size=profile.batch_size, patience=profile.patience, class_weighting=weighting, **changes)
 
 
-def model_tags(profile: Profile, task: str, role: str, **more) -> dict:
-    """On each registered model version: what `galpipe predict` needs to prepare its inputs."""
+def model_tags(profile: Profile, task: str, role: str, inputs: ModelInputs, **more) -> dict:
+    """On each registered model version: what `galpipe predict` needs to prepare its inputs like
+    `inputs`, those it was trained (or, budget 0, adapted) on."""
+    field = WHOLE_IMAGE if inputs.model_field_arcsec is None else inputs.model_field_arcsec
     return {"task": task, "role": role, "architecture": profile.architecture, "input_mode": profile.input_mode,
-            "field_arcsec": profile.cutout_field_arcsec, **more}
+            "field_arcsec": field, **more}
 
 
 def sorted_by_row(sample: LabelledSample) -> LabelledSample:
@@ -132,7 +135,7 @@ def pretrain(profile: Profile, task: str, data: TransferData, source_survey: str
                                            f"{task}: applied directly to target")
         model_uri, version = tracker.log_and_register_model(
             run_id, model, np.array(x_source[:1]), registered_model_name(tracker.experiment_name, task, source_survey),
-            model_tags(profile, task, "pretrained"))
+            model_tags(profile, task, "pretrained", data.source_inputs))
     return {"task": task, "model_uri": model_uri, "version": version, "run_id": run_id, "epochs": len(history),
             "source_val": source_metrics, "target_test_direct": direct_metrics}
 
@@ -211,7 +214,7 @@ def finetune(profile: Profile, task: str, budget_key: str, data: TransferData, p
                                         f"{task} {name} N={budget} ({selection})")
             model_uri, _ = recorder.tracker.log_and_register_model(
                 run_id, model, np.array(x[test.row[:1]]), registered_model_name(experiment, task, target_survey),
-                model_tags(profile, task, name, label_budget=budget, seed=seed, selection=selection))
+                model_tags(profile, task, name, data.target_inputs, label_budget=budget, seed=seed, selection=selection))
         recorder.log(f"{task} N={budget} {name} ({selection}) seed {seed}: accuracy {metrics['accuracy']:.3f}")
         rows.append({**base, "strategy": name, "selection": selection, "seed": seed, **metrics,
                      "model_uri": model_uri, "run_id": run_id,

@@ -126,6 +126,7 @@ def simulate_sky(config: SkyConfig) -> pd.DataFrame:
     sky["truth_edge_on"] = has_disk & (sky.inclination_deg > 75)
     sky["truth_bar"] = has_bar & (sky.inclination_deg < 65)
     sky["truth_featured"] = has_disk & (has_spiral | has_knots | has_bar | (sky.inclination_deg > 70))
+    sky["truth_spiral"] = has_spiral & (sky.inclination_deg < 70)  # arms can be seen, as Galaxy Zoo asks
     return sky
 
 
@@ -159,6 +160,9 @@ def observe_catalog(sky: pd.DataFrame, instrument: Instrument, footprint, r_mag_
         "dec_deg": dec[keep],
         "mag_r": mag_r[keep],
         "half_light_radius_arcsec": size[keep],
+        # Petrosian R90 (what Galaxy Zoo framed SDSS images by): about 2.3 half-light radii for a
+        # disk, 2.5 for a de Vaucouleurs bulge, whose Petrosian aperture misses some light.
+        "petro_r90_arcsec": size[keep] * (2.3 + 0.2 * sky.bulge_to_total.to_numpy()[keep]),
         "sky_object_id": sky.object_id.to_numpy()[keep],
     })
     truth = sky.loc[keep, truth_columns].reset_index(drop=True).add_prefix("true_")
@@ -181,11 +185,13 @@ def volunteer_votes(catalog: pd.DataFrame, seed: int, instrument: Instrument = S
         "featured": np.clip((size_in_psf - 0.6) / 2.0, 0, 1) ** 0.5 * brightness ** 0.5,
         "edge_on": np.clip((size_in_psf - 0.4) / 1.0, 0, 1),
         "bar": np.clip((bar_length_in_psf - 0.7) / 1.5, 0, 1) * np.clip((65 - inclination) / 30, 0, 1),
+        "spiral": np.clip((size_in_psf - 0.5) / 1.5, 0, 1) ** 0.5 * brightness ** 0.3
+        * np.clip((75 - inclination) / 20, 0, 1),
     }
     # Edge-on disks look featured even when small: the thin shape is enough.
     visibility["featured"] = np.where(catalog.truth_edge_on, np.maximum(visibility["featured"], 0.8),
                                       visibility["featured"])
-    false_positive_rate = {"featured": 0.08, "edge_on": 0.03, "bar": 0.06}
+    false_positive_rate = {"featured": 0.08, "edge_on": 0.03, "bar": 0.06, "spiral": 0.05}
 
     votes = pd.DataFrame(index=catalog.index)
     for task in simulated_tasks():

@@ -24,6 +24,7 @@ from galpipe.simulation.population import (
 )
 
 CHUNK_SIZE = 16  # galaxies per task sent to a worker
+FIELD_KEY = "_field_arcsec"  # each row's field, as render_cutouts hands it to the workers
 
 
 def simulated_catalog(instrument_name: str, sky_config: SkyConfig, footprint: str, r_mag_limit: float,
@@ -53,14 +54,14 @@ def _one_thread_per_worker() -> None:
     os.environ["OMP_NUM_THREADS"] = "1"
 
 
-def _render_chunk(rows: list[dict], instrument_name: str, field_arcsec: float, out_dir: str) -> list[dict]:
+def _render_chunk(rows: list[dict], instrument_name: str, out_dir: str) -> list[dict]:
     # Imported here so that worker processes pay for GalSim only when they render.
     from galpipe.simulation.render import render_galaxy
 
     instrument = get_instrument(instrument_name)
-    size = instrument.cutout_size_pixels(field_arcsec)
     manifest = []
     for row in rows:
+        size = instrument.cutout_size_pixels(row[FIELD_KEY])
         path = Path(out_dir) / f"{row['object_id']}.fits"
         truth = _truth(row)
         # The cutout is centred on the catalogue position; the galaxy sits at its true position.
@@ -87,9 +88,10 @@ def _render_chunk(rows: list[dict], instrument_name: str, field_arcsec: float, o
     return manifest
 
 
-def render_cutouts(catalog: pd.DataFrame, instrument_name: str, field_arcsec: float, out_dir: Path,
+def render_cutouts(catalog: pd.DataFrame, instrument_name: str, field_arcsec: float | pd.Series, out_dir: Path,
                    n_workers: int | None = None, progress=None) -> pd.DataFrame:
-    """Render every galaxy of `catalog` as `instrument_name` sees it, one FITS file each.
+    """Render every galaxy of `catalog` as `instrument_name` sees it, one FITS file each, over
+    `field_arcsec`: one field for all, or each galaxy's own (a Series by object_id).
 
     Returns the manifest (object_id, path, status, reason). `progress(done, total)` is called as
     chunks finish (for Dagster logs); a tqdm bar shows the same on the terminal.
@@ -98,11 +100,15 @@ def render_cutouts(catalog: pd.DataFrame, instrument_name: str, field_arcsec: fl
     out_dir.mkdir(parents=True, exist_ok=True)
     n_workers = n_workers or os.cpu_count() or 1
     rows = catalog.to_dict("records")
+    fields = field_arcsec.loc[catalog.object_id].to_numpy() if isinstance(field_arcsec, pd.Series) \
+        else np.full(len(rows), float(field_arcsec))
+    for row, field in zip(rows, fields):
+        row[FIELD_KEY] = float(field)
     chunks = [rows[i:i + CHUNK_SIZE] for i in range(0, len(rows), CHUNK_SIZE)]
     manifest: list[dict] = []
     with tqdm(total=len(rows), desc=f"rendering {instrument_name}", unit="galaxy", disable=None) as bar:
         if n_workers == 1:
-            results = (_render_chunk(chunk, instrument_name, field_arcsec, str(out_dir)) for chunk in chunks)
+            results = (_render_chunk(chunk, instrument_name, str(out_dir)) for chunk in chunks)
             for part in results:
                 manifest += part
                 bar.update(len(part))
@@ -112,7 +118,7 @@ def render_cutouts(catalog: pd.DataFrame, instrument_name: str, field_arcsec: fl
             # spawn, not fork: the parent may hold threads (Dagster, torch) that fork would copy.
             context = multiprocessing.get_context("spawn")
             with cf.ProcessPoolExecutor(n_workers, mp_context=context, initializer=_one_thread_per_worker) as pool:
-                futures = [pool.submit(_render_chunk, chunk, instrument_name, field_arcsec, str(out_dir))
+                futures = [pool.submit(_render_chunk, chunk, instrument_name, str(out_dir))
                            for chunk in chunks]
                 for future in cf.as_completed(futures):
                     part = future.result()

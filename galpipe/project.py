@@ -1,0 +1,207 @@
+"""A project file (YAML) says everything a run needs: the experiment's name, the source and target
+surveys (any kind in galpipe.defs.surveys.SOURCE_KINDS, with their columns, bands and framing), the
+tasks, and the experiment's settings (every field of galpipe.profiles.Profile, e.g. label budgets,
+seeds, strategies). The built-in profiles are the shipped project files in galpipe/projects/.
+
+`load_project` validates the file before any work: an error names the file and the key. Relative
+paths in it are taken from the directory galpipe runs in (where data/ and mlruns/ are)."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pydantic
+import yaml
+
+from galpipe.catalogs import CatalogError, read_table
+from galpipe.defs.surveys import SOURCE_KINDS, FolderSurvey, SimulatedSurvey, SurveySource
+from galpipe.experiment.selections import SELECTIONS
+from galpipe.experiment.strategies import STRATEGIES
+from galpipe.framing import FramingError
+from galpipe.label_catalogs import SCHEMES
+from galpipe.models import ARCHITECTURES
+from galpipe.profiles import ALL_LABEL_BUDGETS, INPUT_MODES, Profile
+from galpipe.simulation.population import SkyConfig
+from galpipe.tasks import simulated_tasks
+
+SHIPPED_DIR = Path(__file__).parent / "projects"
+DEFAULT_PROJECT = "small"
+PROFILE_KEYS = {f.name for f in dataclasses.fields(Profile)} - {"name"}
+TOP_KEYS = {"name", "experiment", "description", "tasks", "source", "target"} | PROFILE_KEYS
+SKY_KEYS = {f.name for f in dataclasses.fields(SkyConfig)}
+SIMULATED_SIZE_COLUMNS = ("half_light_radius_arcsec", "petro_r90_arcsec")  # in every simulated catalogue
+
+
+class ProjectError(ValueError):
+    """A project file that cannot be run: the message names the file and the key."""
+
+
+@dataclass(frozen=True)
+class Project:
+    name: str  # its runs' folder, data/<name>/
+    experiment: str  # the MLflow experiment, and the prefix of its registered models
+    tasks: tuple[str, ...]
+    profile: Profile
+    source: SurveySource
+    target: SurveySource
+    path: Path
+
+
+def shipped_projects() -> list[str]:
+    return sorted(p.stem for p in SHIPPED_DIR.glob("*.yaml"))
+
+
+def project_path(project: str | Path) -> Path:
+    """A shipped project's file (by name, e.g. `small`), or the file `project` names."""
+    if (SHIPPED_DIR / f"{project}.yaml").is_file() and not Path(project).suffix:
+        return SHIPPED_DIR / f"{project}.yaml"
+    path = Path(project)
+    if not path.is_file():
+        raise ProjectError(f"{project}: no such project file, nor a shipped project ({', '.join(shipped_projects())})")
+    return path.resolve()
+
+
+def load_project(project: str | Path = DEFAULT_PROJECT) -> Project:
+    path = project_path(project)
+    return _load(path, path.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _load(path: Path, mtime_ns: int) -> Project:  # the file's time in the key: an edited file is read again
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ProjectError(f"{path}: not valid YAML ({err})") from None
+    if not isinstance(raw, dict):
+        raise ProjectError(f"{path}: expected a mapping of keys (name, tasks, source, target, ...)")
+    _refuse_unknown(raw, TOP_KEYS, path, "")
+    for key in ("tasks", "source", "target"):
+        if key not in raw:
+            raise ProjectError(f"{path}: missing key {key!r}")
+    name = str(raw.get("name", path.stem))
+    profile = _profile(raw, name, path)
+    source, target = (_survey(raw[role], role, path) for role in ("source", "target"))
+    tasks = _tasks(raw["tasks"], source, target, path)
+    if any(isinstance(s, SimulatedSurvey) for s in (source, target)) and profile.sky.n_galaxies < 1:
+        raise ProjectError(f"{path}: sky.n_galaxies: a simulated survey needs a sky of at least one galaxy")
+    for task in raw.get("class_balanced_tasks", ()):
+        if task not in tasks:
+            raise ProjectError(f"{path}: class_balanced_tasks: {task!r} is not one of the project's tasks {list(tasks)}")
+    return Project(name, str(raw.get("experiment") or f"galpipe-{name}"), tasks, profile, source, target, path)
+
+
+def _refuse_unknown(mapping: dict, known: set[str], path: Path, where: str) -> None:
+    unknown = sorted(set(mapping) - known)
+    if unknown:
+        raise ProjectError(f"{path}: unknown key '{where}{unknown[0]}'; known: {', '.join(sorted(known))}")
+
+
+def _profile(raw: dict, name: str, path: Path) -> Profile:
+    values = {key: raw[key] for key in PROFILE_KEYS if key in raw}
+    sky = values.pop("sky", {})
+    if not isinstance(sky, dict):
+        raise ProjectError(f"{path}: sky: expected a mapping ({', '.join(sorted(SKY_KEYS))})")
+    _refuse_unknown(sky, SKY_KEYS, path, "sky.")
+    defaults = {f.name: f.default for f in dataclasses.fields(Profile) if f.default is not dataclasses.MISSING}
+    for key, value in values.items():
+        if isinstance(defaults.get(key), tuple):
+            if not isinstance(value, list):
+                raise ProjectError(f"{path}: {key}: expected a list, got {value!r}")
+            values[key] = tuple(str(v) if key.endswith("budgets") else v for v in value)
+        elif isinstance(defaults.get(key), (int, float)) and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise ProjectError(f"{path}: {key}: expected a number, got {value!r}")
+    for key, allowed in (("label_budgets", ALL_LABEL_BUDGETS), ("adaptation_budgets", ALL_LABEL_BUDGETS),
+                         ("strategies", tuple(STRATEGIES)), ("adaptation_strategies", tuple(STRATEGIES)),
+                         ("selection_strategies", tuple(STRATEGIES)), ("selections", tuple(SELECTIONS))):
+        bad = [v for v in values.get(key, ()) if v not in allowed]
+        if bad:
+            raise ProjectError(f"{path}: {key}: unknown {bad[0]!r}; known: {', '.join(allowed)}")
+    if values.get("architecture", "compact") not in ARCHITECTURES:
+        raise ProjectError(f"{path}: architecture: unknown {values['architecture']!r}; known: {', '.join(ARCHITECTURES)}")
+    if values.get("input_mode", "bands") not in INPUT_MODES:
+        raise ProjectError(f"{path}: input_mode: {values['input_mode']!r}; expected one of {', '.join(INPUT_MODES)}")
+    try:
+        return Profile(name=name, sky=SkyConfig(**{"n_galaxies": 0, "target_footprint_fraction": 0.5, **sky}), **values)
+    except TypeError as err:
+        raise ProjectError(f"{path}: {err}") from None
+
+
+def _survey(section, role: str, path: Path) -> SurveySource:
+    if not isinstance(section, dict) or "kind" not in section:
+        raise ProjectError(f"{path}: {role}: expected a mapping with a kind ({', '.join(SOURCE_KINDS)})")
+    fields = dict(section)
+    kind = fields.pop("kind")
+    if kind not in SOURCE_KINDS:
+        raise ProjectError(f"{path}: {role}.kind: unknown {kind!r}; known: {', '.join(SOURCE_KINDS)}")
+    cls = SOURCE_KINDS.get(kind)
+    _refuse_unknown(fields, set(cls.model_fields), path, f"{role}.")
+    try:
+        survey = cls(**fields)
+        framing = survey.get_framing()
+    except pydantic.ValidationError as err:
+        first = err.errors()[0]
+        raise ProjectError(f"{path}: {role}.{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+    except FramingError as err:
+        raise ProjectError(f"{path}: {role}.framing: {err}") from None
+    columns = _catalogue_columns(survey, path, role)
+    wanted = {"size_column": framing.size_column} if framing.kind == "per_galaxy" else {}
+    if isinstance(survey, FolderSurvey):
+        wanted |= {"id_column": survey.id_column, "image_column": survey.image_column,
+                   "ra_column": survey.ra_column, "dec_column": survey.dec_column}
+    wanted |= {f"label_columns.{task}": column for task, column in getattr(survey, "label_columns", {}).items()}
+    for key, column in wanted.items():
+        if column and column not in columns:
+            raise ProjectError(f"{path}: {role}.{key}: no column {column!r} in {_catalogue_name(survey)}; "
+                               f"it has {', '.join(columns)}")
+    return survey
+
+
+def _catalogue_name(survey: SurveySource) -> str:
+    if isinstance(survey, FolderSurvey):
+        return str(Path(survey.folder) / survey.catalog_file)
+    return getattr(survey, "catalog_path", "the simulated catalogue")
+
+
+def _catalogue_columns(survey: SurveySource, path: Path, role: str) -> list[str]:
+    """The column names of the survey's catalogue, read before any work (the header only, for CSV)."""
+    if isinstance(survey, SimulatedSurvey):
+        return ["object_id", "ra_deg", "dec_deg", "mag_r", *SIMULATED_SIZE_COLUMNS]
+    file = Path(_catalogue_name(survey))
+    if not file.is_file():
+        key = f"{role}.folder/catalog_file" if isinstance(survey, FolderSurvey) else f"{role}.catalog_path"
+        raise ProjectError(f"{path}: {key}: no catalogue file {file}")
+    try:
+        return list(pd.read_csv(file, nrows=0).columns) if file.suffix.lower() == ".csv" else list(read_table(file).columns)
+    except (CatalogError, ValueError, OSError) as err:
+        raise ProjectError(f"{path}: {role}: cannot read {file}: {err}") from None
+
+
+def _labels(survey: SurveySource) -> set[str]:
+    """The tasks a survey's catalogue labels."""
+    if isinstance(survey, SimulatedSurvey):
+        return set(simulated_tasks()) if survey.volunteer_labels else set()
+    scheme = set(SCHEMES[survey.label_scheme]) if getattr(survey, "label_scheme", "") else set()
+    return set(getattr(survey, "label_columns", {})) | scheme
+
+
+def _has_positions(survey: SurveySource) -> bool:
+    return not isinstance(survey, FolderSurvey) or bool(survey.ra_column and survey.dec_column)
+
+
+def _tasks(tasks, source: SurveySource, target: SurveySource, path: Path) -> tuple[str, ...]:
+    if not isinstance(tasks, list) or not tasks:
+        raise ProjectError(f"{path}: tasks: expected a list of task names (0/1 label columns)")
+    for task in map(str, tasks):
+        if task not in _labels(source):
+            raise ProjectError(f"{path}: tasks: unknown task {task!r}: the source survey ({source.kind}) labels "
+                               f"only {sorted(_labels(source)) or 'nothing'}")
+        carried = _has_positions(source) and _has_positions(target)
+        if task not in _labels(target) and not carried:
+            raise ProjectError(f"{path}: tasks: {task!r}: the target survey has no label column for it, and without "
+                               "positions in both surveys no label can be carried by cross-matching")
+    return tuple(map(str, tasks))
+

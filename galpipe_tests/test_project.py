@@ -1,0 +1,149 @@
+"""Project files: the shipped ones load as the built-in profiles were, and every mistake in one is
+an error naming the file and the key before any work."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from galpipe.framing import Framing, FramingError
+from galpipe.preprocessing import build_model_inputs, model_input
+from galpipe.project import ProjectError, load_project, shipped_projects
+from galpipe_tests.conftest import galpipe_in, write_project
+
+
+def test_the_shipped_projects_load_with_their_experiments_and_partitions():
+    from galpipe.definitions import build_definitions
+
+    assert {"tiny", "small", "adapt", "paper", "gz2_spirals"} <= set(shipped_projects())
+    small = load_project("small")
+    assert (small.experiment, small.tasks, small.source.name, small.target.name) == \
+        ("galpipe-small", ("featured", "edge_on", "bar"), "sdss", "des")
+    gz2 = load_project("gz2_spirals")
+    assert gz2.tasks == ("spiral",) and gz2.target.name == "gz2" and gz2.profile.input_mode == "colour"
+    assert gz2.source.get_framing().kind == "per_galaxy" and gz2.target.get_framing().kind == "whole_image"
+    # The partitions are the project's own tasks and budgets, not every profile's.
+    job = build_definitions("gz2_spirals").resolve_job_def("finetuning_job")
+    assert sorted(job.partitions_def.get_partition_keys()) == sorted(f"{b}|spiral" for b in gz2.profile.label_budgets)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"bogus": 1}, "unknown key 'bogus'"),
+    ({"sky": {"n_galaxies": 10, "colour": 3}}, "unknown key 'sky.colour'"),
+    ({"target": {"kind": "simulated", "instrument": "des", "pixel_size": 1}}, "unknown key 'target.pixel_size'"),
+    ({"source": {"kind": "telescope"}}, "source.kind: unknown 'telescope'"),
+    ({"tasks": ["merger"]}, "unknown task 'merger'"),
+    ({"label_budgets": [0, 7]}, "label_budgets: unknown '7'"),
+    ({"strategies": ["full", "magic"]}, "strategies: unknown 'magic'"),
+    ({"seeds": 3}, "seeds: expected a list"),
+    ({"target": {"framing": "zoomed"}}, "target.framing: framing 'zoomed'"),
+    ({"source": {"framing": "whole_image"}}, "a simulated survey can be framed fixed or per_galaxy"),
+    ({"source": {"framing": "per_galaxy", "size_column": "radius"}}, "source.size_column: no column 'radius'"),
+    ({"target": {"field_arcsec": "wide"}}, "target.field_arcsec: Input should be a valid number"),
+])
+def test_every_mistake_in_a_project_file_is_named(tmp_path, changes, message):
+    path = write_project(tmp_path, "tiny", **changes)
+    with pytest.raises(ProjectError) as caught:
+        load_project(path)
+    assert path in str(caught.value) and message in str(caught.value)
+
+
+def _jpeg_folder(tmp_path, n=40, **columns):
+    """A folder of JPEGs framed per galaxy, labelled `spiral`, without positions."""
+    folder = tmp_path / "jpegs"
+    (folder / "img").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(n):
+        y, x = np.mgrid[:64, :64] - 32
+        spiral = i % 2
+        disc = np.exp(-np.hypot(x, y) / (6 + 4 * spiral)) * (1 + 0.5 * spiral * np.cos(2 * np.arctan2(y, x)))
+        pixels = np.clip(disc[..., None] * [200, 180, 150] + rng.normal(0, 3, (64, 64, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(folder / "img" / f"{i}.jpg")
+        rows.append({"gal": f"g{i}", "file": f"img/{i}.jpg", "is_spiral": spiral})
+    pd.DataFrame(rows).to_csv(folder / "labels.csv", index=False)
+    return folder
+
+
+def _folder_target(folder, **changes):
+    return {"kind": "folder", "survey_name": "myjpegs", "folder": str(folder), "catalog_file": "labels.csv",
+            "id_column": "gal", "image_column": "file", "ra_column": "", "dec_column": "",
+            "label_columns": {"spiral": "is_spiral"}, "framing": "whole_image", **changes}
+
+
+def test_a_folder_project_names_missing_columns_and_unlabelled_tasks(tmp_path):
+    folder = _jpeg_folder(tmp_path, n=2)
+    cases = [(_folder_target(folder, id_column="galaxy_id"), "target.id_column: no column 'galaxy_id'"),
+             (_folder_target(folder, label_columns={"spiral": "arms"}), "target.label_columns.spiral: no column 'arms'"),
+             (_folder_target(folder, label_columns={}), "'spiral': the target survey has no label column for it"),
+             (_folder_target(folder, catalog_file="nope.csv"), "no catalogue file"),
+             (_folder_target(folder, framing="per_galaxy"), "needs size_column")]
+    for target, message in cases:
+        path = write_project(tmp_path, "tiny", tasks=["spiral"], target=target)
+        with pytest.raises(ProjectError, match=message):
+            load_project(path)
+        # The command line says it in one line, before any work.
+        assert galpipe_in(tmp_path, ["run", "--config", path]) == 2
+
+
+def test_a_jpeg_folder_without_positions_goes_end_to_end_by_configuration(tmp_path, capsys):
+    """Source: the tiny simulated SDSS framed per galaxy (task spiral, in colour); target: JPEGs
+    framed per galaxy, taken whole; then galpipe predict serves that experiment's champion."""
+    folder = _jpeg_folder(tmp_path)
+    path = write_project(tmp_path, "tiny", name="jpegs", experiment="jpeg-spirals", tasks=["spiral"],
+                         input_mode="colour", label_budgets=[0, "full"], strategies=["full"], adaptation_strategies=[],
+                         selections=["random"], class_balanced_tasks=["spiral"],
+                         source={"framing": "per_galaxy", "size_column": "petro_r90_arcsec", "field_per_size": 8.48},
+                         target=_folder_target(folder))
+    assert galpipe_in(tmp_path, ["run", "--config", path]) == 0
+    run_dir = tmp_path / "data" / "jpegs"
+    table = pd.read_parquet(run_dir / "evaluation_table.parquet")
+    assert set(table.task) == {"spiral"} and len(set(table.label_budget)) == 2 and 0 in set(table.label_budget)
+    index = pd.read_parquet(run_dir / "target" / "model_inputs.parquet")
+    assert (index.status == "ok").all() and len(index) == 40  # whole images: no pixel scale needed
+    assert (run_dir / "gallery.png").is_file()  # a colour gallery for a colour-only survey
+    out = tmp_path / "predicted.csv"
+    capsys.readouterr()
+    assert galpipe_in(tmp_path, ["predict", "--config", path, "--model", "champion", "--folder",
+                                 str(folder / "img"), "--out", str(out)]) == 0
+    assert "experiment jpeg-spirals" in capsys.readouterr().err
+    assert len(pd.read_csv(out)) == 40
+
+
+def test_per_galaxy_framing_cuts_each_galaxy_by_its_own_size(tmp_path):
+    """One image, two sizes: the galaxy framed by the smaller one fills more of the input."""
+    from galpipe.cutouts import write_cutout_fits
+
+    y, x = np.mgrid[:101, :101] - 50
+    cube = np.repeat(np.exp(-np.hypot(x, y) / 5.0)[None], 3, axis=0).astype(np.float32) + 0.01
+    write_cutout_fits(tmp_path / "g.fits", cube, "gri", 30.0, 0.0, 0.4)
+    catalog = pd.DataFrame({"object_id": ["near", "far"], "petro_r90_arcsec": [2.0, 4.0]})
+    fields = Framing("per_galaxy", size_column="petro_r90_arcsec", field_per_size=5.0).fields_arcsec(catalog)
+    assert fields.to_dict() == {"near": 10.0, "far": 20.0}
+    manifest = pd.DataFrame({"object_id": ["near", "far"], "path": [str(tmp_path / "g.fits")] * 2, "status": "ok"})
+    build_model_inputs(manifest, tmp_path / "x.npy", fields)
+    near, far = np.load(tmp_path / "x.npy")
+    bright = [(image.sum(axis=0) > 0.5 * image.sum(axis=0).max()).mean() for image in (near, far)]
+    # Twice the field, a quarter of the area: ~4x (less, as the sky level is taken at the near frame's border).
+    assert 2 < bright[0] / bright[1] < 6
+    whole = model_input(tmp_path / "g.fits", None)  # whole image: the 40" cube as it is
+    assert np.allclose(whole, model_input(tmp_path / "g.fits", 40.4))
+    with pytest.raises(FramingError, match="row"):
+        Framing("per_galaxy", size_column="petro_r90_arcsec").fields_arcsec(catalog.assign(petro_r90_arcsec=[1.0, -1]))
+
+
+def test_the_real_gz2_folder_becomes_model_inputs_taken_whole(tmp_path, gz2_folder, monkeypatch):
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])  # the shipped file's folder is relative to the repository
+    project = load_project("gz2_spirals")
+    catalog = project.target.load_catalog(project.profile).head(30)
+    manifest = project.target.build_cutouts(catalog, project.profile, tmp_path, 1)
+    index = build_model_inputs(manifest, tmp_path / "x.npy", project.target.get_framing().fields_arcsec(catalog),
+                               "colour")
+    assert (index.status == "ok").all() and np.load(tmp_path / "x.npy").shape == (30, 3, 69, 69)
+
+
+def test_galpipe_run_refuses_a_budget_the_project_lacks(tmp_path, capsys):
+    assert galpipe_in(tmp_path, ["run", "--profile", "tiny", "--budgets", "300"]) == 2
+    assert "one of the project's label budgets, 0, 25, full" in capsys.readouterr().err
