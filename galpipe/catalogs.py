@@ -64,6 +64,15 @@ def resolve_inside(folder, paths) -> tuple[list[str], list[str]]:
     return resolved, reasons
 
 
+def renamed(table: pd.DataFrame, renames: dict[str, str], where: str) -> pd.DataFrame:
+    """`table` with the columns named by `renames` (yours -> the data contract's) renamed; a
+    missing one is an error naming `where` and the columns there are."""
+    missing = [c for c in renames if c not in table.columns]
+    if missing:
+        raise CatalogError(f"{where}: missing column(s) {missing}; has {list(table.columns)}")
+    return table.rename(columns=renames)
+
+
 def write_parquet(df: pd.DataFrame, path, metadata: dict[str, str] | None = None) -> None:
     """`df` as Parquet, atomically; `metadata` goes into the file's key-value metadata."""
     table = pa.Table.from_pandas(df, preserve_index=False)

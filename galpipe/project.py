@@ -149,10 +149,13 @@ def _survey(section, role: str, path: Path) -> SurveySource:
         raise ProjectError(f"{path}: {role}.framing: {err}") from None
     columns = _catalogue_columns(survey, path, role)
     wanted = {"size_column": framing.size_column} if framing.kind == "per_galaxy" else {}
+    if not isinstance(survey, SimulatedSurvey):
+        wanted |= {"id_column": survey.id_column, "ra_column": survey.ra_column, "dec_column": survey.dec_column}
     if isinstance(survey, FolderSurvey):
-        wanted |= {"id_column": survey.id_column, "image_column": survey.image_column,
-                   "ra_column": survey.ra_column, "dec_column": survey.dec_column}
+        wanted["image_column"] = survey.image_column
     wanted |= {f"label_columns.{task}": column for task, column in getattr(survey, "label_columns", {}).items()}
+    if getattr(survey, "label_scheme", ""):
+        wanted |= {f"label_scheme ({task})": column for task, (column, _) in SCHEMES[survey.label_scheme].items()}
     for key, column in wanted.items():
         if column and column not in columns:
             raise ProjectError(f"{path}: {role}.{key}: no column {column!r} in {_catalogue_name(survey)}; "

@@ -15,7 +15,7 @@ from typing import ClassVar, Literal
 import pandas as pd
 from dagster import ConfigurableResource
 
-from galpipe.catalogs import read_table, validate_catalog
+from galpipe.catalogs import read_table, renamed, validate_catalog
 from galpipe.framing import GZ2_FIELD_PER_PETRO_R90, Framing, FramingError
 from galpipe.instruments import get_instrument
 from galpipe.label_catalogs import labels_from_catalog
@@ -83,10 +83,14 @@ class SurveySource(ConfigurableResource):
 
 
 class _PublishedLabels(SurveySource):
-    """A catalogue you bring, whose labels may be 0/1 columns (`label_columns`: task -> column) or
-    a published catalogue's columns (`label_scheme` "gz2" for Galaxy Zoo 2 debiased vote
-    fractions, "ds18" for Dominguez Sanchez et al. 2018 probabilities)."""
+    """A catalogue you bring, its columns named by the *_column fields, whose labels may be 0/1
+    columns (`label_columns`: task -> column) or a published catalogue's columns (`label_scheme`
+    "gz2" for Galaxy Zoo 2 debiased vote fractions, "ds18" for Dominguez Sanchez et al. 2018
+    probabilities)."""
 
+    id_column: str = "object_id"
+    ra_column: str = "ra_deg"
+    dec_column: str = "dec_deg"
     label_columns: dict[str, str] = {}
     label_scheme: Literal["", "gz2", "ds18"] = ""
     label_threshold: float = 0.5
@@ -124,9 +128,6 @@ class FolderSurvey(_PublishedLabels):
     instrument: str = ""  # galpipe makes no cutouts here; survey_name (or the folder's name) names it
     folder: str = ""
     catalog_file: str = "catalog.csv"
-    id_column: str = "object_id"
-    ra_column: str = "ra_deg"
-    dec_column: str = "dec_deg"
     image_column: str = "image_path"
     # arcsec/pixel of the folder's JPEG/PNG cutouts (FITS cutouts carry PIXSCALE); 0: unknown
     pixel_scale_arcsec: float = 0.0
@@ -168,7 +169,10 @@ class LegacySurvey(_PublishedLabels):
         return LAYER_BANDS.get(self.layer)
 
     def load_catalog(self, profile: Profile) -> pd.DataFrame:
-        catalog = validate_catalog(read_table(self.catalog_path), self.catalog_path,
+        renames = {self.id_column: "object_id", self.ra_column: "ra_deg", self.dec_column: "dec_deg",
+                   **{column: task for task, column in self.label_columns.items()}}
+        raw = read_table(self.catalog_path, string_columns=(self.id_column,))
+        catalog = validate_catalog(renamed(raw, renames, self.catalog_path), self.catalog_path,
                                    label_columns=tuple(self.label_columns))
         return self._with_scheme_labels(catalog, self.catalog_path)
 

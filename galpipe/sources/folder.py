@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from galpipe.catalogs import CatalogError, read_table, resolve_inside, validate_catalog
+from galpipe.catalogs import CatalogError, read_table, renamed, resolve_inside, validate_catalog
 
 
 def load_folder_catalog(folder, catalog_file: str, id_column: str, image_column: str,
@@ -28,10 +28,7 @@ def load_folder_catalog(folder, catalog_file: str, id_column: str, image_column:
         renames.update({ra_column: "ra_deg", dec_column: "dec_deg"})
     label_columns = label_columns or {}
     renames.update({column: task for task, column in label_columns.items()})
-    missing = [c for c in renames if c not in raw.columns]
-    if missing:
-        raise CatalogError(f"{catalog_path}: missing column(s) {missing}; has {list(raw.columns)}")
-    catalog = raw.rename(columns=renames)
+    catalog = renamed(raw, renames, str(catalog_path))
     catalog = validate_catalog(catalog, str(catalog_path), require_positions=bool(ra_column and dec_column),
                                label_columns=tuple(label_columns))
     empty = catalog.image_path.isna()
