@@ -1,11 +1,13 @@
 """Project files: the shipped ones load as the built-in profiles were, and every mistake in one is
 an error naming the file and the key before any work."""
 
+import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from PIL import Image
 
 from galpipe.framing import Framing, FramingError
@@ -147,3 +149,30 @@ def test_the_real_gz2_folder_becomes_model_inputs_taken_whole(tmp_path, gz2_fold
 def test_galpipe_run_refuses_a_budget_the_project_lacks(tmp_path, capsys):
     assert galpipe_in(tmp_path, ["run", "--profile", "tiny", "--budgets", "300"]) == 2
     assert "one of the project's label budgets, 0, 25, full" in capsys.readouterr().err
+
+
+def _readme_projects() -> dict[str, dict]:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    blocks = [yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", readme, re.S)]
+    return {b["name"]: b for b in blocks if isinstance(b, dict) and "name" in b}
+
+
+def test_the_readme_project_files_are_the_shipped_one_and_a_valid_one(tmp_path):
+    projects = _readme_projects()
+    shipped = yaml.safe_load((Path(__file__).resolve().parents[1] / "galpipe/projects/gz2_spirals.yaml").read_text())
+    assert projects["gz2_spirals"] == shipped  # the README shows the file as it ships
+    # The Stripe 82 example, on a catalogue with the columns of Hart et al. (2016)'s table.
+    hart16 = pd.DataFrame({"dr7objid": [587722981742084144, 587722981742149770], "ra": [0.5, 1.0], "dec": [0.1, -0.2],
+                           "t01_smooth_or_features_a02_features_or_disk_debiased": [0.8, 0.1],
+                           "t02_edgeon_a04_yes_debiased": [0.1, 0.0], "t03_bar_a06_bar_debiased": [0.6, 0.0]})
+    hart16.to_parquet(tmp_path / "gz2_stripe82.parquet")
+    stripe82 = projects["stripe82"]
+    for role in ("source", "target"):
+        stripe82[role]["catalog_path"] = str(tmp_path / "gz2_stripe82.parquet")
+    path = tmp_path / "stripe82.yaml"
+    path.write_text(yaml.safe_dump(stripe82))
+    project = load_project(path)
+    assert (project.source.name, project.target.name) == ("sdss", "des")
+    labelled = project.source.load_catalog(project.profile)
+    assert labelled.object_id.tolist() == ["587722981742084144", "587722981742149770"]
+    assert labelled.featured.tolist() == [1, 0] and labelled.bar.tolist() == [1, 0]
