@@ -4,7 +4,7 @@ tasks, and the experiment's settings (every field of galpipe.profiles.Profile, e
 seeds, strategies). The built-in profiles are the shipped project files in galpipe/projects/.
 
 `load_project` validates the file before any work: an error names the file and the key. Relative
-paths in it are taken from the directory galpipe runs in (where data/ and mlruns/ are)."""
+paths in it (`folder`, `catalog_path`) are taken from the file's own folder, wherever galpipe runs."""
 
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ DEFAULT_PROJECT = "small"
 PROFILE_KEYS = {f.name for f in dataclasses.fields(Profile)} - {"name"}
 TOP_KEYS = {"name", "experiment", "description", "tasks", "source", "target"} | PROFILE_KEYS
 SKY_KEYS = {f.name for f in dataclasses.fields(SkyConfig)}
+PATH_KEYS = ("folder", "catalog_path")  # relative to the project file's folder
 SIMULATED_SIZE_COLUMNS = ("half_light_radius_arcsec", "petro_r90_arcsec")  # in every simulated catalogue
 
 
@@ -135,6 +136,9 @@ def _survey(section, role: str, path: Path) -> SurveySource:
         raise ProjectError(f"{path}: {role}: expected a mapping with a kind ({', '.join(SOURCE_KINDS)})")
     fields = dict(section)
     kind = fields.pop("kind")
+    for key in PATH_KEYS:
+        if isinstance(fields.get(key), str) and fields[key]:
+            fields[key] = str((path.parent / fields[key]).resolve())
     if kind not in SOURCE_KINDS:
         raise ProjectError(f"{path}: {role}.kind: unknown {kind!r}; known: {', '.join(SOURCE_KINDS)}")
     cls = SOURCE_KINDS.get(kind)

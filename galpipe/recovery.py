@@ -6,8 +6,8 @@ never show work as going on that nobody is doing. Only runs whose process token
 from __future__ import annotations
 
 from galpipe.liveness import process_is_gone
+from galpipe.tracking import absolute_tracking_uri, sqlite_path
 from galpipe.tracking import fail_stale_runs as fail_stale_mlflow_runs
-from galpipe.tracking import sqlite_path
 
 DAGSTER_PROCESS_TAG = "galpipe/process"  # Dagster tags allow no dots
 
@@ -25,6 +25,7 @@ def fail_stale_runs(instance, tracking_uri: str) -> list[str]:
         if process_is_gone(token):
             instance.report_run_failed(run, f"its process ended without finishing the run (killed?): {token}")
             found.append(f"Dagster run {run.run_id} marked failed (process {token} is gone)")
+    tracking_uri = absolute_tracking_uri(tracking_uri)
     store = sqlite_path(tracking_uri)
     if store is not None and not store.is_file():
         return found  # no MLflow store yet (opening one would create it)

@@ -70,6 +70,13 @@ def sqlite_path(tracking_uri: str) -> Path | None:
     return Path(tracking_uri.removeprefix("sqlite:///")) if tracking_uri.startswith("sqlite:///") else None
 
 
+def absolute_tracking_uri(tracking_uri: str) -> str:
+    """A SQLite store's URI with its path made absolute from the current folder: MLflow keeps one
+    store per URI string in a process, so a relative one would stay bound to the first folder."""
+    db = sqlite_path(tracking_uri)
+    return f"sqlite:///{db.resolve()}" if db is not None and not db.is_absolute() else tracking_uri
+
+
 def follow_project_move(tracking_uri: str) -> None:
     """MLflow stores artifact locations as absolute paths; after the project was copied or moved,
     a copy would read and write the original's mlruns/. Re-point every path under the recorded
@@ -107,6 +114,7 @@ def fail_stale_runs(client: MlflowClient) -> list[str]:
 
 class Tracker:
     def __init__(self, tracking_uri: str, artifact_root: str, experiment: str):
+        tracking_uri = absolute_tracking_uri(tracking_uri)
         self.tracking_uri = tracking_uri
         self.experiment_name = experiment  # the MLflow experiment, and the prefix of registered names
         follow_project_move(tracking_uri)
@@ -201,6 +209,7 @@ class Tracker:
 
 def model_version(tracking_uri: str, model_uri: str):
     """The registry entry behind 'models:/name/version' or 'models:/name@alias'."""
+    tracking_uri = absolute_tracking_uri(tracking_uri)
     follow_project_move(tracking_uri)
     client = MlflowClient(tracking_uri)
     name_and_ref = model_uri.removeprefix("models:/")
@@ -218,6 +227,7 @@ def load_registered_model(tracking_uri: str, model_uri: str) -> torch.nn.Module:
     """The torch module behind a 'models:/name/version' or 'models:/name@alias' URI, built by
     galpipe's own code from the version's safetensors weights and architecture name: nothing in
     the model's folder is executed or unpickled (a model logged as a pickle is refused)."""
+    tracking_uri = absolute_tracking_uri(tracking_uri)
     follow_project_move(tracking_uri)
     mlflow.set_tracking_uri(tracking_uri)
     with tempfile.TemporaryDirectory() as folder:

@@ -65,8 +65,8 @@ def write_project(folder: Path, base: str = "tiny", **changes) -> str:
     `folder`; its path."""
     raw = yaml.safe_load(project_path(base).read_text())
     for key, value in changes.items():
-        same_kind = isinstance(value, dict) and value.get("kind", raw[key]["kind"]) == raw[key]["kind"]
-        merge = key in ("source", "target") and same_kind
+        merge = key in ("source", "target") and isinstance(value, dict) and value.get("kind", raw[key]["kind"]) \
+            == raw[key]["kind"]
         raw[key] = {**raw[key], **value} if merge else value
     path = Path(folder) / f"{raw.get('name', base)}-{len(list(Path(folder).glob('*.yaml')))}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -4,7 +4,6 @@ it (foreign Origin or Host, mutations by GET, framing) and still answers its own
 both servers are gone afterwards; a busy port is reported in one line.
 One UI serves all the tests of this module: Dagster takes about a minute to load on two cores."""
 
-import argparse
 import json
 import socket
 import time
@@ -16,9 +15,10 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
+from galpipe.cli import main
 from galpipe.screenshots import DAGSTER_ASSET_LIST, MLFLOW_MODELS, browser_page, page_text
 from galpipe.tasks import DEFAULT_TASKS as TASKS
-from galpipe.ui import HOST, UiError, add_arguments, check_port_free, free_ports, run_ui, running_ui
+from galpipe.ui import HOST, UiError, check_port_free, free_ports, running_ui
 from galpipe.ui_guard import only_queries
 
 ASSET_NAMES = ["matched_catalog", "pretrained_model", "finetuned_models", "evaluation_table"]
@@ -170,11 +170,8 @@ def test_a_port_in_use_is_reported_in_one_line(tmp_path, capsys):
         with pytest.raises(UiError, match=f"port {busy_port} on {HOST} is already in use"):
             with running_ui(tmp_path, "tiny", busy_port, free_ports(1)[0]):
                 pass
-        parser = argparse.ArgumentParser()
-        add_arguments(parser)
-        args = parser.parse_args(["--project-dir", str(tmp_path), "--dagster-port", str(free_ports(1)[0]),
-                                  "--mlflow-port", str(busy_port)])
-        assert run_ui(args) == 2
+        assert main(["ui", "--profile", "tiny", "--project-dir", str(tmp_path), "--dagster-port",
+                     str(free_ports(1)[0]), "--mlflow-port", str(busy_port)]) == 2
     error = capsys.readouterr().err
     assert error.strip().splitlines() == [f"galpipe ui: error: port {busy_port} on {HOST} is already in use: "
                                           "pick another for the MLflow UI (--mlflow-port)"]
