@@ -278,7 +278,7 @@ def pipeline_section(profiles: list[str]) -> dict:
                 overheads.append({"partition": step["step"], "seconds": step["seconds"],
                                   "train_seconds": round(train, 1),
                                   "overhead_fraction": round(1 - train / step["seconds"], 3)})
-        morphology = [s for s in record["steps"] if s["step"].startswith("target/morphology")]
+        morphology = [s for s in record["steps"] if s["step"].startswith("target_morphology")]
         n_target = _count_rows(project / "data" / profile / "target" / "morphology")
         results[profile] = {
             "seconds": record["seconds"], "finished_utc": record["finished_utc"], "cpu": record["machine"]["cpu"],

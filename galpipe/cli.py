@@ -60,7 +60,7 @@ def _run(args) -> int:
                MultiPartitionKey({"task": t, "budget": b})) for t in tasks for b in budgets]
     steps += [("evaluation_table", "evaluation_table", "evaluation_job", None)]
     steps += [("evaluation_table", "champion_evaluation", "reevaluation_job", None)]
-    steps += [("evaluation_table", f"target/morphology[{chunk}]", "prediction_job", chunk)
+    steps += [("evaluation_table", f"target_morphology[{chunk}]", "prediction_job", chunk)
               for chunk in prediction_chunks.get_partition_keys()]
     first = RUN_STAGES.index(args.from_stage)
     steps = [step for step in steps if RUN_STAGES.index(step[0]) >= first]

@@ -58,3 +58,55 @@ def page_text(page, url: str, expected_texts=(), timeout_s: float = 60.0, screen
         Path(screenshot).parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(screenshot), full_page=True)
     return page.inner_text("body")
+
+
+SETTLE_S = 2.0  # graphs and tables animate for a moment after their text appears
+SCREENSHOTS = ("dagster_asset_graph", "dagster_evaluation_table", "mlflow_runs", "mlflow_run", "mlflow_models")
+
+
+def dagster_asset_graph(page, dagster_url: str, png: Path) -> None:
+    page_text(page, dagster_url + DAGSTER_ASSET_GRAPH, ["Global asset lineage"], settle_s=SETTLE_S)
+    if not page.get_by_text("evaluation_table").first.is_visible():
+        page.keyboard.press("Alt+e")  # "Expand all groups": a first visit shows each group as one box
+    page.get_by_text("evaluation_table").first.wait_for(timeout=30_000)
+    # Hide the asset tree beside the graph (the button next to "Jump to…") to give the graph the room.
+    page.locator("input[placeholder^='Jump to']").locator("xpath=following::button[1]").click()
+    page.mouse.move(0, 0)  # no hover highlight on a node
+    page.wait_for_timeout(SETTLE_S * 1000)
+    page.screenshot(path=str(png))
+
+
+def dagster_evaluation_table(page, dagster_url: str, png: Path) -> None:
+    """The evaluation table as the asset's page shows it: a table, the champions below it."""
+    page_text(page, dagster_url + "/assets/evaluation_table", ["champion_rule"], settle_s=SETTLE_S)
+    page.get_by_role("heading", name="Metadata").first.scroll_into_view_if_needed()
+    page.mouse.wheel(0, 420)
+    page.wait_for_timeout(SETTLE_S * 1000)
+    page.screenshot(path=str(png))
+
+
+def mlflow_runs(page, results_view_url: str, png: Path) -> None:
+    """The experiment's saved runs view (galpipe.links): task, strategy, budget, seed, test metrics."""
+    page_text(page, results_view_url, ["matching runs", "target_test_accuracy"], settle_s=SETTLE_S, screenshot=png)
+
+
+def mlflow_run(page, run_url: str, png: Path) -> None:
+    """One fine-tuning run, its description linking to the Dagster run and asset that made it."""
+    page_text(page, run_url, ["Made by Dagster run"], settle_s=SETTLE_S, screenshot=png)
+
+
+def mlflow_models(page, mlflow_url: str, png: Path) -> None:
+    page_text(page, mlflow_url + MLFLOW_MODELS, ["champion"], settle_s=SETTLE_S, screenshot=png)
+
+
+def take_screenshots(page, dagster_url: str, mlflow_url: str, results_view_url: str, run_url: str,
+                     out_dir: Path) -> dict[str, Path]:
+    """The README's pictures of both UIs, from a first visit (a fresh browser): name -> PNG."""
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    png = {name: Path(out_dir) / f"ui_{name}.png" for name in SCREENSHOTS}
+    dagster_asset_graph(page, dagster_url, png["dagster_asset_graph"])
+    dagster_evaluation_table(page, dagster_url, png["dagster_evaluation_table"])
+    mlflow_runs(page, results_view_url, png["mlflow_runs"])
+    mlflow_run(page, run_url, png["mlflow_run"])
+    mlflow_models(page, mlflow_url, png["mlflow_models"])
+    return png

@@ -24,6 +24,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 
+from galpipe.links import RESULTS_VIEW_TAG, results_view_state
 from galpipe.liveness import TAG as PROCESS_TAG
 from galpipe.liveness import process_is_gone, process_token
 from galpipe.models import ARCHITECTURE_FILE, WEIGHTS_FILE, ModelFileError, load_model_files, save_model_files
@@ -113,10 +114,12 @@ def fail_stale_runs(client: MlflowClient) -> list[str]:
 
 
 class Tracker:
-    def __init__(self, tracking_uri: str, artifact_root: str, experiment: str):
+    def __init__(self, tracking_uri: str, artifact_root: str, experiment: str, project: str = ""):
         tracking_uri = absolute_tracking_uri(tracking_uri)
         self.tracking_uri = tracking_uri
         self.experiment_name = experiment  # the MLflow experiment, and the prefix of registered names
+        # On every run and registered model version, so the MLflow UI can filter by either.
+        self.tags = {"galpipe.experiment": experiment, **({"galpipe.project": project} if project else {})}
         follow_project_move(tracking_uri)
         mlflow.set_tracking_uri(tracking_uri)
         self.client = MlflowClient(tracking_uri)
@@ -130,6 +133,8 @@ class Tracker:
                 self.experiment_id = self.client.get_experiment_by_name(experiment).experiment_id
         else:
             self.experiment_id = found.experiment_id
+        if found is None or RESULTS_VIEW_TAG not in found.tags:  # the runs table galpipe saves for this experiment
+            with_retry(lambda: self.client.set_experiment_tag(self.experiment_id, RESULTS_VIEW_TAG, results_view_state()))
         db = sqlite_path(tracking_uri)
         if db is not None and (found is None or MLRUNS_DIR_TAG not in found.tags):
             with_retry(lambda: self.client.set_experiment_tag(self.experiment_id, MLRUNS_DIR_TAG,
@@ -138,7 +143,7 @@ class Tracker:
     @contextlib.contextmanager
     def run(self, name: str, tags: dict, params: dict):
         """An MLflow run that ends FINISHED, or FAILED (with the error as a tag) if the body raises."""
-        tags = {**{k: str(v) for k, v in tags.items()}, PROCESS_TAG: process_token()}
+        tags = {**self.tags, **{k: str(v) for k, v in tags.items()}, PROCESS_TAG: process_token()}
         run = with_retry(lambda: self.client.create_run(self.experiment_id, run_name=name, tags=tags))
         run_id = run.info.run_id
         try:
@@ -199,7 +204,7 @@ class Tracker:
                     name="model", python_model=PYFUNC_CODE, artifacts={"weights": str(weights),
                                                                        "architecture": str(architecture)},
                     signature=signature, input_example=input_example, pip_requirements=MODEL_PIP_REQUIREMENTS))
-        tags = {k: str(v) for k, v in (tags or {}).items()}
+        tags = {**self.tags, **{k: str(v) for k, v in (tags or {}).items()}}
         version = with_retry(lambda: mlflow.register_model(info.model_uri, registered_name, tags=tags)).version
         return f"models:/{registered_name}/{version}", str(version)
 

@@ -17,6 +17,7 @@ import urllib.request
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
+from galpipe.links import DAGSTER_UI_VARIABLE, MLFLOW_UI_VARIABLE
 from galpipe.project import DEFAULT_PROJECT
 
 HOST = "127.0.0.1"
@@ -137,10 +138,12 @@ def running_ui(project_dir, project: str = DEFAULT_PROJECT, dagster_port: int = 
     dagster_home = project_dir / ".dagster_home"
     dagster_home.mkdir(parents=True, exist_ok=True)
     recover_project(dagster_home, mlflow_uri(project_dir))
+    dagster_url, mlflow_url = f"http://{HOST}:{dagster_port}", f"http://{HOST}:{mlflow_port}"
     env = {**os.environ, "DAGSTER_HOME": str(dagster_home), "GALPIPE_PROJECT": _absolute_if_file(project),
+           # The runs launched from the UI link to these pages (galpipe.links).
+           DAGSTER_UI_VARIABLE: dagster_url, MLFLOW_UI_VARIABLE: mlflow_url,
            # MLflow's background job runner (eight processes, for GenAI scoring) is of no use here.
            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    dagster_url, mlflow_url = f"http://{HOST}:{dagster_port}", f"http://{HOST}:{mlflow_port}"
     servers = []
     try:  # both start before either is waited on, so that they load in parallel
         servers.append(start_server("Dagster", dagster_command(project_dir, dagster_port), project_dir, env))

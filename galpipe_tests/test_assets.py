@@ -29,8 +29,10 @@ def _run_all(instance, resources):
 
 def _metadata(result, *key):
     [event] = [e for e in result.get_asset_materialization_events()
-               if e.asset_key == AssetKey(list(key))]
-    return {k: v.value for k, v in event.materialization.metadata.items()}
+               if e.asset_key == AssetKey("_".join(key))]
+    # A table's rows as text, so that a test can look for what they say.
+    return {k: str([r.data for r in v.records]) if hasattr(v, "records") else v.value
+            for k, v in event.materialization.metadata.items()}
 
 
 def _digest(paths):
@@ -57,8 +59,8 @@ def test_whole_graph_materializes_with_all_checks_passing(tiny_run):
     assert first.success
     evaluations = {(e.asset_key.to_user_string(), e.check_name): e.passed
                    for e in first.get_asset_check_evaluations()}
-    assert evaluations == {("source/raw_cutouts", "cutouts_are_valid"): True,
-                           ("target/raw_cutouts", "cutouts_are_valid"): True,
+    assert evaluations == {("source_raw_cutouts", "cutouts_are_valid"): True,
+                           ("target_raw_cutouts", "cutouts_are_valid"): True,
                            ("matched_catalog", "match_rate_above_threshold"): True,
                            ("matched_catalog", "class_balance_per_split"): True}
     source = pd.read_parquet(run_dir / "source" / "catalog.parquet")
@@ -100,10 +102,10 @@ def test_real_decals_folder_as_target_with_its_own_labels(tmp_path, decals_folde
     resources = build_resources("tiny", data_dir=str(tmp_path), tasks=["ring"],
                                 target=FolderSurvey(folder=str(decals_folder), **DECALS_SOURCE))
     result = materialize(ASSETS[:-1], resources=resources, selection=[
-        AssetKey(["source", "catalog"]), AssetKey(["target", "catalog"]),
-        AssetKey(["target", "raw_cutouts"]), AssetKey("matched_catalog")])
+        AssetKey("source_catalog"), AssetKey("target_catalog"),
+        AssetKey("target_raw_cutouts"), AssetKey("matched_catalog")])
     assert result.success
-    manifest = result.output_for_node("target__raw_cutouts")
+    manifest = result.output_for_node("target_raw_cutouts")
     assert len(manifest) == 470 and (manifest.status == "ok").all()
     assert set(manifest.bands) == {"RGB"} and set(manifest.height_px) == {424}
     matched = result.output_for_node("matched_catalog")
@@ -124,7 +126,7 @@ def test_model_input_check_fails_on_a_folder_whose_images_cannot_become_inputs(t
     project = write_project(tmp_path, "tiny", input_mode="colour", tasks=["featured"])
     folder = FolderSurvey(folder=str(decals_folder), pixel_scale_arcsec=pixel_scale_arcsec, **DECALS_SOURCE)
     resources = build_resources(project, data_dir=str(tmp_path), tasks=["ring"], target=folder)
-    keys = [AssetKey(["target", "catalog"]), AssetKey(["target", "raw_cutouts"]), AssetKey(["target", "model_inputs"])]
+    keys = [AssetKey("target_catalog"), AssetKey("target_raw_cutouts"), AssetKey("target_model_inputs")]
     result = materialize([*all_assets(project), *MODEL_CHECKS], resources=resources, raise_on_error=False,
                          selection=AssetSelection.assets(*keys) | AssetSelection.checks_for_assets(keys[-1]))
     [check] = result.get_asset_check_evaluations()
@@ -132,7 +134,8 @@ def test_model_input_check_fails_on_a_folder_whose_images_cannot_become_inputs(t
     assert check.metadata["n_cutouts"].value == 470
     assert check.metadata["n_failed"].value == (0 if passes else 470)
     if not passes:
-        assert "pixel scale unknown" in check.metadata["failed_by_reason"].value
+        [reason] = check.metadata["failed_by_reason"].records
+        assert "pixel scale unknown" in reason.data["reason"] and reason.data["n"] == 470
 
 
 def _user_folder(tmp_path):
@@ -159,8 +162,8 @@ def test_bring_your_own_folder_counts_bad_cutouts_and_keeps_the_good(tmp_path):
                           ra_column="ra", dec_column="dec", image_column="file", label_columns={"spiral": "spiral"})
     resources = build_resources("tiny", data_dir=str(tmp_path / "data"), tasks=["spiral"], target=target)
     result = materialize(ASSETS[:-1], resources=resources, selection=[
-        AssetKey(["source", "catalog"]), AssetKey(["target", "catalog"]),
-        AssetKey(["target", "raw_cutouts"]), AssetKey("matched_catalog")])
+        AssetKey("source_catalog"), AssetKey("target_catalog"),
+        AssetKey("target_raw_cutouts"), AssetKey("matched_catalog")])
     meta = _metadata(result, "target", "raw_cutouts")
     assert (meta["n_ok"], meta["n_quarantined"]) == (4, 3)
     assert "non-finite" in meta["problems"] and "file not found" in meta["problems"]
@@ -177,7 +180,7 @@ def test_catalog_with_duplicate_ids_fails_naming_file_and_rows(tmp_path):
     target = FolderSurvey(folder=str(folder), catalog_file="cat.parquet", id_column="id",
                           ra_column="ra", dec_column="dec", image_column="file")
     resources = build_resources("tiny", data_dir=str(tmp_path / "data"), target=target)
-    result = materialize(ASSETS[:-1], resources=resources, selection=[AssetKey(["target", "catalog"])],
+    result = materialize(ASSETS[:-1], resources=resources, selection=[AssetKey("target_catalog")],
                          raise_on_error=False)
     assert not result.success
     [failure] = [e for e in result.all_events if e.is_step_failure]
@@ -190,12 +193,12 @@ def test_cutout_check_fails_when_a_cutout_is_damaged_after_materialization(tmp_p
     resources = build_resources("tiny", data_dir=str(tmp_path), n_workers=1)
     everything = [*ASSETS, *CHECKS]
     built = materialize(everything, resources=resources,
-                        selection=[AssetKey(["source", "catalog"]), AssetKey(["source", "raw_cutouts"])])
-    manifest = built.output_for_node("source__raw_cutouts")
+                        selection=[AssetKey("source_catalog"), AssetKey("source_raw_cutouts")])
+    manifest = built.output_for_node("source_raw_cutouts")
     damaged = Path(manifest.path.iloc[3])
     damaged.write_bytes(damaged.read_bytes()[:3000])
     checked = materialize(everything, resources=resources, raise_on_error=False,
-                          selection=AssetSelection.checks_for_assets(AssetKey(["source", "raw_cutouts"])))
+                          selection=AssetSelection.checks_for_assets(AssetKey("source_raw_cutouts")))
     [evaluation] = checked.get_asset_check_evaluations()
     assert evaluation.check_name == "cutouts_are_valid" and not evaluation.passed
     assert evaluation.metadata["n_invalid"].value == 1

@@ -197,8 +197,8 @@ def test_legacy_survey_as_the_target_of_the_pipeline(viewer, tmp_path):
     target = LegacySurvey(instrument="des", layer="des-dr1", base_url=viewer,
                           catalog_path=str(positions), timeout_s=2.0)
     result = materialize(ASSETS, resources=build_resources("tiny", data_dir=str(tmp_path / "data"), target=target),
-                         selection=[AssetKey(["target", "catalog"]), AssetKey(["target", "raw_cutouts"])])
-    manifest = result.output_for_node("target__raw_cutouts")
+                         selection=[AssetKey("target_catalog"), AssetKey("target_raw_cutouts")])
+    manifest = result.output_for_node("target_raw_cutouts")
     assert manifest.status.tolist() == ["ok", "failed", "ok"]
     assert "HTTP 404" in manifest.reason[1] and "dec=4.0" in manifest.reason[1]
     assert set(manifest.height_px[manifest.status == "ok"]) == {153}  # 40" at 0.263"/px

@@ -136,7 +136,7 @@ def test_rerun_from_finetuning_reuses_upstream_and_keeps_the_other_budgets(tiny_
 def test_rerun_from_a_stage_never_materialized_names_what_is_missing(tmp_path, capsys):
     assert galpipe_in(tmp_path, ["run", "--profile", "tiny", "--from", "pretrained_model"]) == 2
     error = capsys.readouterr().err
-    assert "--from pretrained_model" in error and "matched_catalog" in error and "target/model_inputs" in error
+    assert "--from pretrained_model" in error and "matched_catalog" in error and "target_model_inputs" in error
 
 
 def test_missing_registered_model_is_a_clear_error(tmp_path):
@@ -198,8 +198,10 @@ def test_two_experiments_in_one_project_keep_their_own_champions(tmp_path):
                                                               np.zeros((1, 3, 69, 69), np.float32),
                                                               registered_model_name(experiment, "bar", "des"))
             rows.append({"task": "bar", "strategy": "full", "selection": "random", "label_budget": 25, "seed": seed,
-                         "model_uri": model_uri, "val_loss": 0.1 if seed == best_seed else 0.5})
-        crown_champions(tracker, pd.DataFrame(rows), "des")
+                         "model_uri": model_uri, "run_id": run_id, "accuracy": 0.8,
+                         "val_loss": 0.1 if seed == best_seed else 0.5})
+        crowned = crown_champions(tracker, pd.DataFrame(rows), "des")
+        assert crowned.version.tolist() == [rows[best_seed]["model_uri"].rsplit("/", 1)[-1]]
         champions[experiment] = rows[best_seed]["model_uri"]
     for experiment, expected in champions.items():
         [alias_uri] = model_uris("champion", ["bar"], "des", experiment)

@@ -176,3 +176,45 @@ def test_a_port_in_use_is_reported_in_one_line(tmp_path, capsys):
     assert error.strip().splitlines() == [f"galpipe ui: error: port {busy_port} on {HOST} is already in use: "
                                           "pick another for the MLflow UI (--mlflow-port)"]
     assert not (tmp_path / ".galpipe_ui").exists()  # nothing was started
+
+
+def _served(url: str, default: str, served: str) -> str:
+    """A link galpipe wrote for the default UI address, on the UI this test serves (another port)."""
+    assert url.startswith(default), url
+    return served + url[len(default):]
+
+
+def test_the_uis_tell_the_story_and_link_both_ways(served_project, tmp_path):
+    """In a real browser: the evaluation table is a table of all its rows; a champion's link opens
+    its MLflow model version; an MLflow run's Dagster link opens the run that made it; the Runs page
+    names each stage's job; the README's screenshots can be taken from a first visit."""
+    import pandas as pd
+    from mlflow import MlflowClient
+
+    from galpipe.links import DEFAULT_DAGSTER_UI, DEFAULT_MLFLOW_UI, mlflow_results_view_url, mlflow_run_url
+    from galpipe.screenshots import SCREENSHOTS, take_screenshots
+
+    root, dagster_url, mlflow_url = served_project
+    n_rows = len(pd.read_parquet(root / "data" / "tiny" / "evaluation_table.parquet"))
+    client = MlflowClient(f"sqlite:///{root}/mlruns/mlflow.db")
+    experiment_id = client.get_experiment_by_name("galpipe-tiny").experiment_id
+    [run] = client.search_runs([experiment_id], "tags.`galpipe.stage` = 'finetuning'", max_results=1)
+    with browser_page() as page:
+        page_text(page, dagster_url + "/assets/evaluation_table", ["champion_rule", "most target labels"])
+        table = page.get_by_role("row").filter(has=page.get_by_text("table", exact=True)).locator("table").first
+        assert table.locator("tbody tr").count() == n_rows
+        champion = page.get_by_role("link").filter(has_text="galpipe-tiny-bar-des/versions/").first.get_attribute("href")
+        version = champion.rsplit("/", 1)[-1]
+        shown = page_text(page, _served(champion, DEFAULT_MLFLOW_UI, mlflow_url), [f"Version {version}"])
+        assert "galpipe-tiny-bar-des" in shown and "champion" in shown
+        page_text(page, mlflow_run_url(experiment_id, run.info.run_id, mlflow_url), ["Made by Dagster run"])
+        dagster_run = page.get_by_role("link", name=run.data.tags["dagster.run_id"][:8]).get_attribute("href")
+        assert dagster_run == run.data.tags["dagster.run_url"]
+        page_text(page, _served(dagster_run, DEFAULT_DAGSTER_UI, dagster_url), [run.data.tags["dagster.run_id"][:8],
+                                                                               "finetuning_job"])
+        for job in ("data_job", "pretraining_job", "finetuning_job", "evaluation_job", "reevaluation_job",
+                    "prediction_job"):
+            page_text(page, f"{dagster_url}/runs?q%5B0%5D=job%3A{job}", [f"Job is {job}", "Success"])
+        pictures = take_screenshots(page, dagster_url, mlflow_url, mlflow_results_view_url(experiment_id, mlflow_url),
+                                    mlflow_run_url(experiment_id, run.info.run_id, mlflow_url), tmp_path)
+    assert sorted(pictures) == sorted(SCREENSHOTS) and all(p.stat().st_size > 20_000 for p in pictures.values())

@@ -9,7 +9,7 @@ from dagster import AssetExecutionContext, AssetIn, AssetKey, MaterializeResult,
 
 from galpipe.catalogs import class_balance
 from galpipe.cutouts import remove_stale_files, validate_manifest
-from galpipe.defs.metadata import image_md, table_md
+from galpipe.defs.metadata import as_table, image_md
 from galpipe.defs.resources import GalpipeSettings
 from galpipe.gallery import make_gallery, pick_gallery_galaxies
 from galpipe.labels import label_files_state, read_new_labels
@@ -26,7 +26,7 @@ def _survey(context, role: str):
 def survey_assets(role: str):
     """The `catalog` and `raw_cutouts` assets of the source or the target survey."""
 
-    @asset(key=AssetKey([role, "catalog"]), group_name=SURVEYS_GROUP,
+    @asset(key=AssetKey(f"{role}_catalog"), group_name=SURVEYS_GROUP,
            required_resource_keys={"settings", f"{role}_survey"},
            description=f"The {role} survey's catalogue: object_id, ra_deg, dec_deg, labels if any.")
     def catalog(context: AssetExecutionContext) -> pd.DataFrame:
@@ -34,11 +34,11 @@ def survey_assets(role: str):
         survey = _survey(context, role)
         table = survey.load_catalog(settings.get_profile())
         context.add_output_metadata({"n_objects": len(table), "source_kind": survey.kind,
-                                     "survey": survey.name, "preview": table_md(table.iloc[:, :6])})
+                                     "survey": survey.name, "preview": as_table(table.iloc[:, :6], rows=5)})
         return table
 
-    @asset(key=AssetKey([role, "raw_cutouts"]), group_name=SURVEYS_GROUP,
-           ins={"catalog": AssetIn(key=AssetKey([role, "catalog"]))},
+    @asset(key=AssetKey(f"{role}_raw_cutouts"), group_name=SURVEYS_GROUP,
+           ins={"catalog": AssetIn(key=AssetKey(f"{role}_catalog"))},
            required_resource_keys={"settings", f"{role}_survey"},
            description=f"One FITS (or image) cutout per {role} galaxy, all bands; the value is the "
                        "manifest (object_id, path, status, reason). Bad cutouts are quarantined.")
@@ -84,14 +84,14 @@ def _manifest_metadata(manifest: pd.DataFrame, build_seconds: float, workers: in
         metadata["cutouts_per_s_per_core"] = round(len(manifest) / build_seconds / workers, 2)
     problems = manifest[manifest.status != "ok"]
     if len(problems):
-        metadata["problems"] = table_md(problems[["object_id", "status", "reason"]], rows=20)
+        metadata["problems"] = as_table(problems[["object_id", "status", "reason"]], rows=20)
     return metadata
 
 
 @asset(group_name=SURVEYS_GROUP,
-       ins={"source_catalog": AssetIn(key=AssetKey(["source", "catalog"])),
-            "target_catalog": AssetIn(key=AssetKey(["target", "catalog"])),
-            "target_cutouts": AssetIn(key=AssetKey(["target", "raw_cutouts"]))},
+       ins={"source_catalog": AssetIn(key=AssetKey("source_catalog")),
+            "target_catalog": AssetIn(key=AssetKey("target_catalog")),
+            "target_cutouts": AssetIn(key=AssetKey("target_raw_cutouts"))},
        description="The target sample with labels (its own, or carried from the source survey by "
                    "cross-matching) and a fixed split: `pool` for label budgets, `test` never trained on.")
 def matched_catalog(context: AssetExecutionContext, settings: GalpipeSettings, source_catalog: pd.DataFrame,
@@ -113,12 +113,12 @@ def matched_catalog(context: AssetExecutionContext, settings: GalpipeSettings, s
                                  for split, per_task in balance.items() for task, values in per_task.items()])
     context.add_output_metadata({**counts, "match_radius_arcsec": profile.match_radius_arcsec,
                                  "label_files": MetadataValue.json(label_files),
-                                 "class_balance": table_md(balance_rows, rows=len(balance_rows))})
+                                 "class_balance": as_table(balance_rows)})
     return table
 
 
 @asset(group_name=SURVEYS_GROUP,
-       ins={"matched_catalog": AssetIn(), "source_cutouts": AssetIn(key=AssetKey(["source", "raw_cutouts"]))},
+       ins={"matched_catalog": AssetIn(), "source_cutouts": AssetIn(key=AssetKey("source_raw_cutouts"))},
        required_resource_keys={"settings", "source_survey", "target_survey"},
        description="PNG of the same galaxies as the source and target surveys see them, with labels.")
 def survey_gallery(context: AssetExecutionContext, matched_catalog: pd.DataFrame,

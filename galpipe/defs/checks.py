@@ -2,10 +2,11 @@
 nearly every cutout made into a model input."""
 
 import pandas as pd
-from dagster import AssetCheckResult, AssetCheckSeverity, AssetKey, MetadataValue, asset_check
+from dagster import AssetCheckResult, AssetCheckSeverity, AssetKey, asset_check
 
 from galpipe.catalogs import class_balance
 from galpipe.cutouts import CutoutError, read_cutout
+from galpipe.defs.metadata import as_table
 from galpipe.defs.resources import GalpipeSettings
 from galpipe.preprocessing import ModelInputs
 
@@ -13,7 +14,7 @@ CUTOUTS_REOPENED = 200
 
 
 def cutout_check(role: str):
-    @asset_check(asset=AssetKey([role, "raw_cutouts"]), name="cutouts_are_valid",
+    @asset_check(asset=AssetKey(f"{role}_raw_cutouts"), name="cutouts_are_valid",
                  required_resource_keys={"settings", f"{role}_survey"},
                  description="Cutouts marked ok have the survey's bands and shape (all, from the manifest), "
                              f"and a random {CUTOUTS_REOPENED} of them still open, finite and complete.")
@@ -67,7 +68,7 @@ def class_balance_per_split(settings: GalpipeSettings, matched_catalog: pd.DataF
 
 
 def model_input_check(role: str):
-    @asset_check(asset=AssetKey([role, "model_inputs"]), name="model_inputs_are_complete",
+    @asset_check(asset=AssetKey(f"{role}_model_inputs"), name="model_inputs_are_complete",
                  description="Fails when more than the settings' max_failed_input_fraction (5%) of the "
                              f"{role} survey's cutouts have no model input; counts them by reason.")
     def model_inputs_are_complete(settings: GalpipeSettings, model_inputs: ModelInputs) -> AssetCheckResult:
@@ -78,8 +79,7 @@ def model_input_check(role: str):
         return AssetCheckResult(passed=share <= settings.max_failed_input_fraction, metadata={
             "n_cutouts": len(index), "n_failed": len(failed), "failed_fraction": round(share, 4),
             "threshold": settings.max_failed_input_fraction,
-            "failed_by_reason": MetadataValue.md(by_reason.head(10).rename("n").to_frame().to_markdown())
-            if len(failed) else MetadataValue.md("none")})
+            "failed_by_reason": as_table(by_reason.head(10).rename_axis("reason").reset_index(name="n"))})
 
     return model_inputs_are_complete
 

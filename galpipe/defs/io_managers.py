@@ -19,6 +19,7 @@ from galpipe.files import atomic_write
 from galpipe.preprocessing import ModelInputs
 
 ARRAY_PATH_KEY = "galpipe.model_inputs_array"
+ROLES = ("source", "target")
 FIELD_KEY = "galpipe.model_field_arcsec"  # "" for inputs made of whole images
 
 
@@ -26,7 +27,11 @@ class ParquetIOManager(ConfigurableIOManager):
     settings: ResourceDependency[GalpipeSettings]
 
     def _base(self, context) -> Path:
-        return self.settings.run_dir.joinpath(*context.asset_key.path)
+        """data/<project>/<key>; a survey's assets (source_catalog, target_raw_cutouts, ...) in the
+        folder of their role: source/catalog, target/raw_cutouts."""
+        *folders, name = context.asset_key.path
+        role, _, rest = name.partition("_")
+        return self.settings.run_dir.joinpath(*folders, *((role, rest) if role in ROLES and rest else (name,)))
 
     def handle_output(self, context: OutputContext, obj) -> None:
         base = self._base(context)

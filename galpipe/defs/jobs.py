@@ -9,7 +9,7 @@ from galpipe.defs.assets import ASSETS
 from galpipe.defs.prediction_assets import prediction_chunks
 from galpipe.defs.reevaluation import reevaluation_job
 
-DATA_KEYS = [key for a in ASSETS for key in a.keys] + [AssetKey([role, "model_inputs"]) for role in ("source", "target")]
+DATA_KEYS = [key for a in ASSETS for key in a.keys] + [AssetKey(f"{role}_model_inputs") for role in ("source", "target")]
 
 data_job = define_asset_job("data_job", selection=AssetSelection.assets(*DATA_KEYS),
                             description="Both surveys' catalogues, cutouts and model inputs, the matched "
@@ -20,7 +20,7 @@ finetuning_job = define_asset_job("finetuning_job", selection=AssetSelection.ass
                                   description="One task x label budget: every strategy, seed and selection.")
 evaluation_job = define_asset_job("evaluation_job", selection=AssetSelection.assets("evaluation_table"),
                                   description="The evaluation table, learning curves and champions.")
-prediction_job = define_asset_job("prediction_job", selection=AssetSelection.assets(AssetKey(["target", "morphology"])),
+prediction_job = define_asset_job("prediction_job", selection=AssetSelection.assets(AssetKey("target_morphology")),
                                   partitions_def=prediction_chunks,
                                   description="One chunk of the target survey classified by the champions.")
 

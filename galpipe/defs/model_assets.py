@@ -18,22 +18,23 @@ from dagster import (
     asset,
 )
 
-from galpipe.defs.metadata import image_md, run_tags
+from galpipe.defs.metadata import as_table, image_md, run_tags
 from galpipe.defs.resources import GalpipeSettings
 from galpipe.evaluation import adaptation_goals, plot_learning_curves, summarise
-from galpipe.experiment.protocol import Recorder, TransferData, crown_champions, finetune, pretrain
+from galpipe.experiment.protocol import CHAMPION_RULE, Recorder, TransferData, crown_champions, finetune, pretrain
 from galpipe.files import atomic_write
+from galpipe.links import mlflow_model_version_url, mlflow_results_view_url, mlflow_run_url
 from galpipe.preprocessing import ModelInputs, build_model_inputs
 
 MODELS_GROUP = "models"
-TRANSFER_INS = {"source_catalog": AssetIn(key=AssetKey(["source", "catalog"])),
-                "source_inputs": AssetIn(key=AssetKey(["source", "model_inputs"])),
-                "matched_catalog": AssetIn(), "target_inputs": AssetIn(key=AssetKey(["target", "model_inputs"]))}
+TRANSFER_INS = {"source_catalog": AssetIn(key=AssetKey("source_catalog")),
+                "source_inputs": AssetIn(key=AssetKey("source_model_inputs")),
+                "matched_catalog": AssetIn(), "target_inputs": AssetIn(key=AssetKey("target_model_inputs"))}
 
 
 def model_inputs_asset(role: str):
-    @asset(key=AssetKey([role, "model_inputs"]), group_name=MODELS_GROUP,
-           ins={"catalog": AssetIn(key=AssetKey([role, "catalog"])), "raw_cutouts": AssetIn(key=AssetKey([role, "raw_cutouts"]))},
+    @asset(key=AssetKey(f"{role}_model_inputs"), group_name=MODELS_GROUP,
+           ins={"catalog": AssetIn(key=AssetKey(f"{role}_catalog")), "raw_cutouts": AssetIn(key=AssetKey(f"{role}_raw_cutouts"))},
            required_resource_keys={"settings", f"{role}_survey"},
            description=f"Every good {role} cutout as a 69x69 model input over the survey's framing, normalised "
                        "per image, stacked in one memory-mapped .npy; the value is the array's path and its index.")
@@ -59,7 +60,7 @@ def model_inputs_asset(role: str):
 
 def _recorder(context: AssetExecutionContext) -> Recorder:
     settings: GalpipeSettings = context.resources.settings
-    return Recorder(context.resources.mlflow.tracker(settings.experiment_name), run_tags(context), settings.run_dir,
+    return Recorder(context.resources.mlflow.tracker(settings), run_tags(context), settings.run_dir,
                     context.log.info)
 
 
@@ -71,11 +72,16 @@ PRETRAINED = dict(group_name=MODELS_GROUP, ins=TRANSFER_INS, required_resource_k
 def pretrained_model(context: AssetExecutionContext, source_catalog: pd.DataFrame, source_inputs: ModelInputs,
                      matched_catalog: pd.DataFrame, target_inputs: ModelInputs) -> dict:
     data = TransferData(source_catalog, source_inputs, matched_catalog, target_inputs)
+    recorder = _recorder(context)
     result = pretrain(context.resources.settings.get_profile(), context.partition_key, data,
-                      context.resources.source_survey.name, _recorder(context))
-    context.add_output_metadata({"model_uri": result["model_uri"], "mlflow_run_id": result["run_id"],
-                                 "epochs": result["epochs"], "source_val_accuracy": result["source_val"]["accuracy"],
-                                 "target_test_accuracy_direct": result["target_test_direct"]["accuracy"]})
+                      context.resources.source_survey.name, recorder)
+    name, version = result["model_uri"].removeprefix("models:/").rsplit("/", 1)
+    context.add_output_metadata({
+        "model_uri": result["model_uri"], "mlflow_run_id": result["run_id"], "epochs": result["epochs"],
+        "mlflow_run": MetadataValue.url(mlflow_run_url(recorder.tracker.experiment_id, result["run_id"])),
+        "model_version": MetadataValue.url(mlflow_model_version_url(name, version)),
+        "source_val_accuracy": result["source_val"]["accuracy"],
+        "target_test_accuracy_direct": result["target_test_direct"]["accuracy"]})
     return result
 
 
@@ -94,18 +100,21 @@ def finetuned_models(context: AssetExecutionContext, pretrained_model: dict, sou
                      target_inputs: ModelInputs) -> pd.DataFrame:
     key = context.partition_key.keys_by_dimension
     data = TransferData(source_catalog, source_inputs, matched_catalog, target_inputs)
+    recorder = _recorder(context)
     results = finetune(context.resources.settings.get_profile(), key["task"], key["budget"], data, pretrained_model,
-                       context.resources.target_survey.name, _recorder(context))
-    context.add_output_metadata({"results": MetadataValue.md(
-        results[["strategy", "selection", "seed", "accuracy", "roc_auc", "completeness_1", "purity_1"]]
-        .to_markdown(index=False))})
+                       context.resources.target_survey.name, recorder)
+    shown = results[["strategy", "selection", "seed", "accuracy", "roc_auc", "completeness_1", "purity_1"]].assign(
+        mlflow_run=[mlflow_run_url(recorder.tracker.experiment_id, run_id) for run_id in results.run_id])
+    context.add_output_metadata({"results": as_table(shown),
+                                 "mlflow_runs": MetadataValue.url(mlflow_results_view_url(recorder.tracker.experiment_id))})
     return results
 
 
 @asset(group_name=MODELS_GROUP, ins={"finetuned_models": AssetIn()},
        required_resource_keys={"settings", "mlflow", "target_survey"},
        description="Accuracy, completeness and purity of each class, ROC AUC: mean and spread over seeds "
-                   "per task x budget x strategy, with learning curves; sets each task's champion alias.")
+                   "per task x budget x strategy, with learning curves; sets each task's champion alias. "
+                   f"The champion: {CHAMPION_RULE}")
 def evaluation_table(context: AssetExecutionContext, finetuned_models: pd.DataFrame) -> pd.DataFrame:
     run_dir = context.resources.settings.run_dir
     if finetuned_models is None or len(finetuned_models) == 0:
@@ -113,7 +122,7 @@ def evaluation_table(context: AssetExecutionContext, finetuned_models: pd.DataFr
     summary = summarise(finetuned_models)
     png = plot_learning_curves(summary, run_dir / "learning_curves.png")
     atomic_write(run_dir / "evaluation_table.csv", lambda tmp: summary.to_csv(tmp, index=False))
-    tracker = context.resources.mlflow.tracker(context.resources.settings.experiment_name)
+    tracker = context.resources.mlflow.tracker(context.resources.settings)
     with tracker.run("evaluation-table", {**run_tags(context), "galpipe.kind": "evaluation"}, {}) as run_id:
         tracker.log_artifact(run_id, png, "plots")  # the learning curves, beside the runs they summarise
         tracker.log_artifact(run_id, run_dir / "evaluation_table.csv")
@@ -123,14 +132,21 @@ def evaluation_table(context: AssetExecutionContext, finetuned_models: pd.DataFr
         atomic_write(run_dir / "adaptation_goals.csv", lambda tmp: goals.to_csv(tmp, index=False))
     else:
         (run_dir / "adaptation_goals.csv").unlink(missing_ok=True)
-    shown = summary[["task", "label_budget", "strategy", "selection", "n_seeds", "accuracy_mean", "accuracy_std",
-                     "completeness_1_mean", "purity_1_mean", "roc_auc_mean"]].round(3)
-    context.add_output_metadata({
-        "table": MetadataValue.md(shown.to_markdown(index=False)), "champions": MetadataValue.json(champions),
-        "learning_curves": image_md(png),
-        **({"adaptation_goals": MetadataValue.md(goals.round(3).to_markdown(index=False))} if len(goals) else {}),
-    })
+    context.add_output_metadata(_evaluation_metadata(summary, champions, goals, png, tracker.experiment_id))
     return summary
+
+
+def _evaluation_metadata(summary: pd.DataFrame, champions: pd.DataFrame, goals: pd.DataFrame, png, experiment_id: str):
+    """The evaluation table and champions as tables, each champion's MLflow model version as a
+    link, the rule that chose them, the learning curves, and the MLflow runs view of the experiment."""
+    shown = summary[["task", "label_budget", "strategy", "selection", "n_seeds", "accuracy_mean", "accuracy_std",
+                     "completeness_1_mean", "purity_1_mean", "roc_auc_mean"]]
+    links = {f"champion_{row.task}": MetadataValue.url(mlflow_model_version_url(row.registered_model, row.version))
+             for row in champions.itertuples()}
+    return {"table": as_table(shown), "n_rows": len(shown), "champions": as_table(champions.drop(columns="run_id")),
+            "champion_rule": MetadataValue.text(CHAMPION_RULE), **links, "learning_curves": image_md(png),
+            "mlflow_runs": MetadataValue.url(mlflow_results_view_url(experiment_id)),
+            **({"adaptation_goals": as_table(goals)} if len(goals) else {})}
 
 
 def model_assets(tasks, label_budgets) -> list:

@@ -21,8 +21,8 @@ def chunk_of(object_ids: pd.Series) -> np.ndarray:
                      for i in object_ids], dtype=int)
 
 
-@asset(key=AssetKey(["target", "morphology"]), group_name=OPERATIONS_GROUP, partitions_def=prediction_chunks,
-       deps=["evaluation_table"], ins={"raw_cutouts": AssetIn(key=AssetKey(["target", "raw_cutouts"]))},
+@asset(key=AssetKey("target_morphology"), group_name=OPERATIONS_GROUP, partitions_def=prediction_chunks,
+       deps=["evaluation_table"], ins={"raw_cutouts": AssetIn(key=AssetKey("target_raw_cutouts"))},
        required_resource_keys={"settings", "mlflow", "target_survey"},
        description="The whole target survey classified by the champions, one partition per chunk of the "
                    "catalogue (by object-id hash): a backfill over the chunks spreads over a cluster's "
@@ -31,7 +31,7 @@ def target_morphology(context: AssetExecutionContext, raw_cutouts: pd.DataFrame)
     # The chunk's Parquet is this asset's only file: no IO-manager value beside it (a reader
     # would not know which of two files in the folder to take).
     settings: GalpipeSettings = context.resources.settings
-    tracker = context.resources.mlflow.tracker(settings.experiment_name)
+    tracker = context.resources.mlflow.tracker(settings)
     chunk = prediction_chunks.get_partition_keys().index(context.partition_key)
     rows = raw_cutouts[(raw_cutouts.status == "ok") & (chunk_of(raw_cutouts.object_id) == chunk)]
     classifiers = [load_classifier(tracker.tracking_uri, uri)

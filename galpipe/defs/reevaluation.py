@@ -18,10 +18,11 @@ from dagster import (
 )
 
 from galpipe.champions import reevaluate_champions
-from galpipe.defs.metadata import image_md, run_tags
+from galpipe.defs.metadata import as_table, image_md, run_tags
 from galpipe.defs.resources import GalpipeSettings
 from galpipe.evaluation import plot_roc_curves, raised_baseline, regressions
 from galpipe.gallery import make_gallery, pick_gallery_galaxies
+from galpipe.links import mlflow_run_url
 from galpipe.preprocessing import ModelInputs
 from galpipe.tracking import registered_model_name, with_retry
 
@@ -30,8 +31,8 @@ WATCHED_METRICS = ("accuracy", "roc_auc")  # the regression check compares these
 
 
 @asset(group_name=OPERATIONS_GROUP, deps=["evaluation_table"],
-       ins={"matched_catalog": AssetIn(), "target_inputs": AssetIn(key=AssetKey(["target", "model_inputs"])),
-            "source_cutouts": AssetIn(key=AssetKey(["source", "raw_cutouts"]))},
+       ins={"matched_catalog": AssetIn(), "target_inputs": AssetIn(key=AssetKey("target_model_inputs")),
+            "source_cutouts": AssetIn(key=AssetKey("source_raw_cutouts"))},
        required_resource_keys={"settings", "mlflow", "source_survey", "target_survey"},
        description="Each task's `champion` re-evaluated on the current target test set (new labels "
                    "included), logged as an MLflow evaluation run linked to the model version, with ROC "
@@ -39,7 +40,7 @@ WATCHED_METRICS = ("accuracy", "roc_auc")  # the regression check compares these
 def champion_evaluation(context: AssetExecutionContext, matched_catalog: pd.DataFrame, target_inputs: ModelInputs,
                         source_cutouts: pd.DataFrame) -> pd.DataFrame:
     settings: GalpipeSettings = context.resources.settings
-    tracker = context.resources.mlflow.tracker(settings.experiment_name)
+    tracker = context.resources.mlflow.tracker(settings)
     survey = context.resources.target_survey.name
     test_rows = matched_catalog[matched_catalog.split == "test"]
     table, probabilities, curves = reevaluate_champions(
@@ -55,10 +56,16 @@ def champion_evaluation(context: AssetExecutionContext, matched_catalog: pd.Data
     with tracker.run("champion-pictures", {**run_tags(context), "galpipe.kind": "reevaluation"}, {}) as run_id:
         tracker.log_artifact(run_id, roc, "plots")
         tracker.log_artifact(run_id, gallery, "plots")
-    context.add_output_metadata({
-        "table": MetadataValue.md(table.drop(columns=["mlflow_run_id"]).round(3).to_markdown(index=False)),
-        "roc_curves": image_md(roc), "gallery": image_md(gallery)})
+    context.add_output_metadata({"table": as_table(table.drop(columns=["mlflow_run_id"])),
+                                 **_run_links(table, tracker.experiment_id),
+                                 "roc_curves": image_md(roc), "gallery": image_md(gallery)})
     return table
+
+
+def _run_links(table: pd.DataFrame, experiment_id: str) -> dict:
+    """Each task's evaluation run in MLflow, as a link."""
+    return {f"mlflow_run_{row.task}": MetadataValue.url(mlflow_run_url(experiment_id, row.mlflow_run_id))
+            for row in table.itertuples()}
 
 
 @asset_check(asset=champion_evaluation, required_resource_keys={"settings", "mlflow"},
@@ -67,7 +74,7 @@ def champion_evaluation(context: AssetExecutionContext, matched_catalog: pd.Data
                          "evaluation so far, kept as tags of the registered model.")
 def champion_has_not_regressed(context, champion_evaluation: pd.DataFrame) -> AssetCheckResult:
     settings: GalpipeSettings = context.resources.settings
-    client = context.resources.mlflow.tracker(settings.experiment_name).client
+    client = context.resources.mlflow.tracker(settings).client
     found, accepted_now = [], {}
     for row in champion_evaluation.itertuples(index=False):
         tags = with_retry(lambda: client.get_registered_model(row.registered_model)).tags

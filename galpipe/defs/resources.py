@@ -56,10 +56,10 @@ class MlflowTracking(ConfigurableResource):
     tracking_uri: str = "sqlite:///mlruns/mlflow.db"
     artifact_root: str = "mlruns/artifacts"
 
-    def tracker(self, experiment: str):
-        """The tracker of one galpipe experiment (settings.experiment_name)."""
+    def tracker(self, settings: GalpipeSettings):
+        """The tracker of the run's experiment (settings.experiment_name), its runs tagged with the project."""
         from galpipe.tracking import Tracker
 
         if self.tracking_uri.startswith("sqlite:///"):
             Path(self.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        return Tracker(self.tracking_uri, self.artifact_root, experiment)
+        return Tracker(self.tracking_uri, self.artifact_root, settings.experiment_name, settings.get_project().name)

@@ -38,6 +38,7 @@ from galpipe.transfer import (
 )
 
 SOURCE_VALIDATION_FRACTION = 0.15
+STAGE_TAG = "galpipe.stage"  # pretraining or finetuning: the MLflow runs view galpipe saves filters on it
 
 
 @dataclass
@@ -124,7 +125,7 @@ def pretrain(profile: Profile, task: str, data: TransferData, source_survey: str
               "n_train": len(train), "n_validation": len(validation), "flops_per_image": count_flops(model),
               **config.as_params()}
     tracker = recorder.tracker
-    with tracker.run(f"pretrain-{task}-{source_survey}", recorder.tags, params) as run_id:
+    with tracker.run(f"pretrain-{task}-{source_survey}", {**recorder.tags, STAGE_TAG: "pretraining"}, params) as run_id:
         history = train_classifier(model, x_source, train.row, train.label, validation.row, validation.label,
                                    config, recorder.run_dir / "checkpoints" / f"pretrain-{task}.pt",
                                    on_epoch=lambda r: recorder.log(f"{task} epoch {r['epoch']}: {r}"))
@@ -202,7 +203,7 @@ def finetune(profile: Profile, task: str, budget_key: str, data: TransferData, p
                   "selection": selection, "label_budget": budget, "n_train": len(train) if train else 0,
                   "n_validation": len(validation) if validation else 0,
                   "pretrained_model_uri": pretrained["model_uri"], **config.as_params()}
-        tags = {**recorder.tags, "pretrained_run_id": pretrained["run_id"]}
+        tags = {**recorder.tags, "pretrained_run_id": pretrained["run_id"], STAGE_TAG: "finetuning"}
         checkpoint = recorder.run_dir / "checkpoints" / f"{task}|{budget_key}-{name}-{selection}-{seed}.pt"
         with recorder.tracker.run(f"{name}-{task}-{budget_key}-{selection}-seed{seed}", tags, params) as run_id:
             model, history, extra = strategy.train(StrategyRun(
@@ -238,6 +239,12 @@ def finetune(profile: Profile, task: str, budget_key: str, data: TransferData, p
     return pd.DataFrame(rows)
 
 
+CHAMPION_RULE = ("the run trained on the most target labels; of the strategies (and label selections) at that "
+                 "budget, the lowest validation loss averaged over seeds; of its seeds, the lowest. The test set is "
+                 "never looked at, so the champion's test metrics stay unbiased, and a champion may score below "
+                 "another run (even the model applied directly) on the test set.")
+
+
 def choose_champion(runs: pd.DataFrame) -> pd.Series:
     """The run to serve, chosen without the test set (so the metrics reported on it stay
     unbiased): trained on the most target labels; of the strategies (x label selections), the
@@ -249,14 +256,27 @@ def choose_champion(runs: pd.DataFrame) -> pd.Series:
     return largest[(largest.strategy == strategy) & (largest.selection == selection)].sort_values("val_loss").iloc[0]
 
 
-def crown_champions(tracker: Tracker, runs: pd.DataFrame, target_survey: str) -> dict[str, str]:
-    """Each task's champion (choose_champion) gets the `champion` alias of its registered model;
-    returns a line per task saying which run it is."""
-    champions = {}
-    for task, task_runs in runs[runs.strategy != DIRECT].groupby("task"):
-        chosen = choose_champion(task_runs)
+def crown_champions(tracker: Tracker, runs: pd.DataFrame, target_survey: str) -> pd.DataFrame:
+    """Each task's champion (choose_champion, CHAMPION_RULE) gets the `champion` alias of its
+    registered model; returns a row per task: which run won, and why (its validation loss against
+    the other strategies' at that budget), with its test accuracy beside the model applied directly."""
+    champions = []
+    for task, task_runs in runs.groupby("task"):
+        trained = with_selection(task_runs[task_runs.strategy != DIRECT])
+        if trained.empty:
+            continue
+        chosen = choose_champion(trained)
         name = registered_model_name(tracker.experiment_name, task, target_survey)
-        tracker.set_alias(name, "champion", chosen.model_uri.rsplit("/", 1)[-1])
-        champions[task] = (f"{chosen.model_uri} ({chosen.strategy}, {chosen.selection} selection, "
-                           f"N={chosen.label_budget}, seed {chosen.seed})")
-    return champions
+        version = chosen.model_uri.rsplit("/", 1)[-1]
+        tracker.set_alias(name, "champion", version)
+        at_budget = trained[trained.label_budget == chosen.label_budget]
+        losses = at_budget.groupby(["strategy", "selection"]).val_loss.mean()
+        direct = task_runs[task_runs.strategy == DIRECT].accuracy
+        champions.append({
+            "task": task, "registered_model": name, "version": version, "strategy": chosen.strategy,
+            "selection": chosen.selection, "label_budget": int(chosen.label_budget), "seed": int(chosen.seed),
+            "val_loss": float(chosen.val_loss), "strategy_mean_val_loss": float(losses.min()),
+            "runner_up_val_loss": float(losses.nsmallest(2).iloc[-1]) if len(losses) > 1 else np.nan,
+            "test_accuracy": float(chosen.accuracy), "direct_test_accuracy": float(direct.iloc[0]) if len(direct) else np.nan,
+            "run_id": chosen.run_id})
+    return pd.DataFrame(champions)
