@@ -79,8 +79,8 @@ def dagster_asset_graph(page, dagster_url: str, png: Path) -> None:
 def dagster_evaluation_table(page, dagster_url: str, png: Path) -> None:
     """The evaluation table as the asset's page shows it: a table, the champions below it."""
     page_text(page, dagster_url + "/assets/evaluation_table", ["champion_rule"], settle_s=SETTLE_S)
-    page.get_by_role("heading", name="Metadata").first.scroll_into_view_if_needed()
-    page.mouse.wheel(0, 420)
+    page.get_by_text("Filter metadata keys").or_(page.get_by_placeholder("Filter metadata keys")).first \
+        .scroll_into_view_if_needed()  # the table's top: description and status above it, champions below
     page.wait_for_timeout(SETTLE_S * 1000)
     page.screenshot(path=str(png))
 
