@@ -27,17 +27,17 @@ QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 def project_argument(args) -> str:
     """The project a command works on: --config FILE, else --profile NAME, else $GALPIPE_PROJECT."""
-    from galpipe.definitions import current_project
+    from galpipe.project import current_project
 
     return args.config or args.profile or current_project()
 
 
 def _run(args) -> int:
-    from galpipe.project import load_project
+    from galpipe.project import load_project, project_reference
 
     project_arg = project_argument(args)
     project = load_project(project_arg)  # every key checked before any work
-    os.environ["GALPIPE_PROJECT"] = project_arg  # for Dagster's code, as `galpipe ui` sets it
+    os.environ["GALPIPE_PROJECT"] = project_reference(project_arg)  # for Dagster's code, as `galpipe ui` sets it
     dagster_home = Path(os.environ.setdefault("DAGSTER_HOME", str(Path(".dagster_home").resolve())))
     dagster_home.mkdir(parents=True, exist_ok=True)
     from dagster import DagsterInstance, Definitions, MultiPartitionKey
@@ -175,10 +175,13 @@ def _predict(args) -> int:
         raise UserError(f"--tracking-uri {args.tracking_uri}: no MLflow store at {store.resolve()}")
     from galpipe.project import load_project
 
-    project = load_project(project_argument(args))  # which experiment an alias names, its tasks and target survey
-    experiment = args.experiment or project.experiment
-    tasks = args.tasks.split(",") if args.tasks else list(project.tasks)
-    survey = args.survey or project.target.name
+    aliases = [spec for spec in args.model if not spec.startswith("models:/")]
+    # An alias names a model of the project's experiment, tasks and target survey, unless all three are given.
+    project = load_project(project_argument(args)) if aliases and not (args.experiment and args.tasks and args.survey) \
+        else None
+    experiment = args.experiment or (project.experiment if project else "")
+    tasks = args.tasks.split(",") if args.tasks else list(project.tasks if project else ())
+    survey = args.survey or (project.target.name if project else "")
     uris = [uri for spec in args.model for uri in model_uris(spec, tasks, survey, experiment)]
     classifiers = [load_classifier(args.tracking_uri, uri) for uri in uris]
     tasks_seen = [k.task for k in classifiers]
@@ -188,7 +191,7 @@ def _predict(args) -> int:
     cutouts = list_cutouts(args.folder, args.catalog, args.id_column, args.image_column)
     if cutouts.empty:
         raise UserError(f"{args.catalog}: the catalogue lists no cutouts")
-    print(f"[galpipe predict] experiment {experiment}; {len(cutouts)} cutouts, models: " + ", ".join(
+    print(f"[galpipe predict] experiment {experiment or '(models named by URI)'}; {len(cutouts)} cutouts, models: " + ", ".join(
         f"{k.task}={k.model_uri} ({k.input_mode})" for k in classifiers), file=sys.stderr)
     summary = predict_cutouts(classifiers, cutouts, args.out, args.threshold, args.batch_size, args.pixel_scale,
                               on_failure=lambda r: print(f"  skipped {r['path'] or r['object_id']}: {r['reason']}",
@@ -199,6 +202,14 @@ def _predict(args) -> int:
     if summary.n_written == 0:
         raise UserError(f"no cutout could be classified; the first reason: {summary.failures[0]['reason']}")
     return 0
+
+
+def _ui(args) -> int:
+    from galpipe.project import load_project, project_reference
+    from galpipe.ui import run_ui
+
+    load_project(project_argument(args))  # checked before the servers start, not a minute later in Dagster's log
+    return run_ui(args, project_reference(project_argument(args)))
 
 
 def add_project_arguments(parser, why: str = "") -> None:
@@ -263,14 +274,14 @@ def main(argv=None) -> int:
     predict.add_argument("--tracking-uri", default="sqlite:///mlruns/mlflow.db", help="default: %(default)s")
     predict.set_defaults(func=_predict)
 
-    from galpipe.ui import add_arguments, run_ui
+    from galpipe.ui import add_arguments
 
     ui = commands.add_parser("ui", help="start the Dagster and MLflow UIs on 127.0.0.1",
                              description="Start `dagster dev` and `mlflow ui` on 127.0.0.1 for this project "
                                          "and say where to point the browser; Ctrl-C stops both.")
     add_project_arguments(ui, "whose definitions Dagster loads ")
     add_arguments(ui)
-    ui.set_defaults(func=lambda args: run_ui(args, project_argument(args)))
+    ui.set_defaults(func=_ui)
 
     args = parser.parse_args(argv)
     try:

@@ -5,8 +5,6 @@ settings are the resources, each of which can also be changed in the launchpad."
 
 from __future__ import annotations
 
-import os
-
 from dagster import Definitions
 
 from galpipe.defs.assets import ASSETS
@@ -18,14 +16,9 @@ from galpipe.defs.prediction_assets import target_morphology
 from galpipe.defs.reevaluation import champion_evaluation, champion_has_not_regressed, daily_reevaluation
 from galpipe.defs.resources import GalpipeSettings, MlflowTracking
 from galpipe.defs.sensors import new_target_labels
-from galpipe.project import DEFAULT_PROJECT, load_project, shipped_projects
+from galpipe.project import current_project, load_project, project_reference
 
-PROJECT_VARIABLE = "GALPIPE_PROJECT"
 ALL_CHECKS = [*CHECKS, *MODEL_CHECKS, champion_has_not_regressed]
-
-
-def current_project() -> str:
-    return os.environ.get(PROJECT_VARIABLE, DEFAULT_PROJECT)
 
 
 def build_resources(project: str | None = None, data_dir: str = "data", source=None, target=None,
@@ -33,7 +26,7 @@ def build_resources(project: str | None = None, data_dir: str = "data", source=N
     """Resources for a run of `project` (default: $GALPIPE_PROJECT); `source`/`target` replace its surveys."""
     project = project or current_project()
     loaded = load_project(project)
-    project = project if project in shipped_projects() else str(loaded.path)  # a file, wherever the code server runs
+    project = project_reference(project)  # a file by its absolute path, wherever the code server runs
     settings_fields = {"tasks": list(loaded.tasks), "experiment": loaded.experiment, **settings_fields}
     settings = GalpipeSettings(project=str(project), data_dir=data_dir, **settings_fields)
     return {

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,10 +20,11 @@ import pydantic
 import yaml
 
 from galpipe.catalogs import CatalogError, read_table
-from galpipe.defs.surveys import SOURCE_KINDS, FolderSurvey, SimulatedSurvey, SurveySource
+from galpipe.defs.surveys import SOURCE_KINDS, FolderSurvey, LegacySurvey, SimulatedSurvey, SurveySource
 from galpipe.experiment.selections import SELECTIONS
 from galpipe.experiment.strategies import STRATEGIES
 from galpipe.framing import FramingError
+from galpipe.instruments import get_instrument
 from galpipe.label_catalogs import SCHEMES
 from galpipe.models import ARCHITECTURES
 from galpipe.profiles import ALL_LABEL_BUDGETS, INPUT_MODES, Profile
@@ -30,10 +33,13 @@ from galpipe.tasks import simulated_tasks
 
 SHIPPED_DIR = Path(__file__).parent / "projects"
 DEFAULT_PROJECT = "small"
+PROJECT_VARIABLE = "GALPIPE_PROJECT"  # the project Dagster's definitions are built from
 PROFILE_KEYS = {f.name for f in dataclasses.fields(Profile)} - {"name"}
 TOP_KEYS = {"name", "experiment", "description", "tasks", "source", "target"} | PROFILE_KEYS
 SKY_KEYS = {f.name for f in dataclasses.fields(SkyConfig)}
 PATH_KEYS = ("folder", "catalog_path")  # relative to the project file's folder
+NOT_EMPTY = ("label_budgets", "seeds", "strategies", "selections")  # list keys a run cannot do without
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # a folder name under data/
 SIMULATED_SIZE_COLUMNS = ("half_light_radius_arcsec", "petro_r90_arcsec")  # in every simulated catalogue
 
 
@@ -54,6 +60,16 @@ class Project:
 
 def shipped_projects() -> list[str]:
     return sorted(p.stem for p in SHIPPED_DIR.glob("*.yaml"))
+
+
+def current_project() -> str:
+    return os.environ.get(PROJECT_VARIABLE, DEFAULT_PROJECT)
+
+
+def project_reference(project: str | Path) -> str:
+    """How to name `project` to another process: a shipped project by name, a file by its absolute path."""
+    path = project_path(project)
+    return path.stem if path.parent == SHIPPED_DIR else str(path)
 
 
 def project_path(project: str | Path) -> Path:
@@ -83,7 +99,9 @@ def _load(path: Path, mtime_ns: int) -> Project:  # the file's time in the key: 
     for key in ("tasks", "source", "target"):
         if key not in raw:
             raise ProjectError(f"{path}: missing key {key!r}")
-    name = str(raw.get("name", path.stem))
+    name = raw.get("name", path.stem)
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+        raise ProjectError(f"{path}: name: {name!r}: letters, digits, '_', '.' and '-' only (it names data/<name>/)")
     profile = _profile(raw, name, path)
     source, target = (_survey(raw[role], role, path) for role in ("source", "target"))
     tasks = _tasks(raw["tasks"], source, target, path)
@@ -107,28 +125,81 @@ def _profile(raw: dict, name: str, path: Path) -> Profile:
     if not isinstance(sky, dict):
         raise ProjectError(f"{path}: sky: expected a mapping ({', '.join(sorted(SKY_KEYS))})")
     _refuse_unknown(sky, SKY_KEYS, path, "sky.")
+    sky = {"n_galaxies": 0, "target_footprint_fraction": 0.5, **sky}
+    for key, value in sky.items():
+        _check_number(value, SkyConfig.__dataclass_fields__[key].type, f"sky.{key}", path)
     defaults = {f.name: f.default for f in dataclasses.fields(Profile) if f.default is not dataclasses.MISSING}
     for key, value in values.items():
         if isinstance(defaults.get(key), tuple):
-            if not isinstance(value, list):
-                raise ProjectError(f"{path}: {key}: expected a list, got {value!r}")
-            values[key] = tuple(str(v) if key.endswith("budgets") else v for v in value)
-        elif isinstance(defaults.get(key), (int, float)) and (isinstance(value, bool) or not isinstance(value, (int, float))):
-            raise ProjectError(f"{path}: {key}: expected a number, got {value!r}")
+            values[key] = _list(value, key, path)
+        elif isinstance(defaults.get(key), (int, float)):
+            _check_number(value, "int" if isinstance(defaults[key], int) else "float", key, path)
     for key, allowed in (("label_budgets", ALL_LABEL_BUDGETS), ("adaptation_budgets", ALL_LABEL_BUDGETS),
                          ("strategies", tuple(STRATEGIES)), ("adaptation_strategies", tuple(STRATEGIES)),
                          ("selection_strategies", tuple(STRATEGIES)), ("selections", tuple(SELECTIONS))):
         bad = [v for v in values.get(key, ()) if v not in allowed]
         if bad:
             raise ProjectError(f"{path}: {key}: unknown {bad[0]!r}; known: {', '.join(allowed)}")
+    for key in ("seeds",):
+        if any(isinstance(v, bool) or not isinstance(v, int) for v in values.get(key, ())):
+            raise ProjectError(f"{path}: {key}: expected whole numbers, got {list(values[key])}")
     if values.get("architecture", "compact") not in ARCHITECTURES:
         raise ProjectError(f"{path}: architecture: unknown {values['architecture']!r}; known: {', '.join(ARCHITECTURES)}")
     if values.get("input_mode", "bands") not in INPUT_MODES:
         raise ProjectError(f"{path}: input_mode: {values['input_mode']!r}; expected one of {', '.join(INPUT_MODES)}")
-    try:
-        return Profile(name=name, sky=SkyConfig(**{"n_galaxies": 0, "target_footprint_fraction": 0.5, **sky}), **values)
-    except TypeError as err:
-        raise ProjectError(f"{path}: {err}") from None
+    profile = Profile(name=name, sky=SkyConfig(**sky), **values)
+    _check_ranges(profile, path)
+    _check_strategies(profile, path)
+    return profile
+
+
+def _list(value, key: str, path: Path) -> tuple:
+    """A list key's value as a tuple (budgets as text: `full` beside numbers); not empty, no repeats."""
+    if not isinstance(value, list):
+        raise ProjectError(f"{path}: {key}: expected a list, got {value!r}")
+    items = tuple(str(v) if key.endswith("budgets") else v for v in value)
+    if len(set(map(str, items))) < len(items):
+        raise ProjectError(f"{path}: {key}: {list(value)} names one twice")
+    if not items and key in NOT_EMPTY:
+        raise ProjectError(f"{path}: {key}: give at least one")
+    return items
+
+
+def _check_number(value, kind, key: str, path: Path) -> None:
+    whole = kind in (int, "int")
+    if isinstance(value, bool) or not isinstance(value, int if whole else (int, float)):
+        raise ProjectError(f"{path}: {key}: expected {'a whole number' if whole else 'a number'}, got {value!r}")
+
+
+def _check_ranges(profile: Profile, path: Path) -> None:
+    checks = [("test_fraction", 0 < profile.test_fraction < 1, "between 0 and 1"),
+              ("match_radius_arcsec", profile.match_radius_arcsec > 0, "positive"),
+              ("sky.target_footprint_fraction", 0 < profile.sky.target_footprint_fraction <= 1, "in (0, 1]"),
+              ("sky.n_galaxies", profile.sky.n_galaxies >= 0, "0 or more")]
+    checks += [(key, getattr(profile, key) >= 1, "at least 1")
+               for key in ("batch_size", "pretrain_max_epochs", "finetune_max_epochs", "patience")]
+    checks += [("finetune_min_steps", profile.finetune_min_steps >= 0, "0 or more")]
+    for key, ok, expected in checks:
+        if not ok:
+            raise ProjectError(f"{path}: {key}: must be {expected}")
+
+
+def _check_strategies(profile: Profile, path: Path) -> None:
+    """Every budget's strategies can run: a strategy's teacher is trained beside it (as the protocol
+    requires), and the adaptation budgets are among the label budgets when adaptation is asked for."""
+    from galpipe.experiment.protocol import selections_for, strategies_for  # torch and MLflow: only here
+
+    if profile.adaptation_strategies or set(profile.selections) - {"random"}:
+        missing = [b for b in profile.adaptation_budgets if b not in profile.label_budgets]
+        if missing:
+            raise ProjectError(f"{path}: adaptation_budgets: {missing} not among label_budgets "
+                               f"{list(profile.label_budgets)}: nothing would adapt there")
+    for budget in profile.label_budgets:
+        try:
+            for selection in ((None,) if budget == "0" else selections_for(profile, budget)):
+                strategies_for(profile, budget, selection)
+        except ValueError as err:
+            raise ProjectError(f"{path}: strategies: {err}") from None
 
 
 def _survey(section, role: str, path: Path) -> SurveySource:
@@ -151,6 +222,13 @@ def _survey(section, role: str, path: Path) -> SurveySource:
         raise ProjectError(f"{path}: {role}.{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
     except FramingError as err:
         raise ProjectError(f"{path}: {role}.framing: {err}") from None
+    if not isinstance(survey, FolderSurvey):  # galpipe makes or fetches its cutouts with the instrument's numbers
+        try:
+            get_instrument(survey.instrument)
+        except KeyError as err:
+            raise ProjectError(f"{path}: {role}.instrument: {err.args[0]}") from None
+    if isinstance(survey, LegacySurvey) and not (survey.ra_column and survey.dec_column):
+        raise ProjectError(f"{path}: {role}.ra_column/dec_column: the Legacy Survey viewer needs positions")
     columns = _catalogue_columns(survey, path, role)
     wanted = {"size_column": framing.size_column} if framing.kind == "per_galaxy" else {}
     if not isinstance(survey, SimulatedSurvey):
@@ -202,6 +280,7 @@ def _has_positions(survey: SurveySource) -> bool:
 def _tasks(tasks, source: SurveySource, target: SurveySource, path: Path) -> tuple[str, ...]:
     if not isinstance(tasks, list) or not tasks:
         raise ProjectError(f"{path}: tasks: expected a list of task names (0/1 label columns)")
+    _list(tasks, "tasks", path)  # no repeats
     for task in map(str, tasks):
         if task not in _labels(source):
             raise ProjectError(f"{path}: tasks: unknown task {task!r}: the source survey ({source.kind}) labels "

@@ -18,7 +18,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from galpipe.links import DAGSTER_UI_VARIABLE, MLFLOW_UI_VARIABLE
-from galpipe.project import DEFAULT_PROJECT
+from galpipe.project import DEFAULT_PROJECT, PROJECT_VARIABLE, project_reference
 
 HOST = "127.0.0.1"
 BIN = Path(sys.executable).parent  # dagster and mlflow are installed next to this Python
@@ -139,7 +139,7 @@ def running_ui(project_dir, project: str = DEFAULT_PROJECT, dagster_port: int = 
     dagster_home.mkdir(parents=True, exist_ok=True)
     recover_project(dagster_home, mlflow_uri(project_dir))
     dagster_url, mlflow_url = f"http://{HOST}:{dagster_port}", f"http://{HOST}:{mlflow_port}"
-    env = {**os.environ, "DAGSTER_HOME": str(dagster_home), "GALPIPE_PROJECT": _absolute_if_file(project),
+    env = {**os.environ, "DAGSTER_HOME": str(dagster_home), PROJECT_VARIABLE: project_reference(project),
            # The runs launched from the UI link to these pages (galpipe.links).
            DAGSTER_UI_VARIABLE: dagster_url, MLFLOW_UI_VARIABLE: mlflow_url,
            # MLflow's background job runner (eight processes, for GenAI scoring) is of no use here.
@@ -153,11 +153,6 @@ def running_ui(project_dir, project: str = DEFAULT_PROJECT, dagster_port: int = 
         yield dagster_url, mlflow_url
     finally:
         stop_servers(servers)
-
-
-def _absolute_if_file(project: str) -> str:
-    """A project file's absolute path (the servers run in the project directory); a shipped name as it is."""
-    return str(Path(project).resolve()) if Path(project).suffix else project
 
 
 def add_arguments(parser) -> None:

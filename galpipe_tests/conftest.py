@@ -68,7 +68,7 @@ def write_project(folder: Path, base: str = "tiny", **changes) -> str:
         merge = key in ("source", "target") and isinstance(value, dict) and value.get("kind", raw[key]["kind"]) \
             == raw[key]["kind"]
         raw[key] = {**raw[key], **value} if merge else value
-    path = Path(folder) / f"{raw.get('name', base)}-{len(list(Path(folder).glob('*.yaml')))}.yaml"
+    path = Path(folder) / f"project-{len(list(Path(folder).glob('*.yaml')))}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return str(path)

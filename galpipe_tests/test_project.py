@@ -44,6 +44,19 @@ def test_the_shipped_projects_load_with_their_experiments_and_partitions():
     ({"source": {"framing": "whole_image"}}, "a simulated survey can be framed fixed or per_galaxy"),
     ({"source": {"framing": "per_galaxy", "size_column": "radius"}}, "source.size_column: no column 'radius'"),
     ({"target": {"field_arcsec": "wide"}}, "target.field_arcsec: Input should be a valid number"),
+    ({"target": {"instrument": "hsc"}}, "target.instrument: unknown instrument 'hsc'"),
+    ({"name": "../elsewhere"}, "name: '../elsewhere': letters, digits"),
+    ({"sky": {"n_galaxies": "160"}}, "sky.n_galaxies: expected a whole number, got '160'"),
+    ({"patience": 2.5}, "patience: expected a whole number, got 2.5"),
+    ({"seeds": [0, 0.5]}, "seeds: expected whole numbers"),
+    ({"tasks": ["bar", "bar"]}, "tasks: ['bar', 'bar'] names one twice"),
+    ({"label_budgets": [0, 25, 25]}, "label_budgets: [0, 25, 25] names one twice"),
+    ({"seeds": []}, "seeds: give at least one"),
+    ({"test_fraction": 1.5}, "test_fraction: must be between 0 and 1"),
+    ({"batch_size": 0}, "batch_size: must be at least 1"),
+    ({"adaptation_budgets": [0, 50]}, "adaptation_budgets: ['50'] not among label_budgets"),
+    ({"strategies": ["head_only"], "adaptation_strategies": ["self_training"], "selection_strategies": ["head_only"]},
+     "strategies: strategy 'self_training' learns from 'full'"),
 ])
 def test_every_mistake_in_a_project_file_is_named(tmp_path, changes, message):
     path = write_project(tmp_path, "tiny", **changes)
@@ -75,19 +88,22 @@ def _folder_target(folder, **changes):
             "label_columns": {"spiral": "is_spiral"}, "framing": "whole_image", **changes}
 
 
-def test_a_folder_project_names_missing_columns_and_unlabelled_tasks(tmp_path):
+def test_a_folder_project_names_missing_columns_and_unlabelled_tasks(tmp_path, capsys):
     folder = _jpeg_folder(tmp_path, n=2)
     cases = [(_folder_target(folder, id_column="galaxy_id"), "target.id_column: no column 'galaxy_id'"),
              (_folder_target(folder, label_columns={"spiral": "arms"}), "target.label_columns.spiral: no column 'arms'"),
              (_folder_target(folder, label_columns={}), "'spiral': the target survey has no label column for it"),
              (_folder_target(folder, catalog_file="nope.csv"), "no catalogue file"),
-             (_folder_target(folder, framing="per_galaxy"), "needs size_column")]
+             (_folder_target(folder, framing="per_galaxy"), "a folder survey can be framed fixed or whole_image")]
     for target, message in cases:
         path = write_project(tmp_path, "tiny", tasks=["spiral"], target=target)
         with pytest.raises(ProjectError, match=message):
             load_project(path)
         # The command line says it in one line, before any work.
+        capsys.readouterr()
         assert galpipe_in(tmp_path, ["run", "--config", path]) == 2
+        [line] = capsys.readouterr().err.strip().splitlines()
+        assert line.startswith(f"galpipe run: error: {path}: ") and message.split("'")[0] in line
 
 
 def test_a_jpeg_folder_without_positions_goes_end_to_end_by_configuration(tmp_path, capsys):

@@ -178,10 +178,10 @@ def test_a_port_in_use_is_reported_in_one_line(tmp_path, capsys):
     assert not (tmp_path / ".galpipe_ui").exists()  # nothing was started
 
 
-def _served(url: str, default: str, served: str) -> str:
-    """A link galpipe wrote for the default UI address, on the UI this test serves (another port)."""
-    assert url.startswith(default), url
-    return served + url[len(default):]
+def _served(url: str, written_for: str, served: str) -> str:
+    """A link `galpipe run` wrote for the UI address it was given, on the UI this test serves (another port)."""
+    assert url.startswith(written_for + "/"), url
+    return served + url[len(written_for):]
 
 
 def test_the_uis_tell_the_story_and_link_both_ways(served_project, tmp_path):
@@ -191,7 +191,7 @@ def test_the_uis_tell_the_story_and_link_both_ways(served_project, tmp_path):
     import pandas as pd
     from mlflow import MlflowClient
 
-    from galpipe.links import DEFAULT_DAGSTER_UI, DEFAULT_MLFLOW_UI, mlflow_results_view_url, mlflow_run_url
+    from galpipe.links import dagster_ui_url, mlflow_results_view_url, mlflow_run_url, mlflow_ui_url
     from galpipe.screenshots import SCREENSHOTS, take_screenshots
 
     root, dagster_url, mlflow_url = served_project
@@ -205,13 +205,17 @@ def test_the_uis_tell_the_story_and_link_both_ways(served_project, tmp_path):
         assert table.locator("tbody tr").count() == n_rows
         champion = page.get_by_role("link").filter(has_text="galpipe-tiny-bar-des/versions/").first.get_attribute("href")
         version = champion.rsplit("/", 1)[-1]
-        shown = page_text(page, _served(champion, DEFAULT_MLFLOW_UI, mlflow_url), [f"Version {version}"])
+        shown = page_text(page, _served(champion, mlflow_ui_url(), mlflow_url), [f"Version {version}"])
         assert "galpipe-tiny-bar-des" in shown and "champion" in shown
         page_text(page, mlflow_run_url(experiment_id, run.info.run_id, mlflow_url), ["Made by Dagster run"])
         dagster_run = page.get_by_role("link", name=run.data.tags["dagster.run_id"][:8]).get_attribute("href")
-        assert dagster_run == run.data.tags["dagster.run_url"]
-        page_text(page, _served(dagster_run, DEFAULT_DAGSTER_UI, dagster_url), [run.data.tags["dagster.run_id"][:8],
-                                                                               "finetuning_job"])
+        assert dagster_run.endswith("/runs/" + run.data.tags["dagster.run_id"])  # the link in the description
+        page_text(page, _served(dagster_run, dagster_ui_url(), dagster_url), [run.data.tags["dagster.run_id"][:8],
+                                                                             "finetuning_job"])
+        # The saved runs view: only the fine-tuning runs, with their task, strategy and test accuracy.
+        n_finetuning = len(client.search_runs([experiment_id], "tags.`galpipe.stage` = 'finetuning'", max_results=1000))
+        view = page_text(page, mlflow_results_view_url(experiment_id, mlflow_url), [f"{n_finetuning} matching runs"])
+        assert all(column in view for column in ("task", "strategy", "label_budget", "target_test_accuracy"))
         for job in ("data_job", "pretraining_job", "finetuning_job", "evaluation_job", "reevaluation_job",
                     "prediction_job"):
             page_text(page, f"{dagster_url}/runs?q%5B0%5D=job%3A{job}", [f"Job is {job}", "Success"])

@@ -16,7 +16,7 @@ import pandas as pd
 from dagster import ConfigurableResource
 
 from galpipe.catalogs import read_table, renamed, validate_catalog
-from galpipe.framing import GZ2_FIELD_PER_PETRO_R90, Framing, FramingError
+from galpipe.framing import FRAMINGS, GZ2_FIELD_PER_PETRO_R90, Framing, FramingError
 from galpipe.instruments import get_instrument
 from galpipe.label_catalogs import labels_from_catalog
 from galpipe.profiles import Profile
@@ -35,7 +35,7 @@ class SurveySource(ConfigurableResource):
     catalogue's `size_column`, in arcsec) or whole_image."""
 
     kind: ClassVar[str] = ""
-    framings: ClassVar[tuple[str, ...]] = ("fixed", "per_galaxy", "whole_image")  # those this kind can make
+    framings: ClassVar[tuple[str, ...]] = FRAMINGS  # those this kind can make
     instrument: str = "sdss"
     survey_name: str = ""
     framing: str = "fixed"
@@ -125,6 +125,8 @@ class FolderSurvey(_PublishedLabels):
     needs labels of its own, as there is nothing to cross-match."""
 
     kind: ClassVar[str] = "folder"
+    # No per_galaxy: a model trained on cuts of your images could not be given the same cuts of new ones.
+    framings: ClassVar[tuple[str, ...]] = ("fixed", "whole_image")
     instrument: str = ""  # galpipe makes no cutouts here; survey_name (or the folder's name) names it
     folder: str = ""
     catalog_file: str = "catalog.csv"

@@ -245,6 +245,10 @@ CHAMPION_RULE = ("the run trained on the most target labels; of the strategies (
                  "another run (even the model applied directly) on the test set.")
 
 
+CHAMPION_COLUMNS = ["task", "registered_model", "version", "strategy", "selection", "label_budget", "seed", "val_loss",
+                    "strategy_mean_val_loss", "runner_up_val_loss", "test_accuracy", "direct_test_accuracy", "run_id"]
+
+
 def choose_champion(runs: pd.DataFrame) -> pd.Series:
     """The run to serve, chosen without the test set (so the metrics reported on it stay
     unbiased): trained on the most target labels; of the strategies (x label selections), the
@@ -279,4 +283,4 @@ def crown_champions(tracker: Tracker, runs: pd.DataFrame, target_survey: str) ->
             "runner_up_val_loss": float(losses.nsmallest(2).iloc[-1]) if len(losses) > 1 else np.nan,
             "test_accuracy": float(chosen.accuracy), "direct_test_accuracy": float(direct.iloc[0]) if len(direct) else np.nan,
             "run_id": chosen.run_id})
-    return pd.DataFrame(champions)
+    return pd.DataFrame(champions, columns=CHAMPION_COLUMNS)
