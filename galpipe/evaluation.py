@@ -15,6 +15,7 @@ from sklearn.metrics import confusion_matrix, roc_auc_score, roc_curve  # noqa: 
 
 from galpipe.experiment.strategies import DIRECT, adaptation_strategies  # noqa: E402
 from galpipe.files import atomic_write  # noqa: E402
+from galpipe.statistics import N_BOOTSTRAP, accuracy, bootstrap_interval, mcnemar, paired_bootstrap, pr_auc  # noqa: E402
 
 PAPER_DIRECT_ACCURACY = 0.90  # Dominguez Sanchez et al. 2019, SDSS model applied to DES
 PAPER_FINETUNED_ACCURACY = 0.95  # after training on 300-500 DES labels
@@ -203,3 +204,83 @@ def plot_roc_curves(curves: dict[str, tuple], out_path: Path, title: str) -> Pat
     ax.set(xlabel="false positive rate", ylabel="true positive rate (completeness)", title=title)
     ax.legend(fontsize=7, loc="lower right")
     return save_figure(fig, out_path)
+
+
+# Per-galaxy test predictions each fine-tuning row carries (galpipe.experiment.protocol.per_galaxy_predictions).
+PREDICTION_COLUMNS = ("test_object_ids", "test_labels", "test_probabilities")
+GROUP = ["task", "label_budget", "strategy", "selection"]
+
+
+def _aligned(rows: pd.DataFrame, ids=None) -> tuple[list, np.ndarray, np.ndarray]:
+    """(object ids, labels, probabilities by row) on the test galaxies every row (and `ids`, if
+    given) was evaluated on, in one order: rows of partitions materialized at other times may
+    have been tested on more or fewer galaxies."""
+    common = set.intersection(*(set(r) for r in rows.test_object_ids), *([set(ids)] if ids is not None else []))
+    order = sorted(common)
+    probabilities, labels = [], None
+    for row in rows.itertuples():
+        by_id = dict(zip(row.test_object_ids, zip(row.test_labels, row.test_probabilities)))
+        labels = np.array([by_id[i][0] for i in order]) if labels is None else labels
+        probabilities.append([by_id[i][1] for i in order])
+    return order, labels, np.array(probabilities, dtype=float)
+
+
+def has_predictions(results: pd.DataFrame) -> bool:
+    return all(c in results for c in PREDICTION_COLUMNS) and results.test_object_ids.notna().all()
+
+
+def with_intervals(summary: pd.DataFrame, results: pd.DataFrame, truth: dict | None = None,
+                   n_bootstrap: int = N_BOOTSTRAP) -> pd.DataFrame:
+    """`summary` with, per row, 95% bootstrap intervals over the test galaxies of the seed-mean
+    accuracy and ROC AUC (`*_low`, `*_high`), the mean PR AUC, and where `truth` (task ->
+    object_id -> 0/1, the simulation's) is given the mean accuracy against the truth."""
+    if not has_predictions(results):
+        return summary
+    extra = []
+    for key, rows in with_selection(results).groupby(GROUP, sort=True):
+        ids, y, p = _aligned(rows)
+        row = dict(zip(GROUP, key))
+        for metric in ("accuracy", "roc_auc"):
+            row[f"{metric}_low"], row[f"{metric}_high"] = bootstrap_interval(y, p, metric, n_bootstrap)
+        row["pr_auc_mean"] = float(np.mean([pr_auc(y, q) for q in p]))
+        if truth and key[0] in truth:
+            known = truth[key[0]].reindex(ids)
+            mask = known.notna().to_numpy()
+            row["accuracy_truth_mean"] = float(np.mean([((q[mask] >= 0.5) == known[mask].to_numpy()).mean()
+                                                        for q in p])) if mask.any() else np.nan
+        extra.append(row)
+    return summary.merge(pd.DataFrame(extra), on=GROUP, how="left")
+
+
+def paired_comparisons(results: pd.DataFrame, n_bootstrap: int = N_BOOTSTRAP) -> pd.DataFrame:
+    """Each trained strategy against the model applied directly, and `full` against each other
+    strategy at the same budget and selection, on the same test galaxies and seeds: McNemar's exact
+    test of accuracy, and the ROC AUC difference with its paired-bootstrap interval and p value."""
+    if not has_predictions(results):
+        return pd.DataFrame()
+    runs = with_selection(results)
+    comparisons = []
+    for task, task_runs in runs.groupby("task"):
+        direct = task_runs[task_runs.strategy == "direct"]
+        groups = {key: rows for key, rows in task_runs.groupby(["label_budget", "strategy", "selection"])}
+        for (budget, strategy, selection), rows in groups.items():
+            if strategy == "direct":
+                continue
+            opponents = [("direct", 0, direct)] if len(direct) else []
+            if strategy == "full":
+                opponents += [(other, budget, r) for (b, other, sel), r in groups.items()
+                              if b == budget and sel == selection and other not in ("full", "direct")]
+            for name, other_budget, other in opponents:
+                ids, y, p_a = _aligned(rows, set.intersection(*(set(r) for r in other.test_object_ids)))
+                _, _, p_b = _aligned(other, ids)
+                p_b = np.repeat(p_b, len(p_a), axis=0) if len(p_b) == 1 else p_b  # one direct model for every seed
+                test = mcnemar(y, p_a, p_b)
+                auc = paired_bootstrap(y, p_a, p_b, "roc_auc", n_bootstrap)
+                comparisons.append({"task": task, "label_budget": budget, "selection": selection, "strategy": strategy,
+                                    "against": f"{name} N={other_budget}", "n_galaxies": len(y),
+                                    "accuracy": float(np.mean([accuracy(y, q) for q in p_a])),
+                                    "accuracy_against": float(np.mean([accuracy(y, q) for q in p_b])),
+                                    "mcnemar_p": test["p_value"], "roc_auc_difference": auc["difference"],
+                                    "roc_auc_difference_low": auc["low"], "roc_auc_difference_high": auc["high"],
+                                    "roc_auc_p": auc["p_value"]})
+    return pd.DataFrame(comparisons)

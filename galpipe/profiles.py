@@ -21,6 +21,9 @@ class Profile:
     input_mode: str = "bands"
     match_radius_arcsec: float = 1.0
     test_fraction: float = 0.4  # of the labelled target sample, never used for training
+    # Pretraining leaves out the source counterparts of the target test galaxies (the same objects,
+    # their labels carried across by cross-matching); True puts them back, to measure what they add.
+    pretrain_on_test_counterparts: bool = False
     # Transfer learning (DESIGN.md section 6): the architecture (galpipe.models.ARCHITECTURES) and
     # the paper's fine-tuning strategies (galpipe.experiment.strategies.STRATEGIES).
     architecture: str = "compact"

@@ -130,7 +130,10 @@ def _profile(raw: dict, name: str, path: Path) -> Profile:
         _check_number(value, SkyConfig.__dataclass_fields__[key].type, f"sky.{key}", path)
     defaults = {f.name: f.default for f in dataclasses.fields(Profile) if f.default is not dataclasses.MISSING}
     for key, value in values.items():
-        if isinstance(defaults.get(key), tuple):
+        if isinstance(defaults.get(key), bool):
+            if not isinstance(value, bool):
+                raise ProjectError(f"{path}: {key}: expected true or false, got {value!r}")
+        elif isinstance(defaults.get(key), tuple):
             values[key] = _list(value, key, path)
         elif isinstance(defaults.get(key), (int, float)):
             _check_number(value, "int" if isinstance(defaults[key], int) else "float", key, path)

@@ -58,8 +58,9 @@ def require_two_classes(sample: LabelledSample, what: str) -> None:
 def choose_budget(pool: LabelledSample, budget: int, seed: int) -> LabelledSample:
     """`budget` galaxies drawn at random from the pool, at least one of each class (a labeller
     asked for N examples would make sure both answers occur). The same seed gives the same
-    galaxies, whatever strategy is trained on them."""
-    return take_budget(pool, np.random.default_rng([seed, budget]).permutation(len(pool)), budget)
+    galaxies, whatever strategy is trained on them, and budgets are nested: one random order per
+    seed, of which each budget takes the first N (the 25 are among the 50)."""
+    return take_budget(pool, np.random.default_rng([seed, 5]).permutation(len(pool)), budget)
 
 
 def take_budget(pool: LabelledSample, ranking, budget: int) -> LabelledSample:

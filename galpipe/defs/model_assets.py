@@ -20,7 +20,7 @@ from dagster import (
 
 from galpipe.defs.metadata import as_table, image_md, run_tags
 from galpipe.defs.resources import GalpipeSettings
-from galpipe.evaluation import adaptation_goals, plot_learning_curves, summarise
+from galpipe.evaluation import adaptation_goals, paired_comparisons, plot_learning_curves, summarise, with_intervals
 from galpipe.experiment.protocol import CHAMPION_RULE, Recorder, TransferData, crown_champions, finetune, pretrain
 from galpipe.files import atomic_write
 from galpipe.links import mlflow_model_version_url, mlflow_results_view_url, mlflow_run_url
@@ -71,9 +71,10 @@ PRETRAINED = dict(group_name=MODELS_GROUP, ins=TRANSFER_INS, required_resource_k
 
 def pretrained_model(context: AssetExecutionContext, source_catalog: pd.DataFrame, source_inputs: ModelInputs,
                      matched_catalog: pd.DataFrame, target_inputs: ModelInputs) -> dict:
-    data = TransferData(source_catalog, source_inputs, matched_catalog, target_inputs)
+    profile = context.resources.settings.get_profile()
+    data = TransferData(source_catalog, source_inputs, matched_catalog, target_inputs, profile.pretrain_on_test_counterparts)
     recorder = _recorder(context)
-    result = pretrain(context.resources.settings.get_profile(), context.partition_key, data,
+    result = pretrain(profile, context.partition_key, data,
                       context.resources.source_survey.name, recorder)
     name, version = result["model_uri"].removeprefix("models:/").rsplit("/", 1)
     context.add_output_metadata({
@@ -99,9 +100,10 @@ def finetuned_models(context: AssetExecutionContext, pretrained_model: dict, sou
                      source_inputs: ModelInputs, matched_catalog: pd.DataFrame,
                      target_inputs: ModelInputs) -> pd.DataFrame:
     key = context.partition_key.keys_by_dimension
-    data = TransferData(source_catalog, source_inputs, matched_catalog, target_inputs)
+    profile = context.resources.settings.get_profile()
+    data = TransferData(source_catalog, source_inputs, matched_catalog, target_inputs, profile.pretrain_on_test_counterparts)
     recorder = _recorder(context)
-    results = finetune(context.resources.settings.get_profile(), key["task"], key["budget"], data, pretrained_model,
+    results = finetune(profile, key["task"], key["budget"], data, pretrained_model,
                        context.resources.target_survey.name, recorder)
     shown = results[["strategy", "selection", "seed", "accuracy", "roc_auc", "completeness_1", "purity_1"]].assign(
         mlflow_run=[mlflow_run_url(recorder.tracker.experiment_id, run_id) for run_id in results.run_id])
@@ -110,37 +112,51 @@ def finetuned_models(context: AssetExecutionContext, pretrained_model: dict, sou
     return results
 
 
-@asset(group_name=MODELS_GROUP, ins={"finetuned_models": AssetIn()},
+@asset(group_name=MODELS_GROUP, ins={"finetuned_models": AssetIn(), "matched_catalog": AssetIn()},
        required_resource_keys={"settings", "mlflow", "target_survey"},
        description="Accuracy, completeness and purity of each class, ROC AUC: mean and spread over seeds "
-                   "per task x budget x strategy, with learning curves; sets each task's champion alias. "
+                   "per task x budget x strategy, 95% bootstrap intervals over the test galaxies, PR AUC, "
+                   "accuracy against the simulation's truth where there is one, and paired tests between "
+                   "strategies (`comparisons`), with learning curves; sets each task's champion alias. "
                    f"The champion: {CHAMPION_RULE}")
-def evaluation_table(context: AssetExecutionContext, finetuned_models: pd.DataFrame) -> pd.DataFrame:
+def evaluation_table(context: AssetExecutionContext, finetuned_models: pd.DataFrame,
+                     matched_catalog: pd.DataFrame) -> pd.DataFrame:
     run_dir = context.resources.settings.run_dir
     if finetuned_models is None or len(finetuned_models) == 0:
         raise ValueError("no finetuned_models partition is materialized yet: nothing to evaluate")
-    summary = summarise(finetuned_models)
+    summary = with_intervals(summarise(finetuned_models), finetuned_models, _truth(matched_catalog))
+    comparisons = paired_comparisons(finetuned_models)
     png = plot_learning_curves(summary, run_dir / "learning_curves.png")
-    atomic_write(run_dir / "evaluation_table.csv", lambda tmp: summary.to_csv(tmp, index=False))
+    for name, table in (("evaluation_table.csv", summary), ("comparisons.csv", comparisons)):
+        atomic_write(run_dir / name, lambda tmp, table=table: table.to_csv(tmp, index=False))
     tracker = context.resources.mlflow.tracker(context.resources.settings)
     with tracker.run("evaluation-table", {**run_tags(context), "galpipe.kind": "evaluation"}, {}) as run_id:
-        tracker.log_artifact(run_id, png, "plots")  # the learning curves, beside the runs they summarise
-        tracker.log_artifact(run_id, run_dir / "evaluation_table.csv")
+        for path in (png, run_dir / "evaluation_table.csv", run_dir / "comparisons.csv"):
+            tracker.log_artifact(run_id, path)  # the table and its learning curves, beside the runs they summarise
     champions = crown_champions(tracker, finetuned_models, context.resources.target_survey.name)
     goals = adaptation_goals(summary)
     if len(goals):  # the adaptation strategies' goals, where they ran
         atomic_write(run_dir / "adaptation_goals.csv", lambda tmp: goals.to_csv(tmp, index=False))
     else:
         (run_dir / "adaptation_goals.csv").unlink(missing_ok=True)
-    context.add_output_metadata(_evaluation_metadata(summary, champions, goals, png, tracker.experiment_id))
+    context.add_output_metadata({**_evaluation_metadata(summary, champions, goals, png, tracker.experiment_id),
+                                 **({"comparisons": as_table(comparisons)} if len(comparisons) else {})})
     return summary
+
+
+def _truth(matched_catalog: pd.DataFrame) -> dict:
+    """task -> object_id -> the simulation's truth (0/1), where the target survey is simulated."""
+    return {c.removeprefix("truth_"): matched_catalog.set_index("object_id")[c].astype(float)
+            for c in matched_catalog.columns if c.startswith("truth_")}
 
 
 def _evaluation_metadata(summary: pd.DataFrame, champions: pd.DataFrame, goals: pd.DataFrame, png, experiment_id: str):
     """The evaluation table and champions as tables, each champion's MLflow model version as a
     link, the rule that chose them, the learning curves, and the MLflow runs view of the experiment."""
-    shown = summary[["task", "label_budget", "strategy", "selection", "n_seeds", "accuracy_mean", "accuracy_std",
-                     "completeness_1_mean", "purity_1_mean", "roc_auc_mean"]]
+    shown = summary[[c for c in ("task", "label_budget", "strategy", "selection", "n_seeds", "accuracy_mean",
+                                 "accuracy_std", "accuracy_low", "accuracy_high", "completeness_1_mean",
+                                 "purity_1_mean", "roc_auc_mean", "roc_auc_low", "roc_auc_high", "pr_auc_mean",
+                                 "accuracy_truth_mean") if c in summary]]
     links = {f"champion_{row.task}": MetadataValue.url(mlflow_model_version_url(row.registered_model, row.version))
              for row in champions.itertuples()}
     return {"table": as_table(shown), "n_rows": len(shown), "champions": as_table(champions.drop(columns="run_id")),

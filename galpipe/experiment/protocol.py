@@ -50,10 +50,23 @@ class TransferData:
     source_inputs: ModelInputs
     matched_catalog: pd.DataFrame
     target_inputs: ModelInputs
+    # The source counterparts of the target test galaxies (the same objects, their labels carried
+    # across) are left out of training on the source, so no test label is learnt there.
+    include_test_counterparts: bool = False
+
+    def test_counterparts(self) -> np.ndarray:
+        """Source object ids of the target test galaxies' cross-matched counterparts."""
+        if "source_object_id" not in self.matched_catalog:
+            return np.array([], dtype=object)
+        test = self.matched_catalog[self.matched_catalog.split == "test"]
+        return test.source_object_id.dropna().to_numpy()
 
     def source_sample(self, task: str) -> tuple[LabelledSample, LabelledSample]:
-        """(train, validation) of the source galaxies labelled for `task`."""
+        """(train, validation) of the source galaxies labelled for `task`, without the target test
+        galaxies' counterparts unless `include_test_counterparts`."""
         sample = labelled_sample(self.source_catalog, self.source_inputs.index, task)
+        if not self.include_test_counterparts:
+            sample = sample.subset(~np.isin(sample.object_id, self.test_counterparts()))
         require_two_classes(sample, f"source catalogue, task {task}")
         return split_by_hash(sample, SOURCE_VALIDATION_FRACTION, salt="source-validation")
 
@@ -85,14 +98,15 @@ class Recorder:
     log: Callable[[str], None] = print
 
     def evaluate(self, run_id: str, model, x, sample: LabelledSample, prefix: str, title: str) -> dict:
-        """Test metrics and a confusion-matrix plot, logged to the run."""
+        """Test metrics and a confusion-matrix plot, logged to the run; the probabilities, per
+        galaxy of `sample`, in the returned dict's `probability`."""
         probability = predict_proba(model, x[sample.row])
         metrics = binary_metrics(sample.label, probability)
         self.tracker.log_metrics(run_id, {f"{prefix}_{k}": v for k, v in metrics.items()})
         png = plot_confusion(sample.label, probability, self.run_dir / "plots" / f"{run_id}_{prefix}_confusion.png",
                              title)
         self.tracker.log_artifact(run_id, png, "plots")
-        return metrics
+        return {**metrics, "probability": probability}
 
 
 def train_config(profile: Profile, task: str, **changes) -> TrainConfig:
@@ -123,7 +137,7 @@ def pretrain(profile: Profile, task: str, data: TransferData, source_survey: str
     model = build_model(profile.architecture, seed=config.seed)
     params = {"task": task, "survey": source_survey, "architecture": profile.architecture, "role": "pretrained",
               "n_train": len(train), "n_validation": len(validation), "flops_per_image": count_flops(model),
-              **config.as_params()}
+              "test_counterparts_included": data.include_test_counterparts, **config.as_params()}
     tracker = recorder.tracker
     with tracker.run(f"pretrain-{task}-{source_survey}", {**recorder.tags, STAGE_TAG: "pretraining"}, params) as run_id:
         history = train_classifier(model, x_source, train.row, train.label, validation.row, validation.label,
@@ -138,7 +152,17 @@ def pretrain(profile: Profile, task: str, data: TransferData, source_survey: str
             run_id, model, np.array(x_source[:1]), registered_model_name(tracker.experiment_name, task, source_survey),
             model_tags(profile, task, "pretrained", data.source_inputs))
     return {"task": task, "model_uri": model_uri, "version": version, "run_id": run_id, "epochs": len(history),
-            "source_val": source_metrics, "target_test_direct": direct_metrics}
+            "source_val": _without_probability(source_metrics), "target_test_direct": _without_probability(direct_metrics)}
+
+
+def _without_probability(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if k != "probability"}
+
+
+def per_galaxy_predictions(test: LabelledSample, probability: np.ndarray) -> dict:
+    """A run's test predictions, per galaxy, for the evaluation table's intervals and paired tests."""
+    return {"test_object_ids": [str(i) for i in test.object_id], "test_labels": test.label.astype(int).tolist(),
+            "test_probabilities": np.asarray(probability, dtype=float).round(6).tolist()}
 
 
 def strategies_for(profile: Profile, budget_key: str, selection: str | None) -> list[str]:
@@ -178,7 +202,8 @@ def finetune(profile: Profile, task: str, budget_key: str, data: TransferData, p
             "pretrained_model_uri": pretrained["model_uri"]}
     rows = []
     if budget == 0:  # evaluated here, not copied: the test set may have grown since pretraining
-        metrics = binary_metrics(test.label, predict_proba(source_model, x[test.row]))
+        probability = predict_proba(source_model, x[test.row])
+        metrics = {**binary_metrics(test.label, probability), **per_galaxy_predictions(test, probability)}
         rows.append({**base, "strategy": DIRECT, "selection": "none", "seed": 0, **metrics,
                      "model_uri": pretrained["model_uri"], "run_id": pretrained["run_id"], "val_loss": np.nan})
     selections = selections_for(profile, budget_key)
@@ -211,8 +236,8 @@ def finetune(profile: Profile, task: str, budget_key: str, data: TransferData, p
                 adaptation if strategy.uses_unlabelled_target else None, teacher))
             recorder.tracker.log_params(run_id, extra)
             recorder.tracker.log_history(run_id, history)
-            metrics = recorder.evaluate(run_id, model, x, test, "target_test",
-                                        f"{task} {name} N={budget} ({selection})")
+            evaluated = recorder.evaluate(run_id, model, x, test, "target_test", f"{task} {name} N={budget} ({selection})")
+            metrics = {**_without_probability(evaluated), **per_galaxy_predictions(test, evaluated["probability"])}
             model_uri, _ = recorder.tracker.log_and_register_model(
                 run_id, model, np.array(x[test.row[:1]]), registered_model_name(experiment, task, target_survey),
                 model_tags(profile, task, name, data.target_inputs, label_budget=budget, seed=seed, selection=selection))

@@ -5,8 +5,11 @@ sure of, as a labeller asked for N examples would (`take_budget`).
 
 - `random`: drawn at random, the same galaxies for every strategy of a seed.
 - `uncertainty`: the source model's probability closest to 0.5.
-- `diversity`: greedy k-centre on the source model's embeddings among the 4N most uncertain, so
-  that the N are not N near-copies of one ambiguous kind of galaxy.
+- `diversity`: greedy k-centre on the source model's embeddings, the k-th galaxy chosen among the
+  4k most uncertain, so that the N are not N near-copies of one ambiguous kind of galaxy.
+
+Every selection ranks the pool the same way whatever the budget, so budgets are nested: the
+galaxies chosen for 25 labels are among those chosen for 50.
 
 A new selection is a subclass of `Selection`, registered as `SELECTIONS.register("name", MySelection())`.
 """
@@ -52,11 +55,9 @@ class DiversitySelection(Selection):
     needs_probability = needs_embeddings = True
 
     def select(self, pool, budget, seed, probability=None, embeddings=None):
-        uncertainty_order = _uncertainty_order(probability)
-        candidates = uncertainty_order[:min(len(pool), 4 * budget)]
-        picked = set(candidates[_k_centre(embeddings[candidates], budget,
-                                          np.random.default_rng([seed, budget, 11]))].tolist())
-        ranked = [i for i in candidates if i in picked] + [i for i in uncertainty_order if i not in picked]
+        # The whole pool in k-centre order, so that the galaxy take_budget swaps in for a missing
+        # class is the same for every budget (and budgets stay nested).
+        ranked = _k_centre(embeddings, _uncertainty_order(probability), len(pool), np.random.default_rng([seed, 11]))
         return take_budget(pool, ranked, budget)
 
 
@@ -65,15 +66,19 @@ SELECTIONS.register("uncertainty", UncertaintySelection())
 SELECTIONS.register("diversity", DiversitySelection())
 
 
-def _k_centre(points: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
-    """Greedy k-centre: each next point the one farthest from those already picked."""
-    picked = [int(rng.integers(len(points)))]
+def _k_centre(points: np.ndarray, order: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """Greedy k-centre along `order` (most uncertain first): the first point drawn among the 4 at the
+    head of the order, each next one the farthest from those picked among the 4 x (its rank) at
+    the head. The sequence does not depend on k: a smaller k gives its first points."""
+    picked = [int(order[rng.integers(min(4, len(order)))])]
     distance = np.linalg.norm(points - points[picked[0]], axis=1)
     while len(picked) < min(k, len(points)):
-        nxt = int(np.argmax(distance))
+        head = order[:min(len(order), 4 * (len(picked) + 1))]
+        head = head[~np.isin(head, picked)]
+        nxt = int(head[np.argmax(distance[head])])
         picked.append(nxt)
         distance = np.minimum(distance, np.linalg.norm(points - points[nxt], axis=1))
-    return np.array(picked)
+    return np.array(picked, dtype=int)
 
 
 def select_for_labelling(pool: LabelledSample, budget: int, seed: int, selection: str,

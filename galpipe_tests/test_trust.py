@@ -1,0 +1,94 @@
+"""Results you can trust: no target test galaxy's counterpart is pretrained on, label budgets are
+nested, and the intervals and paired tests recover known answers on synthetic predictions."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from galpipe.evaluation import paired_comparisons, summarise, with_intervals
+from galpipe.experiment.protocol import TransferData
+from galpipe.experiment.selections import SELECTIONS
+from galpipe.preprocessing import ModelInputs
+from galpipe.statistics import bootstrap_interval, mcnemar, paired_bootstrap
+from galpipe.transfer import LabelledSample
+
+
+def _transfer_data(include: bool) -> TransferData:
+    source = pd.DataFrame({"object_id": [f"s{i}" for i in range(40)], "bar": [i % 2 for i in range(40)]})
+    index = pd.DataFrame({"object_id": source.object_id, "row": range(40), "status": "ok", "reason": ""})
+    matched = pd.DataFrame({"object_id": [f"t{i}" for i in range(12)],
+                            "source_object_id": [f"s{i}" for i in range(10)] + [None, None],
+                            "split": ["test"] * 6 + ["pool"] * 6})
+    return TransferData(source, ModelInputs("unused.npy", index), matched, ModelInputs("unused.npy", index), include)
+
+
+def test_pretraining_leaves_out_the_counterparts_of_the_target_test_galaxies():
+    counterparts = {f"s{i}" for i in range(6)}  # of the six test galaxies; s6..s9 are pool counterparts
+    train, validation = _transfer_data(include=False).source_sample("bar")
+    used = set(train.object_id) | set(validation.object_id)
+    assert not used & counterparts and len(used) == 40 - 6 and {"s6", "s9"} <= used
+    train, validation = _transfer_data(include=True).source_sample("bar")  # the option puts them back
+    assert counterparts <= set(train.object_id) | set(validation.object_id)
+
+
+@pytest.mark.parametrize("selection", SELECTIONS.names())
+def test_label_budgets_are_nested_for_every_selection(selection):
+    rng = np.random.default_rng(3)
+    pool = LabelledSample(np.array([f"g{i}" for i in range(300)]), np.arange(300), (rng.random(300) < 0.2).astype(int))
+    probability, embeddings = rng.random(300), rng.normal(size=(300, 8))
+    for seed in (0, 1):
+        chosen = [set(SELECTIONS.get(selection).select(pool, n, seed, probability, embeddings).object_id)
+                  for n in (10, 25, 50, 100, 300)]
+        assert [len(c) for c in chosen] == [10, 25, 50, 100, 300]
+        assert all(small <= large for small, large in zip(chosen, chosen[1:])), selection
+
+
+def _predictions(n: int, right_fraction: float, seed: int):
+    """Labels and probabilities that are right for a known share of the galaxies."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    right = rng.random(n) < right_fraction
+    return y, np.where(right, y, 1 - y) * 0.6 + 0.2 + rng.normal(0, 0.05, n)
+
+
+def test_intervals_and_paired_tests_recover_known_answers():
+    y, p_good = _predictions(3000, 0.9, seed=0)
+    _, p_worse = _predictions(3000, 0.8, seed=1)
+    p_worse = np.where(np.random.default_rng(1).random(3000) < 0.8, y, 1 - y) * 0.6 + 0.2
+    low, high = bootstrap_interval(y, p_good, "accuracy", n_bootstrap=400)
+    observed = ((p_good >= 0.5) == y).mean()
+    assert low < observed < high
+    assert high - low == pytest.approx(2 * 1.96 * np.sqrt(observed * (1 - observed) / 3000), rel=0.25)
+    assert mcnemar(y, p_good, p_worse)["p_value"] < 1e-10  # 90% against 80% right on 3,000 galaxies
+    assert mcnemar(y, p_good, p_good)["p_value"] == 1.0
+    same = paired_bootstrap(y, p_good, p_good, "roc_auc", n_bootstrap=200)
+    assert same["difference"] == 0 and same["low"] <= 0 <= same["high"]
+    noise = np.random.default_rng(2).random(3000)  # no skill: ROC AUC 0.5
+    better = paired_bootstrap(y, p_good, noise, "roc_auc", n_bootstrap=200)
+    assert better["low"] > 0.3 and better["p_value"] < 0.01
+
+
+def _runs(strategy, budget, seed, y, p):
+    ids = [f"g{i}" for i in range(len(y))]
+    return {"task": "bar", "label_budget": budget, "strategy": strategy, "selection": "random" if budget else "none",
+            "seed": seed, "accuracy": ((p >= 0.5) == y).mean(), "roc_auc": 0.5, "completeness_1": 0.5,
+            "purity_1": 0.5, "completeness_0": 0.5, "purity_0": 0.5, "test_object_ids": ids,
+            "test_labels": y.tolist(), "test_probabilities": p.tolist()}
+
+
+def test_the_evaluation_table_carries_intervals_truth_and_paired_comparisons():
+    y, p_direct = _predictions(800, 0.7, seed=0)
+    rows = [_runs("direct", 0, 0, y, p_direct)]
+    for seed in (0, 1):
+        rows += [_runs("full", 100, seed, y, _predictions(800, 0.95, seed=0)[1]),
+                 _runs("scratch", 100, seed, y, np.full(800, 0.6))]
+    results = pd.DataFrame(rows)
+    truth = {"bar": pd.Series(y, index=[f"g{i}" for i in range(800)]).astype(float)}
+    table = with_intervals(summarise(results), results, truth, n_bootstrap=100)
+    full = table[table.strategy == "full"].iloc[0]
+    assert full.accuracy_low < full.accuracy_mean < full.accuracy_high and full.accuracy_truth_mean == full.accuracy_mean
+    comparisons = paired_comparisons(results, n_bootstrap=100)
+    against = {(r.strategy, r.against): r for r in comparisons.itertuples()}
+    assert against[("full", "direct N=0")].mcnemar_p < 1e-10
+    assert against[("full", "scratch N=100")].roc_auc_difference > 0.3
+    assert set(against) == {("full", "direct N=0"), ("scratch", "direct N=0"), ("full", "scratch N=100")}
