@@ -83,12 +83,14 @@ def _line(row) -> str:
 
 
 def adaptation_goals(summary: pd.DataFrame, reference_budget: int = 500, few_labels: int = 50,
-                     min_completeness: float = 0.5) -> pd.DataFrame:
+                     min_completeness: float = 0.5, comparisons: pd.DataFrame | None = None,
+                     significance: float = 0.05) -> pd.DataFrame:
     """Per task, the goals of the adaptation strategies (issue 6) read off the evaluation table:
 
-    - unsupervised: the best strategy at budget 0 against the source model applied directly, by
-      more than the seed spread (the largest standard deviation over seeds of any budget-0 row:
-      deterministic AdaBN has none of its own);
+    - unsupervised: the best strategy at budget 0 against the source model applied directly: with
+      `comparisons` (paired_comparisons), better and by McNemar's test on the same galaxies at p <
+      `significance`; without, by more than the seed spread (the largest standard deviation over
+      seeds of any budget-0 row: deterministic AdaBN has none of its own);
     - few labels: the best strategy x selection at 1..`few_labels` labels against `full` (random)
       at `reference_budget` (or the largest budget below it that ran), in mean accuracy;
     - the minority class (class 1): completeness and purity of each of those.
@@ -116,10 +118,16 @@ def adaptation_goals(summary: pd.DataFrame, reference_budget: int = 500, few_lab
         reference = full.loc[full.label_budget.idxmax()]
         spread = float(np.nan_to_num(runs[runs.label_budget == 0].accuracy_std.max()))
         margin = best_unsupervised.accuracy_mean - direct.accuracy_mean
+        paired = comparisons[(comparisons.task == task) & (comparisons.label_budget == 0)
+                             & (comparisons.strategy == best_unsupervised.strategy)] \
+            if comparisons is not None and len(comparisons) else pd.DataFrame()
+        p_value = float(paired.mcnemar_p.iloc[0]) if len(paired) else np.nan
+        met = margin > 0 and p_value < significance if len(paired) else margin > spread
         rows.append({
             "task": task, "direct_accuracy": direct.accuracy_mean,
             "best_unsupervised": _line(best_unsupervised), "best_unsupervised_accuracy": best_unsupervised.accuracy_mean,
-            "unsupervised_margin": margin, "budget0_seed_spread": spread, "unsupervised_goal_met": margin > spread,
+            "unsupervised_margin": margin, "budget0_seed_spread": spread, "unsupervised_mcnemar_p": p_value,
+            "unsupervised_goal_met": met,
             "reference": _line(reference), "reference_accuracy": reference.accuracy_mean,
             "best_few_labels": _line(best_few), "best_few_labels_accuracy": best_few.accuracy_mean,
             "few_labels_shortfall": reference.accuracy_mean - best_few.accuracy_mean,
