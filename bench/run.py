@@ -278,7 +278,8 @@ def pipeline_section(profiles: list[str]) -> dict:
                 overheads.append({"partition": step["step"], "seconds": step["seconds"],
                                   "train_seconds": round(train, 1),
                                   "overhead_fraction": round(1 - train / step["seconds"], 3)})
-        morphology = [s for s in record["steps"] if s["step"].startswith("target_morphology")]
+        # target/morphology: its name before the asset names became unique
+        morphology = [s for s in record["steps"] if s["step"].startswith(("target_morphology", "target/morphology"))]
         n_target = _count_rows(project / "data" / profile / "target" / "morphology")
         results[profile] = {
             "seconds": record["seconds"], "finished_utc": record["finished_utc"], "cpu": record["machine"]["cpu"],
@@ -356,7 +357,7 @@ def markdown(results: dict) -> str:
                 f"{len(p['finetune_partitions'])} partitions); {p['overhead_fraction_all_finetuning']:.0%} "
                 "of all fine-tuning time", "<= 10%")
         if p["morphology_galaxies_per_second"]:
-            row(f"{profile}: batch prediction asset target/morphology", f"{p['morphology_galaxies_per_second']} "
+            row(f"{profile}: batch prediction asset target_morphology", f"{p['morphology_galaxies_per_second']} "
                 "galaxies/s (Dagster runs included)")
     a = results["architectures"]
     row("compact vs ds18: GFLOP per image", f"{a['gflop']['compact']} vs {a['gflop']['ds18']}")

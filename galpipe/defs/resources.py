@@ -14,7 +14,9 @@ from galpipe.project import DEFAULT_PROJECT, Project, load_project
 class GalpipeSettings(ConfigurableResource):
     """The project to build (a shipped project's name, e.g. `small`, or a project file) and where its
     files go (`data_dir/<project name>/...`). galpipe.definitions fills `tasks` and `experiment` from
-    the project; the launchpad shows them."""
+    the project; the launchpad shows them. The surveys and partitions come from the same project
+    when the definitions load: to work on another project, start `galpipe ui --config FILE` (or set
+    GALPIPE_PROJECT), rather than changing `project` in the launchpad."""
 
     project: str = DEFAULT_PROJECT
     data_dir: str = "data"
