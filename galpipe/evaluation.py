@@ -223,6 +223,7 @@ def _aligned(rows: pd.DataFrame, ids=None) -> tuple[list, np.ndarray, np.ndarray
     """(object ids, labels, probabilities by row) on the test galaxies every row (and `ids`, if
     given) was evaluated on, in one order: rows of partitions materialized at other times may
     have been tested on more or fewer galaxies."""
+    rows = rows.sort_values("seed") if "seed" in rows else rows  # seed k beside seed k of another strategy
     common = set.intersection(*(set(r) for r in rows.test_object_ids), *([set(ids)] if ids is not None else []))
     order = sorted(common)
     probabilities, labels = [], None
@@ -279,7 +280,12 @@ def paired_comparisons(results: pd.DataFrame, n_bootstrap: int = N_BOOTSTRAP) ->
                 opponents += [(other, budget, r) for (b, other, sel), r in groups.items()
                               if b == budget and sel == selection and other not in ("full", "direct")]
             for name, other_budget, other in opponents:
-                ids, y, p_a = _aligned(rows, set.intersection(*(set(r) for r in other.test_object_ids)))
+                if len(other) > 1:  # seed k against seed k: the seeds both ran
+                    both = set(rows.seed) & set(other.seed)
+                    rows_k, other = rows[rows.seed.isin(both)], other[other.seed.isin(both)]
+                else:
+                    rows_k = rows
+                ids, y, p_a = _aligned(rows_k, set.intersection(*(set(r) for r in other.test_object_ids)))
                 _, _, p_b = _aligned(other, ids)
                 p_b = np.repeat(p_b, len(p_a), axis=0) if len(p_b) == 1 else p_b  # one direct model for every seed
                 test = mcnemar(y, p_a, p_b)

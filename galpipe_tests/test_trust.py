@@ -113,3 +113,17 @@ def test_the_unsupervised_goal_is_judged_by_a_paired_test(adabn_right, met):
     [goals] = adaptation_goals(summarise(results), comparisons=paired_comparisons(results, n_bootstrap=50)).to_dict("records")
     assert goals["best_unsupervised"] == "adabn N=0" and goals["unsupervised_margin"] > 0
     assert goals["unsupervised_goal_met"] is met and (goals["unsupervised_mcnemar_p"] < 0.05) is met
+
+
+def test_each_seed_starts_from_its_own_pretraining_so_direct_and_adabn_have_a_spread(tmp_path):
+    from galpipe_tests.conftest import galpipe_in, write_project
+
+    project = write_project(tmp_path, "tiny", name="seeds", tasks=["featured"], seeds=[0, 1], label_budgets=[0, 25],
+                            strategies=["full"], adaptation_strategies=["adabn"], adaptation_budgets=[0],
+                            selections=["random"], selection_strategies=["full"])
+    assert galpipe_in(tmp_path, ["run", "--config", project]) == 0
+    table = pd.read_parquet(tmp_path / "data" / "seeds" / "evaluation_table.parquet")
+    assert dict(zip(table.strategy, table.n_seeds)) == {"direct": 2, "adabn": 2, "full": 2}
+    runs = pd.concat(pd.read_parquet(p) for p in (tmp_path / "data" / "seeds" / "finetuned_models").glob("*.parquet"))
+    started_from = runs.groupby("seed").pretrained_model_uri.unique()
+    assert all(len(uris) == 1 for uris in started_from) and started_from[0][0] != started_from[1][0]

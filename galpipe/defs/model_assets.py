@@ -82,7 +82,9 @@ def pretrained_model(context: AssetExecutionContext, source_catalog: pd.DataFram
         "mlflow_run": MetadataValue.url(mlflow_run_url(recorder.tracker.experiment_id, result["run_id"])),
         "model_version": MetadataValue.url(mlflow_model_version_url(name, version)),
         "source_val_accuracy": result["source_val"]["accuracy"],
-        "target_test_accuracy_direct": result["target_test_direct"]["accuracy"]})
+        "target_test_accuracy_direct": result["target_test_direct"]["accuracy"],
+        "target_test_accuracy_direct_by_seed": MetadataValue.json(
+            {seed: run["target_test_direct"]["accuracy"] for seed, run in result["seeds"].items()})})
     return result
 
 

@@ -128,21 +128,29 @@ def sorted_by_row(sample: LabelledSample) -> LabelledSample:
 
 
 def pretrain(profile: Profile, task: str, data: TransferData, source_survey: str, recorder: Recorder) -> dict:
-    """The source classifier of `task`, logged and registered; its source validation and
-    direct-on-target test metrics."""
+    """The source classifier of `task` for each of the profile's seeds, logged and registered, with
+    its source validation and direct-on-target test metrics: `seeds` maps each seed to its model;
+    the first seed's are also at the top level. Fine-tuning seed k starts from pretraining seed k."""
+    runs = {str(seed): _pretrain_seed(profile, task, data, source_survey, recorder, seed) for seed in profile.seeds}
+    return {**runs[str(profile.seeds[0])], "seeds": runs}
+
+
+def _pretrain_seed(profile: Profile, task: str, data: TransferData, source_survey: str, recorder: Recorder,
+                   seed: int) -> dict:
     train, validation = data.source_sample(task)
     test = data.target_split(task, "test")
     x_source, x_target = data.source_inputs.array(), data.target_inputs.array()
-    config = train_config(profile, task, max_epochs=profile.pretrain_max_epochs, seed=0)
+    config = train_config(profile, task, max_epochs=profile.pretrain_max_epochs, seed=seed)
     model = build_model(profile.architecture, seed=config.seed)
     params = {"task": task, "survey": source_survey, "architecture": profile.architecture, "role": "pretrained",
               "n_train": len(train), "n_validation": len(validation), "flops_per_image": count_flops(model),
               "test_counterparts_included": data.include_test_counterparts, **config.as_params()}
     tracker = recorder.tracker
-    with tracker.run(f"pretrain-{task}-{source_survey}", {**recorder.tags, STAGE_TAG: "pretraining"}, params) as run_id:
+    with tracker.run(f"pretrain-{task}-{source_survey}-seed{seed}", {**recorder.tags, STAGE_TAG: "pretraining"},
+                     params) as run_id:
         history = train_classifier(model, x_source, train.row, train.label, validation.row, validation.label,
-                                   config, recorder.run_dir / "checkpoints" / f"pretrain-{task}.pt",
-                                   on_epoch=lambda r: recorder.log(f"{task} epoch {r['epoch']}: {r}"))
+                                   config, recorder.run_dir / "checkpoints" / f"pretrain-{task}-seed{seed}.pt",
+                                   on_epoch=lambda r: recorder.log(f"{task} seed {seed} epoch {r['epoch']}: {r}"))
         tracker.log_history(run_id, history)
         source_metrics = recorder.evaluate(run_id, model, x_source, sorted_by_row(validation), "source_val",
                                            f"{task}: {source_survey} validation")
@@ -150,9 +158,16 @@ def pretrain(profile: Profile, task: str, data: TransferData, source_survey: str
                                            f"{task}: applied directly to target")
         model_uri, version = tracker.log_and_register_model(
             run_id, model, np.array(x_source[:1]), registered_model_name(tracker.experiment_name, task, source_survey),
-            model_tags(profile, task, "pretrained", data.source_inputs))
-    return {"task": task, "model_uri": model_uri, "version": version, "run_id": run_id, "epochs": len(history),
-            "source_val": _without_probability(source_metrics), "target_test_direct": _without_probability(direct_metrics)}
+            model_tags(profile, task, "pretrained", data.source_inputs, seed=seed))
+    return {"task": task, "seed": seed, "model_uri": model_uri, "version": version, "run_id": run_id,
+            "epochs": len(history), "source_val": _without_probability(source_metrics),
+            "target_test_direct": _without_probability(direct_metrics)}
+
+
+def source_for_seed(pretrained: dict, seed: int) -> dict:
+    """The pretrained model fine-tuning seed `seed` starts from: pretraining seed `seed`, or the one
+    model of a partition pretrained before there was one per seed."""
+    return pretrained.get("seeds", {}).get(str(seed), pretrained)
 
 
 def _without_probability(metrics: dict) -> dict:
@@ -197,42 +212,43 @@ def finetune(profile: Profile, task: str, budget_key: str, data: TransferData, p
     budget = parse_budget(budget_key, len(pool))
     x = data.target_inputs.array()
     experiment = recorder.tracker.experiment_name
-    source_model = load_registered_model(recorder.tracker.tracking_uri, pretrained["model_uri"])  # loaded once
-    base = {"task": task, "label_budget": budget, "budget_key": budget_key,
-            "pretrained_model_uri": pretrained["model_uri"]}
+    sources = {seed: source_for_seed(pretrained, seed) for seed in profile.seeds}
+    loaded = {}  # model URI -> module: each pretrained model loaded once
+
+    def source_model_of(seed: int):
+        uri = sources[seed]["model_uri"]
+        if uri not in loaded:
+            loaded[uri] = load_registered_model(recorder.tracker.tracking_uri, uri)
+        return loaded[uri]
+
+    # One source model per seed: then even deterministic strategies (AdaBN) differ between seeds.
+    one_source = len({source["model_uri"] for source in sources.values()}) == 1
+    base = {"task": task, "label_budget": budget, "budget_key": budget_key}
     rows = []
-    if budget == 0:  # evaluated here, not copied: the test set may have grown since pretraining
-        probability = predict_proba(source_model, x[test.row])
-        metrics = {**binary_metrics(test.label, probability), **per_galaxy_predictions(test, probability)}
-        rows.append({**base, "strategy": DIRECT, "selection": "none", "seed": 0, **metrics,
-                     "model_uri": pretrained["model_uri"], "run_id": pretrained["run_id"], "val_loss": np.nan})
     selections = selections_for(profile, budget_key)
     wanted = {s for selection in ([None] if budget == 0 else selections)
               for s in strategies_for(profile, budget_key, selection)}
-    skipped = {s for s in wanted if STRATEGIES.get(s).needs_batch_norm and not source_model.batch_norm_layers()}
+    first_model = source_model_of(profile.seeds[0])
+    skipped = {s for s in wanted if STRATEGIES.get(s).needs_batch_norm and not first_model.batch_norm_layers()}
     for name in sorted(skipped):
         recorder.log(f"{profile.architecture} has no batch normalisation: {name} skipped")
     adaptation = (data.adaptation(task) if any(STRATEGIES.get(s).uses_unlabelled_target for s in wanted - skipped)
                   else None)
-    probability = pool_embeddings = None  # the source model's view of the pool, for the selections
-    if budget > 0 and any(SELECTIONS.get(s).needs_probability for s in selections):
-        probability = predict_proba(source_model, x[pool.row])
-    if budget > 0 and any(SELECTIONS.get(s).needs_embeddings for s in selections):
-        pool_embeddings = embeddings(source_model, x, pool.row)
 
     def run(name: str, selection: str, seed: int, train, validation, teacher=None):
         strategy: Strategy = STRATEGIES.get(name)
+        source = sources[seed]
         config = strategy.config(train_config(profile, task, seed=seed, max_epochs=profile.finetune_max_epochs,
                                               min_steps=profile.finetune_min_steps))
         params = {"task": task, "survey": target_survey, "architecture": profile.architecture, "strategy": name,
                   "selection": selection, "label_budget": budget, "n_train": len(train) if train else 0,
                   "n_validation": len(validation) if validation else 0,
-                  "pretrained_model_uri": pretrained["model_uri"], **config.as_params()}
-        tags = {**recorder.tags, "pretrained_run_id": pretrained["run_id"], STAGE_TAG: "finetuning"}
+                  "pretrained_model_uri": source["model_uri"], **config.as_params()}
+        tags = {**recorder.tags, "pretrained_run_id": source["run_id"], STAGE_TAG: "finetuning"}
         checkpoint = recorder.run_dir / "checkpoints" / f"{task}|{budget_key}-{name}-{selection}-{seed}.pt"
         with recorder.tracker.run(f"{name}-{task}-{budget_key}-{selection}-seed{seed}", tags, params) as run_id:
             model, history, extra = strategy.train(StrategyRun(
-                source_model, x, train, validation, config, profile.architecture, checkpoint,
+                source_model_of(seed), x, train, validation, config, profile.architecture, checkpoint,
                 adaptation if strategy.uses_unlabelled_target else None, teacher))
             recorder.tracker.log_params(run_id, extra)
             recorder.tracker.log_history(run_id, history)
@@ -243,16 +259,29 @@ def finetune(profile: Profile, task: str, budget_key: str, data: TransferData, p
                 model_tags(profile, task, name, data.target_inputs, label_budget=budget, seed=seed, selection=selection))
         recorder.log(f"{task} N={budget} {name} ({selection}) seed {seed}: accuracy {metrics['accuracy']:.3f}")
         rows.append({**base, "strategy": name, "selection": selection, "seed": seed, **metrics,
-                     "model_uri": model_uri, "run_id": run_id,
+                     "pretrained_model_uri": source["model_uri"], "model_uri": model_uri, "run_id": run_id,
                      "val_loss": min((r["val_loss"] for r in history), default=np.nan)})
         return model
 
     for seed in profile.seeds:
-        if budget == 0:  # unsupervised domain adaptation: no target label at all
+        source, source_model = sources[seed], source_model_of(seed)
+        repeat = one_source and seed != profile.seeds[0]  # the same source model as the first seed's
+        if budget == 0:  # the source model applied directly, and adaptation without any target label
+            if not repeat:  # evaluated here, not copied: the test set may have grown since pretraining
+                probability = predict_proba(source_model, x[test.row])
+                rows.append({**base, "strategy": DIRECT, "selection": "none", "seed": seed,
+                             **binary_metrics(test.label, probability), **per_galaxy_predictions(test, probability),
+                             "pretrained_model_uri": source["model_uri"], "model_uri": source["model_uri"],
+                             "run_id": source["run_id"], "val_loss": np.nan})
             for name in strategies_for(profile, budget_key, None):
-                if name not in skipped and (STRATEGIES.get(name).random_without_labels or seed == profile.seeds[0]):
+                if name not in skipped and (STRATEGIES.get(name).random_without_labels or not repeat):
                     run(name, "none", seed, None, None)
             continue
+        # The seed's source model's view of the pool, for the selections that need one.
+        probability = predict_proba(source_model, x[pool.row]) \
+            if any(SELECTIONS.get(s).needs_probability for s in selections) else None
+        pool_embeddings = embeddings(source_model, x, pool.row) \
+            if any(SELECTIONS.get(s).needs_embeddings for s in selections) else None
         for selection in selections:
             chosen = SELECTIONS.get(selection).select(pool, budget, seed, probability, pool_embeddings)
             train, validation = split_train_validation(chosen, seed)
