@@ -329,12 +329,14 @@ def crown_champions(tracker: Tracker, runs: pd.DataFrame, target_survey: str) ->
         tracker.set_alias(name, "champion", version)
         at_budget = trained[trained.label_budget == chosen.label_budget]
         losses = at_budget.groupby(["strategy", "selection"]).val_loss.mean()
-        direct = task_runs[task_runs.strategy == DIRECT].accuracy
+        direct = task_runs[task_runs.strategy == DIRECT]
+        direct = direct[direct.seed == chosen.seed] if (direct.seed == chosen.seed).any() else direct
+        direct = direct.accuracy  # its own pretraining seed applied directly
         champions.append({
             "task": task, "registered_model": name, "version": version, "strategy": chosen.strategy,
             "selection": chosen.selection, "label_budget": int(chosen.label_budget), "seed": int(chosen.seed),
             "val_loss": float(chosen.val_loss), "strategy_mean_val_loss": float(losses.min()),
             "runner_up_val_loss": float(losses.nsmallest(2).iloc[-1]) if len(losses) > 1 else np.nan,
-            "test_accuracy": float(chosen.accuracy), "direct_test_accuracy": float(direct.iloc[0]) if len(direct) else np.nan,
+            "test_accuracy": float(chosen.accuracy), "direct_test_accuracy": float(direct.mean()) if len(direct) else np.nan,
             "run_id": chosen.run_id})
     return pd.DataFrame(champions, columns=CHAMPION_COLUMNS)
