@@ -282,6 +282,8 @@ def paired_comparisons(results: pd.DataFrame, n_bootstrap: int = N_BOOTSTRAP) ->
             for name, other_budget, other in opponents:
                 if len(other) > 1:  # seed k against seed k: the seeds both ran
                     both = set(rows.seed) & set(other.seed)
+                    if not both:  # partitions run with other seeds (the project's seeds changed): no pairs
+                        continue
                     rows_k, other = rows[rows.seed.isin(both)], other[other.seed.isin(both)]
                 else:
                     rows_k = rows
