@@ -255,8 +255,9 @@ def with_intervals(summary: pd.DataFrame, results: pd.DataFrame, truth: dict | N
         if truth and key[0] in truth:
             known = truth[key[0]].reindex(ids)
             mask = known.notna().to_numpy()
-            row["accuracy_truth_mean"] = float(np.mean([((q[mask] >= 0.5) == known[mask].to_numpy()).mean()
-                                                        for q in p])) if mask.any() else np.nan
+            truth_labels = known[mask].to_numpy()
+            row["accuracy_truth_mean"] = float(np.mean([accuracy(truth_labels, q[mask]) for q in p])) \
+                if mask.any() else np.nan
         extra.append(row)
     return summary.merge(pd.DataFrame(extra), on=GROUP, how="left")
 
@@ -270,15 +271,15 @@ def paired_comparisons(results: pd.DataFrame, n_bootstrap: int = N_BOOTSTRAP) ->
     runs = with_selection(results)
     comparisons = []
     for task, task_runs in runs.groupby("task"):
-        direct = task_runs[task_runs.strategy == "direct"]
+        direct = task_runs[task_runs.strategy == DIRECT]
         groups = {key: rows for key, rows in task_runs.groupby(["label_budget", "strategy", "selection"])}
         for (budget, strategy, selection), rows in groups.items():
-            if strategy == "direct":
+            if strategy == DIRECT:
                 continue
-            opponents = [("direct", 0, direct)] if len(direct) else []
+            opponents = [(DIRECT, 0, direct)] if len(direct) else []
             if strategy == "full":
                 opponents += [(other, budget, r) for (b, other, sel), r in groups.items()
-                              if b == budget and sel == selection and other not in ("full", "direct")]
+                              if b == budget and sel == selection and other not in ("full", DIRECT)]
             for name, other_budget, other in opponents:
                 if len(other) > 1:  # seed k against seed k: the seeds both ran
                     both = set(rows.seed) & set(other.seed)

@@ -12,7 +12,17 @@ import pandas as pd
 FRAMINGS = ("fixed", "per_galaxy", "whole_image")
 # Galaxy Zoo 2's SDSS images: 424 pixels at 0.02 x petroR90_r arcsec each (Willett et al. 2013).
 GZ2_FIELD_PER_PETRO_R90 = 424 * 0.02
-WHOLE_IMAGE = "whole_image"  # the model tag of inputs made from whole images
+WHOLE_IMAGE = "whole_image"  # a model's field, as text, when its inputs were whole images
+
+
+def field_text(field_arcsec: float | None) -> str:
+    """A model's input field as a tag or file metadata hold it: the arcsec, or WHOLE_IMAGE."""
+    return WHOLE_IMAGE if field_arcsec is None else str(field_arcsec)
+
+
+def field_from_text(text: str) -> float | None:
+    """The input field field_text wrote ("" too, as model inputs of this version's first days held it)."""
+    return None if text in (WHOLE_IMAGE, "") else float(text)
 
 
 class FramingError(ValueError):

@@ -16,6 +16,8 @@ DEFAULT_MLFLOW_UI = "http://127.0.0.1:5000"
 # The MLflow experiment view galpipe saves (an experiment tag MLflow's UI reads as a shared view):
 # the runs table with the columns that tell fine-tuning runs apart and their test metrics.
 RESULTS_VIEW_KEY = "galpipe-results"
+STAGE_TAG, FINETUNING = "galpipe.stage", "finetuning"  # each training run's stage: pretraining or finetuning
+FINETUNING_RUNS = f"tags.`{STAGE_TAG}` = '{FINETUNING}'"  # an MLflow search filter
 RESULTS_VIEW_TAG = f"mlflow.sharedViewState.{RESULTS_VIEW_KEY}"
 RESULTS_COLUMNS = (["params.`task`", "params.`strategy`", "params.`selection`", "params.`label_budget`",
                     "params.`seed`", "metrics.`target_test_accuracy`", "metrics.`target_test_roc_auc`"])
@@ -53,4 +55,4 @@ def mlflow_results_view_url(experiment_id: str, ui: str | None = None) -> str:
 def results_view_state() -> str:
     """The saved view: the results columns, best test accuracy first, fine-tuning runs only."""
     return json.dumps({"selectedColumns": RESULTS_COLUMNS, "orderByKey": "metrics.`target_test_accuracy`",
-                       "orderByAsc": False, "searchFilter": "tags.`galpipe.stage` = 'finetuning'"})
+                       "orderByAsc": False, "searchFilter": FINETUNING_RUNS})

@@ -25,7 +25,7 @@ from tqdm import tqdm
 from galpipe.catalogs import CatalogError, read_table, require_rows, resolve_inside
 from galpipe.cutouts import FITS_SUFFIXES, IMAGE_SUFFIXES, CutoutError
 from galpipe.files import atomic_write
-from galpipe.framing import WHOLE_IMAGE
+from galpipe.framing import field_from_text
 from galpipe.hardware import default_device, inference_model
 from galpipe.preprocessing import model_input
 from galpipe.tracking import (
@@ -80,11 +80,7 @@ def load_classifier(tracking_uri: str, model_uri: str) -> Classifier:
     if not task:
         raise ModelRegistryError(f"{model_uri}: the model version has no `task` tag (galpipe tags every model it registers)")
     return Classifier(task, model_uri, load_registered_model(tracking_uri, model_uri),
-                      version.tags.get("input_mode", "bands"), _field_arcsec(version.tags.get("field_arcsec", "40.0")))
-
-
-def _field_arcsec(tag: str) -> float | None:
-    return None if tag == WHOLE_IMAGE else float(tag)
+                      version.tags.get("input_mode", "bands"), field_from_text(version.tags.get("field_arcsec", "40.0")))
 
 
 def list_cutouts(folder: str | None = None, catalog: str | None = None, id_column: str = "object_id",

@@ -28,22 +28,22 @@ BORDER_PIXELS = 4
 CENTRE_HALF_WIDTH = 4
 
 
+def _centred(pixels: np.ndarray, size: int) -> np.ndarray:
+    """The centred size x size square of a (band, y, x) cube."""
+    height, width = pixels.shape[-2:]
+    top, left = (height - size) // 2, (width - size) // 2
+    return pixels[:, top:top + size, left:left + size]
+
+
 def crop_to_field(pixels: np.ndarray, pixel_scale_arcsec: float, field_arcsec: float) -> np.ndarray:
     """The central `field_arcsec` of a (band, y, x) cube; the whole cube if it is smaller."""
     size = int(round(field_arcsec / pixel_scale_arcsec))
-    height, width = pixels.shape[-2:]
-    if size >= min(height, width):
-        return pixels
-    top, left = (height - size) // 2, (width - size) // 2
-    return pixels[:, top:top + size, left:left + size]
+    return pixels if size >= min(pixels.shape[-2:]) else _centred(pixels, size)
 
 
 def central_square(pixels: np.ndarray) -> np.ndarray:
     """The largest centred square of a (band, y, x) cube."""
-    height, width = pixels.shape[-2:]
-    size = min(height, width)
-    top, left = (height - size) // 2, (width - size) // 2
-    return pixels[:, top:top + size, left:left + size]
+    return _centred(pixels, min(pixels.shape[-2:]))
 
 
 def resample(pixels: np.ndarray, size: int = MODEL_INPUT_PIXELS) -> np.ndarray:

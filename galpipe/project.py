@@ -21,7 +21,7 @@ import yaml
 
 from galpipe.catalogs import CatalogError, read_table
 from galpipe.defs.surveys import SOURCE_KINDS, FolderSurvey, LegacySurvey, SimulatedSurvey, SurveySource
-from galpipe.experiment.selections import SELECTIONS
+from galpipe.experiment.selections import RANDOM, SELECTIONS
 from galpipe.experiment.strategies import STRATEGIES
 from galpipe.framing import FramingError
 from galpipe.instruments import get_instrument
@@ -192,7 +192,7 @@ def _check_strategies(profile: Profile, path: Path) -> None:
     requires), and the adaptation budgets are among the label budgets when adaptation is asked for."""
     from galpipe.experiment.protocol import selections_for, strategies_for  # torch and MLflow: only here
 
-    if profile.adaptation_strategies or set(profile.selections) - {"random"}:
+    if profile.adaptation_strategies or set(profile.selections) - {RANDOM}:
         missing = [b for b in profile.adaptation_budgets if b not in profile.label_budgets]
         if missing:
             raise ProjectError(f"{path}: adaptation_budgets: {missing} not among label_budgets "

@@ -191,14 +191,14 @@ def test_the_uis_tell_the_story_and_link_both_ways(served_project, tmp_path):
     import pandas as pd
     from mlflow import MlflowClient
 
-    from galpipe.links import dagster_ui_url, mlflow_results_view_url, mlflow_run_url, mlflow_ui_url
+    from galpipe.links import FINETUNING_RUNS, dagster_ui_url, mlflow_results_view_url, mlflow_run_url, mlflow_ui_url
     from galpipe.screenshots import SCREENSHOTS, take_screenshots
 
     root, dagster_url, mlflow_url = served_project
     n_rows = len(pd.read_parquet(root / "data" / "tiny" / "evaluation_table.parquet"))
     client = MlflowClient(f"sqlite:///{root}/mlruns/mlflow.db")
     experiment_id = client.get_experiment_by_name("galpipe-tiny").experiment_id
-    [run] = client.search_runs([experiment_id], "tags.`galpipe.stage` = 'finetuning'", max_results=1)
+    [run] = client.search_runs([experiment_id], FINETUNING_RUNS, max_results=1)
     with browser_page() as page:
         page_text(page, dagster_url + "/assets/evaluation_table", ["champion_rule", "most target labels"])
         table = page.get_by_role("row").filter(has=page.get_by_text("table", exact=True)).locator("table").first
@@ -213,7 +213,7 @@ def test_the_uis_tell_the_story_and_link_both_ways(served_project, tmp_path):
         page_text(page, _served(dagster_run, dagster_ui_url(), dagster_url), [run.data.tags["dagster.run_id"][:8],
                                                                              "finetuning_job"])
         # The saved runs view: only the fine-tuning runs, with their task, strategy and test accuracy.
-        n_finetuning = len(client.search_runs([experiment_id], "tags.`galpipe.stage` = 'finetuning'", max_results=1000))
+        n_finetuning = len(client.search_runs([experiment_id], FINETUNING_RUNS, max_results=1000))
         view = page_text(page, mlflow_results_view_url(experiment_id, mlflow_url), [f"{n_finetuning} matching runs"])
         assert all(column in view for column in ("task", "strategy", "label_budget", "target_test_accuracy"))
         for job in ("data_job", "pretraining_job", "finetuning_job", "evaluation_job", "reevaluation_job",

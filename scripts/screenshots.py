@@ -13,7 +13,7 @@ from pathlib import Path
 
 from mlflow import MlflowClient
 
-from galpipe.links import mlflow_results_view_url, mlflow_run_url
+from galpipe.links import FINETUNING_RUNS, mlflow_results_view_url, mlflow_run_url
 from galpipe.project import load_project
 from galpipe.screenshots import browser_page, take_screenshots
 from galpipe.ui import free_ports, running_ui
@@ -27,7 +27,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     client = MlflowClient(f"sqlite:///{Path(args.project_dir).resolve() / 'mlruns' / 'mlflow.db'}")
     experiment = client.get_experiment_by_name(load_project(args.profile).experiment)
-    [run] = client.search_runs([experiment.experiment_id], "tags.`galpipe.stage` = 'finetuning'",
+    [run] = client.search_runs([experiment.experiment_id], FINETUNING_RUNS,
                                order_by=["metrics.target_test_accuracy DESC"], max_results=1)
     with running_ui(args.project_dir, args.profile, *free_ports(2)) as (dagster_url, mlflow_url), \
             browser_page(width_px=1400, height_px=900) as page:

@@ -16,11 +16,12 @@ from dagster import ConfigurableIOManager, InputContext, OutputContext, Resource
 from galpipe.catalogs import write_parquet
 from galpipe.defs.resources import GalpipeSettings
 from galpipe.files import atomic_write
+from galpipe.framing import field_from_text, field_text
 from galpipe.preprocessing import ModelInputs
 
 ARRAY_PATH_KEY = "galpipe.model_inputs_array"
 ROLES = ("source", "target")
-FIELD_KEY = "galpipe.model_field_arcsec"  # "" for inputs made of whole images
+FIELD_KEY = "galpipe.model_field_arcsec"  # galpipe.framing.field_text
 
 
 class ParquetIOManager(ConfigurableIOManager):
@@ -40,8 +41,7 @@ class ParquetIOManager(ConfigurableIOManager):
         if isinstance(obj, ModelInputs):
             path = base.with_suffix(".parquet")
             relative = os.path.relpath(Path(obj.array_path).resolve(), path.parent.resolve())
-            field = "" if obj.model_field_arcsec is None else str(obj.model_field_arcsec)
-            write_parquet(obj.index, path, {ARRAY_PATH_KEY: relative, FIELD_KEY: field})
+            write_parquet(obj.index, path, {ARRAY_PATH_KEY: relative, FIELD_KEY: field_text(obj.model_field_arcsec)})
             context.add_output_metadata({"path": str(path), "rows": len(obj.index), "array": obj.array_path})
         elif isinstance(obj, pd.DataFrame):
             path = base.with_suffix(".parquet")
@@ -89,5 +89,5 @@ def read_parquet(path: Path):
     frame = table.to_pandas()
     if not array_path:
         return frame
-    field = metadata.get(FIELD_KEY.encode(), b"40.0").decode()
-    return ModelInputs(os.path.normpath(Path(path).parent / array_path.decode()), frame, float(field) if field else None)
+    field = field_from_text(metadata.get(FIELD_KEY.encode(), b"40.0").decode())
+    return ModelInputs(os.path.normpath(Path(path).parent / array_path.decode()), frame, field)

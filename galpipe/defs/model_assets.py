@@ -64,6 +64,10 @@ def _recorder(context: AssetExecutionContext) -> Recorder:
                     context.log.info)
 
 
+def _transfer_data(profile, source_catalog, source_inputs, matched_catalog, target_inputs) -> TransferData:
+    return TransferData(source_catalog, source_inputs, matched_catalog, target_inputs, profile.pretrain_on_test_counterparts)
+
+
 PRETRAINED = dict(group_name=MODELS_GROUP, ins=TRANSFER_INS, required_resource_keys={"settings", "mlflow", "source_survey"},
                   description="The classifier trained on the source survey, registered in MLflow; also applied "
                               "directly to the target test set.")
@@ -72,7 +76,7 @@ PRETRAINED = dict(group_name=MODELS_GROUP, ins=TRANSFER_INS, required_resource_k
 def pretrained_model(context: AssetExecutionContext, source_catalog: pd.DataFrame, source_inputs: ModelInputs,
                      matched_catalog: pd.DataFrame, target_inputs: ModelInputs) -> dict:
     profile = context.resources.settings.get_profile()
-    data = TransferData(source_catalog, source_inputs, matched_catalog, target_inputs, profile.pretrain_on_test_counterparts)
+    data = _transfer_data(profile, source_catalog, source_inputs, matched_catalog, target_inputs)
     recorder = _recorder(context)
     result = pretrain(profile, context.partition_key, data,
                       context.resources.source_survey.name, recorder)
@@ -103,7 +107,7 @@ def finetuned_models(context: AssetExecutionContext, pretrained_model: dict, sou
                      target_inputs: ModelInputs) -> pd.DataFrame:
     key = context.partition_key.keys_by_dimension
     profile = context.resources.settings.get_profile()
-    data = TransferData(source_catalog, source_inputs, matched_catalog, target_inputs, profile.pretrain_on_test_counterparts)
+    data = _transfer_data(profile, source_catalog, source_inputs, matched_catalog, target_inputs)
     recorder = _recorder(context)
     results = finetune(profile, key["task"], key["budget"], data, pretrained_model,
                        context.resources.target_survey.name, recorder)

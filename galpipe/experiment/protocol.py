@@ -22,7 +22,8 @@ from galpipe.adaptation import AdaptationData, embeddings
 from galpipe.evaluation import binary_metrics, plot_confusion, with_selection
 from galpipe.experiment.selections import RANDOM, SELECTIONS
 from galpipe.experiment.strategies import DIRECT, STRATEGIES, Strategy, StrategyRun
-from galpipe.framing import WHOLE_IMAGE
+from galpipe.framing import field_text
+from galpipe.links import FINETUNING, STAGE_TAG
 from galpipe.models import build_model, count_flops
 from galpipe.preprocessing import ModelInputs
 from galpipe.profiles import Profile
@@ -38,7 +39,6 @@ from galpipe.transfer import (
 )
 
 SOURCE_VALIDATION_FRACTION = 0.15
-STAGE_TAG = "galpipe.stage"  # pretraining or finetuning: the MLflow runs view galpipe saves filters on it
 
 
 @dataclass
@@ -117,9 +117,8 @@ def train_config(profile: Profile, task: str, **changes) -> TrainConfig:
 def model_tags(profile: Profile, task: str, role: str, inputs: ModelInputs, **more) -> dict:
     """On each registered model version: what `galpipe predict` needs to prepare its inputs like
     `inputs`, those it was trained (or, budget 0, adapted) on."""
-    field = WHOLE_IMAGE if inputs.model_field_arcsec is None else inputs.model_field_arcsec
     return {"task": task, "role": role, "architecture": profile.architecture, "input_mode": profile.input_mode,
-            "field_arcsec": field, **more}
+            "field_arcsec": field_text(inputs.model_field_arcsec), **more}
 
 
 def sorted_by_row(sample: LabelledSample) -> LabelledSample:
@@ -244,7 +243,7 @@ def finetune(profile: Profile, task: str, budget_key: str, data: TransferData, p
                   "selection": selection, "label_budget": budget, "n_train": len(train) if train else 0,
                   "n_validation": len(validation) if validation else 0,
                   "pretrained_model_uri": source["model_uri"], **config.as_params()}
-        tags = {**recorder.tags, "pretrained_run_id": source["run_id"], STAGE_TAG: "finetuning"}
+        tags = {**recorder.tags, "pretrained_run_id": source["run_id"], STAGE_TAG: FINETUNING}
         checkpoint = recorder.run_dir / "checkpoints" / f"{task}|{budget_key}-{name}-{selection}-{seed}.pt"
         with recorder.tracker.run(f"{name}-{task}-{budget_key}-{selection}-seed{seed}", tags, params) as run_id:
             model, history, extra = strategy.train(StrategyRun(
