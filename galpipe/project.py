@@ -4,7 +4,9 @@ tasks, and the experiment's settings (every field of galpipe.profiles.Profile, e
 seeds, strategies). The built-in profiles are the shipped project files in galpipe/projects/.
 
 `load_project` validates the file before any work: an error names the file and the key. Relative
-paths in it (`folder`, `catalog_path`) are taken from the file's own folder, wherever galpipe runs."""
+paths in it (`folder`, `catalog_path`) are taken from the file's own folder, wherever galpipe runs.
+A file may `extends:` another project (a shipped name or a file) and set only what differs: its
+mappings (`sky`, `source`, `target`) are merged key by key; name and experiment are never inherited."""
 
 from __future__ import annotations
 
@@ -35,7 +37,7 @@ SHIPPED_DIR = Path(__file__).parent / "projects"
 DEFAULT_PROJECT = "small"
 PROJECT_VARIABLE = "GALPIPE_PROJECT"  # the project Dagster's definitions are built from
 PROFILE_KEYS = {f.name for f in dataclasses.fields(Profile)} - {"name"}
-TOP_KEYS = {"name", "experiment", "description", "tasks", "source", "target"} | PROFILE_KEYS
+TOP_KEYS = {"name", "experiment", "description", "extends", "tasks", "source", "target"} | PROFILE_KEYS
 SKY_KEYS = {f.name for f in dataclasses.fields(SkyConfig)}
 PATH_KEYS = ("folder", "catalog_path")  # relative to the project file's folder
 NOT_EMPTY = ("label_budgets", "seeds", "strategies", "selections")  # list keys a run cannot do without
@@ -89,13 +91,7 @@ def load_project(project: str | Path = DEFAULT_PROJECT) -> Project:
 
 @functools.lru_cache(maxsize=16)
 def _load(path: Path, mtime_ns: int) -> Project:  # the file's time in the key: an edited file is read again
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ProjectError(f"{path}: not valid YAML ({err})") from None
-    if not isinstance(raw, dict):
-        raise ProjectError(f"{path}: expected a mapping of keys (name, tasks, source, target, ...)")
-    _refuse_unknown(raw, TOP_KEYS, path, "")
+    raw = _read(path)
     for key in ("tasks", "source", "target"):
         if key not in raw:
             raise ProjectError(f"{path}: missing key {key!r}")
@@ -111,6 +107,37 @@ def _load(path: Path, mtime_ns: int) -> Project:  # the file's time in the key: 
         if task not in tasks:
             raise ProjectError(f"{path}: class_balanced_tasks: {task!r} is not one of the project's tasks {list(tasks)}")
     return Project(name, str(raw.get("experiment") or f"galpipe-{name}"), tasks, profile, source, target, path)
+
+
+def _read(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    """The file's keys, over those of the project it extends (if any)."""
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ProjectError(f"{path}: not valid YAML ({err})") from None
+    if not isinstance(raw, dict):
+        raise ProjectError(f"{path}: expected a mapping of keys (name, tasks, source, target, ...)")
+    _refuse_unknown(raw, TOP_KEYS, path, "")
+    if "extends" not in raw:
+        return raw
+    parent = raw.pop("extends")
+    shipped = isinstance(parent, str) and (SHIPPED_DIR / f"{parent}.yaml").is_file() and not Path(parent).suffix
+    base_path = SHIPPED_DIR / f"{parent}.yaml" if shipped else path.parent / str(parent)
+    if not base_path.is_file():
+        raise ProjectError(f"{path}: extends: {parent!r}: no such project file, nor a shipped project")
+    if base_path.resolve() in seen + (path.resolve(),):
+        raise ProjectError(f"{path}: extends: {parent!r} extends this file again (a loop)")
+    base = _read(base_path.resolve(), seen + (path.resolve(),))
+    for key in PATH_KEYS:  # the base's relative paths stay relative to the base's folder
+        for role in ("source", "target"):
+            value = base.get(role, {}).get(key) if isinstance(base.get(role), dict) else None
+            if isinstance(value, str) and value:
+                base[role][key] = str((base_path.parent / value).resolve())
+    merged = {k: v for k, v in base.items() if k not in ("name", "experiment", "description")}
+    for key, value in raw.items():
+        inherited = merged.get(key)
+        merged[key] = {**inherited, **value} if isinstance(inherited, dict) and isinstance(value, dict) else value
+    return merged
 
 
 def _refuse_unknown(mapping: dict, known: set[str], path: Path, where: str) -> None:

@@ -65,6 +65,34 @@ def test_every_mistake_in_a_project_file_is_named(tmp_path, changes, message):
     assert path in str(caught.value) and message in str(caught.value)
 
 
+def test_a_project_extends_another_and_sets_only_what_differs(tmp_path):
+    # The shipped confirmation sky is `small` on another sky seed: nothing else differs.
+    small, confirmation = load_project("small"), load_project("small_confirmation")
+    assert confirmation.profile.sky.seed != small.profile.sky.seed
+    assert confirmation.profile == type(small.profile)(**{**vars(small.profile), "name": "small_confirmation",
+                                                          "sky": confirmation.profile.sky})
+    assert (confirmation.tasks, confirmation.source, confirmation.target) == (small.tasks, small.source, small.target)
+    assert confirmation.experiment == "galpipe-small_confirmation"  # name and experiment are never inherited
+    # Mappings merge key by key; a base's relative folder stays relative to the base's own folder.
+    (tmp_path / "base").mkdir()
+    folder = _jpeg_folder(tmp_path / "base", n=2)
+    base = write_project(tmp_path / "base", "tiny", tasks=["spiral"],
+                         target=_folder_target("jpegs", survey_name="mine"))
+    child = tmp_path / "child.yaml"
+    child.write_text(f"extends: {base}\nsky: {{seed: 5}}\ntarget: {{survey_name: theirs}}\n")
+    project = load_project(child)
+    assert (project.name, project.profile.sky.seed, project.target.survey_name) == ("child", 5, "theirs")
+    assert project.profile.sky.n_galaxies == load_project(base).profile.sky.n_galaxies
+    assert Path(project.target.folder) == folder
+    for text, message in ((f"extends: {tmp_path / 'nope.yaml'}", "extends: .*no such project file"),
+                          (f"extends: {child}", "extends: .* extends this file again"),
+                          (f"extends: {base}\nbogus: 1", "unknown key 'bogus'")):
+        loop = tmp_path / "loop.yaml"
+        loop.write_text(text.replace(str(child), str(loop)))
+        with pytest.raises(ProjectError, match=f"{loop}: {message}"):
+            load_project(loop)
+
+
 def _jpeg_folder(tmp_path, n=40, **columns):
     """A folder of JPEGs framed per galaxy, labelled `spiral`, without positions."""
     folder = tmp_path / "jpegs"
