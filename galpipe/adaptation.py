@@ -92,7 +92,7 @@ class CoralAlignment(Objective):
         n = len(inputs)
         drawn = np.sort(step.rng.choice(self.unlabelled_rows, n, replace=len(self.unlabelled_rows) < n))
         unlabelled = read_rows(step.x, drawn, step.device)
-        unlabelled = augment_batch(unlabelled, step.generator) if step.augment else unlabelled
+        unlabelled = augment_batch(unlabelled, step.generator, step.augmentation) if step.augment else unlabelled
         with autocast(step.device, step.precision):
             embedding = model.embed(channels_last(torch.cat([inputs, unlabelled])))
             logits = model.classify(embedding[:n]).float()

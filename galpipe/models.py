@@ -7,6 +7,8 @@ can read the embedding the last layer classifies.
   (DESIGN.md section 6): about 0.69 GFLOP per 69x69 image.
 - `compact`: galpipe's default, a strided CNN with batch normalisation and global pooling,
   about 56 times fewer FLOPs (0.012 against 0.686 GFLOP, from `count_flops`).
+- `resnet18`: torchvision's ResNet-18 blocks with a stem for 69x69 galaxies (one 3x3 convolution,
+  no max pooling, as small-image ResNets do), `width` channels in the first stage (64 as published).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
+from torchvision.models.resnet import BasicBlock
 
 from galpipe.registry import Registry
 
@@ -87,6 +90,26 @@ class Compact(GalaxyClassifier):
 
     def arguments(self) -> dict:
         return {"width": self.width}
+
+
+@ARCHITECTURES.register("resnet18")
+class ResNet18(GalaxyClassifier):
+    def __init__(self, width: int = 64, stem_stride: int = 1):
+        super().__init__()
+        self.width, self.stem_stride = width, stem_stride
+        layers = [nn.Conv2d(3, width, 3, stride=stem_stride, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU()]
+        channels = width
+        for stage in range(4):  # two basic blocks per stage; stages 2-4 halve the size and double the width
+            out, stride = width * 2 ** stage, 1 if stage == 0 else 2
+            shortcut = None if stride == 1 and channels == out else nn.Sequential(
+                nn.Conv2d(channels, out, 1, stride=stride, bias=False), nn.BatchNorm2d(out))
+            layers += [BasicBlock(channels, out, stride, shortcut), BasicBlock(out, out)]
+            channels = out
+        self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.head = nn.Sequential(nn.Dropout(0.3), nn.Linear(channels, 1))
+
+    def arguments(self) -> dict:
+        return {"width": self.width, "stem_stride": self.stem_stride}
 
 
 def build_model(name: str, seed: int | None = None, **arguments) -> GalaxyClassifier:

@@ -46,6 +46,16 @@ class Profile:
     patience: int = 5
     finetune_min_steps: int = 40  # so that 25 labels still get some optimisation
     batch_size: int = 64
+    # The optimiser and augmentation (galpipe.training.TrainConfig): the paper's constant-rate Adam
+    # and affine augmentation by default; "one_cycle" and "galaxy" for the stronger learners.
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    schedule: str = "constant"
+    augmentation: str = "affine"
+    # Training's numeric precision (galpipe.hardware.PRECISIONS). "auto" trains in bf16 where the CPU
+    # or GPU has it natively, so a table differs between machines with and without it (README,
+    # Reproducibility); "fp32" takes the same numeric path everywhere, at some speed.
+    precision: str = "auto"
 
 
 ALL_LABEL_BUDGETS = ("0", "25", "50", "100", "300", "500", "1000", "full")

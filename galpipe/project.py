@@ -26,12 +26,14 @@ from galpipe.defs.surveys import SOURCE_KINDS, FolderSurvey, LegacySurvey, Simul
 from galpipe.experiment.selections import RANDOM, SELECTIONS
 from galpipe.experiment.strategies import STRATEGIES
 from galpipe.framing import FramingError
+from galpipe.hardware import PRECISIONS
 from galpipe.instruments import get_instrument
 from galpipe.label_catalogs import SCHEMES
 from galpipe.models import ARCHITECTURES
 from galpipe.profiles import ALL_LABEL_BUDGETS, INPUT_MODES, Profile
 from galpipe.simulation.population import SkyConfig
 from galpipe.tasks import simulated_tasks
+from galpipe.training import AUGMENTATIONS, SCHEDULES
 
 SHIPPED_DIR = Path(__file__).parent / "projects"
 DEFAULT_PROJECT = "small"
@@ -175,6 +177,9 @@ def _profile(raw: dict, name: str, path: Path) -> Profile:
             raise ProjectError(f"{path}: {key}: expected whole numbers, got {list(values[key])}")
     if values.get("architecture", "compact") not in ARCHITECTURES:
         raise ProjectError(f"{path}: architecture: unknown {values['architecture']!r}; known: {', '.join(ARCHITECTURES)}")
+    for key, known in (("precision", PRECISIONS), ("schedule", SCHEDULES), ("augmentation", AUGMENTATIONS)):
+        if key in values and values[key] not in known:
+            raise ProjectError(f"{path}: {key}: unknown {values[key]!r}; known: {', '.join(known)}")
     if values.get("input_mode", "bands") not in INPUT_MODES:
         raise ProjectError(f"{path}: input_mode: {values['input_mode']!r}; expected one of {', '.join(INPUT_MODES)}")
     profile = Profile(name=name, sky=SkyConfig(**sky), **values)
@@ -204,6 +209,8 @@ def _check_number(value, kind, key: str, path: Path) -> None:
 def _check_ranges(profile: Profile, path: Path) -> None:
     checks = [("test_fraction", 0 < profile.test_fraction < 1, "between 0 and 1"),
               ("match_radius_arcsec", profile.match_radius_arcsec > 0, "positive"),
+              ("learning_rate", profile.learning_rate > 0, "positive"),
+              ("weight_decay", profile.weight_decay >= 0, "0 or more"),
               ("sky.target_footprint_fraction", 0 < profile.sky.target_footprint_fraction <= 1, "in (0, 1]"),
               ("sky.n_galaxies", profile.sky.n_galaxies >= 0, "0 or more")]
     checks += [(key, getattr(profile, key) >= 1, "at least 1")

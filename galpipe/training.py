@@ -1,5 +1,5 @@
 """Training a binary classifier: batches from a (memory-mapped) array, augmentation on whole
-batches, Adam, early stopping on validation loss with the best weights restored, seeded, on
+batches, Adam (or AdamW with a one-cycle schedule), early stopping on validation loss with the best weights restored, seeded, on
 cpu or cuda (channels_last, mixed precision where the hardware has it: galpipe.hardware), with a
 checkpoint each epoch so an interrupted run resumes where it stopped. The loss of a batch is an
 `Objective`: cross-entropy on the labels unless a strategy brings its own (galpipe.adaptation).
@@ -38,6 +38,12 @@ class TrainConfig:
     weight_decay: float = 0.0
     seed: int = 0
     augment: bool = True
+    # "affine": rotation (+-45 deg), flips, shifts, zoom. "galaxy": a galaxy has no up, so any
+    # rotation; and per-band gain and noise jitter, as seeing, calibration and depth vary.
+    augmentation: str = "affine"
+    # "constant": Adam at learning_rate (the paper's). "one_cycle": AdamW with the learning rate
+    # rising to learning_rate and annealed to ~0 over max_epochs (Smith 2018).
+    schedule: str = "constant"
     training_mode: str = "full"  # "full": all layers; "head_only": features frozen
     min_steps: int = 0  # small label budgets: at least this many optimiser steps in all
     # "none": plain cross-entropy (the paper's). "balanced": positives weighted by
@@ -55,13 +61,21 @@ class TrainConfig:
         return asdict(self)
 
 
-def augment_batch(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Random rotation (+-45 deg), flips, shifts (5%) and zoom (0.75-1.3), drawn per image and
-    applied to the whole batch at once with one affine_grid/grid_sample (torchvision's v2
-    transforms draw one set of parameters per call, so they would need a loop per image)."""
+AUGMENTATIONS = ("affine", "galaxy")
+SCHEDULES = ("constant", "one_cycle")
+
+
+def augment_batch(x: torch.Tensor, generator: torch.Generator, augmentation: str = "affine") -> torch.Tensor:
+    """Random rotation (+-45 deg, or any angle for "galaxy"), flips, shifts (5%) and zoom (0.75-1.3),
+    drawn per image and applied to the whole batch at once with one affine_grid/grid_sample
+    (torchvision's v2 transforms draw one set of parameters per call, so they would need a loop per
+    image). "galaxy" then scales each band by 0.9-1.1 and adds Gaussian noise of up to 5% of the
+    image's standard deviation."""
+    if augmentation not in AUGMENTATIONS:
+        raise ValueError(f"unknown augmentation {augmentation!r}; known: {AUGMENTATIONS}")
     n = x.shape[0]
     uniform = lambda low, high: low + (high - low) * torch.rand(n, generator=generator)  # noqa: E731
-    angle = uniform(-math.pi / 4, math.pi / 4)
+    angle = uniform(-math.pi, math.pi) if augmentation == "galaxy" else uniform(-math.pi / 4, math.pi / 4)
     zoom = uniform(0.75, 1.3)
     flip_x = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0)
     flip_y = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0)
@@ -70,7 +84,12 @@ def augment_batch(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     theta = torch.stack([torch.stack([cos * flip_x, -sin * flip_y, shift[0]], 1),
                          torch.stack([sin * flip_x, cos * flip_y, shift[1]], 1)], 1)
     grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid.to(x.device), mode="bilinear", padding_mode="zeros", align_corners=False)
+    x = F.grid_sample(x, grid.to(x.device), mode="bilinear", padding_mode="zeros", align_corners=False)
+    if augmentation == "galaxy":
+        gain = 0.9 + 0.2 * torch.rand(n, x.shape[1], 1, 1, generator=generator)
+        noise = torch.randn(x.shape, generator=generator) * uniform(0, 0.05).view(n, 1, 1, 1)
+        x = x * gain.to(x.device) + noise.to(x.device) * x.std(dim=(1, 2, 3), keepdim=True)
+    return x
 
 
 def set_training_mode(model: nn.Module, training_mode: str) -> None:
@@ -125,6 +144,7 @@ class Step:
     precision: str
     augment: bool
     pos_weight: torch.Tensor
+    augmentation: str = "affine"
 
 
 class Objective:
@@ -211,8 +231,18 @@ def train_classifier(model: nn.Module, x, train_rows: np.ndarray, y_train: np.nd
     model.to(device).to(memory_format=torch.channels_last)
     set_training_mode(model, config.training_mode)
     scaler = torch.amp.GradScaler(device.split(":")[0], enabled=config.precision == "fp16")
-    optimiser = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate,
-                                 weight_decay=config.weight_decay)
+    if config.schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {config.schedule!r}; known: {SCHEDULES}")
+    steps_per_epoch = math.ceil(len(train_rows) / config.batch_size)
+    max_epochs = max(config.max_epochs, math.ceil(config.min_steps / steps_per_epoch))
+    trained = [p for p in model.parameters() if p.requires_grad]
+    if config.schedule == "one_cycle":
+        optimiser = torch.optim.AdamW(trained, lr=config.learning_rate, weight_decay=config.weight_decay)
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimiser, config.learning_rate,
+                                                        total_steps=max_epochs * steps_per_epoch)
+    else:
+        optimiser = torch.optim.Adam(trained, lr=config.learning_rate, weight_decay=config.weight_decay)
+        scheduler = None
     x_val = np.asarray(x[np.sort(val_rows)]) if len(val_rows) else None
     y_val = np.asarray(y_val)[np.argsort(val_rows)]
     history: list[dict] = []
@@ -228,14 +258,14 @@ def train_classifier(model: nn.Module, x, train_rows: np.ndarray, y_train: np.nd
     if saved is not None:
         model.load_state_dict(saved["model"])
         optimiser.load_state_dict(saved["optimiser"])
+        if scheduler is not None:
+            scheduler.load_state_dict(saved["scheduler"])
         history, best, start_epoch = saved["history"], saved["best"], saved["epoch"] + 1
         rng.bit_generator.state = saved["numpy_rng"]
         generator.set_state(saved["torch_rng"])
         torch.set_rng_state(saved["global_torch_rng"])  # dropout draws from it
 
-    steps_per_epoch = math.ceil(len(train_rows) / config.batch_size)
-    max_epochs = max(config.max_epochs, math.ceil(config.min_steps / steps_per_epoch))
-    step = Step(x, rng, generator, device, config.precision, config.augment, weight)
+    step = Step(x, rng, generator, device, config.precision, config.augment, weight, config.augmentation)
     for epoch in range(start_epoch, max_epochs):
         epoch_started = time.perf_counter()
         _train_mode(model, config.training_mode)
@@ -247,7 +277,7 @@ def train_classifier(model: nn.Module, x, train_rows: np.ndarray, y_train: np.nd
             inputs = read_rows(x, rows[order], device)
             target = torch.as_tensor(np.asarray(y_train)[batch][order], dtype=torch.float32, device=device)
             if config.augment:
-                inputs = augment_batch(inputs, generator)
+                inputs = augment_batch(inputs, generator, config.augmentation)
             loss = objective.loss(model, inputs, target, step)
             if not torch.isfinite(loss):
                 raise TrainingError(f"loss became {loss.item()} at epoch {epoch} "
@@ -256,6 +286,8 @@ def train_classifier(model: nn.Module, x, train_rows: np.ndarray, y_train: np.nd
             scaler.scale(loss).backward()
             scaler.step(optimiser)
             scaler.update()
+            if scheduler is not None:
+                scheduler.step()
             train_loss += loss.item() * len(rows)
             seen += len(rows)
         # fp32, like all inference: early stopping and the champion compare these numbers.
@@ -267,7 +299,8 @@ def train_classifier(model: nn.Module, x, train_rows: np.ndarray, y_train: np.nd
             best = {"val_loss": val_loss, "epoch": epoch,
                     "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
         if checkpoint_path:  # before the callback: whatever happens next, this epoch is kept
-            _save_checkpoint(checkpoint_path, model, optimiser, history, best, epoch, rng, generator, fingerprint)
+            _save_checkpoint(checkpoint_path, model, optimiser, scheduler, history, best, epoch, rng, generator,
+                             fingerprint)
         if on_epoch:
             on_epoch(record)
         if epoch - best["epoch"] >= config.patience and epoch + 1 >= config.min_steps / steps_per_epoch:
@@ -297,8 +330,9 @@ def _load_checkpoint(path, device) -> dict | None:
         return None
 
 
-def _save_checkpoint(path, model, optimiser, history, best, epoch, rng, generator, fingerprint) -> None:
+def _save_checkpoint(path, model, optimiser, scheduler, history, best, epoch, rng, generator, fingerprint) -> None:
     state = {"model": model.state_dict(), "optimiser": optimiser.state_dict(), "history": history,
+             "scheduler": scheduler.state_dict() if scheduler is not None else {},
              "best": best, "epoch": epoch, "numpy_rng": rng.bit_generator.state,
              "torch_rng": generator.get_state(), "global_torch_rng": torch.get_rng_state(),
              "fingerprint": fingerprint}

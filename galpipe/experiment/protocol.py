@@ -111,7 +111,10 @@ class Recorder:
 
 def train_config(profile: Profile, task: str, **changes) -> TrainConfig:
     weighting = "balanced" if task in profile.class_balanced_tasks else "none"
-    return TrainConfig(batch_size=profile.batch_size, patience=profile.patience, class_weighting=weighting, **changes)
+    return TrainConfig(batch_size=profile.batch_size, patience=profile.patience, class_weighting=weighting,
+                       precision=profile.precision, learning_rate=profile.learning_rate,
+                       weight_decay=profile.weight_decay, schedule=profile.schedule,
+                       augmentation=profile.augmentation, **changes)
 
 
 def model_tags(profile: Profile, task: str, role: str, inputs: ModelInputs, **more) -> dict:

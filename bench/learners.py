@@ -1,0 +1,172 @@
+"""Which learner for real galaxies? Side by side on the real GZ2 spirals (issue 14): galpipe's
+architectures and optimiser settings, each from scratch and pretrained on the simulated SDSS, at
+several label budgets and seeds, through galpipe's own `train_classifier`.
+
+Honest by construction: the learner is chosen on a development split *inside* the project's
+labelled pool (the pool's galaxies, split once with a fixed seed); the project's test galaxies
+are not in the sample at all, so the choice never looks at the galaxies the README reports.
+
+Needs only torch, torchvision, numpy and safetensors, so it runs on a GPU machine where galpipe's
+other dependencies are not installed. The sample is made here from a `gz2_spirals` run:
+
+    .venv/bin/python bench/learners.py --export /path/to/run/data/gz2_spirals bench/learners_sample.npz
+    python3 bench/learners.py bench/learners_sample.npz --out results/learners     # on the GPU machine
+
+Writes `<out>.json` (every run) and `<out>.md` (mean and spread over seeds, per learner, start and
+budget), with the machine and the seconds each learner took.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from galpipe.hardware import machine_info  # noqa: E402
+from galpipe.models import build_model, count_flops  # noqa: E402
+from galpipe.training import TrainConfig, predict_proba, train_classifier  # noqa: E402
+
+# name: (architecture, its arguments, TrainConfig settings)
+LEARNERS = {
+    "compact (paper's Adam, affine)": ("compact", {}, {}),
+    "compact, one-cycle, galaxy aug.": ("compact", {}, {"schedule": "one_cycle", "augmentation": "galaxy",
+                                                        "learning_rate": 3e-3, "weight_decay": 1e-4}),
+    "resnet18 w32 stride 2": ("resnet18", {"width": 32, "stem_stride": 2},
+                              {"schedule": "one_cycle", "augmentation": "galaxy", "learning_rate": 2e-3,
+                               "weight_decay": 5e-4}),
+    "resnet18 w64 stride 1": ("resnet18", {}, {"schedule": "one_cycle", "augmentation": "galaxy",
+                                               "learning_rate": 2e-3, "weight_decay": 5e-4}),
+}
+BUDGETS = (100, 300, None)  # None: every galaxy of the development training part
+DEV_TEST = 400  # of the pool's galaxies, held out to judge learners
+
+
+def export(run_dir: Path, out: Path) -> None:
+    """The pool's GZ2 galaxies (never its test ones) and the simulated source, as uint8 in [0, 255]."""
+    import pandas as pd
+
+    matched = pd.read_parquet(run_dir / "matched_catalog.parquet")
+    index = pd.read_parquet(run_dir / "target" / "model_inputs.parquet").set_index("object_id")
+    pool = matched[(matched.split == "pool") & (matched.object_id.isin(index.index))]
+    target = np.load(run_dir / "target" / "model_inputs_69px.npy", mmap_mode="r")
+    source = np.load(run_dir / "source" / "model_inputs_69px.npy", mmap_mode="r")
+    source_catalog = pd.read_parquet(run_dir / "source" / "catalog.parquet")
+    source_index = pd.read_parquet(run_dir / "source" / "model_inputs.parquet")
+    labelled = source_index[source_index.status == "ok"].merge(source_catalog[["object_id", "spiral"]], on="object_id")
+    quantise = lambda a: np.round(np.clip(a, 0, 1) * 255).astype(np.uint8)  # noqa: E731
+    np.savez_compressed(out, pool_x=quantise(target[np.sort(index.loc[pool.object_id, "row"].to_numpy())]),
+                        pool_y=pool.set_index("object_id").loc[
+                            index.loc[pool.object_id].sort_values("row").index, "spiral"].to_numpy(np.int64),
+                        source_x=quantise(source[np.sort(labelled.row.to_numpy())]),
+                        source_y=labelled.sort_values("row").spiral.to_numpy(np.int64))
+    print(f"{out}: {len(pool)} pool galaxies, {len(labelled)} simulated source galaxies")
+
+
+def accuracy_and_auc(y: np.ndarray, p: np.ndarray) -> tuple[float, float]:
+    order = np.argsort(p)
+    ranks = np.empty(len(p))
+    ranks[order] = np.arange(1, len(p) + 1)
+    n1 = y.sum()
+    auc = (ranks[y == 1].sum() - n1 * (n1 + 1) / 2) / (n1 * (len(y) - n1))
+    return float(((p >= 0.5) == y).mean()), float(auc)
+
+
+def fit(model, x, rows, y, seed, settings, epochs, device):
+    """Train on x[rows] with 20% of them for early stopping (as galpipe's fine-tuning does)."""
+    rng = np.random.default_rng(seed)
+    shuffled = rng.permutation(len(rows))
+    n_val = max(len(rows) // 5, 2)
+    val, train = shuffled[:n_val], shuffled[n_val:]
+    config = TrainConfig(max_epochs=epochs, patience=10, batch_size=64, seed=seed, device=device,
+                         min_steps=40, **settings)
+    history = train_classifier(model, x, rows[train], y[train], rows[val], y[val], config)
+    return len(history)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("sample")
+    parser.add_argument("--export", metavar="RUN_DIR", help="write the sample from a gz2_spirals run and stop")
+    parser.add_argument("--out", default="bench/results/learners")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--learners", help="comma-separated subset of: " + "; ".join(LEARNERS))
+    parser.add_argument("--epochs", type=int, default=40)
+    args = parser.parse_args(argv)
+    if args.export:
+        export(Path(args.export), Path(args.sample))
+        return 0
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    data = np.load(args.sample)
+    pool_x, pool_y = data["pool_x"].astype(np.float32) / 255, data["pool_y"]
+    source_x, source_y = data["source_x"].astype(np.float32) / 255, data["source_y"]
+    order = np.random.default_rng(2026).permutation(len(pool_y))  # the development split, fixed
+    dev_test, dev_train = order[:DEV_TEST], order[DEV_TEST:]
+    names = args.learners.split(";") if args.learners else list(LEARNERS)
+    runs = []
+    for name in names:
+        architecture, arguments, settings = LEARNERS[name]
+        started = time.perf_counter()
+        pretrained = {}
+        for seed in range(args.seeds):  # one pretraining per seed, as the protocol does
+            model = build_model(architecture, seed=seed, **arguments)
+            fit(model, source_x, np.arange(len(source_y)), source_y, seed, settings, args.epochs, device)
+            pretrained[seed] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            accuracy, auc = accuracy_and_auc(pool_y[dev_test], predict_proba(model, pool_x[dev_test], device=device))
+            runs.append({"learner": name, "start": "simulation", "budget": 0, "seed": seed,
+                         "accuracy": accuracy, "roc_auc": auc})
+        for budget in BUDGETS:
+            for start in ("scratch", "simulation"):
+                for seed in range(args.seeds):
+                    chosen = np.random.default_rng([seed, 7]).permutation(dev_train)[:budget]
+                    model = build_model(architecture, seed=seed, **arguments)
+                    if start == "simulation":
+                        model.load_state_dict(pretrained[seed])
+                    epochs = fit(model, pool_x, chosen, pool_y[chosen], seed, settings, args.epochs, device)
+                    accuracy, auc = accuracy_and_auc(pool_y[dev_test],
+                                                     predict_proba(model, pool_x[dev_test], device=device))
+                    runs.append({"learner": name, "start": start, "budget": len(chosen), "seed": seed,
+                                 "accuracy": accuracy, "roc_auc": auc, "epochs": epochs})
+                    print(json.dumps(runs[-1]), flush=True)
+        seconds = time.perf_counter() - started
+        runs.append({"learner": name, "seconds": seconds,
+                     "gflop_per_image": count_flops(build_model(architecture, **arguments)) / 1e9})
+        print(f"{name}: {seconds:.0f} s", flush=True)
+        results = {"machine": machine_info(), "device": device, "dev_test": DEV_TEST, "dev_train": len(dev_train),
+                   "runs": runs}
+        out = Path(args.out)  # written after each learner: a run cut short keeps what it finished
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.with_suffix(".json").write_text(json.dumps(results, indent=1))
+        out.with_suffix(".md").write_text(markdown(results))
+    print(markdown(results))
+    return 0
+
+
+def markdown(results: dict) -> str:
+    runs = [r for r in results["runs"] if "accuracy" in r]
+    costs = {r["learner"]: r for r in results["runs"] if "seconds" in r}
+    lines = [f"Development split of the GZ2 pool: {results['dev_train']} to train from, {results['dev_test']} "
+             f"to judge; {results['machine'].get('gpu', results['machine']['cpu'])} ({results['device']}).", "",
+             "| learner | GFLOP/image | start | N labels | accuracy | ROC AUC | seeds |", "|---|---|---|---|---|---|---|"]
+    keys = sorted({(r["learner"], r["start"], r["budget"]) for r in runs},
+                  key=lambda k: (list(costs).index(k[0]) if k[0] in costs else 0, k[2], k[1]))
+    for learner, start, budget in keys:
+        group = [r for r in runs if (r["learner"], r["start"], r["budget"]) == (learner, start, budget)]
+        acc, auc = np.array([r["accuracy"] for r in group]), np.array([r["roc_auc"] for r in group])
+        gflop = costs.get(learner, {}).get("gflop_per_image", float("nan"))
+        spread = lambda a: a.std(ddof=1) if len(a) > 1 else 0.0  # noqa: E731
+        lines.append(f"| {learner} | {gflop:.3f} | {start} | {budget} | {acc.mean():.3f} ± {spread(acc):.3f}"
+                     f" | {auc.mean():.3f} ± {spread(auc):.3f} | {len(group)} |")
+    lines += ["", "| learner | seconds (all its runs) |", "|---|---|"]
+    lines += [f"| {name} | {c['seconds']:.0f} |" for name, c in costs.items()]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
