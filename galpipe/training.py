@@ -41,8 +41,9 @@ class TrainConfig:
     # "affine": rotation (+-45 deg), flips, shifts, zoom. "galaxy": a galaxy has no up, so any
     # rotation; and per-band gain and noise jitter, as seeing, calibration and depth vary.
     augmentation: str = "affine"
-    # "constant": Adam at learning_rate (the paper's). "one_cycle": AdamW with the learning rate
-    # rising to learning_rate and annealed to ~0 over max_epochs (Smith 2018).
+    # "constant": Adam at learning_rate (the paper's), early stopping after `patience` epochs.
+    # "one_cycle": AdamW with the learning rate rising to learning_rate and annealed to ~0 over
+    # max_epochs (Smith 2018), all of them run.
     schedule: str = "constant"
     training_mode: str = "full"  # "full": all layers; "head_only": features frozen
     min_steps: int = 0  # small label budgets: at least this many optimiser steps in all
@@ -303,7 +304,10 @@ def train_classifier(model: nn.Module, x, train_rows: np.ndarray, y_train: np.nd
                              fingerprint)
         if on_epoch:
             on_epoch(record)
-        if epoch - best["epoch"] >= config.patience and epoch + 1 >= config.min_steps / steps_per_epoch:
+        # A one-cycle schedule runs to its end (stopping at its peak rate would keep a model of the
+        # noisiest steps); the best validation loss still picks the weights kept.
+        stoppable = scheduler is None and epoch + 1 >= config.min_steps / steps_per_epoch
+        if stoppable and epoch - best["epoch"] >= config.patience:
             break
     model.load_state_dict(best["state"])
     if checkpoint_path:

@@ -6,7 +6,16 @@ import torch
 
 from galpipe.evaluation import binary_metrics
 from galpipe.models import DS18, build_model, count_flops, count_parameters
-from galpipe.training import TrainConfig, TrainingError, predict_proba, set_training_mode, train_classifier
+from galpipe.training import (
+    SCHEDULES,
+    TrainConfig,
+    TrainingError,
+    augment_batch,
+    evaluate_loss,
+    predict_proba,
+    set_training_mode,
+    train_classifier,
+)
 from galpipe.transfer import BudgetError, LabelledSample, choose_budget, split_train_validation
 
 
@@ -67,10 +76,11 @@ def test_same_seed_same_model_and_metrics():
     np.testing.assert_array_equal(results[0][1], results[1][1])
 
 
-def test_interrupted_training_resumes_from_its_checkpoint(tmp_path):
+@pytest.mark.parametrize("schedule", SCHEDULES)
+def test_interrupted_training_resumes_from_its_checkpoint(tmp_path, schedule):
     x, y = _toy_survey(100, np.random.default_rng(1))
     args = (x, np.arange(80), y[:80], np.arange(80, 100), y[80:])
-    config = TrainConfig(max_epochs=3, patience=5, batch_size=32, seed=2, device="cpu")
+    config = TrainConfig(max_epochs=3, patience=5, batch_size=32, seed=2, device="cpu", schedule=schedule)
     straight = train_classifier(build_model("compact", seed=0), *args, config)
 
     def stop_after_first(record):
@@ -104,6 +114,51 @@ def test_a_checkpoint_of_other_galaxies_is_not_resumed(tmp_path):
         history = train_classifier(build_model("compact", seed=0), *fewer, config, checkpoint)
     straight = train_classifier(build_model("compact", seed=0), *fewer, config)
     assert [r["train_loss"] for r in history] == pytest.approx([r["train_loss"] for r in straight], rel=1e-5)
+
+
+def test_a_one_cycle_schedule_runs_to_its_end_and_keeps_the_best_weights():
+    x, y = _toy_survey(100, np.random.default_rng(3))
+    args = (x, np.arange(80), y[:80], np.arange(80, 100), y[80:])
+    constant = train_classifier(build_model("compact", seed=0), *args,
+                                TrainConfig(max_epochs=8, patience=1, batch_size=32, seed=0, device="cpu"))
+    model = build_model("compact", seed=0)
+    one_cycle = train_classifier(model, *args, TrainConfig(max_epochs=8, patience=1, batch_size=32, seed=0,
+                                                           device="cpu", schedule="one_cycle", learning_rate=3e-3))
+    assert len(one_cycle) == 8 > len(constant)  # patience 1 stopped the constant rate early
+    best = min(r["val_loss"] for r in one_cycle)
+    assert evaluate_loss(model, x[80:], y[80:], 32, "cpu") == pytest.approx(best, rel=1e-5)
+
+
+def _bar_image(n: int) -> torch.Tensor:
+    """A horizontal bar in three bands (1, 2 and 3 times as bright), n copies."""
+    image = torch.zeros(3, 69, 69)
+    image[:, 32:37, 14:55] = torch.tensor([1.0, 2.0, 3.0]).view(3, 1, 1)
+    return image.expand(n, 3, 69, 69).clone()
+
+
+def _bar_angles_deg(images: torch.Tensor) -> np.ndarray:
+    """The bar's orientation in each image, 0-90 deg from horizontal, from its second moments."""
+    yy, xx = torch.meshgrid(torch.arange(69.0), torch.arange(69.0), indexing="ij")
+    w = images.sum(1).clamp(min=0)
+    total = w.sum((1, 2))
+    mx, my = (w * xx).sum((1, 2)) / total, (w * yy).sum((1, 2)) / total
+    dx, dy = xx - mx.view(-1, 1, 1), yy - my.view(-1, 1, 1)
+    cxx, cyy, cxy = ((w * d).sum((1, 2)) / total for d in (dx * dx, dy * dy, dx * dy))
+    return np.degrees(np.abs(0.5 * np.arctan2(2 * cxy, cxx - cyy)).numpy())
+
+
+def test_galaxy_augmentation_turns_galaxies_any_way_and_jitters_bands_and_noise():
+    images = _bar_image(400)
+    affine = augment_batch(images, torch.Generator().manual_seed(0), "affine")
+    galaxy = augment_batch(images, torch.Generator().manual_seed(0), "galaxy")
+    assert _bar_angles_deg(affine).max() < 46  # +-45 deg, flips keep a bar's axis
+    assert (_bar_angles_deg(galaxy) > 60).mean() > 0.2  # any angle: a third of them beyond 60 deg
+    ratios = lambda x: (x[:, 1].sum((1, 2)) / x[:, 0].sum((1, 2))).numpy()  # noqa: E731  band 2 / band 1
+    np.testing.assert_allclose(ratios(affine), 2.0, rtol=1e-4)  # affine keeps the colours
+    assert 0.05 < ratios(galaxy).std() / 2 < 0.15 and 1.5 < ratios(galaxy).min() and ratios(galaxy).max() < 2.5
+    assert (galaxy[:, :, :5, :5] != 0).any() and not (affine[:, :, :5, :5] != 0).any()  # noise in the empty corner
+    with pytest.raises(ValueError, match="unknown augmentation"):
+        augment_batch(images, torch.Generator(), "mirror")
 
 
 def test_nan_loss_and_single_class_are_clear_errors():
