@@ -252,3 +252,12 @@ def test_the_champion_is_chosen_on_validation_loss_never_on_test_accuracy():
     ])
     chosen = choose_champion(runs)
     assert (chosen.strategy, chosen.seed) == ("full", 1)
+
+
+def test_strategy_learning_rates_scale_with_the_projects_and_are_exact_at_the_default():
+    from galpipe.experiment.strategies import STRATEGIES
+
+    full, scratch = STRATEGIES.get("full"), STRATEGIES.get("scratch")
+    assert full.config(TrainConfig()).learning_rate == 3e-4 and scratch.config(TrainConfig()).learning_rate == 1e-3
+    assert full.config(TrainConfig(learning_rate=3e-3)).learning_rate == pytest.approx(9e-4)
+    assert scratch.config(TrainConfig(learning_rate=3e-3)).learning_rate == pytest.approx(3e-3)

@@ -4,7 +4,7 @@ whether it runs without target labels (budget 0), and how it trains from the sou
 
 - The paper's three are one parametrised `FineTuning` (in the spirit of Zoobot's fine-tuning
   class): `full` (every layer, learning rate 3e-4), `head_only` (features frozen, 1e-3) and
-  `scratch` (a fresh network, 1e-3).
+  `scratch` (a fresh network, 1e-3); these rates scale with a project's `learning_rate`.
 - Beyond the paper (galpipe.adaptation): `adabn`, `coral`, `self_training`, which also learn from
   unlabelled target images and so run at budget 0 as unsupervised domain adaptation.
 
@@ -44,9 +44,12 @@ class StrategyRun:
     teacher: GalaxyClassifier | None = None
 
 
+BASE_LEARNING_RATE = 1e-3  # the profile's default; a strategy's rate scales with the profile's
+
+
 @dataclass(frozen=True)
 class Strategy:
-    learning_rate: float = 3e-4
+    learning_rate: float = 3e-4  # at the profile's default rate (BASE_LEARNING_RATE)
     uses_unlabelled_target: bool = False
     runs_without_labels: bool = False  # budget 0: unsupervised domain adaptation
     # False where a run without labels draws nothing at random (AdaBN): one seed is enough.
@@ -56,7 +59,11 @@ class Strategy:
 
     def config(self, base: TrainConfig) -> TrainConfig:
         """The training settings of a run: the base settings with this strategy's own."""
-        return dataclasses.replace(base, learning_rate=self.learning_rate)
+        return dataclasses.replace(base, learning_rate=self.scaled_rate(base))
+
+    def scaled_rate(self, base: TrainConfig) -> float:
+        """The strategy's learning rate in proportion to the profile's (exactly its own at the default)."""
+        return self.learning_rate * (base.learning_rate / BASE_LEARNING_RATE)
 
     def train(self, run: StrategyRun) -> tuple[GalaxyClassifier, list[dict], dict]:
         """(model, history, extra parameters to log)."""
@@ -72,7 +79,7 @@ class FineTuning(Strategy):
     from_scratch: bool = False
 
     def config(self, base: TrainConfig) -> TrainConfig:
-        return dataclasses.replace(base, learning_rate=self.learning_rate,
+        return dataclasses.replace(base, learning_rate=self.scaled_rate(base),
                                    training_mode="head_only" if self.trainable == "head" else "full")
 
     def train(self, run: StrategyRun):
