@@ -13,6 +13,11 @@ Adaptation (each starts from the source-trained model):
   2019 did from SDSS to DES).
 With budget 0 each is unsupervised domain adaptation.
 
+Self-supervised (`contrastive`, `contrastive_simulation`): SimCLR (Chen et al. 2020) on the
+unlabelled target images, as Hayat et al. (2021) did for SDSS: the network learns to tell two
+augmented views of one galaxy from those of other galaxies, from a fresh start or from the source
+model, and is then fine-tuned on the N labels.
+
 Selection of the N galaxies to label from the pool: `random`; `uncertainty` (the source model's
 probability closest to 0.5); `diversity` (greedy k-centre on the source model's embeddings among
 the 4N most uncertain, so that the N are not N near-copies of one ambiguous kind of galaxy).
@@ -20,15 +25,18 @@ the 4N most uncertain, so that the N are not N near-copies of one ambiguous kind
 
 from __future__ import annotations
 
+import copy
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from galpipe.hardware import autocast, channels_last
 from galpipe.models import GalaxyClassifier
-from galpipe.training import Objective, Step, augment_batch, image_batches, read_rows
+from galpipe.training import Objective, Step, TrainConfig, augment_batch, image_batches, read_rows
 from galpipe.transfer import LabelledSample
 
 
@@ -178,3 +186,70 @@ class AdaptationData:
         x = StackedArrays(x_target, x_source)
         shift = lambda s: LabelledSample(s.object_id, s.row + x.offset(1), s.label)  # noqa: E731
         return cls(x, shift(source_train), shift(source_validation), np.sort(np.asarray(unlabelled_rows)))
+
+
+def contrastive_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
+    """NT-Xent: each view must pick its partner (the other view of the same galaxy) out of the
+    2n - 1 other views of the batch."""
+    z = F.normalize(torch.cat([z1, z2]).float(), dim=1)
+    similarity = z @ z.T / temperature
+    similarity.fill_diagonal_(float("-inf"))
+    n = len(z1)
+    partner = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z.device)
+    return F.cross_entropy(similarity, partner)
+
+
+_CONTRASTIVE_CACHE: dict[str, tuple[dict, list[dict]]] = {}  # one per start, rows and settings: budgets share it
+
+
+def contrastive_pretrained(model: GalaxyClassifier, x, rows: np.ndarray, config: TrainConfig, epochs: int,
+                           temperature: float = 0.2, batch_size: int = 128) -> tuple[GalaxyClassifier, list[dict]]:
+    """`model` after SimCLR on the images x[rows] (a copy; its classifying layer untouched), and the
+    loss per epoch. Two "galaxy" augmentations of each image (any rotation, flips, zoom, band gain,
+    noise) are the positive pair; a projection head, dropped afterwards, maps embeddings to the
+    space the loss compares. Every label budget of a seed starts from the same start: the result
+    is kept for the process, so the budgets of one `galpipe run` compute it once."""
+    digest = hashlib.sha256()
+    for tensor in model.state_dict().values():
+        digest.update(tensor.detach().cpu().numpy().tobytes())
+    digest.update(np.ascontiguousarray(rows, dtype=np.int64).tobytes())
+    digest.update(repr((len(x), config.seed, config.learning_rate, config.precision, epochs, temperature,
+                        batch_size)).encode())
+    key = digest.hexdigest()
+    model = copy.deepcopy(model)
+    if key in _CONTRASTIVE_CACHE:
+        state, history = _CONTRASTIVE_CACHE[key]
+        model.load_state_dict(state)
+        return model, history
+    device = config.device
+    model.to(device).to(memory_format=torch.channels_last)
+    with torch.no_grad():
+        width = model.embed(torch.zeros(2, *np.asarray(x[rows[:1]]).shape[1:], device=device)).shape[1]
+    projection = nn.Sequential(nn.Linear(width, width), nn.ReLU(), nn.Linear(width, 32)).to(device)
+    trained = [p for p in model.parameters()] + list(projection.parameters())
+    optimiser = torch.optim.AdamW(trained, lr=config.learning_rate, weight_decay=1e-4)
+    generator = torch.Generator().manual_seed(config.seed)
+    rng = np.random.default_rng([config.seed, 11])
+    rows = np.asarray(rows)
+    history = []
+    for epoch in range(epochs):
+        model.train()
+        total, seen = 0.0, 0
+        order = rng.permutation(len(rows))
+        for start in range(0, len(rows) - 1, batch_size):
+            batch = np.sort(rows[order[start:start + batch_size]])
+            if len(batch) < 2:
+                continue
+            images = read_rows(x, batch, device)
+            views = [augment_batch(images, generator, "galaxy") for _ in range(2)]
+            with autocast(device, config.precision):
+                z = [projection(model.embed(channels_last(v))) for v in views]
+            loss = contrastive_loss(z[0], z[1], temperature)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            total, seen = total + loss.item() * len(batch), seen + len(batch)
+        history.append({"epoch": epoch, "contrastive_loss": total / max(seen, 1)})
+    model.eval()
+    _CONTRASTIVE_CACHE[key] = ({k: v.detach().clone() for k, v in model.state_dict().items()}, history)
+    return model, history

@@ -6,7 +6,9 @@ whether it runs without target labels (budget 0), and how it trains from the sou
   class): `full` (every layer, learning rate 3e-4), `head_only` (features frozen, 1e-3) and
   `scratch` (a fresh network, 1e-3); these rates scale with a project's `learning_rate`.
 - Beyond the paper (galpipe.adaptation): `adabn`, `coral`, `self_training`, which also learn from
-  unlabelled target images and so run at budget 0 as unsupervised domain adaptation.
+  unlabelled target images and so run at budget 0 as unsupervised domain adaptation; and
+  `contrastive` / `contrastive_simulation`, self-supervised on the unlabelled target images (from
+  a fresh network / from the source model), then fine-tuned on the N labels.
 
 A new strategy is a subclass of `Strategy` with a `train` method, registered as
 `STRATEGIES.register("name", MyStrategy(...))`; README, "Extending galpipe".
@@ -20,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from galpipe.adaptation import AdaptationData, CoralAlignment, adapt_batch_norm, pseudo_labels
+from galpipe.adaptation import AdaptationData, CoralAlignment, adapt_batch_norm, contrastive_pretrained, pseudo_labels
 from galpipe.models import GalaxyClassifier, build_model
 from galpipe.registry import Registry
 from galpipe.training import TrainConfig, predict_proba, train_classifier
@@ -173,6 +175,29 @@ class SelfTraining(Strategy):
                                 "teacher": teacher}
 
 
+@dataclass(frozen=True)
+class Contrastive(Strategy):
+    """Self-supervised pretraining (SimCLR) on the unlabelled target images, from a fresh network
+    (`from_scratch`) or from the source model, then every layer fine-tuned on the N labels."""
+
+    learning_rate: float = 1e-3
+    uses_unlabelled_target: bool = True
+    from_scratch: bool = True
+    epochs: int = 50  # of contrastive learning, before fine-tuning
+    temperature: float = 0.2
+
+    def train(self, run: StrategyRun):
+        data = run.adaptation
+        start = build_model(run.architecture, seed=run.config.seed) if self.from_scratch else run.pretrained
+        model, pretraining = contrastive_pretrained(start, data.x, data.unlabelled_rows, run.config, self.epochs,
+                                                    self.temperature)
+        history = train_classifier(model, data.x, run.train.row, run.train.label, run.validation.row,
+                                   run.validation.label, run.config, run.checkpoint_path)
+        return model, history, {"n_unlabelled_target": len(data.unlabelled_rows), "contrastive_epochs": self.epochs,
+                                "contrastive_start": "scratch" if self.from_scratch else "source",
+                                "contrastive_final_loss": round(pretraining[-1]["contrastive_loss"], 4)}
+
+
 def _repeated(sample: LabelledSample, times: int) -> tuple[np.ndarray, np.ndarray]:
     return np.tile(sample.row, times), np.tile(sample.label, times)
 
@@ -184,6 +209,8 @@ STRATEGIES.register("scratch", FineTuning(learning_rate=1e-3, from_scratch=True)
 STRATEGIES.register("adabn", AdaBN())
 STRATEGIES.register("coral", Coral())
 STRATEGIES.register("self_training", SelfTraining())
+STRATEGIES.register("contrastive", Contrastive())
+STRATEGIES.register("contrastive_simulation", Contrastive(learning_rate=3e-4, from_scratch=False))
 
 DIRECT = "direct"  # budget 0 without a strategy: the source model applied as it is
 
