@@ -223,8 +223,7 @@ def contrastive_pretrained(model: GalaxyClassifier, x, rows: np.ndarray, config:
         return model, history
     device = config.device
     model.to(device).to(memory_format=torch.channels_last)
-    with torch.no_grad():
-        width = model.embed(torch.zeros(2, *np.asarray(x[rows[:1]]).shape[1:], device=device)).shape[1]
+    width = model.head[-1].in_features  # the embedding the classifying layer reads
     projection = nn.Sequential(nn.Linear(width, width), nn.ReLU(), nn.Linear(width, 32)).to(device)
     trained = [p for p in model.parameters()] + list(projection.parameters())
     optimiser = torch.optim.AdamW(trained, lr=config.learning_rate, weight_decay=1e-4)
