@@ -156,7 +156,12 @@ def _profile(raw: dict, name: str, path: Path) -> Profile:
     _refuse_unknown(sky, SKY_KEYS, path, "sky.")
     sky = {"n_galaxies": 0, "target_footprint_fraction": 0.5, **sky}
     for key, value in sky.items():
-        _check_number(value, SkyConfig.__dataclass_fields__[key].type, f"sky.{key}", path)
+        kind = SkyConfig.__dataclass_fields__[key].type
+        if kind in (bool, "bool"):
+            if not isinstance(value, bool):
+                raise ProjectError(f"{path}: sky.{key}: expected true or false, got {value!r}")
+        else:
+            _check_number(value, kind, f"sky.{key}", path)
     defaults = {f.name: f.default for f in dataclasses.fields(Profile) if f.default is not dataclasses.MISSING}
     for key, value in values.items():
         if isinstance(defaults.get(key), bool):
@@ -264,6 +269,8 @@ def _survey(section, role: str, path: Path) -> SurveySource:
             get_instrument(survey.instrument)
         except KeyError as err:
             raise ProjectError(f"{path}: {role}.instrument: {err.args[0]}") from None
+    if isinstance(survey, SimulatedSurvey) and survey.seeing_spread < 0:
+        raise ProjectError(f"{path}: {role}.seeing_spread: must be 0 or more")
     if isinstance(survey, LegacySurvey) and not (survey.ra_column and survey.dec_column):
         raise ProjectError(f"{path}: {role}.ra_column/dec_column: the Legacy Survey viewer needs positions")
     columns = _catalogue_columns(survey, path, role)

@@ -94,3 +94,62 @@ def test_an_instrument_with_other_bands_renders_them_from_the_galaxy_colours(sds
     np.testing.assert_array_equal(cube[1:4], render_galaxy(galaxy, SDSS, 41, add_noise=False))
     u, g, r, i, z = cube.sum(axis=(1, 2))
     assert 0 < u < g < r and z > 0
+
+
+def _peaks(residual: np.ndarray, sigma_per_pixel: float) -> int:
+    """Sources in a noise-free image that would stand 5 sigma above the survey's noise after a
+    1-pixel Gaussian matched filter."""
+    from scipy import ndimage
+
+    smoothed = ndimage.gaussian_filter(residual, 1.0)
+    return ndimage.label(smoothed > 5 * sigma_per_pixel / (2 * np.sqrt(np.pi)))[1]
+
+
+def test_field_objects_are_one_sky_and_the_deeper_survey_sees_more_of_them(sdss_catalog):
+    from galpipe.simulation.render import CLEAR_RADIUS_ARCSEC, field_objects
+
+    seen = {"sdss": 0, "des": 0}
+    n_objects = 0
+    for row in sdss_catalog.sort_values("mag_r").head(6).to_dict("records"):
+        galaxy = _truth(row)
+        objects = field_objects(galaxy["structure_seed"], 40.0)
+        again = field_objects(galaxy["structure_seed"], 40.0)
+        assert [o[1:] for o in objects] == [o[1:] for o in again]  # the same sky every time
+        n_objects += len(objects)
+        assert all(16 <= mag <= 24 for _, mag, _, _ in objects)
+        # Placed in the field, none on the target at its centre; a larger cutout shows the same ones and more.
+        places = lambda objs: {(round(p.centroid.x, 6), round(p.centroid.y, 6), m) for p, m, *_ in objs}  # noqa: E731
+        assert all(CLEAR_RADIUS_ARCSEC <= np.hypot(x, y) and max(abs(x), abs(y)) <= 22 for x, y, _ in places(objects))
+        assert places(objects) <= places(field_objects(galaxy["structure_seed"], 60.0))
+        for instrument in (SDSS, DES):
+            size = instrument.cutout_size_pixels(40)
+            alone = render_galaxy(galaxy, instrument, size, add_noise=False)
+            np.testing.assert_array_equal(alone, render_galaxy(galaxy, instrument, size, add_noise=False,
+                                                               neighbours=False, seeing_spread=0.0))
+            with_field = render_galaxy(galaxy, instrument, size, add_noise=False, neighbours=True)
+            residual = (with_field - alone)[1]
+            seen[instrument.name] += _peaks(residual, instrument.sky_sigma_per_pixel("r"))
+    # ~5 objects per 40" field to r = 24 (11 galaxies and 1 star per square arcmin)
+    assert 6 * 2 < n_objects < 6 * 10
+    assert seen["des"] > seen["sdss"] and seen["des"] >= 6, seen
+
+
+def test_seeing_varies_from_galaxy_to_galaxy_and_survey_to_survey(sdss_catalog, tmp_path):
+    from galpipe.cutouts import read_cutout
+    from galpipe.simulation.render import seeing_scale
+    from galpipe.sources.simulated import FIELD_KEY, _render_chunk
+
+    scales = np.array([seeing_scale(seed, SDSS, 0.15) for seed in range(400)])
+    assert np.log(scales).std() == pytest.approx(0.15, rel=0.15) and seeing_scale(3, SDSS, 0.0) == 1.0
+    assert seeing_scale(3, SDSS, 0.15) != seeing_scale(3, DES, 0.15)  # each survey its own night
+    rows = [{**row, FIELD_KEY: 40.0} for row in sdss_catalog.head(4).to_dict("records")]
+    manifest = _render_chunk(rows, "sdss", str(tmp_path), seeing_spread=0.15)
+    fwhm = [read_cutout(entry["path"]).header["PSFFWHM1"] for entry in manifest]
+    assert len(set(fwhm)) == 4 and all(0.5 * 1.43 < f < 2 * 1.43 for f in fwhm)
+    # A wider PSF spreads the same galaxy: its peak falls.
+    galaxy = _truth(rows[0])
+    seed = next(s for s in range(50) if seeing_scale(s, SDSS, 0.3) > 1.3)
+    sharp = render_galaxy({**galaxy, "structure_seed": seed}, SDSS, 101, add_noise=False)
+    blurred = render_galaxy({**galaxy, "structure_seed": seed}, SDSS, 101, add_noise=False, seeing_spread=0.3)
+    assert blurred[1].max() < 0.95 * sharp[1].max()
+    assert blurred[1].sum() == pytest.approx(sharp[1].sum(), rel=0.02)

@@ -107,6 +107,9 @@ class SimulatedSurvey(SurveySource):
     footprint: Literal["full", "target"] = "full"
     r_mag_limit: float = SDSS_SPECTROSCOPIC_LIMIT_R_MAG
     volunteer_labels: bool = True
+    # The spread (lognormal sigma) of this survey's seeing from galaxy to galaxy; 0: every galaxy
+    # at the instrument's median PSF. ~0.15 for SDSS imaging runs (issue 14's realism effects).
+    seeing_spread: float = 0.0
 
     @property
     def bands(self) -> str | None:
@@ -117,7 +120,8 @@ class SimulatedSurvey(SurveySource):
 
     def build_cutouts(self, catalog, profile, out_dir, n_workers, progress=None):
         fields = self.get_framing().fields_arcsec(catalog, f"{self.name} catalogue")
-        return render_cutouts(catalog, self.instrument, fields, out_dir, n_workers, progress)
+        return render_cutouts(catalog, self.instrument, fields, out_dir, n_workers, progress,
+                              neighbours=profile.sky.neighbours, seeing_spread=self.seeing_spread)
 
 
 class FolderSurvey(_PublishedLabels):

@@ -31,6 +31,10 @@ class SkyConfig:
     target_footprint_fraction: float  # fraction of the source footprint the target survey covers
     close_pair_fraction: float = 0.01  # galaxies given a companion 1-4" away (tests matching)
     seed: int = 0
+    # Realism (issue 14), off by default so that earlier skies stay as they were: fainter galaxies
+    # and stars in every cutout's field (galpipe.simulation.render.field_objects), the same for
+    # both surveys, so that the deeper one sees more of them.
+    neighbours: bool = False
 
 
 def sky_footprint_deg(config: SkyConfig) -> tuple[float, float, float, float]:

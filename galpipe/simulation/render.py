@@ -18,6 +18,15 @@ from galpipe.instruments import EFFECTIVE_WAVELENGTH_NM, Band, Instrument
 
 GSPARAMS = galsim.GSParams(folding_threshold=1e-2, maxk_threshold=2e-3)
 ARM_CLUMPS_PER_ARM = 30
+# Field objects to r = 24, beyond both surveys' depths. Deep r-band counts reach ~4e4 galaxies per
+# square degree at r < 24 (~11 per square arcmin), rising by ~0.35 dex per magnitude there; at the
+# high galactic latitude of Stripe 82, stars to r = 24 number ~1 per square arcmin, with a
+# shallower slope.
+FIELD_FAINT_LIMIT_R_MAG, FIELD_BRIGHT_LIMIT_R_MAG = 24.0, 16.0
+FIELD_GALAXIES_PER_ARCMIN2, FIELD_GALAXY_SLOPE = 11.0, 0.35
+FIELD_STARS_PER_ARCMIN2, FIELD_STAR_SLOPE = 1.0, 0.15
+CLEAR_RADIUS_ARCSEC = 3.0  # no field object this close to the cutout centre, where the target is
+FIELD_DRAWN_ARCSEC = 240.0  # drawn over this square whatever the cutout, so that every survey's cutout shows the same
 
 
 def _project_onto_sky(obj: galsim.GSObject, inclination_deg: float, position_angle_deg: float):
@@ -103,26 +112,74 @@ def _band_flux_ratio(band: Band, g_minus_r: float, r_minus_i: float) -> float:
     return 10 ** (-0.4 * (m0 + (m1 - m0) * (wavelength - w0) / (w1 - w0)))
 
 
-def psf(instrument: Instrument, band: str) -> galsim.GSObject:
-    return galsim.Moffat(beta=instrument.psf_beta, fwhm=instrument.band(band).psf_fwhm_arcsec,
+def psf(instrument: Instrument, band: str, fwhm_scale: float = 1.0) -> galsim.GSObject:
+    return galsim.Moffat(beta=instrument.psf_beta, fwhm=instrument.band(band).psf_fwhm_arcsec * fwhm_scale,
                          gsparams=GSPARAMS)
 
 
+def seeing_scale(structure_seed: int, instrument: Instrument, spread: float) -> float:
+    """This galaxy's PSF FWHM over the survey's median: lognormal with `spread` (0: always 1). Each
+    survey draws its own, as each observed the galaxy on its own night."""
+    if spread <= 0:
+        return 1.0
+    rng = np.random.default_rng([int(structure_seed), sum(map(ord, instrument.name)), 13])
+    return float(np.exp(rng.normal(0.0, spread)))
+
+
+def field_objects(structure_seed: int, field_arcsec: float) -> list[tuple[galsim.GSObject, float, float, float]]:
+    """Fainter galaxies and stars within a square field of `field_arcsec` around a galaxy, as
+    (profile of unit flux shifted to its place, r magnitude, g-r, r-i). Drawn from the galaxy's
+    structure seed over a fixed square (FIELD_DRAWN_ARCSEC), so that the surveys' cutouts, whatever
+    their size, show one sky; each survey's depth decides which of them stand out of its noise."""
+    rng = np.random.default_rng([int(structure_seed), 17])
+    half = FIELD_DRAWN_ARCSEC / 2
+    objects = []
+    for density, slope, star in ((FIELD_GALAXIES_PER_ARCMIN2, FIELD_GALAXY_SLOPE, False),
+                                 (FIELD_STARS_PER_ARCMIN2, FIELD_STAR_SLOPE, True)):
+        n = rng.poisson(density * (FIELD_DRAWN_ARCSEC / 60) ** 2)
+        lo, hi = 10 ** (slope * FIELD_BRIGHT_LIMIT_R_MAG), 10 ** (slope * FIELD_FAINT_LIMIT_R_MAG)
+        mags = np.log10(lo + rng.random(n) * (hi - lo)) / slope
+        xs, ys = rng.uniform(-half, half, n), rng.uniform(-half, half, n)
+        shapes = rng.random((n, 5))  # size, axis ratio, angle, two colours: drawn for all, used by those kept
+        for mag, x, y, (size, q, beta, c1, c2) in zip(mags, xs, ys, shapes):
+            if max(abs(x), abs(y)) > field_arcsec / 2 + 2 or np.hypot(x, y) < CLEAR_RADIUS_ARCSEC:
+                continue
+            if star:
+                profile = galsim.DeltaFunction(gsparams=GSPARAMS)
+                colours = 0.3 + 1.1 * c1, 0.1 + 0.5 * c2
+            else:  # fainter galaxies are smaller: ~1.2" at r = 20, shrinking 0.1 dex per magnitude
+                half_light = 1.2 * 10 ** (-0.1 * (mag - 20)) * np.exp(0.6 * (size - 0.5))
+                profile = galsim.Exponential(half_light_radius=half_light, gsparams=GSPARAMS).shear(
+                    q=0.3 + 0.7 * q, beta=180 * beta * galsim.degrees)
+                colours = 0.2 + 1.0 * c1, 0.1 + 0.4 * c2
+            objects.append((profile.shift(x, y), float(mag), *map(float, colours)))
+    return objects
+
+
 def render_galaxy(g, instrument: Instrument, size_pixels: int, offset_pixels=(0.0, 0.0),
-                  add_noise: bool = True) -> np.ndarray:
+                  add_noise: bool = True, neighbours: bool = False, seeing_spread: float = 0.0) -> np.ndarray:
     """Image cube (band, y, x) of galaxy `g` in `instrument`'s flux units. `offset_pixels` moves
-    the galaxy from the cutout centre (the catalogue position is not exactly the true one)."""
+    the galaxy from the cutout centre (the catalogue position is not exactly the true one).
+    `neighbours`: the field objects around it (field_objects); `seeing_spread`: this survey's
+    seeing varies from galaxy to galaxy (seeing_scale)."""
     components = galaxy_components(g)
     total_flux_r = instrument.flux_from_mag(g["mag_r"])
     noise_seed = int(g["structure_seed"]) * 7919 + sum(map(ord, instrument.name))
     noise_rng = galsim.BaseDeviate(noise_seed % (2**31 - 1) + 1)
+    fwhm_scale = seeing_scale(g["structure_seed"], instrument, seeing_spread)
+    field = field_objects(g["structure_seed"], size_pixels * instrument.pixel_scale_arcsec) if neighbours else []
+    # drawImage's offset moves everything: field objects are shifted back, to stay where they are.
+    back = (-offset_pixels[0] * instrument.pixel_scale_arcsec, -offset_pixels[1] * instrument.pixel_scale_arcsec)
     cube = np.empty((len(instrument.bands), size_pixels, size_pixels), dtype=np.float32)
     for k, band in enumerate(instrument.bands):
         galaxy = galsim.Add([
             profile * (total_flux_r * fraction * _band_flux_ratio(band, gr, ri))
             for profile, fraction, gr, ri in components
+        ] + [
+            profile.shift(*back) * (instrument.flux_from_mag(mag) * _band_flux_ratio(band, gr, ri))
+            for profile, mag, gr, ri in field
         ])
-        image = galsim.Convolve(galaxy, psf(instrument, band.name)).drawImage(
+        image = galsim.Convolve(galaxy, psf(instrument, band.name, fwhm_scale)).drawImage(
             nx=size_pixels, ny=size_pixels, scale=instrument.pixel_scale_arcsec, offset=offset_pixels)
         if add_noise:
             image.addNoise(galsim.GaussianNoise(noise_rng, sigma=instrument.sky_sigma_per_pixel(band.name)))

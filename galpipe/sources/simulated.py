@@ -54,9 +54,10 @@ def _one_thread_per_worker() -> None:
     os.environ["OMP_NUM_THREADS"] = "1"
 
 
-def _render_chunk(rows: list[dict], instrument_name: str, out_dir: str) -> list[dict]:
+def _render_chunk(rows: list[dict], instrument_name: str, out_dir: str, neighbours: bool = False,
+                  seeing_spread: float = 0.0) -> list[dict]:
     # Imported here so that worker processes pay for GalSim only when they render.
-    from galpipe.simulation.render import render_galaxy
+    from galpipe.simulation.render import render_galaxy, seeing_scale
 
     instrument = get_instrument(instrument_name)
     manifest = []
@@ -70,13 +71,15 @@ def _render_chunk(rows: list[dict], instrument_name: str, out_dir: str) -> list[
         entry = {"object_id": row["object_id"], "path": str(path)}
         try:
             cube = render_galaxy(truth, instrument, size, (offset_x / instrument.pixel_scale_arcsec,
-                                                          offset_y / instrument.pixel_scale_arcsec))
+                                                          offset_y / instrument.pixel_scale_arcsec),
+                                 neighbours=neighbours, seeing_spread=seeing_spread)
+            fwhm_scale = seeing_scale(truth["structure_seed"], instrument, seeing_spread)
             # Checked here, in memory, so that nobody has to read the file back to check it.
             validate_cutout(path, Cutout(path, cube, instrument.band_names), instrument.band_names, (size, size))
             header = {"SURVEY": instrument.name, "OBJID": row["object_id"], "BUNIT": instrument.flux_unit,
                       "MAGZERO": instrument.zeropoint_mag, "SIMULATD": True}
             for k, band in enumerate(instrument.bands):
-                header[f"PSFFWHM{k}"] = (band.psf_fwhm_arcsec, f"{band.name} PSF FWHM, arcsec")
+                header[f"PSFFWHM{k}"] = (band.psf_fwhm_arcsec * fwhm_scale, f"{band.name} PSF FWHM, arcsec")
                 header[f"SKYSIG{k}"] = (instrument.sky_sigma_per_pixel(band.name), f"{band.name} sky noise/pixel")
             write_cutout_fits(path, cube, instrument.band_names, row["ra_deg"], row["dec_deg"],
                               instrument.pixel_scale_arcsec, header)
@@ -89,9 +92,11 @@ def _render_chunk(rows: list[dict], instrument_name: str, out_dir: str) -> list[
 
 
 def render_cutouts(catalog: pd.DataFrame, instrument_name: str, field_arcsec: float | pd.Series, out_dir: Path,
-                   n_workers: int | None = None, progress=None) -> pd.DataFrame:
+                   n_workers: int | None = None, progress=None, neighbours: bool = False,
+                   seeing_spread: float = 0.0) -> pd.DataFrame:
     """Render every galaxy of `catalog` as `instrument_name` sees it, one FITS file each, over
-    `field_arcsec`: one field for all, or each galaxy's own (a Series by object_id).
+    `field_arcsec`: one field for all, or each galaxy's own (a Series by object_id); with the
+    field objects around each (`neighbours`) and seeing that varies by `seeing_spread`.
 
     Returns the manifest (object_id, path, status, reason). `progress(done, total)` is called as
     chunks finish (for Dagster logs); a tqdm bar shows the same on the terminal.
@@ -108,7 +113,8 @@ def render_cutouts(catalog: pd.DataFrame, instrument_name: str, field_arcsec: fl
     manifest: list[dict] = []
     with tqdm(total=len(rows), desc=f"rendering {instrument_name}", unit="galaxy", disable=None) as bar:
         if n_workers == 1:
-            results = (_render_chunk(chunk, instrument_name, str(out_dir)) for chunk in chunks)
+            results = (_render_chunk(chunk, instrument_name, str(out_dir), neighbours, seeing_spread)
+                       for chunk in chunks)
             for part in results:
                 manifest += part
                 bar.update(len(part))
@@ -118,7 +124,7 @@ def render_cutouts(catalog: pd.DataFrame, instrument_name: str, field_arcsec: fl
             # spawn, not fork: the parent may hold threads (Dagster, torch) that fork would copy.
             context = multiprocessing.get_context("spawn")
             with cf.ProcessPoolExecutor(n_workers, mp_context=context, initializer=_one_thread_per_worker) as pool:
-                futures = [pool.submit(_render_chunk, chunk, instrument_name, str(out_dir))
+                futures = [pool.submit(_render_chunk, chunk, instrument_name, str(out_dir), neighbours, seeing_spread)
                            for chunk in chunks]
                 for future in cf.as_completed(futures):
                     part = future.result()
