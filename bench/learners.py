@@ -69,6 +69,17 @@ def export(run_dir: Path, out: Path) -> None:
     print(f"{out}: {len(pool)} pool galaxies, {len(labelled)} simulated source galaxies")
 
 
+def _commit() -> str:
+    """The code measured: the git commit of this checkout, where there is one."""
+    import subprocess
+
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                              text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
 def accuracy_and_auc(y: np.ndarray, p: np.ndarray) -> tuple[float, float]:
     order = np.argsort(p)
     ranks = np.empty(len(p))
@@ -96,7 +107,7 @@ def main(argv=None) -> int:
     parser.add_argument("--export", metavar="RUN_DIR", help="write the sample from a gz2_spirals run and stop")
     parser.add_argument("--out", default="bench/results/learners")
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--learners", help="comma-separated subset of: " + "; ".join(LEARNERS))
+    parser.add_argument("--learners", help="a subset, separated by ';' (the names hold commas): " + "; ".join(LEARNERS))
     parser.add_argument("--epochs", type=int, default=40)
     args = parser.parse_args(argv)
     if args.export:

@@ -199,6 +199,7 @@ def contrastive_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> 
     return F.cross_entropy(similarity, partner)
 
 
+CONTRASTIVE_WEIGHT_DECAY = 1e-4
 _CONTRASTIVE_CACHE: dict[str, tuple[dict, list[dict]]] = {}  # one per start, rows and settings: budgets share it
 
 
@@ -207,14 +208,16 @@ def contrastive_pretrained(model: GalaxyClassifier, x, rows: np.ndarray, config:
     """`model` after SimCLR on the images x[rows] (a copy; its classifying layer untouched), and the
     loss per epoch. Two "galaxy" augmentations of each image (any rotation, flips, zoom, band gain,
     noise) are the positive pair; a projection head, dropped afterwards, maps embeddings to the
-    space the loss compares. Every label budget of a seed starts from the same start: the result
-    is kept for the process, so the budgets of one `galpipe run` compute it once."""
+    space the loss compares. Every label budget of a seed starts from the same start, so the
+    result is kept for the process, keyed by the start, the images and the settings: the budgets
+    of one `galpipe run` compute it once (runs launched from the Dagster UI, each a process of
+    its own, compute it each time)."""
     digest = hashlib.sha256()
     for tensor in model.state_dict().values():
         digest.update(tensor.detach().cpu().numpy().tobytes())
-    digest.update(np.ascontiguousarray(rows, dtype=np.int64).tobytes())
-    digest.update(repr((len(x), config.seed, config.learning_rate, config.precision, epochs, temperature,
-                        batch_size)).encode())
+    digest.update(np.ascontiguousarray(x[np.sort(rows)], dtype=np.float32).tobytes())
+    digest.update(repr((config.seed, config.learning_rate, config.precision, config.device, epochs, temperature,
+                        batch_size, CONTRASTIVE_WEIGHT_DECAY)).encode())
     key = digest.hexdigest()
     model = copy.deepcopy(model)
     if key in _CONTRASTIVE_CACHE:
@@ -226,7 +229,7 @@ def contrastive_pretrained(model: GalaxyClassifier, x, rows: np.ndarray, config:
     width = model.head[-1].in_features  # the embedding the classifying layer reads
     projection = nn.Sequential(nn.Linear(width, width), nn.ReLU(), nn.Linear(width, 32)).to(device)
     trained = [p for p in model.parameters()] + list(projection.parameters())
-    optimiser = torch.optim.AdamW(trained, lr=config.learning_rate, weight_decay=1e-4)
+    optimiser = torch.optim.AdamW(trained, lr=config.learning_rate, weight_decay=CONTRASTIVE_WEIGHT_DECAY)
     generator = torch.Generator().manual_seed(config.seed)
     rng = np.random.default_rng([config.seed, 11])
     rows = np.asarray(rows)

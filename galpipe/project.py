@@ -6,7 +6,8 @@ seeds, strategies). The built-in profiles are the shipped project files in galpi
 `load_project` validates the file before any work: an error names the file and the key. Relative
 paths in it (`folder`, `catalog_path`) are taken from the file's own folder, wherever galpipe runs.
 A file may `extends:` another project (a shipped name or a file) and set only what differs: its
-mappings (`sky`, `source`, `target`) are merged key by key; name and experiment are never inherited."""
+mappings (`sky`, `source`, `target`) are merged key by key; name, experiment and description are
+never inherited."""
 
 from __future__ import annotations
 
@@ -88,11 +89,31 @@ def project_path(project: str | Path) -> Path:
 
 def load_project(project: str | Path = DEFAULT_PROJECT) -> Project:
     path = project_path(project)
-    return _load(path, path.stat().st_mtime_ns)
+    return _load(path, _times(path))
+
+
+def _times(path: Path, seen: tuple[Path, ...] = ()) -> tuple[int, ...]:
+    """The modification times of the file and of those it extends, so that editing any is seen."""
+    times = (path.stat().st_mtime_ns,)
+    try:
+        parent = yaml.safe_load(path.read_text()).get("extends")
+        base = _extended_path(path, parent) if parent else None
+    except (yaml.YAMLError, AttributeError, ProjectError):
+        return times  # _read says what is wrong
+    return times if base is None or base in seen else times + _times(base, seen + (path,))
+
+
+def _extended_path(path: Path, parent) -> Path:
+    """The file `extends: parent` names: a shipped project, or a file relative to `path`'s folder."""
+    shipped = isinstance(parent, str) and (SHIPPED_DIR / f"{parent}.yaml").is_file() and not Path(parent).suffix
+    base = SHIPPED_DIR / f"{parent}.yaml" if shipped else path.parent / str(parent)
+    if not base.is_file():
+        raise ProjectError(f"{path}: extends: {parent!r}: no such project file, nor a shipped project")
+    return base.resolve()
 
 
 @functools.lru_cache(maxsize=16)
-def _load(path: Path, mtime_ns: int) -> Project:  # the file's time in the key: an edited file is read again
+def _load(path: Path, mtimes_ns: tuple[int, ...]) -> Project:  # the files' times in the key: an edit is read again
     raw = _read(path)
     for key in ("tasks", "source", "target"):
         if key not in raw:
@@ -123,13 +144,10 @@ def _read(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     if "extends" not in raw:
         return raw
     parent = raw.pop("extends")
-    shipped = isinstance(parent, str) and (SHIPPED_DIR / f"{parent}.yaml").is_file() and not Path(parent).suffix
-    base_path = SHIPPED_DIR / f"{parent}.yaml" if shipped else path.parent / str(parent)
-    if not base_path.is_file():
-        raise ProjectError(f"{path}: extends: {parent!r}: no such project file, nor a shipped project")
-    if base_path.resolve() in seen + (path.resolve(),):
+    base_path = _extended_path(path, parent)
+    if base_path in seen + (path.resolve(),):
         raise ProjectError(f"{path}: extends: {parent!r} extends this file again (a loop)")
-    base = _read(base_path.resolve(), seen + (path.resolve(),))
+    base = _read(base_path, seen + (path.resolve(),))
     for key in PATH_KEYS:  # the base's relative paths stay relative to the base's folder
         for role in ("source", "target"):
             value = base.get(role, {}).get(key) if isinstance(base.get(role), dict) else None

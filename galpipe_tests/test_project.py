@@ -89,6 +89,10 @@ def test_a_project_extends_another_and_sets_only_what_differs(tmp_path):
     assert (project.name, project.profile.sky.seed, project.target.survey_name) == ("child", 5, "theirs")
     assert project.profile.sky.n_galaxies == load_project(base).profile.sky.n_galaxies
     assert Path(project.target.folder) == folder
+    # An edit of the base is seen by the file that extends it.
+    base_text = Path(base).read_text()
+    Path(base).write_text(base_text.replace("n_galaxies: 160", "n_galaxies: 170"))
+    assert "n_galaxies: 160" in base_text and load_project(child).profile.sky.n_galaxies == 170
     for text, message in ((f"extends: {tmp_path / 'nope.yaml'}", "extends: .*no such project file"),
                           (f"extends: {child}", "extends: .* extends this file again"),
                           (f"extends: {base}\nbogus: 1", "unknown key 'bogus'")):
