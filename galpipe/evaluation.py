@@ -84,7 +84,7 @@ def _line(row) -> str:
 
 def adaptation_goals(summary: pd.DataFrame, reference_budget: int = 500, few_labels: int = 50,
                      min_completeness: float = 0.5, comparisons: pd.DataFrame | None = None,
-                     significance: float = 0.05) -> pd.DataFrame:
+                     significance: float = 0.05, results: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per task, the goals of the adaptation strategies (issue 6) read off the evaluation table:
 
     - unsupervised: the best strategy at budget 0 against the source model applied directly: with
@@ -94,6 +94,10 @@ def adaptation_goals(summary: pd.DataFrame, reference_budget: int = 500, few_lab
     - few labels: the best strategy x selection at 1..`few_labels` labels against `full` (random)
       at `reference_budget` (or the largest budget below it that ran), in mean accuracy;
     - the minority class (class 1): completeness and purity of each of those.
+    With `results` (the runs, with their per-galaxy predictions), each verdict comes with the paired
+    accuracy difference on the same test galaxies and its 95% bootstrap interval
+    (`*_difference`, `*_low`, `*_high`); the few-labels goal is then met when the interval does
+    not lie wholly below zero, i.e. the data cannot tell the few labels from the reference.
     "Best" is the highest mean test accuracy among the rows that find at least `min_completeness`
     of the minority class (with 6% barred galaxies, a model that calls nearly every galaxy
     unbarred scores 0.94 on accuracy alone); chosen on the test set itself, it is an optimistic
@@ -123,6 +127,18 @@ def adaptation_goals(summary: pd.DataFrame, reference_budget: int = 500, few_lab
             if comparisons is not None and len(comparisons) else pd.DataFrame()
         p_value = float(paired.mcnemar_p.iloc[0]) if len(paired) else np.nan
         met = margin > 0 and p_value < significance if len(paired) else margin > spread
+        intervals = {}
+        if results is not None and has_predictions(results):
+            runs_of = lambda line: with_selection(results[results.task == task]).query(  # noqa: E731
+                "label_budget == @line.label_budget and strategy == @line.strategy and selection == @line.selection")
+            for name, a, b in (("unsupervised", best_unsupervised, direct), ("few_labels", best_few, reference)):
+                pair = paired_predictions(runs_of(a), runs_of(b)) if len(runs_of(a)) and len(runs_of(b)) else None
+                if pair is not None:
+                    difference = paired_bootstrap(*pair, "accuracy")
+                    intervals |= {f"{name}_difference": difference["difference"], f"{name}_low": difference["low"],
+                                  f"{name}_high": difference["high"], f"{name}_mcnemar_p": mcnemar(*pair)["p_value"]}
+        few_met = intervals["few_labels_high"] >= 0 if "few_labels_high" in intervals \
+            else best_few.accuracy_mean >= reference.accuracy_mean
         rows.append({
             "task": task, "direct_accuracy": direct.accuracy_mean,
             "best_unsupervised": _line(best_unsupervised), "best_unsupervised_accuracy": best_unsupervised.accuracy_mean,
@@ -131,7 +147,7 @@ def adaptation_goals(summary: pd.DataFrame, reference_budget: int = 500, few_lab
             "reference": _line(reference), "reference_accuracy": reference.accuracy_mean,
             "best_few_labels": _line(best_few), "best_few_labels_accuracy": best_few.accuracy_mean,
             "few_labels_shortfall": reference.accuracy_mean - best_few.accuracy_mean,
-            "few_labels_goal_met": best_few.accuracy_mean >= reference.accuracy_mean,
+            "few_labels_goal_met": few_met, **intervals,
             **{f"{name}_{metric}": row[f"{metric}_mean"]
                for name, row in (("direct", direct), ("best_unsupervised", best_unsupervised),
                                  ("best_few_labels", best_few), ("reference", reference))
@@ -281,16 +297,10 @@ def paired_comparisons(results: pd.DataFrame, n_bootstrap: int = N_BOOTSTRAP) ->
                 opponents += [(other, budget, r) for (b, other, sel), r in groups.items()
                               if b == budget and sel == selection and other not in ("full", DIRECT)]
             for name, other_budget, other in opponents:
-                if len(other) > 1:  # seed k against seed k: the seeds both ran
-                    both = set(rows.seed) & set(other.seed)
-                    if not both:  # partitions run with other seeds (the project's seeds changed): no pairs
-                        continue
-                    rows_k, other = rows[rows.seed.isin(both)], other[other.seed.isin(both)]
-                else:
-                    rows_k = rows
-                ids, y, p_a = _aligned(rows_k, set.intersection(*(set(r) for r in other.test_object_ids)))
-                _, _, p_b = _aligned(other, ids)
-                p_b = np.repeat(p_b, len(p_a), axis=0) if len(p_b) == 1 else p_b  # one direct model for every seed
+                pair = paired_predictions(rows, other)
+                if pair is None:
+                    continue
+                y, p_a, p_b = pair
                 test = mcnemar(y, p_a, p_b)
                 auc = paired_bootstrap(y, p_a, p_b, "roc_auc", n_bootstrap)
                 comparisons.append({"task": task, "label_budget": budget, "selection": selection, "strategy": strategy,
@@ -301,3 +311,17 @@ def paired_comparisons(results: pd.DataFrame, n_bootstrap: int = N_BOOTSTRAP) ->
                                     "roc_auc_difference_low": auc["low"], "roc_auc_difference_high": auc["high"],
                                     "roc_auc_p": auc["p_value"]})
     return pd.DataFrame(comparisons)
+
+
+def paired_predictions(rows: pd.DataFrame, other: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(labels, probabilities of `rows` by seed, of `other` by seed) on the test galaxies both were
+    evaluated on, seed k beside seed k (one model applied directly beside every seed); None when
+    they share no seed (partitions run under other project seeds)."""
+    if len(other) > 1:
+        both = set(rows.seed) & set(other.seed)
+        if not both:
+            return None
+        rows, other = rows[rows.seed.isin(both)], other[other.seed.isin(both)]
+    ids, y, p_a = _aligned(rows, set.intersection(*(set(r) for r in other.test_object_ids)))
+    _, _, p_b = _aligned(other, ids)
+    return y, p_a, np.repeat(p_b, len(p_a), axis=0) if len(p_b) == 1 else p_b

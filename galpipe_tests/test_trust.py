@@ -115,6 +115,27 @@ def test_the_unsupervised_goal_is_judged_by_a_paired_test(adabn_right, met):
     assert goals["unsupervised_goal_met"] is met and (goals["unsupervised_mcnemar_p"] < 0.05) is met
 
 
+@pytest.mark.parametrize("few_right, met", [(0.9, True), (0.8, False)])
+def test_the_few_labels_goal_comes_with_its_paired_interval(few_right, met):
+    """N=25 as good as `full` at 300 (90% right each): the interval of the difference holds 0, so
+    the goal is met; 10 points worse on 800 galaxies: the interval lies below 0, not met."""
+    from galpipe.evaluation import adaptation_goals
+
+    y, p_direct = _predictions(800, 0.7, seed=0)
+    rows = [_runs("direct", 0, 0, y, p_direct), _runs("adabn", 0, 0, y, _right(y, 0.75, seed=5))]
+    for seed in (0, 1):
+        rows += [_runs("full", 25, seed, y, _right(y, few_right, seed + 10)),
+                 _runs("full", 300, seed, y, _right(y, 0.9, seed))]
+    results = pd.DataFrame(rows)
+    [goals] = adaptation_goals(summarise(results), reference_budget=300, results=results,
+                               comparisons=paired_comparisons(results, n_bootstrap=50)).to_dict("records")
+    assert goals["best_few_labels"] == "full N=25" and goals["reference"] == "full N=300"
+    assert goals["few_labels_low"] < goals["few_labels_difference"] < goals["few_labels_high"]
+    assert goals["few_labels_difference"] == pytest.approx(goals["best_few_labels_accuracy"] - goals["reference_accuracy"])
+    assert goals["few_labels_goal_met"] is met and (goals["few_labels_high"] >= 0) is met
+    assert goals["unsupervised_low"] < goals["unsupervised_difference"] < goals["unsupervised_high"]
+
+
 def test_each_seed_starts_from_its_own_pretraining_so_direct_and_adabn_have_a_spread(tmp_path):
     from galpipe_tests.conftest import galpipe_in, write_project
 

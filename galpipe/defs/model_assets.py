@@ -140,7 +140,7 @@ def evaluation_table(context: AssetExecutionContext, finetuned_models: pd.DataFr
         for path in (png, run_dir / "evaluation_table.csv", run_dir / "comparisons.csv"):
             tracker.log_artifact(run_id, path)  # the table and its learning curves, beside the runs they summarise
     champions = crown_champions(tracker, finetuned_models, context.resources.target_survey.name)
-    goals = adaptation_goals(summary, comparisons=comparisons)
+    goals = adaptation_goals(summary, comparisons=comparisons, results=finetuned_models)
     if len(goals):  # the adaptation strategies' goals, where they ran
         atomic_write(run_dir / "adaptation_goals.csv", lambda tmp: goals.to_csv(tmp, index=False))
     else:
