@@ -189,7 +189,7 @@ def test_two_runs_saving_one_checkpoint_at_once_do_not_collide(tmp_path):
     def save_many():
         try:
             for epoch in range(15):
-                _save_checkpoint(tmp_path / "same.pt", model, optimiser, [], {"epoch": epoch}, epoch,
+                _save_checkpoint(tmp_path / "same.pt", model, optimiser, None, [], {"epoch": epoch}, epoch,
                                  np.random.default_rng(0), torch.Generator(), "f")
         except Exception as err:  # noqa: BLE001 - any error is the failure this test looks for
             errors.append(err)
