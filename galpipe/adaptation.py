@@ -228,7 +228,7 @@ def contrastive_pretrained(model: GalaxyClassifier, x, rows: np.ndarray, config:
     model.to(device).to(memory_format=torch.channels_last)
     width = model.head[-1].in_features  # the embedding the classifying layer reads
     projection = nn.Sequential(nn.Linear(width, width), nn.ReLU(), nn.Linear(width, 32)).to(device)
-    trained = [p for p in model.parameters()] + list(projection.parameters())
+    trained = [*model.parameters(), *projection.parameters()]
     optimiser = torch.optim.AdamW(trained, lr=config.learning_rate, weight_decay=CONTRASTIVE_WEIGHT_DECAY)
     generator = torch.Generator().manual_seed(config.seed)
     rng = np.random.default_rng([config.seed, 11])

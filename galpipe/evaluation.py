@@ -103,6 +103,8 @@ def adaptation_goals(summary: pd.DataFrame, reference_budget: int = 500, few_lab
     unbarred scores 0.94 on accuracy alone); chosen on the test set itself, it is an optimistic
     reading of each goal. Empty when no adaptation strategy ran."""
     summary = with_selection(summary)
+    runs_by_row = dict(tuple(with_selection(results).groupby(GROUP))) \
+        if results is not None and has_predictions(results) else {}  # each summary row's runs, with predictions
     rows = []
     for task, runs in summary.groupby("task", sort=True):
         adapting = runs.strategy.isin(adaptation_strategies())
@@ -128,11 +130,10 @@ def adaptation_goals(summary: pd.DataFrame, reference_budget: int = 500, few_lab
         p_value = float(paired.mcnemar_p.iloc[0]) if len(paired) else np.nan
         met = margin > 0 and p_value < significance if len(paired) else margin > spread
         intervals = {}
-        if results is not None and has_predictions(results):
-            runs_of = lambda line: with_selection(results[results.task == task]).query(  # noqa: E731
-                "label_budget == @line.label_budget and strategy == @line.strategy and selection == @line.selection")
-            for name, a, b in (("unsupervised", best_unsupervised, direct), ("few_labels", best_few, reference)):
-                pair = paired_predictions(runs_of(a), runs_of(b)) if len(runs_of(a)) and len(runs_of(b)) else None
+        for name, a, b in (("unsupervised", best_unsupervised, direct), ("few_labels", best_few, reference)):
+            rows_a, rows_b = (runs_by_row.get((task, *(line[k] for k in GROUP[1:]))) for line in (a, b))
+            if rows_a is not None and rows_b is not None:
+                pair = paired_predictions(rows_a, rows_b)
                 if pair is not None:
                     difference = paired_bootstrap(*pair, "accuracy")
                     intervals |= {f"{name}_difference": difference["difference"], f"{name}_low": difference["low"],

@@ -1,7 +1,7 @@
 """Training a binary classifier: batches from a (memory-mapped) array, augmentation on whole
-batches, Adam (or AdamW with a one-cycle schedule), early stopping on validation loss with the best weights restored, seeded, on
-cpu or cuda (channels_last, mixed precision where the hardware has it: galpipe.hardware), with a
-checkpoint each epoch so an interrupted run resumes where it stopped. The loss of a batch is an
+batches, Adam (or AdamW on a one-cycle schedule), early stopping on validation loss with the best
+weights restored, seeded, on cpu or cuda (channels_last, mixed precision where the hardware has
+it: galpipe.hardware), with a checkpoint each epoch so an interrupted run resumes where it stopped. The loss of a batch is an
 `Objective`: cross-entropy on the labels unless a strategy brings its own (galpipe.adaptation).
 One batched reader (`image_batches`) serves training, inference and the adaptation strategies.
 """

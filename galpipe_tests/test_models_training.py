@@ -116,14 +116,14 @@ def test_a_checkpoint_of_other_galaxies_is_not_resumed(tmp_path):
     assert [r["train_loss"] for r in history] == pytest.approx([r["train_loss"] for r in straight], rel=1e-5)
 
 
-def test_a_one_cycle_schedule_runs_to_its_end_and_keeps_the_best_weights():
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])  # both numeric paths, on any CPU
+def test_a_one_cycle_schedule_runs_to_its_end_and_keeps_the_best_weights(precision):
     x, y = _toy_survey(100, np.random.default_rng(3))
     args = (x, np.arange(80), y[:80], np.arange(80, 100), y[80:])
-    constant = train_classifier(build_model("compact", seed=0), *args,
-                                TrainConfig(max_epochs=8, patience=1, batch_size=32, seed=0, device="cpu"))
+    settings = {"max_epochs": 8, "patience": 1, "batch_size": 32, "seed": 0, "device": "cpu", "precision": precision}
+    constant = train_classifier(build_model("compact", seed=0), *args, TrainConfig(**settings))
     model = build_model("compact", seed=0)
-    one_cycle = train_classifier(model, *args, TrainConfig(max_epochs=8, patience=1, batch_size=32, seed=0,
-                                                           device="cpu", schedule="one_cycle", learning_rate=3e-3))
+    one_cycle = train_classifier(model, *args, TrainConfig(**settings, schedule="one_cycle", learning_rate=3e-3))
     assert len(one_cycle) == 8 > len(constant)  # patience 1 stopped the constant rate early
     best = min(r["val_loss"] for r in one_cycle)
     assert evaluate_loss(model, x[80:], y[80:], 32, "cpu") == pytest.approx(best, rel=1e-5)

@@ -81,8 +81,7 @@ class FineTuning(Strategy):
     from_scratch: bool = False
 
     def config(self, base: TrainConfig) -> TrainConfig:
-        return dataclasses.replace(base, learning_rate=self.scaled_rate(base),
-                                   training_mode="head_only" if self.trainable == "head" else "full")
+        return dataclasses.replace(super().config(base), training_mode="head_only" if self.trainable == "head" else "full")
 
     def train(self, run: StrategyRun):
         model = (build_model(run.architecture, seed=run.config.seed) if self.from_scratch
