@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PROFILE ?= small
 export DAGSTER_HOME := $(CURDIR)/.dagster_home
 
-.PHONY: run test bench chromium ui clean
+.PHONY: run test bench chromium postgresql ui clean
 
 $(BIN)/galpipe: pyproject.toml
 	python3 -m venv $(VENV)
@@ -15,7 +15,7 @@ $(BIN)/galpipe: pyproject.toml
 run: $(BIN)/galpipe
 	$(BIN)/galpipe run --profile $(PROFILE)
 
-test: $(BIN)/galpipe chromium
+test: $(BIN)/galpipe chromium postgresql
 	$(BIN)/ruff check galpipe galpipe_tests bench scripts
 	$(BIN)/python -m pytest -q galpipe_tests
 
@@ -26,6 +26,10 @@ bench: $(BIN)/galpipe
 # The UI test drives Debian's Chromium through Playwright, which then downloads no browser of its own.
 chromium:
 	@command -v chromium >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)
+
+# The loopback cluster test (test_run_queue.py) starts Debian's PostgreSQL server on 127.0.0.1.
+postgresql:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql)
 
 ui: $(BIN)/galpipe
 	$(BIN)/galpipe ui --profile $(PROFILE)

@@ -15,6 +15,7 @@ import argparse
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from galpipe.project import DEFAULT_PROJECT, shipped_projects
@@ -34,60 +35,67 @@ def project_argument(args) -> str:
 
 def _run(args) -> int:
     from galpipe.project import load_project, project_reference
+    from galpipe.run_queue import DAEMON_LOG, check_evaluations, run_steps, threads_per_run, write_queue_config
 
     project_arg = project_argument(args)
     project = load_project(project_arg)  # every key checked before any work
     os.environ["GALPIPE_PROJECT"] = project_reference(project_arg)  # for Dagster's code, as `galpipe ui` sets it
     dagster_home = Path(os.environ.setdefault("DAGSTER_HOME", str(Path(".dagster_home").resolve())))
     dagster_home.mkdir(parents=True, exist_ok=True)
-    from dagster import DagsterInstance, Definitions, MultiPartitionKey
+    if args.workers < 1:
+        raise UserError(f"--workers {args.workers}: must be at least 1")
+    if args.workers > 1 and not write_queue_config(dagster_home, args.workers):
+        print(f"[galpipe run] {dagster_home / 'dagster.yaml'} is yours: its run queue limits apply", flush=True)
+    from dagster import DagsterInstance, Definitions
 
     from galpipe.definitions import ALL_CHECKS, all_assets, build_resources
     from galpipe.defs.jobs import DATA_KEYS, JOBS
     from galpipe.defs.prediction_assets import prediction_chunks
-    from galpipe.liveness import process_token
-    from galpipe.recovery import DAGSTER_PROCESS_TAG, fail_stale_runs
+    from galpipe.recovery import fail_stale_runs
     resources = build_resources(project_arg)
     tasks = resources["settings"].tasks
     defs = Definitions(assets=all_assets(project_arg), asset_checks=ALL_CHECKS, jobs=JOBS, resources=resources)
     budgets = _budgets(args.budgets, project.profile)
     print(f"[galpipe run] project {project.name} ({project.path}): experiment {project.experiment}, tasks "
           f"{', '.join(tasks)}, {project.source.name} -> {project.target.name}", flush=True)
-    # One run of a named stage job per partition, in lineage order, as the UI would launch them.
-    steps = [("data", "data", "data_job", None)]
-    steps += [("pretrained_model", f"pretrained_model[{t}]", "pretraining_job", t) for t in tasks]
-    steps += [("finetuned_models", f"finetuned_models[{t}|{b}]", "finetuning_job",
-               MultiPartitionKey({"task": t, "budget": b})) for t in tasks for b in budgets]
-    steps += [("evaluation_table", "evaluation_table", "evaluation_job", None)]
-    steps += [("evaluation_table", "champion_evaluation", "reevaluation_job", None)]
-    steps += [("evaluation_table", f"target_morphology[{chunk}]", "prediction_job", chunk)
-              for chunk in prediction_chunks.get_partition_keys()]
-    first = RUN_STAGES.index(args.from_stage)
-    steps = [step for step in steps if RUN_STAGES.index(step[0]) >= first]
+    steps = pipeline_steps(tasks, budgets, prediction_chunks.get_partition_keys(), args.from_stage)
     started = time.perf_counter()
-    failed = []
-    timings = []  # per step, for bench/run.py: wall seconds and the Dagster run behind it
+
+    finished, failed = [], set()
+
+    def report(step, record: dict) -> None:
+        """A line per finished run, with the asset checks it evaluated."""
+        finished.append(step.label)
+        verdict = "ok" if record["ok"] else "FAILED"
+        if record.get("skipped"):
+            verdict = "skipped, for want of " + ", ".join(label for label in step.needs if label in failed)
+        if not record["ok"]:
+            failed.add(step.label)
+        print(f"[galpipe run {len(finished)}/{len(steps)}] {step.label}: {verdict} ({record['seconds']:.1f} s; "
+              f"{time.perf_counter() - started:.0f} s in all)", flush=True)
+        checks = record.pop("checks", None)  # in-process results carry them; a queued run's are in its events
+        if checks is None and "dagster_run_id" in record:
+            checks = check_evaluations(instance, record["dagster_run_id"])
+        for evaluation in checks or []:
+            print(f"  check {evaluation.asset_key.to_user_string()}:{evaluation.check_name}: "
+                  f"{'passed' if evaluation.passed else 'FAILED'}")
+
     with DagsterInstance.get() as instance:
         for line in fail_stale_runs(instance, resources["mlflow"].tracking_uri):
             print(f"[galpipe run] {line}", flush=True)
         _require_upstream(instance, args.from_stage, DATA_KEYS, tasks)
-        for number, (_, label, job_name, partition) in enumerate(steps, 1):
-            step_started = time.perf_counter()
-            result = defs.resolve_job_def(job_name).execute_in_process(
-                instance=instance, partition_key=partition, raise_on_error=False, run_config=QUIET,
-                tags={DAGSTER_PROCESS_TAG: process_token()})
-            print(f"[galpipe run {number}/{len(steps)}] {label}: {'ok' if result.success else 'FAILED'} "
-                  f"({time.perf_counter() - step_started:.1f} s; {time.perf_counter() - started:.0f} s in all)",
-                  flush=True)
-            timings.append({"step": label, "seconds": round(time.perf_counter() - step_started, 2),
-                            "ok": result.success, "dagster_run_id": result.run_id})
-            for evaluation in result.get_asset_check_evaluations():
-                print(f"  check {evaluation.asset_key.to_user_string()}:{evaluation.check_name}: "
-                      f"{'passed' if evaluation.passed else 'FAILED'}")
-            if not result.success:
-                failed.append(label)
-                if label == "data":
-                    break
+        # The MLflow store and experiment made here, once: parallel runs creating a new SQLite store race
+        # in its schema migration.
+        resources["mlflow"].tracker(resources["settings"])
+        if args.workers > 1:
+            print(f"[galpipe run] through Dagster's run queue: at most {args.workers} runs at once, "
+                  f"{threads_per_run(args.workers)} thread(s) each; the runs' own output goes to "
+                  f"{resources['settings'].run_dir / DAEMON_LOG}", flush=True)
+            timings = run_steps(instance, defs, steps, args.workers, QUIET, resources["settings"].run_dir / DAEMON_LOG,
+                                report)
+        else:
+            timings = _run_in_process(instance, defs, steps, report)
+    failed = [t["step"] for t in timings if not t["ok"]]
     seconds = time.perf_counter() - started
     whole = args.from_stage == "data" and args.budgets is None  # bench/run.py reads the whole pipeline's file
     _write_timings(resources["settings"].run_dir / ("run_timings.json" if whole else "run_timings_partial.json"),
@@ -108,6 +116,55 @@ def _run(args) -> int:
                                       "unsupervised_goal_met", "reference", "reference_accuracy", "best_few_labels",
                                       "best_few_labels_accuracy", "few_labels_goal_met"]].round(3).to_string(index=False))
     return 0 if not failed else 1
+
+
+def pipeline_steps(tasks, budgets, prediction_chunks, from_stage: str = "data") -> list:
+    """The runs of `galpipe run`, one per job and partition, in lineage order, each with the runs it
+    reads from; those before `from_stage` are left out (their materializations are read instead)."""
+    from dagster import MultiPartitionKey
+
+    from galpipe.run_queue import Step
+
+    data = ("data",)
+    pretraining = {t: f"pretrained_model[{t}]" for t in tasks}
+    steps = [Step("data", "data", "data_job")]
+    steps += [Step("pretrained_model", pretraining[t], "pretraining_job", t, needs=data) for t in tasks]
+    steps += [Step("finetuned_models", f"finetuned_models[{t}|{b}]", "finetuning_job",
+                   MultiPartitionKey({"task": t, "budget": b}), needs=(*data, pretraining[t]))
+              for t in tasks for b in budgets]
+    # The evaluation reads whatever fine-tuning was materialized, so it waits for every run, failed or not.
+    steps.append(Step("evaluation_table", "evaluation_table", "evaluation_job", needs=data,
+                      after=tuple(s.label for s in steps)))
+    steps.append(Step("evaluation_table", "champion_evaluation", "reevaluation_job", needs=("evaluation_table",)))
+    steps += [Step("evaluation_table", f"target_morphology[{chunk}]", "prediction_job", chunk,
+                   needs=("evaluation_table",)) for chunk in prediction_chunks]
+    first = RUN_STAGES.index(from_stage)
+    kept = [step for step in steps if RUN_STAGES.index(step.stage) >= first]
+    labels = {step.label for step in kept}
+    return [replace(step, needs=tuple(n for n in step.needs if n in labels),
+                    after=tuple(a for a in step.after if a in labels)) for step in kept]
+
+
+def _run_in_process(instance, defs, steps: list, report) -> list[dict]:
+    """The steps one after another in this process (`--workers 1`, the default): no daemon, no server."""
+    from galpipe.liveness import process_token
+    from galpipe.recovery import DAGSTER_PROCESS_TAG
+
+    done = {}
+    for step in steps:
+        if any(not done[label]["ok"] for label in step.needs):
+            done[step.label] = {"step": step.label, "ok": False, "skipped": True, "seconds": 0.0}
+            report(step, done[step.label])
+            continue
+        started = time.time()
+        result = defs.resolve_job_def(step.job).execute_in_process(
+            instance=instance, partition_key=step.partition, raise_on_error=False, run_config=QUIET,
+            tags={DAGSTER_PROCESS_TAG: process_token()})
+        done[step.label] = {"step": step.label, "ok": result.success, "seconds": round(time.time() - started, 2),
+                            "started": started, "ended": time.time(), "dagster_run_id": result.run_id,
+                            "checks": result.get_asset_check_evaluations()}
+        report(step, done[step.label])
+    return [done[step.label] for step in steps]
 
 
 def _budgets(requested: str | None, profile) -> tuple[str, ...]:
@@ -155,7 +212,7 @@ def _write_timings(path: Path, project: str, seconds: float, steps: list[dict], 
 
 def _predict(args) -> int:
     from galpipe.prediction import list_cutouts, load_classifier, model_uris, predict_cutouts
-    from galpipe.tracking import sqlite_path
+    from galpipe.tracking import default_tracking_uri, sqlite_path
 
     # Every argument is checked before any work, so that a typo never costs a whole run.
     if not args.out.lower().endswith((".parquet", ".csv")):
@@ -170,6 +227,7 @@ def _predict(args) -> int:
         raise UserError(f"--batch-size {args.batch_size}: give at least 1")
     if args.pixel_scale is not None and not args.pixel_scale > 0:
         raise UserError(f"--pixel-scale {args.pixel_scale:g}: give a positive number of arcsec per pixel")
+    args.tracking_uri = args.tracking_uri or default_tracking_uri()
     store = sqlite_path(args.tracking_uri)
     if store is not None and not store.is_file():  # MLflow would create an empty store and find no model
         raise UserError(f"--tracking-uri {args.tracking_uri}: no MLflow store at {store.resolve()}")
@@ -245,6 +303,10 @@ def main(argv=None) -> int:
                           "strategy: --from finetuned_models); default: %(default)s")
     run.add_argument("--budgets", help="fine-tune only these label budgets, comma-separated (default: the "
                                        "profile's); the evaluation table still reads every materialized one")
+    run.add_argument("--workers", type=int, default=1,
+                     help="runs at once: above 1, each step is a run in Dagster's queue, launched by the Dagster "
+                          "daemon (started here unless one serves the instance) with cores/N threads "
+                          "(default: %(default)s, every step in this process, one after another)")
     run.set_defaults(func=_run)
 
     predict = commands.add_parser(
@@ -271,7 +333,8 @@ def main(argv=None) -> int:
     predict.add_argument("--tasks", help="tasks an alias expands to (default: the project's)")
     predict.add_argument("--survey", help="survey in the registered names (default: the project's target survey)")
     predict.add_argument("--experiment", help="the experiment whose models an alias names (default: the project's)")
-    predict.add_argument("--tracking-uri", default="sqlite:///mlruns/mlflow.db", help="default: %(default)s")
+    predict.add_argument("--tracking-uri", default=None,
+                         help="default: $MLFLOW_TRACKING_URI, else the project's sqlite:///mlruns/mlflow.db")
     predict.set_defaults(func=_predict)
 
     from galpipe.ui import add_arguments

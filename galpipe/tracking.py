@@ -67,6 +67,14 @@ ARTIFACT_PATH_COLUMNS = {"experiments": "artifact_location", "runs": "artifact_u
 MLRUNS_DIR_TAG = "galpipe.mlruns_dir"
 
 
+LOCAL_TRACKING_URI = "sqlite:///mlruns/mlflow.db"  # in the project folder
+
+
+def default_tracking_uri() -> str:
+    """MLflow's MLFLOW_TRACKING_URI where set, else the project's own SQLite store."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or LOCAL_TRACKING_URI
+
+
 def sqlite_path(tracking_uri: str) -> Path | None:
     return Path(tracking_uri.removeprefix("sqlite:///")) if tracking_uri.startswith("sqlite:///") else None
 
@@ -125,8 +133,10 @@ class Tracker:
         self.client = MlflowClient(tracking_uri)
         found = with_retry(lambda: self.client.get_experiment_by_name(experiment))
         if found is None:
-            Path(artifact_root).mkdir(parents=True, exist_ok=True)
-            artifact_location = Path(artifact_root).resolve().as_uri()
+            artifact_location = None  # a tracking server keeps artifacts where it was told to
+            if sqlite_path(tracking_uri) is not None:
+                Path(artifact_root).mkdir(parents=True, exist_ok=True)
+                artifact_location = Path(artifact_root).resolve().as_uri()
             try:
                 self.experiment_id = with_retry(lambda: self.client.create_experiment(experiment, artifact_location))
             except MlflowException:  # created meanwhile by a parallel run

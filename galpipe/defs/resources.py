@@ -9,6 +9,7 @@ from dagster import ConfigurableResource
 
 from galpipe.profiles import Profile
 from galpipe.project import DEFAULT_PROJECT, Project, load_project
+from galpipe.tracking import default_tracking_uri
 
 
 class GalpipeSettings(ConfigurableResource):
@@ -53,9 +54,11 @@ class GalpipeSettings(ConfigurableResource):
 
 
 class MlflowTracking(ConfigurableResource):
-    """Our own small MLflow resource (dagster-mlflow pins pandas < 3 and is unmaintained)."""
+    """Our own small MLflow resource (dagster-mlflow pins pandas < 3 and is unmaintained). The store
+    is the project's SQLite file, or MLflow's own MLFLOW_TRACKING_URI where that is set (a tracking
+    server on a cluster: README, "Running on a cluster")."""
 
-    tracking_uri: str = "sqlite:///mlruns/mlflow.db"
+    tracking_uri: str = default_tracking_uri()
     artifact_root: str = "mlruns/artifacts"
 
     def tracker(self, settings: GalpipeSettings):

@@ -43,7 +43,7 @@ def new_target_labels(context, settings: GalpipeSettings):
     wanted |= {AssetKeyPartitionKey(FINETUNED, MultiPartitionKey({"task": t, "budget": b}))
                for t in tasks for b in settings.get_profile().label_budgets}
     # An asset backfill, not plain runs: Dagster launches each partition after what it depends on.
-    # AssetGraphSubset is Dagster-internal (pinned 1.13.28 in pyproject): check it on an upgrade.
+    # AssetGraphSubset is Dagster-internal (pinned in pyproject): check it on an upgrade.
     subset = AssetGraphSubset.from_asset_partition_set(wanted, context.repository_def.asset_graph)
     return SensorResult(run_requests=[RunRequest.for_asset_graph_subset(
         subset, tags={"galpipe/label_files": ",".join(changed)})], cursor=json.dumps(now))

@@ -1,0 +1,186 @@
+"""`galpipe run --workers N` through Dagster's run queue, and the cluster set-up on one machine:
+PostgreSQL (started here) holds Dagster's storage and MLflow's store behind an MLflow server;
+the Dagster daemon launches the runs. Parallel runs must overlap, give the sequential run's
+results, and never lock a database."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from dagster import DagsterInstance, RunsFilter
+
+from galpipe.cli import RUN_STAGES, pipeline_steps
+from galpipe.run_queue import OWN_CONFIG_MARK, stop_process, write_queue_config
+from galpipe_tests.conftest import write_project
+
+GALPIPE = str(Path(sys.executable).with_name("galpipe"))
+MLFLOW = str(Path(sys.executable).with_name("mlflow"))
+
+
+def test_each_step_waits_for_what_it_reads():
+    steps = {s.label: s for s in pipeline_steps(["bar", "edge_on"], ["0", "25"], ["chunk-00"])}
+    assert steps["pretrained_model[bar]"].needs == ("data",)
+    assert steps["finetuned_models[bar|25]"].needs == ("data", "pretrained_model[bar]")
+    # The evaluation reads every fine-tuning partition: it waits for them all, failed or not.
+    assert set(steps["evaluation_table"].after) >= {"finetuned_models[bar|0]", "finetuned_models[edge_on|25]"}
+    assert steps["target_morphology[chunk-00]"].needs == ("evaluation_table",)
+    later = pipeline_steps(["bar"], ["25"], ["chunk-00"], from_stage="finetuned_models")
+    assert [s.label for s in later][0] == "finetuned_models[bar|25]" and later[0].needs == ()  # read, not re-run
+    assert {s.stage for s in later} == set(RUN_STAGES[2:])
+
+
+def test_a_dagster_yaml_of_your_own_is_never_rewritten(tmp_path):
+    assert write_queue_config(tmp_path, 3)
+    assert "max_concurrent_runs: 3" in (tmp_path / "dagster.yaml").read_text()
+    assert write_queue_config(tmp_path, 2)  # galpipe's own file follows the worker count
+    assert "max_concurrent_runs: 2" in (tmp_path / "dagster.yaml").read_text()
+    yours = "run_queue:\n  max_concurrent_runs: 5\n"
+    (tmp_path / "dagster.yaml").write_text(yours)
+    assert not write_queue_config(tmp_path, 2)
+    assert (tmp_path / "dagster.yaml").read_text() == yours and OWN_CONFIG_MARK not in yours
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(ready, what: str, process: subprocess.Popen, seconds: float = 60.0) -> None:
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited with status {process.returncode}")
+        with contextlib.suppress(Exception):
+            if ready():
+                return
+        time.sleep(0.3)
+    raise TimeoutError(f"{what} did not start within {seconds:.0f} s")
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    """A PostgreSQL server on 127.0.0.1 (Debian's; initdb refuses root, so it runs as `postgres`),
+    with databases for Dagster and MLflow; stopped by its PID afterwards."""
+    import psycopg2
+
+    binaries = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    assert binaries, "PostgreSQL is not installed: `make test` installs Debian's postgresql package"
+    bin_dir = binaries[-1].parent
+    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    folder = Path(tempfile.mkdtemp(prefix="galpipe-postgres-"))
+    if as_postgres:
+        shutil.chown(folder, "postgres")
+    subprocess.run([*as_postgres, str(bin_dir / "initdb"), "-D", str(folder / "db"), "-U", "postgres", "-A", "trust",
+                    "--no-sync"], check=True, capture_output=True)
+    port = free_port()
+    server = subprocess.Popen([*as_postgres, str(bin_dir / "postgres"), "-D", str(folder / "db"), "-h", "127.0.0.1",
+                               "-p", str(port), "-k", str(folder), "-F"], stdout=subprocess.DEVNULL,
+                              stderr=open(folder / "postgres.log", "wb"), start_new_session=True)
+
+    def connect(db="postgres"):
+        return psycopg2.connect(host="127.0.0.1", port=port, user="postgres", dbname=db)
+
+    try:
+        wait_for(lambda: connect().close() or True, "PostgreSQL", server)
+        with contextlib.closing(connect()) as conn:
+            conn.autocommit = True
+            for db in ("dagster", "mlflow"):
+                conn.cursor().execute(f"CREATE DATABASE {db}")
+        yield port
+    finally:
+        stop_process(server)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(postgres, tmp_path_factory):
+    """`mlflow server` on PostgreSQL with a folder as its artifact store, stopped by its PID afterwards."""
+    port = free_port()
+    artifacts = tmp_path_factory.mktemp("mlflow-artifacts")
+    server = subprocess.Popen([MLFLOW, "server", "--backend-store-uri",
+                               f"postgresql://postgres:galpipe@127.0.0.1:{postgres}/mlflow",
+                               "--artifacts-destination", str(artifacts), "--host", "127.0.0.1", "--port", str(port),
+                               "--workers", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: urllib.request.urlopen(f"{uri}/health", timeout=2).status == 200, "mlflow server", server, 120)
+        yield uri
+    finally:
+        stop_process(server)
+
+
+def run_galpipe(folder: Path, argv: list[str], **env) -> subprocess.CompletedProcess:
+    env = {**os.environ, "DAGSTER_HOME": str(folder / ".dagster_home"), **env}
+    return subprocess.run([GALPIPE, *argv], cwd=folder, env=env, capture_output=True, text=True, timeout=1200)
+
+
+def test_parallel_runs_on_postgresql_overlap_and_match_the_sequential_run(postgres, mlflow_server, tmp_path):
+    # One task, two label budgets: the two fine-tuning partitions are what must run at once.
+    project = write_project(tmp_path, tasks=["featured"], label_budgets=[0, 25], strategies=["full", "scratch"],
+                            adaptation_strategies=[], adaptation_budgets=[], selections=["random"],
+                            selection_strategies=[])
+    sequential, parallel = tmp_path / "sequential", tmp_path / "parallel"
+    for folder in (sequential, parallel):
+        folder.mkdir()
+    # The same threads for both: the parallel runs get one each (2 workers on 2 cores, or fewer cores).
+    threads = str(max(1, (os.cpu_count() or 1) // 2))
+    done = run_galpipe(sequential, ["run", "--config", project], OMP_NUM_THREADS=threads)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+    home = parallel / ".dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text(f"""# a platform engineer's file: Dagster's storage on PostgreSQL
+storage:
+  postgres:
+    postgres_db:
+      username: postgres
+      password: galpipe
+      hostname: 127.0.0.1
+      port: {postgres}
+      db_name: dagster
+run_queue:
+  max_concurrent_runs: 2
+""")
+    done = run_galpipe(parallel, ["run", "--config", project, "--workers", "2"], MLFLOW_TRACKING_URI=mlflow_server)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-4000:]
+    assert "dagster.yaml is yours" in output
+    daemon_log = next(parallel.glob("data/*/dagster_daemon.log")).read_text()
+    assert "database is locked" not in (output + daemon_log).lower()
+
+    os.environ["DAGSTER_HOME"] = str(home)  # the instance is the PostgreSQL one of the parallel run
+    try:
+        with DagsterInstance.get() as instance:
+            assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+            records = instance.get_run_records(RunsFilter(job_name="finetuning_job"))
+    finally:
+        os.environ.pop("DAGSTER_HOME")
+    assert len(records) == 2 and all(r.dagster_run.is_success for r in records)
+    (first, second) = sorted(records, key=lambda r: r.start_time)
+    assert second.start_time < first.end_time, "the two fine-tuning runs did not run at the same time"
+
+    # The same numbers as one after another, from the MLflow server's store on PostgreSQL.
+    tables = [pd.read_parquet(next(f.glob("data/*/evaluation_table.parquet"))) for f in (sequential, parallel)]
+    keys = ["task", "label_budget", "strategy", "selection"]
+    metrics = ["accuracy_mean", "roc_auc_mean", "completeness_1_mean", "purity_1_mean"]
+    expected, got = (t.sort_values(keys).reset_index(drop=True)[keys + metrics] for t in tables)
+    assert len(expected) >= 4
+    pd.testing.assert_frame_equal(got, expected)
+
+    from mlflow import MlflowClient
+
+    registered = MlflowClient(mlflow_server).search_registered_models()
+    assert any(m.name.endswith("-featured-des") for m in registered)
