@@ -5,7 +5,7 @@ settings are the resources, each of which can also be changed in the launchpad."
 
 from __future__ import annotations
 
-from dagster import Definitions
+from dagster import Definitions, in_process_executor
 
 from galpipe.defs.assets import ASSETS
 from galpipe.defs.checks import CHECKS, MODEL_CHECKS
@@ -45,8 +45,11 @@ def all_assets(project: str | None = None) -> list:
 
 
 def build_definitions(project: str | None = None, **resource_fields) -> Definitions:
+    # Each run's steps in the run's own process: the default (a process per step) would import galpipe,
+    # torch and MLflow again for each of the data job's dozen steps; parallelism is across runs (run_queue).
     return Definitions(assets=all_assets(project), asset_checks=ALL_CHECKS, jobs=JOBS, schedules=[daily_reevaluation],
-                       sensors=[new_target_labels], resources=build_resources(project, **resource_fields))
+                       sensors=[new_target_labels], resources=build_resources(project, **resource_fields),
+                       executor=in_process_executor)
 
 
 defs = build_definitions()

@@ -60,6 +60,7 @@ def write_queue_config(dagster_home: Path, workers: int) -> bool:
 # SQLite storage in this folder; the queue starts at most {workers} runs at once.
 run_queue:
   max_concurrent_runs: {workers}
+  dequeue_interval_seconds: 1  # the next run starts within a second of a slot freeing (default 5)
   tag_concurrency_limits:
     - key: "{POOL_TAG}"
       value: "training"
