@@ -18,7 +18,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from galpipe.project import DEFAULT_PROJECT, shipped_projects
+# Nothing heavy at the top: worker processes started with "spawn" (the renderers) import this
+# module again as their __main__, and galpipe.project would pull in torch and MLflow (4 s each).
 
 # The stages of `galpipe run`, in lineage order; `--from` starts at one of them.
 RUN_STAGES = ("data", "pretrained_model", "finetuned_models", "evaluation_table")
@@ -272,6 +273,8 @@ def _ui(args) -> int:
 
 def add_project_arguments(parser, why: str = "") -> None:
     """--profile NAME (a shipped project) or --config FILE (a project file); default $GALPIPE_PROJECT or small."""
+    from galpipe.project import DEFAULT_PROJECT, shipped_projects
+
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--profile", choices=shipped_projects(),
                        help=f"a shipped project {why}(galpipe/projects/NAME.yaml; default: $GALPIPE_PROJECT or "

@@ -26,6 +26,7 @@ OWN_CONFIG_MARK = "# Written by `galpipe run --workers`"
 POOL_TAG = "galpipe/pool"  # runs that train share the pool "training"; its limit is the worker count
 DAEMON_HEARTBEAT_FRESH_SECONDS = 60
 POLL_SECONDS = 1.0
+QUEUED_WARNING_SECONDS = 120
 DAEMON_LOG = "dagster_daemon.log"  # in the project's run folder: the daemon's and its runs' output
 
 
@@ -154,28 +155,43 @@ def run_steps(instance, defs, steps: list[Step], workers: int, run_config: dict,
     finished_states = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
     done: dict[str, dict] = {}
     running: dict[str, Step] = {}  # run id -> step
+    submitted_at: dict[str, float] = {}
     waiting = list(steps)
+    warned = False
     with dagster_daemon(instance, threads_per_run(workers), log_path), code_location(instance) as (workspace, location):
-        while waiting or running:
-            for step in list(waiting):
-                if any(label in done and not done[label]["ok"] for label in step.needs):
-                    waiting.remove(step)
-                    done[step.label] = {"step": step.label, "ok": False, "skipped": True, "seconds": 0.0}
+        try:
+            while waiting or running:
+                for step in list(waiting):
+                    if any(label in done and not done[label]["ok"] for label in step.needs):
+                        waiting.remove(step)
+                        done[step.label] = {"step": step.label, "ok": False, "skipped": True, "seconds": 0.0}
+                        report(step, done[step.label])
+                    elif all(label in done for label in (*step.needs, *step.after)):
+                        waiting.remove(step)
+                        run_id = submit(instance, workspace, location, step, defs, run_config, {})
+                        running[run_id], submitted_at[run_id] = step, time.time()
+                time.sleep(POLL_SECONDS)
+                records = {run_id: instance.get_run_record_by_id(run_id) for run_id in running}
+                if not warned and records and all(r.dagster_run.status == DagsterRunStatus.QUEUED for r in records.values()) \
+                        and time.time() - min(submitted_at[i] for i in records) > QUEUED_WARNING_SECONDS:
+                    warned = True
+                    print(f"[galpipe run] nothing has left the queue for {QUEUED_WARNING_SECONDS} s: does a Dagster daemon "
+                          f"serve {instance.root_directory}, and does its dagster.yaml allow runs (run_queue)?", flush=True)
+                for run_id, record in records.items():
+                    if record.dagster_run.status not in finished_states:
+                        continue
+                    step = running.pop(run_id)
+                    started = record.start_time or submitted_at[run_id]
+                    ended = record.end_time or time.time()
+                    done[step.label] = {"step": step.label, "ok": record.dagster_run.status == DagsterRunStatus.SUCCESS,
+                                        "seconds": round(ended - started, 2), "started": started, "ended": ended,
+                                        "submitted": submitted_at[run_id], "dagster_run_id": run_id}
                     report(step, done[step.label])
-                elif all(label in done for label in (*step.needs, *step.after)):
-                    waiting.remove(step)
-                    running[submit(instance, workspace, location, step, defs, run_config, {})] = step
-            time.sleep(POLL_SECONDS)
-            for run_id, step in list(running.items()):
-                record = instance.get_run_record_by_id(run_id)
-                if record.dagster_run.status not in finished_states:
-                    continue
-                del running[run_id]
-                started, ended = record.start_time or record.create_timestamp.timestamp(), record.end_time or time.time()
-                done[step.label] = {"step": step.label, "ok": record.dagster_run.status == DagsterRunStatus.SUCCESS,
-                                    "seconds": round(ended - started, 2), "started": started, "ended": ended,
-                                    "dagster_run_id": run_id}
-                report(step, done[step.label])
+        finally:  # interrupted: what galpipe submitted must not start later, nor show as going on
+            for run_id in running:
+                run = instance.get_run_by_id(run_id)
+                if run.status not in finished_states:
+                    instance.report_run_canceled(run, "galpipe run ended before this run finished")
     return [done[step.label] for step in steps]
 
 

@@ -188,3 +188,25 @@ run_queue:
 
     registered = MlflowClient(mlflow_server).search_registered_models()
     assert any(m.name.endswith("-featured-des") for m in registered)
+
+
+def test_the_readme_cluster_dagster_yaml_is_valid(tmp_path):
+    """The README's `dagster.yaml` for a cluster passes Dagster's instance schema, and its run
+    launcher block passes dagster-k8s's K8sRunLauncher schema (no cluster needed to check that)."""
+    import textwrap
+
+    import yaml
+    from dagster._config import validate_config
+    from dagster._core.instance.config import dagster_instance_config
+    from dagster_k8s import K8sRunLauncher
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme[readme.index("## Running on a cluster"):]
+    block = textwrap.dedent(section[section.index("```yaml") + len("```yaml"):section.index("```\n", section.index("```yaml"))])
+    (tmp_path / "dagster.yaml").write_text(block)
+    config, _ = dagster_instance_config(str(tmp_path))
+    assert config["storage"]["postgres"]["postgres_db"]["scheme"] == "postgresql+psycopg2"
+    launcher = yaml.safe_load(block)["run_launcher"]
+    assert (launcher["module"], launcher["class"]) == ("dagster_k8s", "K8sRunLauncher")
+    checked = validate_config(K8sRunLauncher.config_type(), launcher["config"])
+    assert checked.success, checked.errors

@@ -1,0 +1,124 @@
+"""`galpipe predict` from FITS files against the bare model on in-memory tensors, side by side
+(rounds alternate, median), on synthetic DES-like cutouts this script writes (one FITS file per
+galaxy, (3, 153, 153) float32 with a WCS, as the simulated DES survey stores them: reading speed
+does not depend on what the pixels show). Also the per-file read time of astropy (the reader
+before fitsio) against fitsio (galpipe's reader now).
+
+    .venv/bin/python bench/predict_reader.py --n 2000 --out bench/results/predict_reader
+
+Writes `<out>.json` and `<out>.md`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # bench/ is not part of the package
+
+from galpipe.cutouts import read_cutout, write_cutout_fits  # noqa: E402
+from galpipe.hardware import machine_info  # noqa: E402
+from galpipe.models import build_model  # noqa: E402
+from galpipe.prediction import Classifier, list_cutouts, predict_cutouts  # noqa: E402
+
+SIZE_PIXELS, PIXEL_SCALE_ARCSEC = 153, 0.263
+
+
+def write_cutouts(folder: Path, n: int) -> None:
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[:SIZE_PIXELS, :SIZE_PIXELS] - SIZE_PIXELS // 2
+    galaxy = np.exp(-np.hypot(x, y) / 6.0).astype(np.float32)
+    for k in range(n):
+        pixels = galaxy[None] * rng.uniform(50, 500, (3, 1, 1)) + rng.normal(0, 3, (3, SIZE_PIXELS, SIZE_PIXELS))
+        write_cutout_fits(folder / f"des_{k:06d}.fits", pixels.astype(np.float32), "gri", 30.0 + k * 1e-3, 0.5,
+                          PIXEL_SCALE_ARCSEC, {"SURVEY": "des", "MAGZERO": 30.0})
+
+
+def astropy_read(path: Path) -> None:
+    """The reader galpipe used before fitsio (galpipe.cutouts at commit 28ba1ef)."""
+    from astropy.io import fits
+
+    with fits.open(path, memmap=False) as hdul:
+        hdul.verify("exception")
+        hdu = next(h for h in hdul if h.data is not None and h.is_image)
+        np.asarray(hdu.data, dtype=np.float32)
+        hdu.header.copy()
+
+
+def side_by_side(candidates: dict, rounds: int) -> dict:
+    """Items per second of each candidate, median over `rounds` alternating rounds."""
+    rates = {name: [] for name in candidates}
+    for _ in range(rounds):
+        for name, run in candidates.items():
+            items, seconds = run()
+            rates[name].append(items / seconds)
+    return {name: round(statistics.median(r), 1) for name, r in rates.items()}
+
+
+def timed(items: int, call):
+    def run():
+        started = time.perf_counter()
+        call()
+        return items, time.perf_counter() - started
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=2000, help="cutouts to write and classify")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--out", required=True, help="output path without extension")
+    args = parser.parse_args()
+    model = build_model("compact", seed=0).eval()
+    classifier = Classifier("bench", "bench", model)
+    workers = os.cpu_count() or 1
+    with tempfile.TemporaryDirectory(prefix="galpipe-predict-") as scratch:
+        folder = Path(scratch) / "cutouts"
+        folder.mkdir()
+        write_cutouts(folder, args.n)
+        cutouts = list_cutouts(folder=str(folder))
+        paths = sorted(folder.glob("*.fits"))[:500]
+        x = torch.from_numpy(np.random.default_rng(1).normal(size=(args.n, 3, 69, 69)).astype(np.float32))
+
+        def bare():
+            with torch.no_grad():
+                for start in range(0, len(x), 256):
+                    model(x[start:start + 256])
+
+        out = Path(scratch) / "morphology.parquet"
+        rates = side_by_side({
+            "bare_model_in_memory": timed(len(x), bare),
+            "galpipe_predict_fits_all_workers": timed(len(cutouts), lambda: predict_cutouts(
+                [classifier], cutouts, out, progress=False, workers=workers)),
+            "galpipe_predict_fits_1_process": timed(len(cutouts), lambda: predict_cutouts(
+                [classifier], cutouts, out, progress=False, workers=0)),
+            "read_astropy_1_process": timed(len(paths), lambda: [astropy_read(p) for p in paths]),
+            "read_fitsio_1_process": timed(len(paths), lambda: [read_cutout(p) for p in paths]),
+        }, args.rounds)
+    results = {"machine": machine_info(), "n_cutouts": args.n, "workers": workers, "images_per_second": rates,
+               "predict_vs_bare": round(rates["galpipe_predict_fits_all_workers"] / rates["bare_model_in_memory"], 3),
+               "fitsio_vs_astropy_read": round(rates["read_fitsio_1_process"] / rates["read_astropy_1_process"], 2)}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(f"{args.out}.json").write_text(json.dumps(results, indent=1))
+    lines = [f"Machine: {results['machine']['cpu']}, {workers} CPUs; {args.n} synthetic DES FITS cutouts "
+             f"({SIZE_PIXELS}x{SIZE_PIXELS}x3), `compact`; median of {args.rounds} alternating rounds.", "",
+             "| what | images/s |", "|---|---|"]
+    lines += [f"| {name} | {rate:,.0f} |" for name, rate in rates.items()]
+    lines += ["", f"`galpipe predict` over {workers} workers / bare model: {results['predict_vs_bare']:.2f}; "
+                  f"fitsio / astropy per-file read: {results['fitsio_vs_astropy_read']:.1f}x"]
+    Path(f"{args.out}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
