@@ -131,10 +131,11 @@ def run_galpipe(folder: Path, argv: list[str], **env) -> subprocess.CompletedPro
 
 
 def test_parallel_runs_on_postgresql_overlap_and_match_the_sequential_run(postgres, mlflow_server, tmp_path):
-    # One task, two label budgets: the two fine-tuning partitions are what must run at once.
-    project = write_project(tmp_path, tasks=["featured"], label_budgets=[0, 25], strategies=["full", "scratch"],
+    # One task, two label budgets: the two fine-tuning partitions are what must run at once, each long
+    # enough (two seeds, eight epochs) that a second's difference in starting cannot keep them apart.
+    project = write_project(tmp_path, tasks=["featured"], label_budgets=[25, "full"], strategies=["full", "scratch"],
                             adaptation_strategies=[], adaptation_budgets=[], selections=["random"],
-                            selection_strategies=[])
+                            selection_strategies=[], seeds=[0, 1], finetune_max_epochs=8, patience=8)
     sequential, parallel = tmp_path / "sequential", tmp_path / "parallel"
     for folder in (sequential, parallel):
         folder.mkdir()
