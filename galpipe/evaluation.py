@@ -11,7 +11,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from sklearn.metrics import confusion_matrix, roc_auc_score, roc_curve  # noqa: E402
 
 from galpipe.experiment.strategies import DIRECT, adaptation_strategies  # noqa: E402
 from galpipe.files import atomic_write  # noqa: E402
@@ -23,6 +22,8 @@ METRICS = ["accuracy", "completeness_1", "purity_1", "completeness_0", "purity_0
 
 
 def binary_metrics(y_true, probability, threshold: float = 0.5) -> dict[str, float]:
+    from sklearn.metrics import confusion_matrix, roc_auc_score  # here: 1 s to import, for each run process
+
     y_true = np.asarray(y_true).astype(int)
     predicted = (np.asarray(probability) >= threshold).astype(int)
     (tn, fp), (fn, tp) = confusion_matrix(y_true, predicted, labels=[0, 1])
@@ -166,6 +167,8 @@ def save_figure(fig, out_path) -> Path:
 
 
 def plot_confusion(y_true, probability, out_path: Path, title: str) -> Path:
+    from sklearn.metrics import confusion_matrix
+
     matrix = confusion_matrix(np.asarray(y_true).astype(int), (np.asarray(probability) >= 0.5).astype(int),
                               labels=[0, 1])
     fig, ax = plt.subplots(figsize=(3.2, 3))
@@ -219,6 +222,8 @@ def plot_learning_curves(summary: pd.DataFrame, out_path: Path, metrics=tuple(CU
 
 def plot_roc_curves(curves: dict[str, tuple], out_path: Path, title: str) -> Path:
     """ROC curves, one per entry {name: (y_true, probability)}, with their AUC in the legend."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
     fig, ax = plt.subplots(figsize=(4, 3.8))
     for name, (y_true, probability) in curves.items():
         if len(set(np.asarray(y_true).tolist())) < 2:

@@ -20,7 +20,6 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
-from torchvision.models.resnet import BasicBlock
 
 from galpipe.registry import Registry
 
@@ -95,6 +94,10 @@ class Compact(GalaxyClassifier):
 @ARCHITECTURES.register("resnet18")
 class ResNet18(GalaxyClassifier):
     def __init__(self, width: int = 64, stem_stride: int = 1):
+        # Imported here: torchvision.models loads every model and torch._dynamo (1.3 s), which each
+        # Dagster run process would pay at start whatever its architecture.
+        from torchvision.models.resnet import BasicBlock
+
         super().__init__()
         self.width, self.stem_stride = width, stem_stride
         layers = [nn.Conv2d(3, width, 3, stride=stem_stride, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU()]

@@ -8,8 +8,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-from scipy.stats import binomtest, rankdata
-from sklearn.metrics import average_precision_score
 
 N_BOOTSTRAP = 1000  # resamples: all at once, a few tenths of a second for 2,000 galaxies
 LEVEL = 0.95
@@ -21,6 +19,8 @@ def accuracy(y: np.ndarray, p: np.ndarray) -> float:
 
 def pr_auc(y: np.ndarray, p: np.ndarray) -> float:
     """Area under the precision-recall curve (average precision): for a rare class, what ROC AUC hides."""
+    from sklearn.metrics import average_precision_score  # here: sklearn and scipy take 1.5 s to import
+
     return float(average_precision_score(y, p)) if y.sum() > 0 else float("nan")
 
 
@@ -31,6 +31,8 @@ def _accuracy_rows(y: np.ndarray, p: np.ndarray) -> np.ndarray:
 
 def _roc_auc_rows(y: np.ndarray, p: np.ndarray) -> np.ndarray:
     """ROC AUC of each row (Mann-Whitney: ties count half), all rows at once; NaN where a row has one class."""
+    from scipy.stats import rankdata
+
     ranks = rankdata(p, axis=1)
     n_positive = y.sum(axis=1)
     n_negative = y.shape[1] - n_positive
@@ -71,6 +73,8 @@ def bootstrap_interval(y: np.ndarray, p_by_seed: np.ndarray, metric: str, n_boot
 def mcnemar(y: np.ndarray, p_a: np.ndarray, p_b: np.ndarray) -> dict:
     """McNemar's exact test of equal accuracy on the same galaxies: only the galaxies one model gets
     right and the other wrong count. p_a, p_b may stack seeds (the pairs of each seed pooled)."""
+    from scipy.stats import binomtest
+
     right_a = (np.atleast_2d(p_a) >= 0.5) == y
     right_b = (np.atleast_2d(p_b) >= 0.5) == y
     only_a, only_b = int((right_a & ~right_b).sum()), int((~right_a & right_b).sum())
