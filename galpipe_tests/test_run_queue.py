@@ -22,7 +22,7 @@ from dagster import DagsterInstance, RunsFilter
 
 from galpipe.cli import RUN_STAGES, pipeline_steps
 from galpipe.run_queue import OWN_CONFIG_MARK, stop_process, write_queue_config
-from galpipe_tests.conftest import write_project
+from galpipe_tests.conftest import galpipe_in, write_project
 
 GALPIPE = str(Path(sys.executable).with_name("galpipe"))
 MLFLOW = str(Path(sys.executable).with_name("mlflow"))
@@ -49,6 +49,11 @@ def test_a_dagster_yaml_of_your_own_is_never_rewritten(tmp_path):
     (tmp_path / "dagster.yaml").write_text(yours)
     assert not write_queue_config(tmp_path, 2)
     assert (tmp_path / "dagster.yaml").read_text() == yours and OWN_CONFIG_MARK not in yours
+
+
+def test_galpipe_run_refuses_fewer_than_one_worker(tmp_path, capsys):
+    assert galpipe_in(tmp_path, ["run", "--profile", "tiny", "--workers", "0"]) == 2
+    assert "--workers 0: must be at least 1" in capsys.readouterr().err
 
 
 def free_port() -> int:
