@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -26,6 +25,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # bench/ is not part of the package
 
+from bench.run import side_by_side  # noqa: E402
 from galpipe.cutouts import read_cutout, write_cutout_fits  # noqa: E402
 from galpipe.hardware import machine_info  # noqa: E402
 from galpipe.models import build_model  # noqa: E402
@@ -53,16 +53,6 @@ def astropy_read(path: Path) -> None:
         hdu = next(h for h in hdul if h.data is not None and h.is_image)
         np.asarray(hdu.data, dtype=np.float32)
         hdu.header.copy()
-
-
-def side_by_side(candidates: dict, rounds: int) -> dict:
-    """Items per second of each candidate, median over `rounds` alternating rounds."""
-    rates = {name: [] for name in candidates}
-    for _ in range(rounds):
-        for name, run in candidates.items():
-            items, seconds = run()
-            rates[name].append(items / seconds)
-    return {name: round(statistics.median(r), 1) for name, r in rates.items()}
 
 
 def timed(items: int, call):
