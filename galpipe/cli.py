@@ -62,16 +62,16 @@ def _run(args) -> int:
     steps = pipeline_steps(tasks, budgets, prediction_chunks.get_partition_keys(), args.from_stage)
     started = time.perf_counter()
 
-    finished, failed = [], set()
+    finished, not_ok = [], set()  # labels reported so far, and those that failed or were skipped
 
     def report(step, record: dict) -> None:
         """A line per finished run, with the asset checks it evaluated."""
         finished.append(step.label)
         verdict = "ok" if record["ok"] else "FAILED"
         if record.get("skipped"):
-            verdict = "skipped, for want of " + ", ".join(label for label in step.needs if label in failed)
+            verdict = "skipped, for want of " + ", ".join(label for label in step.needs if label in not_ok)
         if not record["ok"]:
-            failed.add(step.label)
+            not_ok.add(step.label)
         print(f"[galpipe run {len(finished)}/{len(steps)}] {step.label}: {verdict} ({record['seconds']:.1f} s; "
               f"{time.perf_counter() - started:.0f} s in all)", flush=True)
         checks = record.pop("checks", None)  # in-process results carry them; a queued run's are in its events
