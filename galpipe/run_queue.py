@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -88,6 +87,8 @@ def dagster_daemon(instance, threads: int, log_path: Path):
         return
     log_path.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    from galpipe.ui import stop_servers
+
     daemon = Path(sys.executable).with_name("dagster-daemon")
     with open(log_path, "ab") as log:
         process = subprocess.Popen([str(daemon), "run", "-m", "galpipe.definitions"], env=env, stdout=log,
@@ -95,22 +96,8 @@ def dagster_daemon(instance, threads: int, log_path: Path):
     try:
         yield process
     finally:
-        stop_process(process)
+        stop_servers([process])  # the process group: the daemon and the code server it started
         instance.wipe_daemon_heartbeats()  # the next `galpipe run` must not take ours for a live daemon
-
-
-def stop_process(process: subprocess.Popen, grace_seconds: float = 30.0) -> None:
-    """SIGTERM to the process group (the daemon and the code server it started), SIGKILL if it lingers."""
-    if process.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(grace_seconds)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
 
 
 @contextlib.contextmanager
@@ -131,13 +118,13 @@ def code_location(instance):
         yield workspace, location
 
 
-def submit(instance, workspace, location, step: Step, defs, run_config: dict, tags: dict) -> str:
+def submit(instance, workspace, location, step: Step, defs, run_config: dict) -> str:
     """Queue one run of `step`; returns its run id."""
     from dagster._cli.job import _create_run
 
     (repository,) = location.get_repositories().values()
     remote_job = repository.get_full_job(step.job)
-    tags = {**tags, **({POOL_TAG: "training"} if step.trains else {})}
+    tags = {POOL_TAG: "training"} if step.trains else {}
     if step.partition is not None:
         partitions = defs.resolve_job_def(step.job).partitions_def
         tags.update(partitions.get_tags_for_partition_key(step.partition))
@@ -168,7 +155,7 @@ def run_steps(instance, defs, steps: list[Step], workers: int, run_config: dict,
                         report(step, done[step.label])
                     elif all(label in done for label in (*step.needs, *step.after)):
                         waiting.remove(step)
-                        run_id = submit(instance, workspace, location, step, defs, run_config, {})
+                        run_id = submit(instance, workspace, location, step, defs, run_config)
                         running[run_id], submitted_at[run_id] = step, time.time()
                 time.sleep(POLL_SECONDS)
                 records = {run_id: instance.get_run_record_by_id(run_id) for run_id in running}

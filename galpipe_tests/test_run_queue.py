@@ -8,12 +8,10 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import pandas as pd
@@ -21,7 +19,8 @@ import pytest
 from dagster import DagsterInstance, RunsFilter
 
 from galpipe.cli import RUN_STAGES, pipeline_steps
-from galpipe.run_queue import OWN_CONFIG_MARK, stop_process, write_queue_config
+from galpipe.run_queue import OWN_CONFIG_MARK, write_queue_config
+from galpipe.ui import free_ports, start_server, stop_servers, wait_until_answering
 from galpipe_tests.conftest import galpipe_in, write_project
 
 GALPIPE = str(Path(sys.executable).with_name("galpipe"))
@@ -56,12 +55,6 @@ def test_galpipe_run_refuses_fewer_than_one_worker(tmp_path, capsys):
     assert "--workers 0: must be at least 1" in capsys.readouterr().err
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def wait_for(ready, what: str, process: subprocess.Popen, seconds: float = 60.0) -> None:
     deadline = time.time() + seconds
     while time.time() < deadline:
@@ -89,7 +82,7 @@ def postgres():
         shutil.chown(folder, "postgres")
     subprocess.run([*as_postgres, str(bin_dir / "initdb"), "-D", str(folder / "db"), "-U", "postgres", "-A", "trust",
                     "--no-sync"], check=True, capture_output=True)
-    port = free_port()
+    (port,) = free_ports(1)
     server = subprocess.Popen([*as_postgres, str(bin_dir / "postgres"), "-D", str(folder / "db"), "-h", "127.0.0.1",
                                "-p", str(port), "-k", str(folder), "-F"], stdout=subprocess.DEVNULL,
                               stderr=open(folder / "postgres.log", "wb"), start_new_session=True)
@@ -105,29 +98,25 @@ def postgres():
                 conn.cursor().execute(f"CREATE DATABASE {db}")
         yield port
     finally:
-        stop_process(server)
+        stop_servers([server])
         shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
 def mlflow_server(postgres, tmp_path_factory):
     """`mlflow server` on PostgreSQL with a folder as its artifact store, stopped by its PID afterwards."""
-    port = free_port()
+    (port,) = free_ports(1)
     artifacts = tmp_path_factory.mktemp("mlflow-artifacts")
-    server = subprocess.Popen([MLFLOW, "server", "--backend-store-uri",
-                               f"postgresql+psycopg2://postgres:galpipe@127.0.0.1:{postgres}/mlflow",
-                               "--artifacts-destination", str(artifacts), "--host", "127.0.0.1", "--port", str(port),
-                               "--workers", "1"], stdout=subprocess.DEVNULL,
-                              stderr=open(artifacts.parent / "mlflow-server.log", "wb"), start_new_session=True)
+    server = start_server("mlflow", [MLFLOW, "server", "--backend-store-uri",
+                                     f"postgresql+psycopg2://postgres:galpipe@127.0.0.1:{postgres}/mlflow",
+                                     "--artifacts-destination", str(artifacts), "--host", "127.0.0.1",
+                                     "--port", str(port), "--workers", "1"], artifacts.parent, dict(os.environ))
     uri = f"http://127.0.0.1:{port}"
     try:
-        with contextlib.suppress(RuntimeError, TimeoutError):
-            wait_for(lambda: urllib.request.urlopen(f"{uri}/health", timeout=2).status == 200, "mlflow server",
-                     server, 120)
-        assert server.poll() is None, (artifacts.parent / "mlflow-server.log").read_text()[-3000:]
+        wait_until_answering(server, f"{uri}/health", 120)  # fails with the end of the server's log
         yield uri
     finally:
-        stop_process(server)
+        stop_servers([server])
 
 
 def run_galpipe(folder: Path, argv: list[str], **env) -> subprocess.CompletedProcess:

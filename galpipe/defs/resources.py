@@ -9,7 +9,7 @@ from dagster import ConfigurableResource
 
 from galpipe.profiles import Profile
 from galpipe.project import DEFAULT_PROJECT, Project, load_project
-from galpipe.tracking import default_tracking_uri
+from galpipe.tracking import default_tracking_uri, sqlite_path
 
 
 class GalpipeSettings(ConfigurableResource):
@@ -65,6 +65,6 @@ class MlflowTracking(ConfigurableResource):
         """The tracker of the run's experiment (settings.experiment_name), its runs tagged with the project."""
         from galpipe.tracking import Tracker
 
-        if self.tracking_uri.startswith("sqlite:///"):
-            Path(self.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        if (store := sqlite_path(self.tracking_uri)) is not None:
+            store.parent.mkdir(parents=True, exist_ok=True)
         return Tracker(self.tracking_uri, self.artifact_root, settings.experiment_name, settings.get_project().name)
