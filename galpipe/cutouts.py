@@ -1,10 +1,17 @@
 """Cutout files: FITS cubes (band, y, x) with a celestial WCS, the layout the Legacy Survey
 viewer serves, and the colour JPEG/PNG images that Galaxy Zoo shows. Reading validates a
 cutout and raises CutoutError naming the file and what is wrong with it.
+
+A survey's own cutouts are stored in stacks, many galaxies to a file (`*.stack.fits`): a survey
+of 10^8 galaxies cannot live as 10^8 files, and opening a file costs more than reading a cutout.
+A stack's image HDU CUTOUTS is (galaxy, band, y, x); its table GALAXIES gives each galaxy's
+object_id, size and WCS centre, and its own keywords. One galaxy of a stack is addressed as
+`<file>.stack.fits#<row>`, and reads as a Cutout like any single file.
 """
 
 from __future__ import annotations
 
+import functools
 import shutil
 import warnings
 from collections.abc import Mapping
@@ -19,6 +26,14 @@ from PIL import Image, UnidentifiedImageError
 from galpipe.files import atomic_write
 
 FITS_SUFFIXES = (".fits", ".fit", ".fits.gz", ".fits.fz")
+STACK_SUFFIX = ".stack.fits"
+STACK_IMAGE_HDU, STACK_TABLE_HDU = "CUTOUTS", "GALAXIES"
+FITS_BLOCK_BYTES = 2880
+# A stack table's columns that place each cutout; any other column is one of its own keywords.
+STACK_PLACEMENT_COLUMNS = ("OBJECT_ID", "HEIGHT_PX", "WIDTH_PX", "CRVAL1", "CRVAL2", "CRPIX1", "CRPIX2")
+# Keywords that describe an HDU's layout, not the cutout: left out of a Cutout's header.
+STRUCTURAL_KEYWORDS = {"SIMPLE", "XTENSION", "BITPIX", "EXTEND", "PCOUNT", "GCOUNT", "EXTNAME", "COMMENT",
+                       "HISTORY", ""}
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 # A colour image's channels: display colours, not survey bands.
 COLOUR_BANDS = "RGB"
@@ -52,6 +67,20 @@ class Cutout:
             raise CutoutError(self.path, f"invalid WCS ({err})") from None
 
 
+def stack_address(path, row: int) -> str:
+    """How one galaxy of a stack is named, wherever a cutout's path goes (manifests, catalogues)."""
+    return f"{path}#{row}"
+
+
+def split_address(address) -> tuple[Path, int | None]:
+    """(file, row in the stack) of a cutout's address; row None for a file of its own."""
+    text = str(address)
+    head, sep, tail = text.rpartition("#")
+    if sep and tail.isdigit() and head.lower().endswith(STACK_SUFFIX):
+        return Path(head), int(tail)
+    return Path(text), None
+
+
 def cutout_wcs(ra_deg: float, dec_deg: float, pixel_scale_arcsec: float, size_pixels: int) -> WCS:
     """Gnomonic (TAN) WCS centred on (ra, dec), north up, east left."""
     wcs = WCS(naxis=2)
@@ -79,6 +108,130 @@ def write_cutout_fits(path: Path, pixels: np.ndarray, bands: str, ra_deg: float,
     atomic_write(Path(path), lambda tmp: hdu.writeto(tmp, overwrite=True, output_verify="exception"))
 
 
+def write_cutout_stack(path: Path, object_ids, cubes, bands: str, ra_deg, dec_deg, pixel_scale_arcsec: float,
+                       header: dict | None = None, row_keywords: dict[str, list] | None = None) -> None:
+    """Write many (band, y, x) cubes as one stack file, atomically: `header` holds the keywords
+    they share (SURVEY, MAGZERO, ...), `row_keywords` each galaxy's own (a list per keyword).
+
+    Cubes may differ in size: each is centred in a frame as large as the largest, and its own
+    size is kept, so that it reads back exactly.
+    """
+    cubes = [np.asarray(c, dtype=np.float32) for c in cubes]
+    if not cubes:
+        raise ValueError(f"{path}: no cutouts to stack")
+    for object_id, cube in zip(object_ids, cubes):
+        if cube.ndim != 3 or cube.shape[0] != len(bands):
+            raise ValueError(f"{path}: cube of {object_id} has shape {cube.shape}, which does not hold bands {bands!r}")
+    heights, widths = [c.shape[1] for c in cubes], [c.shape[2] for c in cubes]
+    frame = np.zeros((len(cubes), len(bands), max(heights), max(widths)), np.float32)
+    for k, cube in enumerate(cubes):
+        top, left = (frame.shape[2] - cube.shape[1]) // 2, (frame.shape[3] - cube.shape[2]) // 2
+        frame[k, :, top:top + cube.shape[1], left:left + cube.shape[2]] = cube
+    image = fits.ImageHDU(frame, name=STACK_IMAGE_HDU)
+    # The WCS every cutout shares (north up, east left, this scale); its centre is in the table.
+    template = cutout_wcs(0.0, 0.0, pixel_scale_arcsec, 1).to_header()
+    for key in ("CRVAL1", "CRVAL2", "CRPIX1", "CRPIX2"):
+        del template[key]
+    image.header.update(template)
+    image.header["BANDS"] = bands
+    for k, band in enumerate(bands):
+        image.header[f"BAND{k}"] = band
+    image.header["PIXSCALE"] = (pixel_scale_arcsec, "arcsec/pixel")
+    for key, value in (header or {}).items():
+        image.header[key] = value
+    object_ids = [str(i) for i in object_ids]
+    columns = [fits.Column("OBJECT_ID", f"{max(map(len, object_ids))}A", array=np.array(object_ids)),
+               fits.Column("HEIGHT_PX", "J", array=np.array(heights)),
+               fits.Column("WIDTH_PX", "J", array=np.array(widths)),
+               fits.Column("CRVAL1", "D", unit="deg", array=np.asarray(ra_deg, dtype=float)),
+               fits.Column("CRVAL2", "D", unit="deg", array=np.asarray(dec_deg, dtype=float)),
+               fits.Column("CRPIX1", "D", array=(np.array(widths) + 1) / 2),
+               fits.Column("CRPIX2", "D", array=(np.array(heights) + 1) / 2)]
+    for key, values in (row_keywords or {}).items():
+        values = np.asarray(values)
+        form = f"{max(1, max(len(str(v)) for v in values))}A" if values.dtype.kind in "US" else \
+            {"b": "L", "i": "K", "u": "K", "f": "D"}[values.dtype.kind]
+        columns.append(fits.Column(key, form, array=values))
+    hdus = fits.HDUList([fits.PrimaryHDU(), image, fits.BinTableHDU.from_columns(columns, name=STACK_TABLE_HDU)])
+    atomic_write(Path(path), lambda tmp: hdus.writeto(tmp, overwrite=True, output_verify="exception"))
+
+
+@dataclass(frozen=True)
+class CutoutStack:
+    """A stack file read whole: its (galaxy, band, y, x) frame, shared keywords and table."""
+
+    path: Path
+    frame: np.ndarray
+    bands: str
+    header: dict
+    table: np.ndarray  # one record per galaxy: STACK_PLACEMENT_COLUMNS and its own keywords
+
+    @property
+    def object_ids(self) -> list[str]:
+        return [str(i).strip() for i in self.table["OBJECT_ID"]]
+
+    def cutout(self, row: int) -> Cutout:
+        address = Path(stack_address(self.path, row))
+        if not 0 <= row < len(self.table):
+            raise CutoutError(address, f"no row {row}: the stack holds {len(self.table)} cutout(s)")
+        record = self.table[row]
+        height, width = int(record["HEIGHT_PX"]), int(record["WIDTH_PX"])
+        top, left = (self.frame.shape[2] - height) // 2, (self.frame.shape[3] - width) // 2
+        header = dict(self.header)
+        for name in self.table.dtype.names:
+            if name not in ("OBJECT_ID", "HEIGHT_PX", "WIDTH_PX"):
+                value = record[name]
+                header[name] = value.strip() if isinstance(value, str) else value.item()
+        header["OBJID"] = str(record["OBJECT_ID"]).strip()
+        pixels = self.frame[row, :, top:top + height, left:left + width]
+        return Cutout(address, pixels, self.bands, header)
+
+
+def read_stack(path) -> CutoutStack:
+    """A stack file, read whole once and kept while it is unchanged (the last two): its galaxies are
+    read one by one, by the model-input builder, the checks and `galpipe predict`'s readers."""
+    path = Path(path)
+    try:
+        stat = path.stat()
+    except OSError:
+        raise CutoutError(path, "file not found") from None
+    return _read_stack(path, stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=2)
+def _read_stack(path: Path, mtime_ns: int, size_bytes: int) -> CutoutStack:
+    import fitsio
+
+    if size_bytes % FITS_BLOCK_BYTES:  # CFITSIO lists the HDUs it finds and says nothing of the rest
+        raise CutoutError(path, f"corrupt or truncated cutout stack ({size_bytes} bytes: not whole "
+                                f"{FITS_BLOCK_BYTES}-byte FITS blocks)")
+    try:
+        with fitsio.FITS(str(path)) as hdus:
+            names = {h.get_extname() for h in hdus}
+            missing = [n for n in (STACK_IMAGE_HDU, STACK_TABLE_HDU) if n not in names]
+            if missing:
+                raise CutoutError(path, f"not a cutout stack, or a truncated one: no HDU {', '.join(missing)}")
+            frame = np.asarray(hdus[STACK_IMAGE_HDU].read(), dtype=np.float32)
+            header = {r["name"]: r["value"] for r in hdus[STACK_IMAGE_HDU].read_header().records()
+                      if r.get("name") and r["name"] not in STRUCTURAL_KEYWORDS and not r["name"].startswith("NAXIS")}
+            table = hdus[STACK_TABLE_HDU].read()
+    except CutoutError:
+        raise
+    except (OSError, ValueError, TypeError) as err:
+        reason = " ".join(line for line in str(err).splitlines()[:2] if line.strip())
+        raise CutoutError(path, f"corrupt or truncated cutout stack ({reason})") from None
+    missing = [c for c in STACK_PLACEMENT_COLUMNS if c not in (table.dtype.names or ())]
+    if missing:
+        raise CutoutError(path, f"the {STACK_TABLE_HDU} table lacks column(s) {missing}")
+    if frame.ndim != 4 or frame.shape[0] != len(table):
+        raise CutoutError(path, f"{STACK_IMAGE_HDU} of shape {frame.shape} does not hold the {len(table)} "
+                                f"galaxies of {STACK_TABLE_HDU}")
+    bands = _bands_from_header(header, frame.shape[1])
+    if bands and len(bands) != frame.shape[1]:
+        raise CutoutError(path, f"the header names {len(bands)} band(s) {bands!r} for {frame.shape[1]} image plane(s)")
+    return CutoutStack(path, frame, bands, header, table)
+
+
 def _bands_from_header(header: Mapping, n_planes: int) -> str:
     if "BANDS" in header:
         return str(header["BANDS"]).strip()
@@ -93,10 +246,17 @@ def read_cutout(path, expected_bands: str | None = None,
     Raises CutoutError (naming `path`) for a missing, corrupt or truncated file, a cube without
     the expected bands or shape, or non-finite pixels.
     """
+    file, row = split_address(path)
     path = Path(path)
+    if row is not None:
+        cutout = read_stack(file).cutout(row)
+        validate_cutout(path, cutout, expected_bands, expected_shape)
+        return cutout
     if not path.is_file():
         raise CutoutError(path, "file not found")
     name = path.name.lower()
+    if name.endswith(STACK_SUFFIX):
+        raise CutoutError(path, f"a stack of cutouts: name one of them as {path}#<row>")
     if name.endswith(FITS_SUFFIXES):
         cutout = _read_fits(path)
     elif name.endswith(IMAGE_SUFFIXES):
@@ -211,7 +371,9 @@ def validate_manifest(manifest, expected_bands: str | None, expected_shape: tupl
         try:
             cutout = read_cutout(row.path, expected_bands, expected_shape)
         except CutoutError as err:
-            moved = quarantine(Path(row.path), quarantine_dir) if quarantine_dir and Path(row.path).is_file() else None
+            # A galaxy of a stack stays where it is: the stack holds others that are fine.
+            single_file = split_address(row.path)[1] is None and Path(row.path).is_file()
+            moved = quarantine(Path(row.path), quarantine_dir) if quarantine_dir and single_file else None
             manifest.loc[i, ["status", "reason"]] = ["quarantined", err.reason]
             if moved:
                 manifest.loc[i, "path"] = str(moved)
@@ -225,7 +387,7 @@ def validate_manifest(manifest, expected_bands: str | None, expected_shape: tupl
 def remove_stale_files(out_dir: Path, manifest) -> None:
     """Drop cutouts a previous materialization left in `out_dir` that this one did not make
     (idempotence), and temporary files an interrupted write left."""
-    current = set(manifest.path)
+    current = {str(split_address(address)[0]) for address in manifest.path}
     for path in Path(out_dir).glob("*.fits"):
         if str(path) not in current:
             path.unlink()

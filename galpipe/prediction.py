@@ -23,7 +23,7 @@ import torch
 from tqdm import tqdm
 
 from galpipe.catalogs import CatalogError, read_table, require_rows, resolve_inside
-from galpipe.cutouts import FITS_SUFFIXES, IMAGE_SUFFIXES, CutoutError
+from galpipe.cutouts import FITS_SUFFIXES, IMAGE_SUFFIXES, STACK_SUFFIX, CutoutError, read_stack, stack_address
 from galpipe.files import atomic_write
 from galpipe.framing import field_from_text
 from galpipe.hardware import default_device, inference_model
@@ -107,9 +107,17 @@ def list_cutouts(folder: str | None = None, catalog: str | None = None, id_colum
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.name.lower().endswith(FITS_SUFFIXES + IMAGE_SUFFIXES))
     if not files:
         raise FileNotFoundError(f"{folder}: no FITS, JPEG or PNG files")
-    stems = [p.name[: -len(next(s for s in FITS_SUFFIXES + IMAGE_SUFFIXES if p.name.lower().endswith(s)))]
-             for p in files]
-    return pd.DataFrame({"object_id": stems, "path": [str(p) for p in files], "reason": ""})
+    rows = []
+    for path in files:
+        if path.name.lower().endswith(STACK_SUFFIX):  # every galaxy of a stack, by its own object_id
+            try:
+                rows += [(object_id, stack_address(path, k), "") for k, object_id in enumerate(read_stack(path).object_ids)]
+            except CutoutError as err:
+                rows.append((path.name[: -len(STACK_SUFFIX)], str(path), err.reason))
+            continue
+        suffix = next(s for s in FITS_SUFFIXES + IMAGE_SUFFIXES if path.name.lower().endswith(s))
+        rows.append((path.name[: -len(suffix)], str(path), ""))
+    return pd.DataFrame(rows, columns=["object_id", "path", "reason"])
 
 
 class _TableWriter:

@@ -11,7 +11,7 @@ from dagster import AssetKey, AssetSelection, DagsterInstance, Definitions, mate
 from PIL import Image
 
 from galpipe.catalogs import write_parquet
-from galpipe.cutouts import write_cutout_fits
+from galpipe.cutouts import read_cutout, split_address, write_cutout_fits
 from galpipe.definitions import build_resources
 from galpipe.defs.assets import ASSETS
 from galpipe.defs.checks import CHECKS
@@ -35,8 +35,9 @@ def _metadata(result, *key):
             for k, v in event.materialization.metadata.items()}
 
 
-def _digest(paths):
-    return {Path(p).name: hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in paths}
+def _digest(addresses):
+    files = {split_address(a)[0] for a in addresses}
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +66,15 @@ def test_whole_graph_materializes_with_all_checks_passing(tiny_run):
                            ("matched_catalog", "class_balance_per_split"): True}
     source = pd.read_parquet(run_dir / "source" / "catalog.parquet")
     assert len(manifests["source"]) == len(source) and (manifests["source"].status == "ok").all()
-    assert sorted(p.name for p in (run_dir / "source" / "cutouts").iterdir()) == sorted(
-        f"{i}.fits" for i in source.object_id)
+    # Stacks, many galaxies to a file; each galaxy's address leads to its own cutout.
+    stacks = sorted((run_dir / "source" / "cutouts").iterdir())
+    assert all(p.name.endswith(".stack.fits") for p in stacks) and 1 < len(stacks) < len(source) / 4
+    addresses = manifests["source"].set_index("object_id").path
+    for object_id in source.object_id.sample(5, random_state=0):
+        cutout = read_cutout(addresses[object_id])
+        assert cutout.header["OBJID"] == object_id and cutout.header["SURVEY"] == "sdss"
+        ra_deg, dec_deg = cutout.wcs.wcs_pix2world([[(n + 1) / 2 for n in cutout.pixels.shape[:0:-1]]], 1)[0]
+        assert (ra_deg, dec_deg) == pytest.approx(tuple(source.set_index("object_id").loc[object_id, ["ra_deg", "dec_deg"]]))
     cutout_meta = _metadata(first, "target", "raw_cutouts")
     assert cutout_meta["n_ok"] == len(manifests["target"]) and cutout_meta["n_quarantined"] == 0
     assert cutout_meta["cutouts_per_s_per_core"] > 0
@@ -195,11 +203,12 @@ def test_cutout_check_fails_when_a_cutout_is_damaged_after_materialization(tmp_p
     built = materialize(everything, resources=resources,
                         selection=[AssetKey("source_catalog"), AssetKey("source_raw_cutouts")])
     manifest = built.output_for_node("source_raw_cutouts")
-    damaged = Path(manifest.path.iloc[3])
+    damaged = split_address(manifest.path.iloc[3])[0]  # a stack: every galaxy in it is damaged
     damaged.write_bytes(damaged.read_bytes()[:3000])
+    n_in_damaged = sum(split_address(a)[0] == damaged for a in manifest.path)
     checked = materialize(everything, resources=resources, raise_on_error=False,
                           selection=AssetSelection.checks_for_assets(AssetKey("source_raw_cutouts")))
     [evaluation] = checked.get_asset_check_evaluations()
     assert evaluation.check_name == "cutouts_are_valid" and not evaluation.passed
-    assert evaluation.metadata["n_invalid"].value == 1
+    assert evaluation.metadata["n_invalid"].value == n_in_damaged > 1
     assert damaged.name in evaluation.metadata["first_invalid"].value

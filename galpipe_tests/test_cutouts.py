@@ -6,7 +6,16 @@ import pytest
 from astropy.coordinates import SkyCoord
 from PIL import Image
 
-from galpipe.cutouts import CutoutError, read_cutout, validate_manifest, write_cutout_fits
+from galpipe.cutouts import (
+    CutoutError,
+    read_cutout,
+    read_stack,
+    split_address,
+    stack_address,
+    validate_manifest,
+    write_cutout_fits,
+    write_cutout_stack,
+)
 from galpipe.files import atomic_write
 
 
@@ -24,6 +33,48 @@ def test_fits_cutout_round_trip_with_wcs(tmp_path):
     # One pixel east (RA increases) is one pixel to the left.
     east = cutout.wcs.pixel_to_world(15, 16)
     assert east.ra.deg > 30.5 and east.separation(centre).arcsec == pytest.approx(0.263, rel=1e-3)
+
+
+def test_a_stack_holds_many_cutouts_each_read_back_exactly_with_its_wcs_and_keywords(tmp_path):
+    path = tmp_path / "chunk.stack.fits"
+    cubes = [_cube((3, 33, 33), 1), _cube((3, 21, 21), 2), _cube((3, 40, 40), 3)]  # sizes differ
+    write_cutout_stack(path, ["a", "bb", "c"], cubes, "gri", [30.5, 30.6, 30.7], [-1.25, -1.0, 2.0], 0.263,
+                       {"SURVEY": "des", "MAGZERO": 30.0}, {"PSFFWHM1": [0.9, 1.1, 1.3], "FIELD": ["x", "yy", "z"]})
+    assert read_stack(path).object_ids == ["a", "bb", "c"]
+    for row, (cube, ra_deg, dec_deg, fwhm) in enumerate(zip(cubes, [30.5, 30.6, 30.7], [-1.25, -1.0, 2.0],
+                                                            [0.9, 1.1, 1.3])):
+        address = stack_address(path, row)
+        assert split_address(address) == (path, row)
+        cutout = read_cutout(address, expected_bands="gri", expected_shape=cube.shape[1:])
+        np.testing.assert_array_equal(cutout.pixels, cube)
+        assert cutout.header["SURVEY"] == "des" and cutout.header["MAGZERO"] == 30.0
+        assert cutout.header["PSFFWHM1"] == fwhm and cutout.header["PIXSCALE"] == 0.263
+        assert cutout.header["OBJID"] == ["a", "bb", "c"][row] and cutout.header["FIELD"] == ["x", "yy", "z"][row]
+        # The same WCS as a file of its own: centred on the galaxy, east to the left.
+        alone = tmp_path / f"alone{row}.fits"
+        write_cutout_fits(alone, cube, "gri", ra_deg, dec_deg, 0.263)
+        for x, y in ((0, 0), (cube.shape[2] - 1, 3)):
+            assert cutout.wcs.pixel_to_world(x, y).separation(read_cutout(alone).wcs.pixel_to_world(x, y)).arcsec < 1e-9
+    # A file of its own is not mistaken for a stack, even with "#" in its name.
+    assert split_address(tmp_path / "odd#3.fits") == (tmp_path / "odd#3.fits", None)
+
+
+def test_a_bad_stack_or_row_is_an_error_naming_it(tmp_path):
+    path = tmp_path / "chunk.stack.fits"
+    write_cutout_stack(path, ["a", "b"], [_cube(), _cube(seed=1)], "gri", [1, 2], [0, 0], 0.4)
+    with pytest.raises(CutoutError, match=r"chunk\.stack\.fits#2: no row 2: the stack holds 2"):
+        read_cutout(stack_address(path, 2))
+    with pytest.raises(CutoutError, match=r"chunk\.stack\.fits: a stack of cutouts: name one of them as"):
+        read_cutout(path)
+    with pytest.raises(CutoutError, match="missing band"):
+        read_cutout(stack_address(path, 0), expected_bands="griz")
+    path.write_bytes(path.read_bytes()[:5000])  # damaged after it was read once: not served from memory
+    with pytest.raises(CutoutError, match=r"chunk\.stack\.fits: corrupt or truncated cutout stack"):
+        read_cutout(stack_address(path, 1))
+    single = tmp_path / "single.stack.fits"
+    write_cutout_fits(single, _cube(), "gri", 1, 0, 0.4)  # a single cutout named like a stack
+    with pytest.raises(CutoutError, match="not a cutout stack, or a truncated one: no HDU CUTOUTS, GALAXIES"):
+        read_cutout(stack_address(single, 0))
 
 
 def _bad_files(tmp_path):

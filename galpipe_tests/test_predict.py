@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from galpipe.cli import main
-from galpipe.cutouts import write_cutout_fits
+from galpipe.cutouts import write_cutout_fits, write_cutout_stack
 from galpipe.models import build_model
 from galpipe.prediction import list_cutouts, load_classifier, predict_cutouts
 from galpipe.tracking import Tracker
@@ -138,3 +138,32 @@ def test_missing_folder_wrong_suffix_and_a_model_that_cannot_read_colour_images(
     err = capsys.readouterr().err
     assert err.count("skipped") >= 3 and "no cutout could be classified" in err
     assert "only feed a model in mode 'colour'" in err.strip().splitlines()[-1]
+
+
+def test_a_folder_of_stacks_predicts_as_the_same_cutouts_one_file_each(registry, tmp_path):
+    """Stacked cutouts (galpipe.cutouts) give each galaxy the probability its own file gives; a
+    damaged stack is named and counted, the others classified."""
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[:64, :64] - 32
+    cubes = [(np.exp(-np.hypot(x, y) / rng.uniform(2, 8))[None] * rng.uniform(20, 200, (3, 1, 1))
+              + rng.normal(0, 1, (3, 64, 64))).astype(np.float32) for _ in range(11)]
+    ids = [f"g{k:02d}" for k in range(11)]
+    singles, stacks = tmp_path / "singles", tmp_path / "stacks"
+    singles.mkdir()
+    stacks.mkdir()
+    for object_id, cube in zip(ids, cubes):
+        write_cutout_fits(singles / f"{object_id}.fits", cube, "gri", 10.0, 0.0, 0.262)
+    write_cutout_stack(stacks / "a.stack.fits", ids[:6], cubes[:6], "gri", [10.0] * 6, [0.0] * 6, 0.262)
+    write_cutout_stack(stacks / "b.stack.fits", ids[6:], cubes[6:], "gri", [10.0] * 5, [0.0] * 5, 0.262)
+    (stacks / "broken.stack.fits").write_bytes(b"SIMPLE  =" + b" " * 100)
+    classifier = load_classifier(registry, "models:/galpipe-ring-bands@champion")
+    tables = {}
+    for name, folder in (("singles", singles), ("stacks", stacks)):
+        summary = predict_cutouts([classifier], list_cutouts(folder=str(folder)), tmp_path / f"{name}.parquet",
+                                  batch_size=4, progress=False, workers=0)
+        tables[name] = pd.read_parquet(tmp_path / f"{name}.parquet")
+        failures = summary.failures
+    assert [f["object_id"] for f in failures] == ["broken"] and "truncated cutout stack" in failures[0]["reason"]
+    assert list(tables["stacks"].object_id) == ids and tables["stacks"].path[7].endswith("b.stack.fits#1")
+    np.testing.assert_array_equal(tables["stacks"].p_ring, tables["singles"].p_ring)
+    assert tables["stacks"].p_ring.std() > 0

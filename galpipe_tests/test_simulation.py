@@ -143,7 +143,7 @@ def test_seeing_varies_from_galaxy_to_galaxy_and_survey_to_survey(sdss_catalog, 
     assert np.log(scales).std() == pytest.approx(0.15, rel=0.15) and seeing_scale(3, SDSS, 0.0) == 1.0
     assert seeing_scale(3, SDSS, 0.15) != seeing_scale(3, DES, 0.15)  # each survey its own night
     rows = [{**row, FIELD_KEY: 40.0} for row in sdss_catalog.head(4).to_dict("records")]
-    manifest = _render_chunk(rows, "sdss", str(tmp_path), seeing_spread=0.15)
+    manifest = _render_chunk(rows, "sdss", str(tmp_path / "four.stack.fits"), seeing_spread=0.15)
     fwhm = [read_cutout(entry["path"]).header["PSFFWHM1"] for entry in manifest]
     assert len(set(fwhm)) == 4 and all(0.5 * 1.43 < f < 2 * 1.43 for f in fwhm)
     # A wider PSF spreads the same galaxy: its peak falls.

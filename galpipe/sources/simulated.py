@@ -1,5 +1,6 @@
 """The embedded default survey: catalogues of the simulated sky and their cutouts, rendered in
-parallel over all cores and written as FITS files with WCS."""
+parallel over all cores and written as stacks of FITS cutouts with WCS (galpipe.cutouts), a stack
+per chunk of the catalogue."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from galpipe.cutouts import Cutout, validate_cutout, write_cutout_fits
+from galpipe.cutouts import STACK_SUFFIX, Cutout, stack_address, validate_cutout, write_cutout_stack
 from galpipe.instruments import get_instrument
 from galpipe.simulation.population import (
     SkyConfig,
@@ -23,7 +24,11 @@ from galpipe.simulation.population import (
     volunteer_votes,
 )
 
-CHUNK_SIZE = 16  # galaxies per task sent to a worker
+# Galaxies per stack file, and per task sent to a worker: at most this many, and at least 16
+# stacks for a small catalogue, so that every core has work. A function of the catalogue alone, so
+# that the same catalogue gives the same files on any machine.
+MAX_GALAXIES_PER_STACK = 256
+MIN_STACKS = 16
 FIELD_KEY = "_field_arcsec"  # each row's field, as render_cutouts hands it to the workers
 
 
@@ -54,47 +59,57 @@ def _one_thread_per_worker() -> None:
     os.environ["OMP_NUM_THREADS"] = "1"
 
 
-def _render_chunk(rows: list[dict], instrument_name: str, out_dir: str, neighbours: bool = False,
+def galaxies_per_stack(n_galaxies: int) -> int:
+    return int(np.clip(np.ceil(n_galaxies / MIN_STACKS), 1, MAX_GALAXIES_PER_STACK))
+
+
+def _render_chunk(rows: list[dict], instrument_name: str, stack_path: str, neighbours: bool = False,
                   seeing_spread: float = 0.0) -> list[dict]:
     # Imported here so that worker processes pay for GalSim only when they render.
     from galpipe.simulation.render import render_galaxy, seeing_scale
 
     instrument = get_instrument(instrument_name)
-    manifest = []
+    manifest, rendered = [], []
     for row in rows:
         size = instrument.cutout_size_pixels(row[FIELD_KEY])
-        path = Path(out_dir) / f"{row['object_id']}.fits"
         truth = _truth(row)
         # The cutout is centred on the catalogue position; the galaxy sits at its true position.
         offset_x = -(truth["ra_deg"] - row["ra_deg"]) * np.cos(np.radians(row["dec_deg"])) * 3600
         offset_y = (truth["dec_deg"] - row["dec_deg"]) * 3600
-        entry = {"object_id": row["object_id"], "path": str(path)}
+        entry = {"object_id": row["object_id"], "path": ""}
         try:
             cube = render_galaxy(truth, instrument, size, (offset_x / instrument.pixel_scale_arcsec,
                                                           offset_y / instrument.pixel_scale_arcsec),
                                  neighbours=neighbours, seeing_spread=seeing_spread)
             fwhm_scale = seeing_scale(truth["structure_seed"], instrument, seeing_spread)
+            address = stack_address(stack_path, len(rendered))
             # Checked here, in memory, so that nobody has to read the file back to check it.
-            validate_cutout(path, Cutout(path, cube, instrument.band_names), instrument.band_names, (size, size))
-            header = {"SURVEY": instrument.name, "OBJID": row["object_id"], "BUNIT": instrument.flux_unit,
-                      "MAGZERO": instrument.zeropoint_mag, "SIMULATD": True}
+            validate_cutout(address, Cutout(Path(address), cube, instrument.band_names), instrument.band_names,
+                            (size, size))
+            keywords = {}
             for k, band in enumerate(instrument.bands):
-                header[f"PSFFWHM{k}"] = (band.psf_fwhm_arcsec * fwhm_scale, f"{band.name} PSF FWHM, arcsec")
-                header[f"SKYSIG{k}"] = (instrument.sky_sigma_per_pixel(band.name), f"{band.name} sky noise/pixel")
-            write_cutout_fits(path, cube, instrument.band_names, row["ra_deg"], row["dec_deg"],
-                              instrument.pixel_scale_arcsec, header)
-            entry.update(status="ok", reason="", bands=instrument.band_names, height_px=size, width_px=size,
-                         validated=True)
+                keywords[f"PSFFWHM{k}"] = band.psf_fwhm_arcsec * fwhm_scale  # arcsec
+                keywords[f"SKYSIG{k}"] = instrument.sky_sigma_per_pixel(band.name)  # flux units per pixel
+            rendered.append((row, cube, keywords))
+            entry.update(path=address, status="ok", reason="", bands=instrument.band_names, height_px=size,
+                         width_px=size, validated=True)
         except Exception as err:  # a galaxy GalSim cannot draw is reported, the rest go on
             entry.update(status="failed", reason=f"render failed: {err}")
         manifest.append(entry)
+    if rendered:
+        write_cutout_stack(Path(stack_path), [r["object_id"] for r, _, _ in rendered], [c for _, c, _ in rendered],
+                           instrument.band_names, [r["ra_deg"] for r, _, _ in rendered],
+                           [r["dec_deg"] for r, _, _ in rendered], instrument.pixel_scale_arcsec,
+                           {"SURVEY": instrument.name, "BUNIT": instrument.flux_unit,
+                            "MAGZERO": instrument.zeropoint_mag, "SIMULATD": True},
+                           {key: [k[key] for _, _, k in rendered] for key in rendered[0][2]})
     return manifest
 
 
 def render_cutouts(catalog: pd.DataFrame, instrument_name: str, field_arcsec: float | pd.Series, out_dir: Path,
                    n_workers: int | None = None, progress=None, neighbours: bool = False,
                    seeing_spread: float = 0.0) -> pd.DataFrame:
-    """Render every galaxy of `catalog` as `instrument_name` sees it, one FITS file each, over
+    """Render every galaxy of `catalog` as `instrument_name` sees it, into stacks of FITS cutouts, over
     `field_arcsec`: one field for all, or each galaxy's own (a Series by object_id); with the
     field objects around each (`neighbours`) and seeing that varies by `seeing_spread`.
 
@@ -109,12 +124,14 @@ def render_cutouts(catalog: pd.DataFrame, instrument_name: str, field_arcsec: fl
         else np.full(len(rows), float(field_arcsec))
     for row, field in zip(rows, fields):
         row[FIELD_KEY] = float(field)
-    chunks = [rows[i:i + CHUNK_SIZE] for i in range(0, len(rows), CHUNK_SIZE)]
+    per_stack = galaxies_per_stack(len(rows))
+    chunks = [rows[i:i + per_stack] for i in range(0, len(rows), per_stack)]
+    stack_paths = [str(out_dir / f"cutouts-{k:05d}{STACK_SUFFIX}") for k in range(len(chunks))]
     manifest: list[dict] = []
     with tqdm(total=len(rows), desc=f"rendering {instrument_name}", unit="galaxy", disable=None) as bar:
         if n_workers == 1:
-            results = (_render_chunk(chunk, instrument_name, str(out_dir), neighbours, seeing_spread)
-                       for chunk in chunks)
+            results = (_render_chunk(chunk, instrument_name, path, neighbours, seeing_spread)
+                       for chunk, path in zip(chunks, stack_paths))
             for part in results:
                 manifest += part
                 bar.update(len(part))
@@ -124,8 +141,8 @@ def render_cutouts(catalog: pd.DataFrame, instrument_name: str, field_arcsec: fl
             # spawn, not fork: the parent may hold threads (Dagster, torch) that fork would copy.
             context = multiprocessing.get_context("spawn")
             with cf.ProcessPoolExecutor(n_workers, mp_context=context, initializer=_one_thread_per_worker) as pool:
-                futures = [pool.submit(_render_chunk, chunk, instrument_name, str(out_dir), neighbours, seeing_spread)
-                           for chunk in chunks]
+                futures = [pool.submit(_render_chunk, chunk, instrument_name, path, neighbours, seeing_spread)
+                           for chunk, path in zip(chunks, stack_paths)]
                 for future in cf.as_completed(futures):
                     part = future.result()
                     manifest += part
