@@ -2,7 +2,6 @@
 tiny simulated surveys, the real DECaLS folder, and a folder with bad files."""
 
 import hashlib
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
