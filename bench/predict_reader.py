@@ -1,8 +1,9 @@
-"""`galpipe predict` from FITS files against the bare model on in-memory tensors, side by side
-(rounds alternate, median), on synthetic DES-like cutouts this script writes (one FITS file per
-galaxy, (3, 153, 153) float32 with a WCS, as the simulated DES survey stores them: reading speed
-does not depend on what the pixels show). Also the per-file read time of astropy (the reader
-before fitsio) against fitsio (galpipe's reader now).
+"""`galpipe predict` from stored cutouts against the bare model on in-memory tensors, side by side
+(rounds alternate, median), on synthetic DES-like cutouts this script writes ((3, 153, 153)
+float32 with a WCS: reading speed does not depend on what the pixels show), stored two ways: one
+FITS file per galaxy (as users may bring them) and stacks of 256 (as galpipe stores a survey's own,
+galpipe.cutouts). Also the per-file read time of astropy (the reader before fitsio) against fitsio
+(galpipe's reader now), and the read time of a galaxy from a stack.
 
     .venv/bin/python bench/predict_reader.py --n 2000 --out bench/results/predict_reader
 
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
@@ -26,22 +26,32 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # bench/ is not part of the package
 
 from bench.run import side_by_side  # noqa: E402
-from galpipe.cutouts import read_cutout, write_cutout_fits  # noqa: E402
+from galpipe.cutouts import read_cutout, write_cutout_fits, write_cutout_stack  # noqa: E402
 from galpipe.hardware import machine_info  # noqa: E402
 from galpipe.models import build_model  # noqa: E402
-from galpipe.prediction import Classifier, list_cutouts, predict_cutouts  # noqa: E402
+from galpipe.prediction import Classifier, default_workers, list_cutouts, predict_cutouts  # noqa: E402
 
 SIZE_PIXELS, PIXEL_SCALE_ARCSEC = 153, 0.263
+GALAXIES_PER_STACK = 256  # as the simulated surveys store a big catalogue (galpipe.sources.simulated)
 
 
-def write_cutouts(folder: Path, n: int) -> None:
+def write_cutouts(folder: Path, stack_folder: Path, n: int) -> None:
     rng = np.random.default_rng(0)
     y, x = np.mgrid[:SIZE_PIXELS, :SIZE_PIXELS] - SIZE_PIXELS // 2
     galaxy = np.exp(-np.hypot(x, y) / 6.0).astype(np.float32)
+    cubes, ids, ra_deg = [], [], []
     for k in range(n):
         pixels = galaxy[None] * rng.uniform(50, 500, (3, 1, 1)) + rng.normal(0, 3, (3, SIZE_PIXELS, SIZE_PIXELS))
-        write_cutout_fits(folder / f"des_{k:06d}.fits", pixels.astype(np.float32), "gri", 30.0 + k * 1e-3, 0.5,
+        cubes.append(pixels.astype(np.float32))
+        ids.append(f"des_{k:06d}")
+        ra_deg.append(30.0 + k * 1e-3)
+        write_cutout_fits(folder / f"{ids[-1]}.fits", cubes[-1], "gri", ra_deg[-1], 0.5,
                           PIXEL_SCALE_ARCSEC, {"SURVEY": "des", "MAGZERO": 30.0})
+    for start in range(0, n, GALAXIES_PER_STACK):
+        chunk = slice(start, start + GALAXIES_PER_STACK)
+        write_cutout_stack(stack_folder / f"cutouts-{start // GALAXIES_PER_STACK:05d}.stack.fits", ids[chunk],
+                           cubes[chunk], "gri", ra_deg[chunk], [0.5] * len(ids[chunk]), PIXEL_SCALE_ARCSEC,
+                           {"SURVEY": "des", "MAGZERO": 30.0})
 
 
 def astropy_read(path: Path) -> None:
@@ -71,12 +81,15 @@ def main() -> None:
     args = parser.parse_args()
     model = build_model("compact", seed=0).eval()
     classifier = Classifier("bench", "bench", model)
-    workers = os.cpu_count() or 1
+    workers = default_workers(args.n) or 2  # readers to compare with one process: the default, or 2
     with tempfile.TemporaryDirectory(prefix="galpipe-predict-") as scratch:
-        folder = Path(scratch) / "cutouts"
+        folder, stack_folder = Path(scratch) / "cutouts", Path(scratch) / "stacks"
         folder.mkdir()
-        write_cutouts(folder, args.n)
+        stack_folder.mkdir()
+        write_cutouts(folder, stack_folder, args.n)
         cutouts = list_cutouts(folder=str(folder))
+        stacked = list_cutouts(folder=str(stack_folder))
+        assert list(stacked.object_id) == list(cutouts.object_id)
         paths = sorted(folder.glob("*.fits"))[:500]
         x = torch.from_numpy(np.random.default_rng(1).normal(size=(args.n, 3, 69, 69)).astype(np.float32))
 
@@ -88,15 +101,27 @@ def main() -> None:
         out = Path(scratch) / "morphology.parquet"
         rates = side_by_side({
             "bare_model_in_memory": timed(len(x), bare),
-            "galpipe_predict_fits_all_workers": timed(len(cutouts), lambda: predict_cutouts(
-                [classifier], cutouts, out, progress=False, workers=workers)),
+            "galpipe_predict_stacks_1_process": timed(len(stacked), lambda: predict_cutouts(
+                [classifier], stacked, out, progress=False, workers=0)),
+            f"galpipe_predict_stacks_{workers}_readers": timed(len(stacked), lambda: predict_cutouts(
+                [classifier], stacked, out, progress=False, workers=workers)),
             "galpipe_predict_fits_1_process": timed(len(cutouts), lambda: predict_cutouts(
                 [classifier], cutouts, out, progress=False, workers=0)),
+            f"galpipe_predict_fits_{workers}_readers": timed(len(cutouts), lambda: predict_cutouts(
+                [classifier], cutouts, out, progress=False, workers=workers)),
             "read_astropy_1_process": timed(len(paths), lambda: [astropy_read(p) for p in paths]),
             "read_fitsio_1_process": timed(len(paths), lambda: [read_cutout(p) for p in paths]),
+            # Whole stacks are read (the first row of each) and every galaxy cut from them.
+            "read_from_stacks_1_process": timed(len(stacked), lambda: [read_cutout(p) for p in stacked.path]),
         }, args.rounds)
+    def default_run(storage: str) -> str:
+        n = default_workers(args.n)
+        return f"galpipe_predict_{storage}_" + (f"{n}_readers" if n else "1_process")
+
     results = {"machine": machine_info(), "n_cutouts": args.n, "workers": workers, "images_per_second": rates,
-               "predict_vs_bare": round(rates["galpipe_predict_fits_all_workers"] / rates["bare_model_in_memory"], 3),
+               "default_workers": default_workers(args.n),
+               "predict_vs_bare": round(rates[default_run("fits")] / rates["bare_model_in_memory"], 3),
+               "predict_stacks_vs_bare": round(rates[default_run("stacks")] / rates["bare_model_in_memory"], 3),
                "fitsio_vs_astropy_read": round(rates["read_fitsio_1_process"] / rates["read_astropy_1_process"], 2)}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(f"{args.out}.json").write_text(json.dumps(results, indent=1))
@@ -104,7 +129,9 @@ def main() -> None:
              f"({SIZE_PIXELS}x{SIZE_PIXELS}x3), `compact`; median of {args.rounds} alternating rounds.", "",
              "| what | images/s |", "|---|---|"]
     lines += [f"| {name} | {rate:,.0f} |" for name, rate in rates.items()]
-    lines += ["", f"`galpipe predict` over {workers} workers / bare model: {results['predict_vs_bare']:.2f}; "
+    lines += ["", f"`galpipe predict` as it runs by default ({results['default_workers']} reader processes) / bare "
+                  "model: from stacks "
+                  f"{results['predict_stacks_vs_bare']:.2f}, from one file per galaxy {results['predict_vs_bare']:.2f}; "
                   f"fitsio / astropy per-file read: {results['fitsio_vs_astropy_read']:.1f}x"]
     Path(f"{args.out}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -329,7 +329,8 @@ def main(argv=None) -> int:
     predict.add_argument("--threshold", type=float, default=0.5, help="class 1 at p >= this (default %(default)s)")
     predict.add_argument("--batch-size", type=int, default=256)
     predict.add_argument("--workers", type=int, default=None,
-                         help="processes that read the images (0: this one; default: one per core from 1,000 images)")
+                         help="processes that read the images (0: this one; default: none on 2 cores, else half the "
+                              "cores from 1,000 images)")
     predict.add_argument("--pixel-scale", type=float, default=None,
                          help="arcsec/pixel of JPEG/PNG cutouts (FITS cutouts carry PIXSCALE)")
     add_project_arguments(predict, "whose models an alias names ")

@@ -23,11 +23,19 @@ import torch
 from tqdm import tqdm
 
 from galpipe.catalogs import CatalogError, read_table, require_rows, resolve_inside
-from galpipe.cutouts import FITS_SUFFIXES, IMAGE_SUFFIXES, STACK_SUFFIX, CutoutError, read_stack, stack_address
+from galpipe.cutouts import (
+    FITS_SUFFIXES,
+    IMAGE_SUFFIXES,
+    STACK_SUFFIX,
+    CutoutError,
+    read_cutouts,
+    read_stack,
+    stack_address,
+)
 from galpipe.files import atomic_write
 from galpipe.framing import field_from_text
 from galpipe.hardware import default_device, inference_model
-from galpipe.preprocessing import model_input
+from galpipe.preprocessing import MODEL_INPUT_PIXELS, model_inputs
 from galpipe.tracking import (
     ModelRegistryError,
     load_registered_model,
@@ -143,23 +151,35 @@ class _TableWriter:
             self.parquet.close()
 
 
-class _CutoutInputs(torch.utils.data.Dataset):
-    """Model inputs (one per input mode) of each cutout, or the reason it could not be read."""
+class _CutoutBatches(torch.utils.data.Dataset):
+    """Batch k of the cutouts, ready for the models: why each one could not be used ("" for those
+    that could), and per input mode the inputs of those that could, stacked in catalogue order."""
 
-    def __init__(self, paths: list[str], modes, pixel_scale_arcsec):
+    def __init__(self, paths: list[str], modes, pixel_scale_arcsec, batch_size: int):
         self.paths, self.modes, self.pixel_scale_arcsec = paths, modes, pixel_scale_arcsec
+        self.batch_size = batch_size
 
     def __len__(self) -> int:
-        return len(self.paths)
+        return -(-len(self.paths) // self.batch_size)
 
-    def __getitem__(self, i: int):
-        path = self.paths[i]
-        try:
-            if not path:
-                raise CutoutError(path, "no image path")
-            return {m: model_input(path, m[1], m[0], pixel_scale_arcsec=self.pixel_scale_arcsec) for m in self.modes}
-        except CutoutError as err:
-            return err.reason
+    def __getitem__(self, k: int):
+        paths = self.paths[k * self.batch_size:(k + 1) * self.batch_size]
+        cutouts = [c if path else CutoutError(path, "no image path") for path, c in zip(paths, read_cutouts(paths))]
+        reasons = [c.reason if isinstance(c, CutoutError) else "" for c in cutouts]
+        inputs = {}
+        for mode in self.modes:
+            made = model_inputs(cutouts, mode[1], mode[0], pixel_scale_arcsec=self.pixel_scale_arcsec)
+            for i, m in enumerate(made):
+                if isinstance(m, CutoutError) and not reasons[i]:
+                    reasons[i] = m.reason
+            inputs[mode] = made
+        usable = [i for i, reason in enumerate(reasons) if not reason]
+        empty = np.zeros((0, 3, MODEL_INPUT_PIXELS, MODEL_INPUT_PIXELS), np.float32)
+        return reasons, {mode: np.stack([made[i] for i in usable]) if usable else empty for mode, made in inputs.items()}
+
+
+def _as_is(batch):
+    return batch
 
 
 def _die_with_parent(parent_pid: int, worker_id: int) -> None:
@@ -172,8 +192,12 @@ def _die_with_parent(parent_pid: int, worker_id: int) -> None:
 
 
 def default_workers(n_cutouts: int) -> int:
-    """Reader processes: one per core (up to 8) when there is enough to read to repay starting them."""
-    return min(os.cpu_count() or 1, 8) if n_cutouts >= 1000 else 0
+    """Reader processes: none on 2 cores, where the models already keep both busy and readers only
+    take turns with them (bench/predict_reader.py: from stacks 1 process was faster than 2 readers);
+    with more cores, half of them (up to 8) when there is enough to read to repay starting them
+    (not measured here: these machines have 2 cores)."""
+    cores = os.cpu_count() or 1
+    return min(cores // 2, 8) if cores > 2 and n_cutouts >= 1000 else 0
 
 
 def predict_cutouts(classifiers: list[Classifier], cutouts: pd.DataFrame, out_path, threshold: float = 0.5,
@@ -195,8 +219,8 @@ def predict_cutouts(classifiers: list[Classifier], cutouts: pd.DataFrame, out_pa
     prepared_models = [inference_model(k.module, device) for k in classifiers]
     workers = default_workers(len(cutouts)) if workers is None else workers
     # Batches arrive in catalogue order; workers read up to two batches each ahead of the models.
-    reader = torch.utils.data.DataLoader(_CutoutInputs(list(cutouts.path), modes, pixel_scale_arcsec),
-                                         batch_size=batch_size, num_workers=workers, collate_fn=list,
+    reader = torch.utils.data.DataLoader(_CutoutBatches(list(cutouts.path), modes, pixel_scale_arcsec, batch_size),
+                                         batch_size=None, num_workers=workers, collate_fn=_as_is,
                                          worker_init_fn=functools.partial(_die_with_parent, os.getpid()))
     # Why list_cutouts refused a row (a path outside the catalogue's folder), said instead of "no image path".
     refused = cutouts["reason"] if "reason" in cutouts else pd.Series("", index=cutouts.index)
@@ -205,27 +229,24 @@ def predict_cutouts(classifiers: list[Classifier], cutouts: pd.DataFrame, out_pa
         writer = _TableWriter(tmp, csv=summary.out_path.name.lower().endswith(".csv"))
         try:
             with tqdm(total=len(cutouts), desc="predict", unit="galaxy", disable=progress is False) as bar:
-                for start, prepared in zip(range(0, len(cutouts), batch_size), reader):
+                for start, (reasons, inputs) in zip(range(0, len(cutouts), batch_size), reader):
                     batch = cutouts.iloc[start:start + batch_size]
-                    inputs = {mode: [] for mode in modes}
                     good = []
-                    for object_id, path, result, given in zip(batch.object_id, batch.path, prepared,
+                    for object_id, path, reason, given in zip(batch.object_id, batch.path, reasons,
                                                               refused.iloc[start:start + batch_size]):
-                        if isinstance(result, str):
-                            record = {"object_id": object_id, "path": path, "reason": given or result}
+                        if reason:
+                            record = {"object_id": object_id, "path": path, "reason": given or reason}
                             summary.failures.append(record)
                             if on_failure:
                                 on_failure(record)
                             continue
-                        for m in modes:
-                            inputs[m].append(result[m])
                         good.append((object_id, path))
                     bar.update(len(batch))
                     if not good:
                         continue
                     table = pd.DataFrame(good, columns=["object_id", "path"])
                     for k, module in zip(classifiers, prepared_models):
-                        x = np.stack(inputs[(k.input_mode, k.field_arcsec)])
+                        x = inputs[(k.input_mode, k.field_arcsec)]
                         probability = predict_proba(module, x, device=device, prepare=False)
                         table[f"p_{k.task}"] = probability
                         table[k.task] = (probability >= threshold).astype(np.int8)

@@ -19,13 +19,15 @@ import torch.nn.functional as F
 from astropy.visualization import make_lupton_rgb
 from tqdm import tqdm
 
-from galpipe.cutouts import COLOUR_BANDS, Cutout, CutoutError, read_cutout, select_bands
+from galpipe.cutouts import COLOUR_BANDS, Cutout, CutoutError, read_cutout, read_cutouts, select_bands
 from galpipe.files import atomic_write
 
 MODEL_INPUT_PIXELS = 69
 NANOMAGGY_ZEROPOINT_MAG = 22.5
 BORDER_PIXELS = 4
 CENTRE_HALF_WIDTH = 4
+NO_SIGNAL = "no positive signal at the centre of the image"
+BATCH_CUTOUTS = 256  # cutouts read and preprocessed together (resampled and normalised as one stack)
 
 
 def _centred(pixels: np.ndarray, size: int) -> np.ndarray:
@@ -47,26 +49,32 @@ def central_square(pixels: np.ndarray) -> np.ndarray:
 
 
 def resample(pixels: np.ndarray, size: int = MODEL_INPUT_PIXELS) -> np.ndarray:
-    """Area-preserving (antialiased) resampling of a (band, y, x) cube to size x size."""
-    tensor = torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32))[None]
-    return F.interpolate(tensor, size=(size, size), mode="bilinear", antialias=True,
-                         align_corners=False)[0].numpy()
+    """Area-preserving (antialiased) resampling of a (band, y, x) cube, or a stack of them
+    (image, band, y, x), to size x size."""
+    tensor = torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32))
+    batch = tensor if tensor.ndim == 4 else tensor[None]
+    out = F.interpolate(batch, size=(size, size), mode="bilinear", antialias=True, align_corners=False).numpy()
+    return out if tensor.ndim == 4 else out[0]
 
 
-def normalise_per_image(pixels: np.ndarray) -> np.ndarray:
-    border = np.concatenate([pixels[:, :BORDER_PIXELS].reshape(len(pixels), -1),
-                             pixels[:, -BORDER_PIXELS:].reshape(len(pixels), -1),
-                             pixels[:, :, :BORDER_PIXELS].reshape(len(pixels), -1),
-                             pixels[:, :, -BORDER_PIXELS:].reshape(len(pixels), -1)], axis=1)
-    sky = np.median(border, axis=1)[:, None, None]
-    centred = pixels - sky
-    c = pixels.shape[-1] // 2
-    centre = centred.sum(axis=0)[c - CENTRE_HALF_WIDTH:c + CENTRE_HALF_WIDTH + 1,
+def normalise_images(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-image normalisation of a stack (image, band, y, x): returns the normalised stack and,
+    per image, whether it had a positive signal at its centre (an image without one cannot be
+    normalised; its row is not to be used)."""
+    n, bands = images.shape[:2]
+    border = np.concatenate([images[:, :, :BORDER_PIXELS].reshape(n, bands, -1),
+                             images[:, :, -BORDER_PIXELS:].reshape(n, bands, -1),
+                             images[:, :, :, :BORDER_PIXELS].reshape(n, bands, -1),
+                             images[:, :, :, -BORDER_PIXELS:].reshape(n, bands, -1)], axis=2)
+    sky = np.median(border, axis=2)[:, :, None, None]
+    centred = images - sky
+    c = images.shape[-1] // 2
+    centre = centred.sum(axis=1)[:, c - CENTRE_HALF_WIDTH:c + CENTRE_HALF_WIDTH + 1,
                                  c - CENTRE_HALF_WIDTH:c + CENTRE_HALF_WIDTH + 1]
-    scale = centre.max() / len(pixels)
-    if not np.isfinite(scale) or scale <= 0:
-        raise ValueError("no positive signal at the centre of the image")
-    return (centred / scale).astype(np.float32)
+    scale = centre.reshape(n, -1).max(axis=1) / bands
+    usable = np.isfinite(scale) & (scale > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return (centred / np.where(usable, scale, 1.0)[:, None, None, None]).astype(np.float32), usable
 
 
 def colour_image(cutout: Cutout, pixel_scale_arcsec: float, bands: str = "gri") -> np.ndarray:
@@ -91,28 +99,59 @@ def model_input(path, field_arcsec: float | None, mode: str = "bands", bands: st
     cutouts are turned into the Lupton composite first, so both kinds feed the same model.
     `pixel_scale_arcsec` is for images without a PIXSCALE header (JPEG/PNG).
     """
-    cutout = read_cutout(path)
+    [made] = model_inputs([read_cutout(path)], field_arcsec, mode, bands, pixel_scale_arcsec)
+    if isinstance(made, CutoutError):
+        raise made
+    return made
+
+
+def _framed(cutout: Cutout, field_arcsec: float | None, mode: str, bands: str,
+            pixel_scale_arcsec: float | None) -> np.ndarray:
+    """The planes (bands or colours) over the field that model_input resamples."""
     header = cutout.header
     # A FITS cutout's own PIXSCALE first: in a folder of both kinds the option is for the others.
     scale = (header.get("PIXSCALE") if header is not None else None) or pixel_scale_arcsec
     if scale is None and (field_arcsec is not None or (mode == "colour" and cutout.bands != COLOUR_BANDS)):
-        raise CutoutError(path, "pixel scale unknown: no PIXSCALE header and none configured")
+        raise CutoutError(cutout.path, "pixel scale unknown: no PIXSCALE header and none configured")
     if cutout.bands == COLOUR_BANDS:
         if mode != "colour":
-            raise CutoutError(path, "a colour image can only feed a model in mode 'colour'")
+            raise CutoutError(cutout.path, "a colour image can only feed a model in mode 'colour'")
         pixels = cutout.pixels
     elif mode == "colour":
         pixels = colour_image(cutout, scale, bands)
     else:
         pixels = select_bands(cutout, bands)
-    framed = central_square(pixels) if field_arcsec is None else crop_to_field(pixels, scale, field_arcsec)
-    resampled = resample(framed)
-    if mode == "colour":
-        return np.clip(resampled, 0, 1)
-    try:
-        return normalise_per_image(resampled)
-    except ValueError as err:
-        raise CutoutError(path, str(err)) from None
+    return central_square(pixels) if field_arcsec is None else crop_to_field(pixels, scale, field_arcsec)
+
+
+def model_inputs(cutouts: list, field_arcsec, mode: str = "bands", bands: str = "gri",
+                 pixel_scale_arcsec: float | None = None) -> list:
+    """model_input for many cutouts (Cutouts, or CutoutErrors passed through), each over
+    `field_arcsec` (one field, or a list with one per cutout): a (3, 69, 69) array or the
+    CutoutError saying why not. Cutouts framed to the same shape are resampled and normalised as
+    one stack, which costs less than one by one and gives the same numbers."""
+    fields = list(field_arcsec) if isinstance(field_arcsec, (list, tuple, np.ndarray, pd.Series)) \
+        else [field_arcsec] * len(cutouts)
+    made: list = list(cutouts)
+    by_shape: dict[tuple, list[tuple[int, np.ndarray]]] = {}
+    for i, (cutout, field) in enumerate(zip(cutouts, fields)):
+        if isinstance(cutout, CutoutError):
+            continue
+        try:
+            framed = _framed(cutout, field, mode, bands, pixel_scale_arcsec)
+        except CutoutError as err:
+            made[i] = err
+            continue
+        by_shape.setdefault(framed.shape, []).append((i, framed))
+    for group in by_shape.values():
+        resampled = resample(np.stack([framed for _, framed in group]))
+        if mode == "colour":
+            out, usable = np.clip(resampled, 0, 1), np.ones(len(group), bool)
+        else:
+            out, usable = normalise_images(resampled)
+        for (i, _), image, ok in zip(group, out, usable):
+            made[i] = image if ok else CutoutError(cutouts[i].path, NO_SIGNAL)
+    return made
 
 
 def build_model_inputs(manifest: pd.DataFrame, out_path: Path, field_arcsec: float | pd.Series | None,
@@ -129,17 +168,25 @@ def build_model_inputs(manifest: pd.DataFrame, out_path: Path, field_arcsec: flo
     index = []
     rows = []
     reasons = manifest.reason if "reason" in manifest else pd.Series("", index=manifest.index)
-    for object_id, path, status, reason in tqdm(zip(manifest.object_id, manifest.path, manifest.status, reasons),
-                                                total=len(manifest), desc="model inputs", unit="cutout", disable=None):
-        if status != "ok":
-            index.append({"object_id": object_id, "row": -1, "status": "failed", "reason": f"cutout {status}: {reason}"})
-            continue
-        try:
-            field = field_arcsec.loc[object_id] if isinstance(field_arcsec, pd.Series) else field_arcsec
-            rows.append(model_input(path, field, mode, bands, pixel_scale_arcsec))
-            index.append({"object_id": object_id, "row": len(rows) - 1, "status": "ok", "reason": ""})
-        except CutoutError as err:
-            index.append({"object_id": object_id, "row": -1, "status": "failed", "reason": err.reason})
+    with tqdm(total=len(manifest), desc="model inputs", unit="cutout", disable=None) as bar:
+        for start in range(0, len(manifest), BATCH_CUTOUTS):
+            batch = manifest.iloc[start:start + BATCH_CUTOUTS]
+            batch_reasons = reasons.iloc[start:start + BATCH_CUTOUTS]
+            good = (batch.status == "ok").to_numpy()
+            ids = batch.object_id[good]
+            fields = field_arcsec.loc[ids].tolist() if isinstance(field_arcsec, pd.Series) else field_arcsec
+            made = dict(zip(np.flatnonzero(good), model_inputs(read_cutouts(batch.path[good]), fields, mode, bands,
+                                                                pixel_scale_arcsec)))
+            for i, (object_id, status, reason) in enumerate(zip(batch.object_id, batch.status, batch_reasons)):
+                if status != "ok":
+                    index.append({"object_id": object_id, "row": -1, "status": "failed",
+                                  "reason": f"cutout {status}: {reason}"})
+                elif isinstance(made[i], CutoutError):
+                    index.append({"object_id": object_id, "row": -1, "status": "failed", "reason": made[i].reason})
+                else:
+                    rows.append(made[i])
+                    index.append({"object_id": object_id, "row": len(rows) - 1, "status": "ok", "reason": ""})
+            bar.update(len(batch))
     array = np.stack(rows) if rows else np.zeros((0, 3, MODEL_INPUT_PIXELS, MODEL_INPUT_PIXELS), np.float32)
     def write(tmp):
         with open(tmp, "wb") as f:  # a file object: np.save would add ".npy" to a bare name

@@ -5,9 +5,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from galpipe.cutouts import CutoutError, write_cutout_fits
+from galpipe.cutouts import CutoutError, read_cutouts, write_cutout_fits
 from galpipe.instruments import DES, SDSS
-from galpipe.preprocessing import build_model_inputs, load_model_inputs, model_input
+from galpipe.preprocessing import build_model_inputs, load_model_inputs, model_input, model_inputs
 from galpipe.simulation.render import render_galaxy
 from galpipe.sources.simulated import _truth
 
@@ -57,3 +57,28 @@ def test_stacked_inputs_are_memory_mapped_and_failures_counted(tmp_path):
     assert "corrupt" in index.reason.iloc[3] and index.reason.iloc[4].startswith("cutout quarantined")
     array = load_model_inputs(tmp_path / "inputs.npy")
     assert isinstance(array, np.memmap) and array.shape == (3, 3, 69, 69)
+
+
+def test_inputs_made_together_equal_inputs_made_one_by_one(tmp_path):
+    """model_inputs resamples and normalises cutouts of one shape as a stack: the same numbers as
+    one at a time, with each one that fails named in its place."""
+    rng = np.random.default_rng(0)
+    paths = []
+    for k, size in enumerate([61, 61, 80, 61, 101, 80]):
+        y, x = np.mgrid[:size, :size] - size // 2
+        cube = np.exp(-np.hypot(x, y) / rng.uniform(2, 8))[None] * rng.uniform(10, 300, (3, 1, 1))
+        cube = (cube + rng.normal(0, 1, (3, size, size))).astype(np.float32)
+        if k == 3:
+            cube[:] = -1.0  # no positive signal at the centre
+        paths.append(tmp_path / f"g{k}.fits")
+        write_cutout_fits(paths[-1], cube, "gri", 30, 0, 0.396)
+    paths.append(tmp_path / "absent.fits")
+    for mode, field in (("bands", 24.0), ("bands", None), ("colour", 24.0)):
+        together = model_inputs(read_cutouts(paths), field, mode)
+        for path, made in zip(paths, together):
+            if path.stem in ("g3", "absent") and not (mode == "colour" and path.stem == "g3"):
+                assert isinstance(made, CutoutError) and made.path == str(path)
+                with pytest.raises(CutoutError, match="no positive signal" if path.stem == "g3" else "file not found"):
+                    model_input(path, field, mode)
+            else:
+                np.testing.assert_array_equal(made, model_input(path, field, mode))
