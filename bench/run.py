@@ -225,6 +225,7 @@ def inference_section(array_path: Path, cutouts_dir: Path, sgemm_fp32: float, ro
 def data_section(array_path: Path, cutouts_dir: Path, workdir: Path, n_render: int) -> dict:
     """Rendering: the same number of galaxies in one process and over all cores, each from a cold
     start (GalSim warms its caches over the first few dozen galaxies, as the pipeline's do)."""
+    from galpipe.prediction import list_cutouts
     from galpipe.project import load_project
     from galpipe.sources.simulated import render_cutouts, simulated_catalog
     catalog = simulated_catalog("des", load_project("small").profile.sky, "target", 23.5, volunteer_labels=False)
@@ -243,7 +244,7 @@ def data_section(array_path: Path, cutouts_dir: Path, workdir: Path, n_render: i
     seconds = timed(lambda: [np.ascontiguousarray(memmap[b]) for b in batches])
     results["array_cutouts_per_second"] = round(64 * len(batches) / seconds)
     if cutouts_dir.is_dir():
-        paths = sorted(cutouts_dir.glob("*.fits"))[:300]
+        paths = list(list_cutouts(folder=str(cutouts_dir)).path[:300])  # galaxies of the survey's stacks
         seconds = timed(lambda: [model_input(p, 40.0, "bands") for p in paths])
         results["fits_cutouts_per_second_1_process"] = round(len(paths) / seconds, 1)
         results["array_vs_fits"] = round(results["array_cutouts_per_second"] / results["fits_cutouts_per_second_1_process"])
