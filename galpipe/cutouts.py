@@ -158,10 +158,10 @@ def write_cutout_stack(path: Path, object_ids, cubes, bands: str, ra_deg, dec_de
 
 @dataclass(frozen=True)
 class CutoutStack:
-    """A stack file read whole: its (galaxy, band, y, x) frame, shared keywords and table."""
+    """A stack file opened: its (galaxy, band, y, x) frame (memory-mapped), shared keywords and table."""
 
     path: Path
-    frame: np.ndarray
+    frame: np.ndarray  # a np.memmap of the file for float32 stacks
     bands: str
     header: dict
     table: np.ndarray  # one record per galaxy: STACK_PLACEMENT_COLUMNS and its own keywords
@@ -183,13 +183,15 @@ class CutoutStack:
                 value = record[name]
                 header[name] = value.strip() if isinstance(value, str) else value.item()
         header["OBJID"] = str(record["OBJECT_ID"]).strip()
-        pixels = self.frame[row, :, top:top + height, left:left + width]
+        pixels = np.array(self.frame[row, :, top:top + height, left:left + width], dtype=np.float32)  # native order
         return Cutout(address, pixels, self.bands, header)
 
 
 def read_stack(path) -> CutoutStack:
-    """A stack file, read whole once and kept while it is unchanged (the last two): its galaxies are
-    read one by one, by the model-input builder, the checks and `galpipe predict`'s readers."""
+    """A stack file, opened once and kept while it is unchanged (the last eight): its galaxies are
+    read one by one, by the model-input builder, the checks and `galpipe predict`'s readers. A
+    changed file is opened again; galpipe replaces files whole (atomic_write), so a mapping
+    never sees a file shrink under it."""
     path = Path(path)
     try:
         stat = path.stat()
@@ -198,7 +200,7 @@ def read_stack(path) -> CutoutStack:
     return _read_stack(path, stat.st_mtime_ns, stat.st_size)
 
 
-@functools.lru_cache(maxsize=2)
+@functools.lru_cache(maxsize=8)
 def _read_stack(path: Path, mtime_ns: int, size_bytes: int) -> CutoutStack:
     import fitsio
 
@@ -211,15 +213,26 @@ def _read_stack(path: Path, mtime_ns: int, size_bytes: int) -> CutoutStack:
             missing = [n for n in (STACK_IMAGE_HDU, STACK_TABLE_HDU) if n not in names]
             if missing:
                 raise CutoutError(path, f"not a cutout stack, or a truncated one: no HDU {', '.join(missing)}")
-            frame = np.asarray(hdus[STACK_IMAGE_HDU].read(), dtype=np.float32)
-            header = {r["name"]: r["value"] for r in hdus[STACK_IMAGE_HDU].read_header().records()
-                      if r.get("name") and r["name"] not in STRUCTURAL_KEYWORDS and not r["name"].startswith("NAXIS")}
+            image = hdus[STACK_IMAGE_HDU]
+            keywords = {r["name"]: r["value"] for r in image.read_header().records() if r.get("name")}
+            shape = tuple(int(n) for n in image.get_dims())
+            data_start = image.get_offsets()["data_start"]
+            # Plain big-endian float32 (as galpipe writes them) is mapped, not read: a galaxy costs
+            # only its own bytes, wherever it sits. Anything else (scaled integers, compressed) is read whole.
+            mappable = (keywords.get("BITPIX") == -32 and keywords.get("BSCALE", 1) == 1 and keywords.get("BZERO", 0) == 0
+                        and not image.is_compressed())
+            frame = None if mappable else np.asarray(image.read(), dtype=np.float32)
+            header = {k: v for k, v in keywords.items() if k not in STRUCTURAL_KEYWORDS and not k.startswith("NAXIS")}
             table = hdus[STACK_TABLE_HDU].read()
     except CutoutError:
         raise
     except (OSError, ValueError, TypeError) as err:
         reason = " ".join(line for line in str(err).splitlines()[:2] if line.strip())
         raise CutoutError(path, f"corrupt or truncated cutout stack ({reason})") from None
+    if frame is None:
+        if data_start + 4 * int(np.prod(shape)) > size_bytes:  # mapped pages past the end would kill the process
+            raise CutoutError(path, f"corrupt or truncated cutout stack ({size_bytes} bytes, the image needs more)")
+        frame = np.memmap(path, dtype=">f4", mode="r", offset=data_start, shape=shape)
     missing = [c for c in STACK_PLACEMENT_COLUMNS if c not in (table.dtype.names or ())]
     if missing:
         raise CutoutError(path, f"the {STACK_TABLE_HDU} table lacks column(s) {missing}")

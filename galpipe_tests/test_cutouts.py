@@ -153,3 +153,19 @@ def test_interrupted_write_leaves_no_file_that_looks_complete(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         atomic_write(path, write_half_then_fail)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_stack_of_integer_pixels_is_read_too(tmp_path):
+    """galpipe's stacks are float32 and memory-mapped; a stack someone wrote in scaled integers is
+    read whole, with the same result."""
+    from astropy.io import fits
+
+    path = tmp_path / "ints.stack.fits"
+    write_cutout_stack(path, ["a", "b"], [np.full((3, 20, 20), 7.0, np.float32), np.full((3, 20, 20), 9.0, np.float32)],
+                       "gri", [1, 2], [0, 0], 0.4)
+    with fits.open(path) as hdus:
+        hdus["CUTOUTS"].data = hdus["CUTOUTS"].data.astype(np.int16)
+        hdus["CUTOUTS"].scale("int16", bscale=0.5)
+        hdus.writeto(tmp_path / "scaled.stack.fits")
+    cutout = read_cutout(stack_address(tmp_path / "scaled.stack.fits", 1), expected_bands="gri")
+    assert cutout.pixels.dtype == np.float32 and np.all(cutout.pixels == 9.0)
