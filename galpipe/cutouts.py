@@ -365,7 +365,10 @@ def _require_bands(path, present: str, wanted: str) -> None:
 
 
 def select_bands(cutout: Cutout, bands: str) -> np.ndarray:
-    """The planes of `bands`, in that order; a CutoutError names the file when one is missing."""
+    """The planes of `bands`, in that order; a CutoutError names the file when one is missing.
+    The cutout's own array when it holds just those, in that order (not a copy: read only)."""
+    if cutout.bands == bands:
+        return cutout.pixels
     _require_bands(cutout.path, cutout.bands, bands)
     return np.stack([cutout.pixels[cutout.bands.index(b)] for b in bands])
 
