@@ -56,6 +56,12 @@ class Classifier:
     module: torch.nn.Module
     input_mode: str = "bands"
     field_arcsec: float | None = 40.0  # None: each cutout whole, framed as the model's inputs were
+    colour_rendering: str = "lupton"  # how FITS cutouts become colour images in colour mode
+
+    @property
+    def inputs(self) -> tuple:
+        """What its inputs are made with: models that agree share them."""
+        return self.input_mode, self.field_arcsec, self.colour_rendering
 
 
 @dataclass
@@ -82,13 +88,15 @@ def model_uris(spec: str, tasks, survey: str, experiment: str) -> list[str]:
 
 def load_classifier(tracking_uri: str, model_uri: str) -> Classifier:
     """The model and, from its version's tags, its task and how its inputs are made (without
-    tags: g,r,i bands over 40"; field "whole_image": each cutout whole)."""
+    tags: g,r,i bands over 40", colour images as Lupton composites; field "whole_image": each
+    cutout whole)."""
     version = model_version(tracking_uri, model_uri)
     task = version.tags.get("task")
     if not task:
         raise ModelRegistryError(f"{model_uri}: the model version has no `task` tag (galpipe tags every model it registers)")
     return Classifier(task, model_uri, load_registered_model(tracking_uri, model_uri),
-                      version.tags.get("input_mode", "bands"), field_from_text(version.tags.get("field_arcsec", "40.0")))
+                      version.tags.get("input_mode", "bands"), field_from_text(version.tags.get("field_arcsec", "40.0")),
+                      version.tags.get("colour_rendering", "lupton"))
 
 
 def list_cutouts(folder: str | None = None, catalog: str | None = None, id_column: str = "object_id",
@@ -168,7 +176,9 @@ class _CutoutBatches(torch.utils.data.Dataset):
         reasons = [c.reason if isinstance(c, CutoutError) else "" for c in cutouts]
         inputs = {}
         for mode in self.modes:
-            made = model_inputs(cutouts, mode[1], mode[0], pixel_scale_arcsec=self.pixel_scale_arcsec)
+            input_mode, field_arcsec, colour_rendering = mode
+            made = model_inputs(cutouts, field_arcsec, input_mode, pixel_scale_arcsec=self.pixel_scale_arcsec,
+                                colour_rendering=colour_rendering)
             for i, m in enumerate(made):
                 if isinstance(m, CutoutError) and not reasons[i]:
                     reasons[i] = m.reason
@@ -214,7 +224,7 @@ def predict_cutouts(classifiers: list[Classifier], cutouts: pd.DataFrame, out_pa
         raise ValueError(f"{out_path}: the output must end in .parquet or .csv")
     started = time.perf_counter()
     columns = ["object_id", "path"] + [c for k in classifiers for c in (f"p_{k.task}", k.task)]
-    modes = sorted({(k.input_mode, k.field_arcsec) for k in classifiers}, key=str)
+    modes = sorted({k.inputs for k in classifiers}, key=str)
     device = default_device()
     prepared_models = [inference_model(k.module, device) for k in classifiers]
     workers = default_workers(len(cutouts)) if workers is None else workers
@@ -246,7 +256,7 @@ def predict_cutouts(classifiers: list[Classifier], cutouts: pd.DataFrame, out_pa
                         continue
                     table = pd.DataFrame(good, columns=["object_id", "path"])
                     for k, module in zip(classifiers, prepared_models):
-                        x = inputs[(k.input_mode, k.field_arcsec)]
+                        x = inputs[k.inputs]
                         probability = predict_proba(module, x, device=device, prepare=False)
                         table[f"p_{k.task}"] = probability
                         table[k.task] = (probability >= threshold).astype(np.int8)

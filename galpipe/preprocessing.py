@@ -9,6 +9,7 @@ divide every band by one number, the brightest pixel of the band-summed image's 
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from astropy.visualization import make_lupton_rgb
+from PIL import Image
 from tqdm import tqdm
 
 from galpipe.cutouts import COLOUR_BANDS, Cutout, CutoutError, read_cutout, read_cutouts, select_bands
@@ -77,36 +79,72 @@ def normalise_images(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return (centred / np.where(usable, scale, 1.0)[:, None, None, None]).astype(np.float32), usable
 
 
-def colour_image(cutout: Cutout, pixel_scale_arcsec: float, bands: str = "gri") -> np.ndarray:
-    """Three bands, bluest first (g, r, i by default), as the Lupton colour composite survey viewers
-    show (the reddest as red), on a surface-brightness scale in nanomaggies per arcsec^2:
-    (3, y, x) in [0, 1]."""
+def _nanomaggies_per_count(cutout: Cutout) -> float:
+    """Nanomaggies per unit of the cutout's pixels (from its MAGZERO; 22.5 without one)."""
     zeropoint = cutout.header.get("MAGZERO", NANOMAGGY_ZEROPOINT_MAG) if cutout.header is not None \
         else NANOMAGGY_ZEROPOINT_MAG
-    to_nanomaggy_per_arcsec2 = 10 ** (-0.4 * (zeropoint - NANOMAGGY_ZEROPOINT_MAG)) / pixel_scale_arcsec**2
-    blue, green, red = select_bands(cutout, bands) * to_nanomaggy_per_arcsec2
+    return 10 ** (-0.4 * (zeropoint - NANOMAGGY_ZEROPOINT_MAG))
+
+
+def lupton_colour(cutout: Cutout, pixel_scale_arcsec: float, bands: str = "gri") -> np.ndarray:
+    """Three bands, bluest first (g, r, i by default), as a Lupton et al. (2004) colour composite
+    (the reddest as red) on a surface-brightness scale in nanomaggies per arcsec^2: (3, y, x) in [0, 1]."""
+    blue, green, red = select_bands(cutout, bands) * (_nanomaggies_per_count(cutout) / pixel_scale_arcsec**2)
     rgb = make_lupton_rgb(red, green, blue, minimum=0.0, stretch=1.5, Q=8)
     return np.moveaxis(rgb, -1, 0).astype(np.float32) / 255.0
 
 
+# The SDSS viewer look: the asinh stretch of Lupton et al. (2004) with the parameters of the Legacy
+# Survey viewer's SDSS layer (legacypipe's sdss_rgb), per nanomaggy per pixel, bluest band first.
+VIEWER_BAND_SCALES = (2.5, 1.5, 1.0)
+VIEWER_SOFTENING = 0.02
+VIEWER_Q = 20.0
+VIEWER_JPEG_QUALITY = 75  # Pillow's default; the viewers' own quality is not published
+
+
+def sdss_viewer_colour(cutout: Cutout, pixel_scale_arcsec: float, bands: str = "gri") -> np.ndarray:
+    """Three bands, bluest first, as a survey viewer's colour JPEG shows them: each band scaled and
+    softened, the mean intensity I stretched by asinh(Q I) / sqrt(Q), the reddest as red, then
+    saved as an 8-bit JPEG and read back, with its rounding and compression artefacts:
+    (3, y, x) in [0, 1]. The stretch lifts faint disks and arms where the Lupton composite on a
+    surface-brightness scale shows little beyond the core."""
+    scales = np.asarray(VIEWER_BAND_SCALES, np.float32)[:, None, None] * np.float32(_nanomaggies_per_count(cutout))
+    scaled = select_bands(cutout, bands) * scales + np.float32(VIEWER_SOFTENING)
+    intensity = np.maximum(scaled, 0).mean(axis=0)
+    stretch = np.arcsinh(VIEWER_Q * intensity) / np.sqrt(VIEWER_Q) / np.maximum(intensity, 1e-6)
+    rgb = np.clip(scaled[::-1] * stretch, 0, 1)  # red, green, blue
+    encoded = io.BytesIO()
+    Image.fromarray(np.round(np.moveaxis(rgb, 0, -1) * 255).astype(np.uint8)).save(
+        encoded, format="JPEG", quality=VIEWER_JPEG_QUALITY)
+    return np.moveaxis(np.asarray(Image.open(encoded).convert("RGB"), dtype=np.float32), -1, 0) / 255.0
+
+
+# How a FITS cutout becomes a colour image in colour mode (the profile's `colour_rendering`).
+COLOUR_RENDERINGS = {"lupton": lupton_colour, "sdss_viewer": sdss_viewer_colour}
+
+
+def colour_image(cutout: Cutout, pixel_scale_arcsec: float, bands: str = "gri", rendering: str = "lupton") -> np.ndarray:
+    return COLOUR_RENDERINGS[rendering](cutout, pixel_scale_arcsec, bands)
+
+
 def model_input(path, field_arcsec: float | None, mode: str = "bands", bands: str = "gri",
-                pixel_scale_arcsec: float | None = None) -> np.ndarray:
+                pixel_scale_arcsec: float | None = None, colour_rendering: str = "lupton") -> np.ndarray:
     """(3, 69, 69) float32 model input of one cutout: its central `field_arcsec`, or with None the
     whole image (its central square), for cutouts already framed per galaxy.
 
     mode "bands": the survey bands `bands` (three, bluest first), normalised per image (FITS cutouts).
     mode "colour": a colour composite in [0, 1]; JPEG/PNG cutouts are taken as they are, FITS
-    cutouts are turned into the Lupton composite first, so both kinds feed the same model.
-    `pixel_scale_arcsec` is for images without a PIXSCALE header (JPEG/PNG).
+    cutouts are made into a colour image first (`colour_rendering`: COLOUR_RENDERINGS), so both
+    kinds feed the same model. `pixel_scale_arcsec` is for images without a PIXSCALE header (JPEG/PNG).
     """
-    [made] = model_inputs([read_cutout(path)], field_arcsec, mode, bands, pixel_scale_arcsec)
+    [made] = model_inputs([read_cutout(path)], field_arcsec, mode, bands, pixel_scale_arcsec, colour_rendering)
     if isinstance(made, CutoutError):
         raise made
     return made
 
 
 def _framed(cutout: Cutout, field_arcsec: float | None, mode: str, bands: str,
-            pixel_scale_arcsec: float | None) -> np.ndarray:
+            pixel_scale_arcsec: float | None, colour_rendering: str) -> np.ndarray:
     """The planes (bands or colours) over the field that model_input resamples."""
     header = cutout.header
     # A FITS cutout's own PIXSCALE first: in a folder of both kinds the option is for the others.
@@ -118,14 +156,14 @@ def _framed(cutout: Cutout, field_arcsec: float | None, mode: str, bands: str,
             raise CutoutError(cutout.path, "a colour image can only feed a model in mode 'colour'")
         pixels = cutout.pixels
     elif mode == "colour":
-        pixels = colour_image(cutout, scale, bands)
+        pixels = colour_image(cutout, scale, bands, colour_rendering)
     else:
         pixels = select_bands(cutout, bands)
     return central_square(pixels) if field_arcsec is None else crop_to_field(pixels, scale, field_arcsec)
 
 
 def model_inputs(cutouts: list, field_arcsec, mode: str = "bands", bands: str = "gri",
-                 pixel_scale_arcsec: float | None = None) -> list:
+                 pixel_scale_arcsec: float | None = None, colour_rendering: str = "lupton") -> list:
     """model_input for many cutouts (Cutouts, or CutoutErrors passed through), each over
     `field_arcsec` (one field, or a list with one per cutout): a (3, 69, 69) array or the
     CutoutError saying why not. Cutouts framed to the same shape are resampled and normalised as
@@ -138,7 +176,7 @@ def model_inputs(cutouts: list, field_arcsec, mode: str = "bands", bands: str = 
         if isinstance(cutout, CutoutError):
             continue
         try:
-            framed = _framed(cutout, field, mode, bands, pixel_scale_arcsec)
+            framed = _framed(cutout, field, mode, bands, pixel_scale_arcsec, colour_rendering)
         except CutoutError as err:
             made[i] = err
             continue
@@ -155,7 +193,8 @@ def model_inputs(cutouts: list, field_arcsec, mode: str = "bands", bands: str = 
 
 
 def build_model_inputs(manifest: pd.DataFrame, out_path: Path, field_arcsec: float | pd.Series | None,
-                       mode: str = "bands", pixel_scale_arcsec: float | None = None, bands: str = "gri") -> pd.DataFrame:
+                       mode: str = "bands", pixel_scale_arcsec: float | None = None, bands: str = "gri",
+                       colour_rendering: str = "lupton") -> pd.DataFrame:
     """Stack the model inputs of every good cutout into one .npy array at `out_path`, each over
     `field_arcsec`: one field for all, each galaxy's own (a Series by object_id), or None for
     whole images (see galpipe.framing).
@@ -176,7 +215,7 @@ def build_model_inputs(manifest: pd.DataFrame, out_path: Path, field_arcsec: flo
             ids = batch.object_id[good]
             fields = field_arcsec.loc[ids].tolist() if isinstance(field_arcsec, pd.Series) else field_arcsec
             made = dict(zip(np.flatnonzero(good), model_inputs(read_cutouts(batch.path[good]), fields, mode, bands,
-                                                                pixel_scale_arcsec)))
+                                                                pixel_scale_arcsec, colour_rendering)))
             for i, (object_id, status, reason) in enumerate(zip(batch.object_id, batch.status, batch_reasons)):
                 if status != "ok":
                     index.append({"object_id": object_id, "row": -1, "status": "failed",

@@ -19,6 +19,10 @@ class Profile:
     # "bands": g, r, i normalised per image (FITS); "colour": the Lupton colour composite, so that
     # the models also read the JPEG/PNG cutouts of survey viewers and Galaxy Zoo.
     input_mode: str = "bands"
+    # How FITS cutouts become colour images in colour mode (galpipe.preprocessing.COLOUR_RENDERINGS):
+    # "lupton", a composite on a surface-brightness scale; "sdss_viewer", the asinh stretch and JPEG
+    # of a survey viewer, as Galaxy Zoo's images were made (issue 14's realism effect).
+    colour_rendering: str = "lupton"
     match_radius_arcsec: float = 1.0
     test_fraction: float = 0.4  # of the labelled target sample, never used for training
     # Pretraining leaves out the source counterparts of the target test galaxies (the same objects,

@@ -31,6 +31,7 @@ from galpipe.hardware import PRECISIONS
 from galpipe.instruments import get_instrument
 from galpipe.label_catalogs import SCHEMES
 from galpipe.models import ARCHITECTURES
+from galpipe.preprocessing import COLOUR_RENDERINGS
 from galpipe.profiles import ALL_LABEL_BUDGETS, INPUT_MODES, Profile
 from galpipe.simulation.population import SkyConfig
 from galpipe.tasks import simulated_tasks
@@ -200,7 +201,8 @@ def _profile(raw: dict, name: str, path: Path) -> Profile:
             raise ProjectError(f"{path}: {key}: expected whole numbers, got {list(values[key])}")
     if values.get("architecture", "compact") not in ARCHITECTURES:
         raise ProjectError(f"{path}: architecture: unknown {values['architecture']!r}; known: {', '.join(ARCHITECTURES)}")
-    for key, known in (("precision", PRECISIONS), ("schedule", SCHEDULES), ("augmentation", AUGMENTATIONS)):
+    for key, known in (("precision", PRECISIONS), ("schedule", SCHEDULES), ("augmentation", AUGMENTATIONS),
+                       ("colour_rendering", tuple(COLOUR_RENDERINGS))):
         if key in values and values[key] not in known:
             raise ProjectError(f"{path}: {key}: unknown {values[key]!r}; known: {', '.join(known)}")
     if values.get("input_mode", "bands") not in INPUT_MODES:

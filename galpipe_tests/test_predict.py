@@ -6,6 +6,7 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from PIL import Image
 
 from galpipe.cli import main
@@ -175,3 +176,32 @@ def test_a_folder_of_stacks_predicts_as_the_same_cutouts_one_file_each(registry,
     assert list(tables["stacks"].object_id) == ids and tables["stacks"].path[7].endswith("b.stack.fits#1")
     np.testing.assert_array_equal(tables["stacks"].p_ring, tables["singles"].p_ring)
     assert tables["stacks"].p_ring.std() > 0
+
+
+def test_a_colour_model_gets_its_inputs_rendered_as_its_version_says(tmp_path):
+    """A colour-mode model trained on viewer-rendered FITS (colour_rendering tag) is given FITS
+    cutouts rendered that way by galpipe predict, not as Lupton composites."""
+    from galpipe.preprocessing import model_input
+    from galpipe.training import predict_proba
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    tracker = Tracker(uri, str(tmp_path / "artifacts"), "rendering-test")
+    model = build_model("compact", seed=0)
+    with torch.no_grad():  # an untrained network answers ~0.5 to anything: make its answer depend on the input
+        [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1].weight.mul_(1000)
+    with tracker.run("viewer", {}, {}) as run_id:
+        tracker.log_and_register_model(run_id, model, np.zeros((1, 3, 69, 69), np.float32), "galpipe-ring-viewer",
+                                       {"task": "ring", "input_mode": "colour", "field_arcsec": 20,
+                                        "colour_rendering": "sdss_viewer"})
+    classifier = load_classifier(uri, "models:/galpipe-ring-viewer/1")
+    assert classifier.inputs == ("colour", 20.0, "sdss_viewer")
+    rng = np.random.default_rng(0)
+    for k in range(3):
+        write_cutout_fits(tmp_path / f"g{k}.fits", rng.gamma(2, 0.5, (3, 64, 64)).astype(np.float32), "gri", 1, 0, 0.396)
+    predict_cutouts([classifier], list_cutouts(folder=str(tmp_path)), tmp_path / "out.parquet", progress=False, workers=0)
+    expected = {mode: predict_proba(classifier.module, np.stack([
+        model_input(tmp_path / f"g{k}.fits", 20.0, "colour", colour_rendering=mode) for k in range(3)]))
+        for mode in ("sdss_viewer", "lupton")}
+    predicted = pd.read_parquet(tmp_path / "out.parquet").p_ring.to_numpy()
+    np.testing.assert_allclose(predicted, expected["sdss_viewer"], rtol=1e-4, atol=1e-6)
+    assert np.abs(predicted - expected["lupton"]).max() > 0.01

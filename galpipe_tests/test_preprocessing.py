@@ -82,3 +82,27 @@ def test_inputs_made_together_equal_inputs_made_one_by_one(tmp_path):
                     model_input(path, field, mode)
             else:
                 np.testing.assert_array_equal(made, model_input(path, field, mode))
+
+
+def test_the_viewer_rendering_shows_the_faint_disk_as_an_8_bit_jpeg(tmp_path, sdss_catalog):
+    """colour_rendering "sdss_viewer": a survey viewer's asinh stretch lifts a galaxy's faint
+    outskirts, which the Lupton composite on a surface-brightness scale leaves dark, and the
+    image went through an 8-bit JPEG."""
+    from galpipe.cutouts import read_cutout
+    from galpipe.preprocessing import colour_image
+
+    galaxy = _truth(sdss_catalog.sort_values("mag_r").iloc[len(sdss_catalog) // 2].to_dict())
+    size = SDSS.cutout_size_pixels(40)
+    path = tmp_path / "g.fits"
+    write_cutout_fits(path, render_galaxy(galaxy, SDSS, size, add_noise=False), "gri", 30, 0, SDSS.pixel_scale_arcsec,
+                      {"MAGZERO": SDSS.zeropoint_mag})
+    cutout = read_cutout(path)
+    y, x = np.mgrid[:size, :size] - size // 2
+    outskirts = (np.hypot(x, y) > 6) & (np.hypot(x, y) < 15)  # 2.4" to 6" from the centre
+    lupton, viewer = (colour_image(cutout, SDSS.pixel_scale_arcsec, rendering=r) for r in ("lupton", "sdss_viewer"))
+    assert viewer.shape == lupton.shape == (3, size, size) and 0 <= viewer.min() and viewer.max() <= 1
+    assert viewer.sum(axis=0)[outskirts].mean() > 1.5 * lupton.sum(axis=0)[outskirts].mean()
+    assert np.allclose(viewer * 255, np.round(viewer * 255))  # 8-bit
+    # A model input made that way differs from the Lupton one, and the choice is the profile's.
+    inputs = [model_input(path, 40.0, "colour", colour_rendering=r) for r in ("lupton", "sdss_viewer")]
+    assert not np.allclose(*inputs)

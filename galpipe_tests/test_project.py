@@ -56,6 +56,7 @@ def test_the_shipped_projects_load_with_their_experiments_and_partitions():
     ({"batch_size": 0}, "batch_size: must be at least 1"),
     ({"precision": "fp8"}, "precision: unknown 'fp8'"),
     ({"schedule": "cosine"}, "schedule: unknown 'cosine'"),
+    ({"colour_rendering": "hubble_palette"}, "colour_rendering: unknown 'hubble_palette'"),
     ({"sky": {"n_galaxies": 10, "neighbours": "yes"}}, "sky.neighbours: expected true or false"),
     ({"source": {"seeing_spread": -0.1}}, "source.seeing_spread: must be 0 or more"),
     ({"learning_rate": 0}, "learning_rate: must be positive"),

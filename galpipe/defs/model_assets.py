@@ -47,7 +47,7 @@ def model_inputs_asset(role: str):
         # The survey's own bands where it has three or more (the three bluest), else g, r, i.
         index = build_model_inputs(raw_cutouts, array_path, framing.fields_arcsec(catalog, f"{role} catalogue"),
                                    settings.get_profile().input_mode, survey.image_pixel_scale_arcsec(),
-                                   (survey.bands or "gri")[:3])
+                                   (survey.bands or "gri")[:3], settings.get_profile().colour_rendering)
         for row in index[index.status != "ok"].itertuples():
             context.log.warning(f"{role} {row.object_id}: no model input: {row.reason}")
         context.add_output_metadata({"n_ok": int((index.status == "ok").sum()),

@@ -127,7 +127,8 @@ def model_tags(profile: Profile, task: str, role: str, inputs: ModelInputs, **mo
     """On each registered model version: what `galpipe predict` needs to prepare its inputs like
     `inputs`, those it was trained (or, budget 0, adapted) on."""
     return {"task": task, "role": role, "architecture": profile.architecture, "input_mode": profile.input_mode,
-            "field_arcsec": field_text(inputs.model_field_arcsec), **more}
+            "colour_rendering": profile.colour_rendering, "field_arcsec": field_text(inputs.model_field_arcsec),
+            **more}
 
 
 def sorted_by_row(sample: LabelledSample) -> LabelledSample:
