@@ -60,7 +60,8 @@ def main() -> None:
             index = build_model_inputs(manifest, scratch / f"{rendering}.npy", fields, "colour",
                                        source.image_pixel_scale_arcsec(), colour_rendering=rendering)
             inputs = np.load(scratch / f"{rendering}.npy")
-            results["rows"][f"simulated {source.name}, {rendering}"] = {**statistics(inputs), "n_ok": int((index.status == "ok").sum())}
+            results["rows"][f"simulated {source.name}, {rendering}"] = {**statistics(inputs),
+                                                                         "n_ok": int((index.status == "ok").sum())}
         target_catalog = target.load_catalog(profile).head(args.n)
         target_manifest = target.build_cutouts(target_catalog, profile, scratch / "target", n_workers=None)
         index = build_model_inputs(target_manifest, scratch / "target.npy", target.get_framing().fields_arcsec(target_catalog),
