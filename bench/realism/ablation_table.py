@@ -1,0 +1,64 @@
+"""The realism ablation's table (README, issue 14) from finished runs of `gz2_spirals` and its
+`bench/realism/gz2_*.yaml` variants: the model applied directly (accuracy over seeds, ROC AUC with
+its bootstrap interval) and `full` at N=300, with its paired difference from the first run on the
+same test galaxies and seeds (paired bootstrap interval of the accuracy difference, McNemar's p).
+
+    .venv/bin/python bench/realism/ablation_table.py none=/tmp/gz2/data/gz2_spirals \\
+        colour=/tmp/abl_colour/data/gz2_realism_colour
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))  # bench/ is not part of the package
+
+from galpipe.statistics import mcnemar, paired_bootstrap  # noqa: E402
+
+TASK, BUDGET = "spiral", "300"
+
+
+def full_predictions(run_dir: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(object ids, labels, probabilities by seed) of `full` at N=300, galaxies in a fixed order."""
+    runs = pd.read_parquet(run_dir / "finetuned_models" / f"{BUDGET}|{TASK}.parquet")
+    runs = runs[runs.strategy == "full"].sort_values("seed")
+    ids = np.asarray(runs.test_object_ids.iloc[0])
+    order = np.argsort(ids)
+    probabilities = []
+    for run_ids, p in zip(runs.test_object_ids, runs.test_probabilities):
+        assert (np.sort(np.asarray(run_ids)) == ids[order]).all(), f"{run_dir}: seeds scored different galaxies"
+        probabilities.append(np.asarray(p)[np.argsort(np.asarray(run_ids))])
+    return ids[order], np.asarray(runs.test_labels.iloc[0])[order], np.stack(probabilities)
+
+
+def main() -> None:
+    runs = [arg.split("=", 1) for arg in sys.argv[1:]]
+    print("| effect | applied directly: accuracy | applied directly: ROC AUC | `full`, N=300: accuracy | against the first |")
+    print("|---|---|---|---|---|")
+    baseline = None
+    for name, path in runs:
+        run_dir = Path(path)
+        table = pd.read_parquet(run_dir / "evaluation_table.parquet")
+        direct = table[table.strategy == "direct"].iloc[0]
+        full = table[(table.strategy == "full") & (table.label_budget == int(BUDGET))].iloc[0]
+        ids, labels, p = full_predictions(run_dir)
+        against = ""
+        if baseline is None:
+            baseline = (ids, labels, p)
+        else:
+            assert (ids == baseline[0]).all(), f"{run_dir}: another test set than the first run's"
+            difference = paired_bootstrap(labels, p, baseline[2], metric="accuracy")
+            against = (f"{difference['difference']:+.3f} [{difference['low']:+.3f}, {difference['high']:+.3f}], "
+                       f"McNemar p = {mcnemar(labels, p, baseline[2])['p_value']:.2g}")
+        print(f"| {name} | {direct.accuracy_mean:.3f} ± {direct.accuracy_std:.3f} | {direct.roc_auc_mean:.3f} "
+              f"[{direct.roc_auc_low:.3f}, {direct.roc_auc_high:.3f}] | {full.accuracy_mean:.3f} ± {full.accuracy_std:.3f} "
+              f"[{full.accuracy_low:.3f}, {full.accuracy_high:.3f}] | {against} |")
+
+
+if __name__ == "__main__":
+    main()
