@@ -86,14 +86,6 @@ def _nanomaggies_per_count(cutout: Cutout) -> float:
     return 10 ** (-0.4 * (zeropoint - NANOMAGGY_ZEROPOINT_MAG))
 
 
-def lupton_colour(cutout: Cutout, pixel_scale_arcsec: float, bands: str = "gri") -> np.ndarray:
-    """Three bands, bluest first (g, r, i by default), as a Lupton et al. (2004) colour composite
-    (the reddest as red) on a surface-brightness scale in nanomaggies per arcsec^2: (3, y, x) in [0, 1]."""
-    blue, green, red = select_bands(cutout, bands) * (_nanomaggies_per_count(cutout) / pixel_scale_arcsec**2)
-    rgb = make_lupton_rgb(red, green, blue, minimum=0.0, stretch=1.5, Q=8)
-    return np.moveaxis(rgb, -1, 0).astype(np.float32) / 255.0
-
-
 # The SDSS viewer look: the asinh stretch of Lupton et al. (2004) with the parameters of the Legacy
 # Survey viewer's SDSS layer (legacypipe's sdss_rgb), per nanomaggy per pixel, bluest band first.
 VIEWER_BAND_SCALES = (2.5, 1.5, 1.0)
@@ -102,12 +94,27 @@ VIEWER_Q = 20.0
 VIEWER_JPEG_QUALITY = 75  # Pillow's default; the viewers' own quality is not published
 
 
+def lupton_colour(cutout: Cutout, pixel_scale_arcsec: float, bands: str = "gri") -> np.ndarray:
+    """Three bands, bluest first (g, r, i by default), as a Lupton et al. (2004) colour composite
+    (the reddest as red) on a surface-brightness scale in nanomaggies per arcsec^2: (3, y, x) in [0, 1]."""
+    blue, green, red = select_bands(cutout, bands) * (_nanomaggies_per_count(cutout) / pixel_scale_arcsec**2)
+    rgb = make_lupton_rgb(red, green, blue, minimum=0.0, stretch=1.5, Q=8)
+    return np.moveaxis(rgb, -1, 0).astype(np.float32) / 255.0
+
+
+def lupton_balanced_colour(cutout: Cutout, pixel_scale_arcsec: float, bands: str = "gri") -> np.ndarray:
+    """lupton_colour with the bands weighted as survey viewers weight them (VIEWER_BAND_SCALES,
+    relative to the middle band): a galaxy's red light no longer dominates its colour."""
+    weights = np.asarray(VIEWER_BAND_SCALES, np.float32)[:, None, None] / np.float32(VIEWER_BAND_SCALES[1])
+    weighted = Cutout(cutout.path, select_bands(cutout, bands) * weights, bands, cutout.header)
+    return lupton_colour(weighted, pixel_scale_arcsec, bands)
+
+
 def sdss_viewer_colour(cutout: Cutout, pixel_scale_arcsec: float, bands: str = "gri") -> np.ndarray:
     """Three bands, bluest first, as a survey viewer's colour JPEG shows them: each band scaled and
     softened, the mean intensity I stretched by asinh(Q I) / sqrt(Q), the reddest as red, then
     saved as an 8-bit JPEG and read back, with its rounding and compression artefacts:
-    (3, y, x) in [0, 1]. The stretch lifts faint disks and arms where the Lupton composite on a
-    surface-brightness scale shows little beyond the core."""
+    (3, y, x) in [0, 1]."""
     scales = np.asarray(VIEWER_BAND_SCALES, np.float32)[:, None, None] * np.float32(_nanomaggies_per_count(cutout))
     scaled = select_bands(cutout, bands) * scales + np.float32(VIEWER_SOFTENING)
     intensity = np.maximum(scaled, 0).mean(axis=0)
@@ -120,7 +127,8 @@ def sdss_viewer_colour(cutout: Cutout, pixel_scale_arcsec: float, bands: str = "
 
 
 # How a FITS cutout becomes a colour image in colour mode (the profile's `colour_rendering`).
-COLOUR_RENDERINGS = {"lupton": lupton_colour, "sdss_viewer": sdss_viewer_colour}
+COLOUR_RENDERINGS = {"lupton": lupton_colour, "lupton_balanced": lupton_balanced_colour,
+                     "sdss_viewer": sdss_viewer_colour}
 
 
 def colour_image(cutout: Cutout, pixel_scale_arcsec: float, bands: str = "gri", rendering: str = "lupton") -> np.ndarray:

@@ -20,8 +20,8 @@ class Profile:
     # the models also read the JPEG/PNG cutouts of survey viewers and Galaxy Zoo.
     input_mode: str = "bands"
     # How FITS cutouts become colour images in colour mode (galpipe.preprocessing.COLOUR_RENDERINGS):
-    # "lupton", a composite on a surface-brightness scale; "sdss_viewer", the asinh stretch and JPEG
-    # of a survey viewer, as Galaxy Zoo's images were made (issue 14's realism effect).
+    # "lupton", a composite on a surface-brightness scale; "lupton_balanced", the same with the bands
+    # weighted as survey viewers weight them; "sdss_viewer", a survey viewer's asinh stretch and JPEG.
     colour_rendering: str = "lupton"
     match_radius_arcsec: float = 1.0
     test_fraction: float = 0.4  # of the labelled target sample, never used for training
