@@ -103,6 +103,10 @@ def test_the_viewer_rendering_shows_the_faint_disk_as_an_8_bit_jpeg(tmp_path, sd
     assert viewer.shape == lupton.shape == (3, size, size) and 0 <= viewer.min() and viewer.max() <= 1
     assert viewer.sum(axis=0)[outskirts].mean() > 1.5 * lupton.sum(axis=0)[outskirts].mean()
     assert np.allclose(viewer * 255, np.round(viewer * 255))  # 8-bit
+    # Weighted by band as the viewers weight them, the Lupton composite's galaxy is less red.
+    balanced = colour_image(cutout, SDSS.pixel_scale_arcsec, rendering="lupton_balanced")
+    centre = np.hypot(x, y) < 6
+    assert balanced[2][centre].sum() / balanced[0][centre].sum() > 1.5 * lupton[2][centre].sum() / lupton[0][centre].sum()
     # A model input made that way differs from the Lupton one, and the choice is the profile's.
     inputs = [model_input(path, 40.0, "colour", colour_rendering=r) for r in ("lupton", "sdss_viewer")]
     assert not np.allclose(*inputs)
