@@ -4,9 +4,10 @@ cutout and raises CutoutError naming the file and what is wrong with it.
 
 A survey's own cutouts are stored in stacks, many galaxies to a file (`*.stack.fits`): a survey
 of 10^8 galaxies cannot live as 10^8 files, and opening a file costs more than reading a cutout.
-A stack's image HDU CUTOUTS is (galaxy, band, y, x); its table GALAXIES gives each galaxy's
-object_id, size and WCS centre, and its own keywords. One galaxy of a stack is addressed as
-`<file>.stack.fits#<row>`, and reads as a Cutout like any single file.
+A stack's image HDU CUTOUTS holds every cutout's (band, y, x) pixels one after another, as float32;
+its table GALAXIES gives each galaxy's object_id, where its pixels start, its size and WCS centre,
+and its own keywords. One galaxy of a stack is addressed as `<file>.stack.fits#<row>`, and reads
+as a Cutout like any single file.
 """
 
 from __future__ import annotations
@@ -30,10 +31,11 @@ STACK_SUFFIX = ".stack.fits"
 STACK_IMAGE_HDU, STACK_TABLE_HDU = "CUTOUTS", "GALAXIES"
 FITS_BLOCK_BYTES = 2880
 # A stack table's columns that place each cutout; any other column is one of its own keywords.
-STACK_PLACEMENT_COLUMNS = ("OBJECT_ID", "HEIGHT_PX", "WIDTH_PX", "CRVAL1", "CRVAL2", "CRPIX1", "CRPIX2")
-# Keywords that describe an HDU's layout, not the cutout: left out of a Cutout's header.
+STACK_PLACEMENT_COLUMNS = ("OBJECT_ID", "PIXEL_OFFSET", "HEIGHT_PX", "WIDTH_PX", "CRVAL1", "CRVAL2", "CRPIX1",
+                           "CRPIX2")
+# Keywords that describe an HDU's layout or checksum, not the cutout: left out of a Cutout's header.
 STRUCTURAL_KEYWORDS = {"SIMPLE", "XTENSION", "BITPIX", "EXTEND", "PCOUNT", "GCOUNT", "EXTNAME", "COMMENT",
-                       "HISTORY", ""}
+                       "HISTORY", "BSCALE", "BZERO", "CHECKSUM", "DATASUM", ""}
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 # A colour image's channels: display colours, not survey bands.
 COLOUR_BANDS = "RGB"
@@ -76,7 +78,7 @@ def split_address(address) -> tuple[Path, int | None]:
     """(file, row in the stack) of a cutout's address; row None for a file of its own."""
     text = str(address)
     head, sep, tail = text.rpartition("#")
-    if sep and tail.isdigit() and head.lower().endswith(STACK_SUFFIX):
+    if sep and tail.isascii() and tail.isdigit() and head.lower().endswith(STACK_SUFFIX):
         return Path(head), int(tail)
     return Path(text), None
 
@@ -112,22 +114,20 @@ def write_cutout_stack(path: Path, object_ids, cubes, bands: str, ra_deg, dec_de
                        header: dict | None = None, row_keywords: dict[str, list] | None = None) -> None:
     """Write many (band, y, x) cubes as one stack file, atomically: `header` holds the keywords
     they share (SURVEY, MAGZERO, ...), `row_keywords` each galaxy's own (a list per keyword).
-
-    Cubes may differ in size: each is centred in a frame as large as the largest, and its own
-    size is kept, so that it reads back exactly.
-    """
+    Cubes may differ in size: each takes its own pixels, one after another, nothing padded."""
     cubes = [np.asarray(c, dtype=np.float32) for c in cubes]
+    object_ids = [str(i) for i in object_ids]
+    lengths = {"object_ids": len(object_ids), "cubes": len(cubes), "ra_deg": len(ra_deg), "dec_deg": len(dec_deg),
+               **{key: len(values) for key, values in (row_keywords or {}).items()}}
+    if len(set(lengths.values())) != 1:
+        raise ValueError(f"{path}: one of each per galaxy, got {lengths}")
     if not cubes:
         raise ValueError(f"{path}: no cutouts to stack")
     for object_id, cube in zip(object_ids, cubes):
-        if cube.ndim != 3 or cube.shape[0] != len(bands):
+        if cube.ndim != 3 or cube.shape[0] != len(bands) or min(cube.shape) == 0:
             raise ValueError(f"{path}: cube of {object_id} has shape {cube.shape}, which does not hold bands {bands!r}")
-    heights, widths = [c.shape[1] for c in cubes], [c.shape[2] for c in cubes]
-    frame = np.zeros((len(cubes), len(bands), max(heights), max(widths)), np.float32)
-    for k, cube in enumerate(cubes):
-        top, left = (frame.shape[2] - cube.shape[1]) // 2, (frame.shape[3] - cube.shape[2]) // 2
-        frame[k, :, top:top + cube.shape[1], left:left + cube.shape[2]] = cube
-    image = fits.ImageHDU(frame, name=STACK_IMAGE_HDU)
+    heights, widths = np.array([c.shape[1] for c in cubes]), np.array([c.shape[2] for c in cubes])
+    image = fits.ImageHDU(np.concatenate([c.ravel() for c in cubes]), name=STACK_IMAGE_HDU)
     # The WCS every cutout shares (north up, east left, this scale); its centre is in the table.
     template = cutout_wcs(0.0, 0.0, pixel_scale_arcsec, 1).to_header()
     for key in ("CRVAL1", "CRVAL2", "CRPIX1", "CRPIX2"):
@@ -139,14 +139,14 @@ def write_cutout_stack(path: Path, object_ids, cubes, bands: str, ra_deg, dec_de
     image.header["PIXSCALE"] = (pixel_scale_arcsec, "arcsec/pixel")
     for key, value in (header or {}).items():
         image.header[key] = value
-    object_ids = [str(i) for i in object_ids]
     columns = [fits.Column("OBJECT_ID", f"{max(map(len, object_ids))}A", array=np.array(object_ids)),
-               fits.Column("HEIGHT_PX", "J", array=np.array(heights)),
-               fits.Column("WIDTH_PX", "J", array=np.array(widths)),
+               fits.Column("PIXEL_OFFSET", "K", array=np.concatenate([[0], np.cumsum(len(bands) * heights * widths)[:-1]])),
+               fits.Column("HEIGHT_PX", "J", array=heights),
+               fits.Column("WIDTH_PX", "J", array=widths),
                fits.Column("CRVAL1", "D", unit="deg", array=np.asarray(ra_deg, dtype=float)),
                fits.Column("CRVAL2", "D", unit="deg", array=np.asarray(dec_deg, dtype=float)),
-               fits.Column("CRPIX1", "D", array=(np.array(widths) + 1) / 2),
-               fits.Column("CRPIX2", "D", array=(np.array(heights) + 1) / 2)]
+               fits.Column("CRPIX1", "D", array=(widths + 1) / 2),
+               fits.Column("CRPIX2", "D", array=(heights + 1) / 2)]
     for key, values in (row_keywords or {}).items():
         values = np.asarray(values)
         form = f"{max(1, max(len(str(v)) for v in values))}A" if values.dtype.kind in "US" else \
@@ -158,10 +158,11 @@ def write_cutout_stack(path: Path, object_ids, cubes, bands: str, ra_deg, dec_de
 
 @dataclass(frozen=True)
 class CutoutStack:
-    """A stack file opened: its (galaxy, band, y, x) frame (memory-mapped), shared keywords and table."""
+    """A stack file opened: every cutout's pixels one after another (memory-mapped), the keywords
+    they share, and the table that places each."""
 
     path: Path
-    frame: np.ndarray  # a np.memmap of the file for float32 stacks
+    pixels: np.ndarray  # 1-D, a np.memmap of the file for float32 stacks
     bands: str
     header: dict
     table: np.ndarray  # one record per galaxy: STACK_PLACEMENT_COLUMNS and its own keywords
@@ -175,33 +176,33 @@ class CutoutStack:
         if not 0 <= row < len(self.table):
             raise CutoutError(address, f"no row {row}: the stack holds {len(self.table)} cutout(s)")
         record = self.table[row]
-        height, width = int(record["HEIGHT_PX"]), int(record["WIDTH_PX"])
-        top, left = (self.frame.shape[2] - height) // 2, (self.frame.shape[3] - width) // 2
         header = dict(self.header)
         for name in self.table.dtype.names:
-            if name not in ("OBJECT_ID", "HEIGHT_PX", "WIDTH_PX"):
+            if name not in ("OBJECT_ID", "PIXEL_OFFSET", "HEIGHT_PX", "WIDTH_PX"):
                 value = record[name]
                 header[name] = value.strip() if isinstance(value, str) else value.item()
         header["OBJID"] = str(record["OBJECT_ID"]).strip()
-        pixels = np.array(self.frame[row, :, top:top + height, left:left + width], dtype=np.float32)  # native order
+        shape = (len(self.bands), int(record["HEIGHT_PX"]), int(record["WIDTH_PX"]))
+        start = int(record["PIXEL_OFFSET"])
+        pixels = np.array(self.pixels[start:start + int(np.prod(shape))], dtype=np.float32).reshape(shape)  # native order
         return Cutout(address, pixels, self.bands, header)
 
 
 def read_stack(path) -> CutoutStack:
-    """A stack file, opened once and kept while it is unchanged (the last eight): its galaxies are
-    read one by one, by the model-input builder, the checks and `galpipe predict`'s readers. A
-    changed file is opened again; galpipe replaces files whole (atomic_write), so a mapping
-    never sees a file shrink under it."""
+    """A stack file, opened once and kept while it is unchanged (the last eight opened): its
+    galaxies are read one by one, by the model-input builder, the checks and `galpipe predict`'s
+    readers. A changed file is opened again; galpipe replaces files whole (atomic_write: a new
+    inode), so a mapping never sees a file shrink under it."""
     path = Path(path)
     try:
         stat = path.stat()
     except OSError:
         raise CutoutError(path, "file not found") from None
-    return _read_stack(path, stat.st_mtime_ns, stat.st_size)
+    return _read_stack(path, stat.st_dev, stat.st_ino, stat.st_mtime_ns, stat.st_size)
 
 
 @functools.lru_cache(maxsize=8)
-def _read_stack(path: Path, mtime_ns: int, size_bytes: int) -> CutoutStack:
+def _read_stack(path: Path, device: int, inode: int, mtime_ns: int, size_bytes: int) -> CutoutStack:
     import fitsio
 
     if size_bytes % FITS_BLOCK_BYTES:  # CFITSIO lists the HDUs it finds and says nothing of the rest
@@ -215,13 +216,13 @@ def _read_stack(path: Path, mtime_ns: int, size_bytes: int) -> CutoutStack:
                 raise CutoutError(path, f"not a cutout stack, or a truncated one: no HDU {', '.join(missing)}")
             image = hdus[STACK_IMAGE_HDU]
             keywords = {r["name"]: r["value"] for r in image.read_header().records() if r.get("name")}
-            shape = tuple(int(n) for n in image.get_dims())
+            n_pixels = int(np.prod([int(n) for n in image.get_dims()]))
             data_start = image.get_offsets()["data_start"]
             # Plain big-endian float32 (as galpipe writes them) is mapped, not read: a galaxy costs
             # only its own bytes, wherever it sits. Anything else (scaled integers, compressed) is read whole.
             mappable = (keywords.get("BITPIX") == -32 and keywords.get("BSCALE", 1) == 1 and keywords.get("BZERO", 0) == 0
                         and not image.is_compressed())
-            frame = None if mappable else np.asarray(image.read(), dtype=np.float32)
+            pixels = None if mappable else np.asarray(image.read(), dtype=np.float32).ravel()
             header = {k: v for k, v in keywords.items() if k not in STRUCTURAL_KEYWORDS and not k.startswith("NAXIS")}
             table = hdus[STACK_TABLE_HDU].read()
     except CutoutError:
@@ -229,20 +230,23 @@ def _read_stack(path: Path, mtime_ns: int, size_bytes: int) -> CutoutStack:
     except (OSError, ValueError, TypeError) as err:
         reason = " ".join(line for line in str(err).splitlines()[:2] if line.strip())
         raise CutoutError(path, f"corrupt or truncated cutout stack ({reason})") from None
-    if frame is None:
-        if data_start + 4 * int(np.prod(shape)) > size_bytes:  # mapped pages past the end would kill the process
+    if pixels is None:
+        if data_start + 4 * n_pixels > size_bytes:  # mapped pages past the end would kill the process
             raise CutoutError(path, f"corrupt or truncated cutout stack ({size_bytes} bytes, the image needs more)")
-        frame = np.memmap(path, dtype=">f4", mode="r", offset=data_start, shape=shape)
+        pixels = np.memmap(path, dtype=">f4", mode="r", offset=data_start, shape=(n_pixels,))
     missing = [c for c in STACK_PLACEMENT_COLUMNS if c not in (table.dtype.names or ())]
     if missing:
         raise CutoutError(path, f"the {STACK_TABLE_HDU} table lacks column(s) {missing}")
-    if frame.ndim != 4 or frame.shape[0] != len(table):
-        raise CutoutError(path, f"{STACK_IMAGE_HDU} of shape {frame.shape} does not hold the {len(table)} "
-                                f"galaxies of {STACK_TABLE_HDU}")
-    bands = _bands_from_header(header, frame.shape[1])
-    if bands and len(bands) != frame.shape[1]:
-        raise CutoutError(path, f"the header names {len(bands)} band(s) {bands!r} for {frame.shape[1]} image plane(s)")
-    return CutoutStack(path, frame, bands, header, table)
+    bands = _bands_from_header(header, 0)
+    if not bands:
+        raise CutoutError(path, "the stack's header names no bands (BANDS)")
+    sizes = len(bands) * table["HEIGHT_PX"].astype(np.int64) * table["WIDTH_PX"].astype(np.int64)
+    bad = np.flatnonzero((table["HEIGHT_PX"] <= 0) | (table["WIDTH_PX"] <= 0) | (table["PIXEL_OFFSET"] < 0)
+                         | (table["PIXEL_OFFSET"] + sizes > n_pixels))
+    if len(bad):
+        raise CutoutError(path, f"row(s) {bad[:5].tolist()} of {STACK_TABLE_HDU} place pixels outside the "
+                                f"{n_pixels} of {STACK_IMAGE_HDU}")
+    return CutoutStack(path, pixels, bands, header, table)
 
 
 def _bands_from_header(header: Mapping, n_planes: int) -> str:
@@ -280,14 +284,21 @@ def read_cutout(path, expected_bands: str | None = None,
     return cutout
 
 
-def read_cutouts(addresses, expected_bands: str | None = None,
-                 expected_shape: tuple[int, int] | None = None) -> list[Cutout | CutoutError]:
-    """read_cutout for many: each a Cutout, or the CutoutError that names it. Galaxies of one
-    stack are read from one reading of it."""
+def read_cutouts(addresses, expected_bands: str | None = None, expected_shape: tuple[int, int] | None = None,
+                 object_ids=None) -> list[Cutout | CutoutError]:
+    """read_cutout for many: each a Cutout, or the CutoutError that names it. With `object_ids`
+    (one per address), a galaxy of a stack must be that object: an address is a row number, and
+    a stack written again since the address was made may hold another galaxy there."""
     cutouts = []
-    for address in addresses:
+    for address, object_id in zip(addresses, [None] * len(addresses) if object_ids is None else object_ids,
+                                  strict=True):
         try:
-            cutouts.append(read_cutout(address, expected_bands, expected_shape))
+            cutout = read_cutout(address, expected_bands, expected_shape)
+            found = (cutout.header or {}).get("OBJID") if split_address(address)[1] is not None else None
+            if object_id is not None and found is not None and found != str(object_id):
+                raise CutoutError(address, f"holds galaxy {found}, not {object_id}: the stack was written again "
+                                           "since this address was made (materialize the raw cutouts again)")
+            cutouts.append(cutout)
         except CutoutError as err:
             cutouts.append(err)
     return cutouts
@@ -366,7 +377,7 @@ def _require_bands(path, present: str, wanted: str) -> None:
 
 def select_bands(cutout: Cutout, bands: str) -> np.ndarray:
     """The planes of `bands`, in that order; a CutoutError names the file when one is missing.
-    The cutout's own array when it holds just those, in that order (not a copy: read only)."""
+    The cutout's own array when it holds just those, in that order (not a copy: never write to it)."""
     if cutout.bands == bands:
         return cutout.pixels
     _require_bands(cutout.path, cutout.bands, bands)

@@ -35,7 +35,7 @@ from galpipe.cutouts import (
 from galpipe.files import atomic_write
 from galpipe.framing import field_from_text
 from galpipe.hardware import default_device, inference_model
-from galpipe.preprocessing import MODEL_INPUT_PIXELS, model_inputs
+from galpipe.preprocessing import COLOUR_RENDERINGS, MODEL_INPUT_PIXELS, model_inputs
 from galpipe.tracking import (
     ModelRegistryError,
     load_registered_model,
@@ -94,9 +94,13 @@ def load_classifier(tracking_uri: str, model_uri: str) -> Classifier:
     task = version.tags.get("task")
     if not task:
         raise ModelRegistryError(f"{model_uri}: the model version has no `task` tag (galpipe tags every model it registers)")
+    rendering = version.tags.get("colour_rendering", "lupton")
+    if rendering not in COLOUR_RENDERINGS:
+        raise ModelRegistryError(f"{model_uri}: colour_rendering {rendering!r} is not one this galpipe knows "
+                                 f"({', '.join(COLOUR_RENDERINGS)}): a newer galpipe registered it")
     return Classifier(task, model_uri, load_registered_model(tracking_uri, model_uri),
                       version.tags.get("input_mode", "bands"), field_from_text(version.tags.get("field_arcsec", "40.0")),
-                      version.tags.get("colour_rendering", "lupton"))
+                      rendering)
 
 
 def list_cutouts(folder: str | None = None, catalog: str | None = None, id_column: str = "object_id",
@@ -216,7 +220,7 @@ def predict_cutouts(classifiers: list[Classifier], cutouts: pd.DataFrame, out_pa
     """Write object_id, path, then `p_<task>` (probability) and `<task>` (class at `threshold`)
     for every task, one row per cutout that could be read. `on_failure(record)` hears of each one
     that could not. `workers` processes read the images (a torch DataLoader's; 0: this process;
-    default: one per core for big jobs)."""
+    default: default_workers)."""
     if not classifiers:
         raise ValueError("no models to predict with")
     summary = PredictionSummary(Path(out_path))

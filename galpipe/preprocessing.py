@@ -180,7 +180,7 @@ def model_inputs(cutouts: list, field_arcsec, mode: str = "bands", bands: str = 
         else [field_arcsec] * len(cutouts)
     made: list = list(cutouts)
     by_shape: dict[tuple, list[tuple[int, np.ndarray]]] = {}
-    for i, (cutout, field) in enumerate(zip(cutouts, fields)):
+    for i, (cutout, field) in enumerate(zip(cutouts, fields, strict=True)):
         if isinstance(cutout, CutoutError):
             continue
         try:
@@ -222,8 +222,9 @@ def build_model_inputs(manifest: pd.DataFrame, out_path: Path, field_arcsec: flo
             good = (batch.status == "ok").to_numpy()
             ids = batch.object_id[good]
             fields = field_arcsec.loc[ids].tolist() if isinstance(field_arcsec, pd.Series) else field_arcsec
-            made = dict(zip(np.flatnonzero(good), model_inputs(read_cutouts(batch.path[good]), fields, mode, bands,
-                                                                pixel_scale_arcsec, colour_rendering)))
+            cutouts = read_cutouts(list(batch.path[good]), object_ids=list(ids))
+            made = dict(zip(np.flatnonzero(good), model_inputs(cutouts, fields, mode, bands, pixel_scale_arcsec,
+                                                                colour_rendering), strict=True))
             for i, (object_id, status, reason) in enumerate(zip(batch.object_id, batch.status, batch_reasons)):
                 if status != "ok":
                     index.append({"object_id": object_id, "row": -1, "status": "failed",

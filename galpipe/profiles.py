@@ -16,8 +16,9 @@ from galpipe.simulation.population import SkyConfig
 class Profile:
     name: str
     sky: SkyConfig
-    # "bands": g, r, i normalised per image (FITS); "colour": the Lupton colour composite, so that
-    # the models also read the JPEG/PNG cutouts of survey viewers and Galaxy Zoo.
+    # "bands": g, r, i normalised per image (FITS); "colour": a colour image (FITS rendered as
+    # `colour_rendering` says), so that the models also read the JPEG/PNG cutouts of survey viewers
+    # and Galaxy Zoo.
     input_mode: str = "bands"
     # How FITS cutouts become colour images in colour mode (galpipe.preprocessing.COLOUR_RENDERINGS):
     # "lupton", a composite on a surface-brightness scale; "lupton_balanced", the same with the bands

@@ -9,6 +9,7 @@ from PIL import Image
 from galpipe.cutouts import (
     CutoutError,
     read_cutout,
+    read_cutouts,
     read_stack,
     split_address,
     stack_address,
@@ -55,6 +56,8 @@ def test_a_stack_holds_many_cutouts_each_read_back_exactly_with_its_wcs_and_keyw
         write_cutout_fits(alone, cube, "gri", ra_deg, dec_deg, 0.263)
         for x, y in ((0, 0), (cube.shape[2] - 1, 3)):
             assert cutout.wcs.pixel_to_world(x, y).separation(read_cutout(alone).wcs.pixel_to_world(x, y)).arcsec < 1e-9
+    # Nothing padded: the file holds the pixels (and a few FITS blocks of headers and table).
+    assert path.stat().st_size < sum(c.nbytes for c in cubes) + 6 * 2880
     # A file of its own is not mistaken for a stack, even with "#" in its name.
     assert split_address(tmp_path / "odd#3.fits") == (tmp_path / "odd#3.fits", None)
 
@@ -71,6 +74,18 @@ def test_a_bad_stack_or_row_is_an_error_naming_it(tmp_path):
     path.write_bytes(path.read_bytes()[:5000])  # damaged after it was read once: not served from memory
     with pytest.raises(CutoutError, match=r"chunk\.stack\.fits: corrupt or truncated cutout stack"):
         read_cutout(stack_address(path, 1))
+    # An address whose stack was written again holds another galaxy: named, not read as this one.
+    path = tmp_path / "again.stack.fits"
+    write_cutout_stack(path, ["a", "b"], [_cube(), _cube(seed=1)], "gri", [1, 2], [0, 0], 0.4)
+    [right, wrong] = read_cutouts([stack_address(path, 1), stack_address(path, 0)], object_ids=["b", "b"])
+    assert right.header["OBJID"] == "b" and isinstance(wrong, CutoutError) and "holds galaxy a, not b" in str(wrong)
+    # A table that places a galaxy's pixels beyond the image is refused before anything is mapped.
+    from astropy.io import fits
+    with fits.open(path) as hdus:
+        hdus["GALAXIES"].data["PIXEL_OFFSET"][1] = 10**6
+        hdus.writeto(tmp_path / "misplaced.stack.fits")
+    with pytest.raises(CutoutError, match=r"row\(s\) \[1\] of GALAXIES place pixels outside"):
+        read_cutout(stack_address(tmp_path / "misplaced.stack.fits", 0))
     single = tmp_path / "single.stack.fits"
     write_cutout_fits(single, _cube(), "gri", 1, 0, 0.4)  # a single cutout named like a stack
     with pytest.raises(CutoutError, match="not a cutout stack, or a truncated one: no HDU CUTOUTS, GALAXIES"):

@@ -13,7 +13,7 @@ from galpipe.cli import main
 from galpipe.cutouts import write_cutout_fits, write_cutout_stack
 from galpipe.models import build_model
 from galpipe.prediction import list_cutouts, load_classifier, predict_cutouts
-from galpipe.tracking import Tracker
+from galpipe.tracking import ModelRegistryError, Tracker
 
 
 @pytest.fixture(scope="module")
@@ -195,6 +195,11 @@ def test_a_colour_model_gets_its_inputs_rendered_as_its_version_says(tmp_path):
                                         "colour_rendering": "sdss_viewer"})
     classifier = load_classifier(uri, "models:/galpipe-ring-viewer/1")
     assert classifier.inputs == ("colour", 20.0, "sdss_viewer")
+    with tracker.run("unknown", {}, {}) as run_id:  # a rendering this galpipe does not know: said before any work
+        tracker.log_and_register_model(run_id, model, np.zeros((1, 3, 69, 69), np.float32), "galpipe-ring-viewer",
+                                       {"task": "ring", "input_mode": "colour", "colour_rendering": "infrared_dream"})
+    with pytest.raises(ModelRegistryError, match="colour_rendering 'infrared_dream' is not one this galpipe knows"):
+        load_classifier(uri, "models:/galpipe-ring-viewer/2")
     rng = np.random.default_rng(0)
     for k in range(3):
         write_cutout_fits(tmp_path / f"g{k}.fits", rng.gamma(2, 0.5, (3, 64, 64)).astype(np.float32), "gri", 1, 0, 0.396)

@@ -40,8 +40,9 @@ def survey_assets(role: str):
     @asset(key=AssetKey(f"{role}_raw_cutouts"), group_name=SURVEYS_GROUP,
            ins={"catalog": AssetIn(key=AssetKey(f"{role}_catalog"))},
            required_resource_keys={"settings", f"{role}_survey"},
-           description=f"One FITS (or image) cutout per {role} galaxy, all bands; the value is the "
-                       "manifest (object_id, path, status, reason). Bad cutouts are quarantined.")
+           description=f"A cutout of every {role} galaxy, all bands: stacks of FITS cutouts for the surveys galpipe "
+                       "renders, the files as they are for folders; the value is the manifest (object_id, path, "
+                       "status, reason). Bad cutouts are counted; bad files galpipe downloaded are quarantined.")
     def raw_cutouts(context: AssetExecutionContext, catalog: pd.DataFrame) -> pd.DataFrame:
         settings: GalpipeSettings = context.resources.settings
         survey = _survey(context, role)
