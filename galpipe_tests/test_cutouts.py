@@ -184,3 +184,16 @@ def test_a_stack_of_integer_pixels_is_read_too(tmp_path):
         hdus.writeto(tmp_path / "scaled.stack.fits")
     cutout = read_cutout(stack_address(tmp_path / "scaled.stack.fits", 1), expected_bands="gri")
     assert cutout.pixels.dtype == np.float32 and np.all(cutout.pixels == 9.0)
+
+
+def test_a_bad_galaxy_of_a_stack_is_quarantined_in_place(tmp_path):
+    """The stack holds other galaxies that are fine: the bad one is marked, the file stays."""
+    path = tmp_path / "chunk.stack.fits"
+    nan = _cube(seed=1)
+    nan[0, 3, 3] = np.nan
+    write_cutout_stack(path, ["good", "nan"], [_cube(), nan], "gri", [1, 2], [0, 0], 0.4)
+    manifest = pd.DataFrame({"object_id": ["good", "nan"], "path": [stack_address(path, 0), stack_address(path, 1)],
+                             "status": "ok", "reason": ""})
+    checked = validate_manifest(manifest, "gri", (33, 33), tmp_path / "quarantine")
+    assert checked.status.tolist() == ["ok", "quarantined"] and "non-finite" in checked.reason[1]
+    assert checked.path[1] == stack_address(path, 1) and path.is_file() and not (tmp_path / "quarantine").exists()

@@ -110,3 +110,23 @@ def test_the_viewer_rendering_shows_the_faint_disk_as_an_8_bit_jpeg(tmp_path, sd
     # A model input made that way differs from the Lupton one, and the choice is the profile's.
     inputs = [model_input(path, 40.0, "colour", colour_rendering=r) for r in ("lupton", "sdss_viewer")]
     assert not np.allclose(*inputs)
+
+
+def _normalised_one_image(pixels):
+    """The per-image normalisation as galpipe wrote it before inputs were made in batches."""
+    border = np.concatenate([pixels[:, :4].reshape(len(pixels), -1), pixels[:, -4:].reshape(len(pixels), -1),
+                             pixels[:, :, :4].reshape(len(pixels), -1), pixels[:, :, -4:].reshape(len(pixels), -1)], axis=1)
+    centred = pixels - np.median(border, axis=1)[:, None, None]
+    c = pixels.shape[-1] // 2
+    return (centred / (centred.sum(axis=0)[c - 4:c + 5, c - 4:c + 5].max() / len(pixels))).astype(np.float32)
+
+
+def test_batched_normalisation_gives_the_numbers_of_one_image_at_a_time():
+    from galpipe.preprocessing import normalise_images
+
+    images = np.random.default_rng(0).gamma(2.0, 1.0, (7, 3, 69, 69)).astype(np.float32)
+    images[3] = -1.0  # no positive signal at the centre
+    normalised, usable = normalise_images(images)
+    assert usable.tolist() == [True, True, True, False, True, True, True]
+    for k in np.flatnonzero(usable):
+        np.testing.assert_array_equal(normalised[k], _normalised_one_image(images[k]))

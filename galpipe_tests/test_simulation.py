@@ -153,3 +153,13 @@ def test_seeing_varies_from_galaxy_to_galaxy_and_survey_to_survey(sdss_catalog, 
     blurred = render_galaxy({**galaxy, "structure_seed": seed}, SDSS, 101, add_noise=False, seeing_spread=0.3)
     assert blurred[1].max() < 0.95 * sharp[1].max()
     assert blurred[1].sum() == pytest.approx(sharp[1].sum(), rel=0.02)
+
+
+def test_galaxies_per_stack_depends_on_the_catalogue_alone():
+    """The same catalogue gives the same stack files on any machine; a small one is cut into about
+    16 (work for every core), a big one into stacks of 256."""
+    from galpipe.sources.simulated import MAX_GALAXIES_PER_STACK, galaxies_per_stack
+
+    for n in (1, 17, 160, 1200, 100_000):
+        per_stack = galaxies_per_stack(n)
+        assert 1 <= per_stack <= MAX_GALAXIES_PER_STACK and (n <= 16 * MAX_GALAXIES_PER_STACK) == (-(-n // per_stack) <= 16)
