@@ -291,6 +291,8 @@ def _survey(section, role: str, path: Path) -> SurveySource:
             raise ProjectError(f"{path}: {role}.instrument: {err.args[0]}") from None
     if isinstance(survey, SimulatedSurvey) and survey.seeing_spread < 0:
         raise ProjectError(f"{path}: {role}.seeing_spread: must be 0 or more")
+    if isinstance(survey, SimulatedSurvey) and not 0 <= survey.label_false_positive_fraction <= 1:
+        raise ProjectError(f"{path}: {role}.label_false_positive_fraction: must be between 0 and 1")
     if isinstance(survey, LegacySurvey) and not (survey.ra_column and survey.dec_column):
         raise ProjectError(f"{path}: {role}.ra_column/dec_column: the Legacy Survey viewer needs positions")
     columns = _catalogue_columns(survey, path, role)

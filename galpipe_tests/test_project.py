@@ -59,6 +59,7 @@ def test_the_shipped_projects_load_with_their_experiments_and_partitions():
     ({"colour_rendering": "hubble_palette"}, "colour_rendering: unknown 'hubble_palette'"),
     ({"sky": {"n_galaxies": 10, "neighbours": "yes"}}, "sky.neighbours: expected true or false"),
     ({"source": {"seeing_spread": -0.1}}, "source.seeing_spread: must be 0 or more"),
+    ({"source": {"label_false_positive_fraction": 1.5}}, "source.label_false_positive_fraction: must be between 0 and 1"),
     ({"learning_rate": 0}, "learning_rate: must be positive"),
     ({"adaptation_budgets": [0, 50]}, "adaptation_budgets: ['50'] not among label_budgets"),
     ({"strategies": ["head_only"], "adaptation_strategies": ["self_training"], "selection_strategies": ["head_only"]},

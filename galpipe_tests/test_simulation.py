@@ -163,3 +163,19 @@ def test_galaxies_per_stack_depends_on_the_catalogue_alone():
     for n in (1, 17, 160, 1200, 100_000):
         per_stack = galaxies_per_stack(n)
         assert 1 <= per_stack <= MAX_GALAXIES_PER_STACK and (n <= 16 * MAX_GALAXIES_PER_STACK) == (-(-n // per_stack) <= 16)
+
+
+def test_label_noise_makes_volunteers_see_features_that_are_not_there(sdss_catalog):
+    """label_false_positive_fraction: that share of the galaxies without a feature get a majority
+    "yes"; at 0 the labels are exactly those without the option."""
+    from galpipe.simulation.population import volunteer_votes
+
+    catalog = sdss_catalog[[c for c in sdss_catalog.columns if not c.endswith("_fraction")
+                            and c not in ("featured", "edge_on", "bar", "spiral")]]
+    clean = volunteer_votes(catalog, 0, SDSS)
+    pd.testing.assert_frame_equal(volunteer_votes(catalog, 0, SDSS, false_positive_fraction=0.0), clean)
+    noisy = volunteer_votes(catalog, 0, SDSS, false_positive_fraction=0.2)
+    for task in ("featured", "spiral"):
+        without = catalog[f"truth_{task}"].to_numpy() == 0
+        extra = noisy[task][without].mean() - clean[task][without].mean()
+        assert 0.12 < extra < 0.28, (task, extra)

@@ -110,13 +110,17 @@ class SimulatedSurvey(SurveySource):
     # The spread (lognormal sigma) of this survey's seeing from galaxy to galaxy; 0: every galaxy
     # at the instrument's median PSF. ~0.15 for SDSS imaging runs (issue 14's realism effects).
     seeing_spread: float = 0.0
+    # The share of galaxies without a feature that volunteers label as having it (issue 14's label
+    # noise with false positives; 0: only missed features, as before).
+    label_false_positive_fraction: float = 0.0
 
     @property
     def bands(self) -> str | None:
         return get_instrument(self.instrument).band_names
 
     def load_catalog(self, profile: Profile) -> pd.DataFrame:
-        return simulated_catalog(self.instrument, profile.sky, self.footprint, self.r_mag_limit, self.volunteer_labels)
+        return simulated_catalog(self.instrument, profile.sky, self.footprint, self.r_mag_limit, self.volunteer_labels,
+                                 self.label_false_positive_fraction)
 
     def build_cutouts(self, catalog, profile, out_dir, n_workers, progress=None):
         fields = self.get_framing().fields_arcsec(catalog, f"{self.name} catalogue")

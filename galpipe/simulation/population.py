@@ -174,11 +174,18 @@ def observe_catalog(sky: pd.DataFrame, instrument: Instrument, footprint, r_mag_
     return pd.concat([catalog, truth], axis=1)
 
 
-def volunteer_votes(catalog: pd.DataFrame, seed: int, instrument: Instrument = SDSS) -> pd.DataFrame:
+def volunteer_votes(catalog: pd.DataFrame, seed: int, instrument: Instrument = SDSS,
+                    false_positive_fraction: float = 0.0) -> pd.DataFrame:
     """Galaxy-Zoo-like vote fractions and labels for each task, as volunteers would give them
     looking at `instrument`'s images: features of galaxies small or faint at that resolution
-    are often missed (a bar SDSS cannot resolve gets "no bar")."""
+    are often missed (a bar SDSS cannot resolve gets "no bar").
+
+    A single volunteer's false "yes" almost never makes a majority of 40. `false_positive_fraction`
+    of the galaxies without a feature are instead ones most volunteers see it in (a label that is
+    wrong the other way): issue 14's label noise, off by default."""
     rng = np.random.default_rng([seed, 3])
+    # A stream of its own, so that the labels without this noise stay exactly as they were.
+    noise_rng = np.random.default_rng([seed, 4])
     psf_fwhm = instrument.band("r").psf_fwhm_arcsec
     size_in_psf = catalog.true_half_light_radius_arcsec.to_numpy() / psf_fwhm
     brightness = np.clip((18.3 - catalog.true_mag_r.to_numpy()) / 2.0, 0, 1)
@@ -201,6 +208,9 @@ def volunteer_votes(catalog: pd.DataFrame, seed: int, instrument: Instrument = S
     for task in simulated_tasks():
         truth = catalog[f"truth_{task}"].to_numpy().astype(float)
         p_yes = false_positive_rate[task] + (0.92 - false_positive_rate[task]) * truth * visibility[task]
+        if false_positive_fraction > 0:
+            seen_wrongly = (truth == 0) & (noise_rng.random(len(truth)) < false_positive_fraction)
+            p_yes = np.where(seen_wrongly, noise_rng.uniform(0.6, 0.9, len(truth)), p_yes)
         fraction = rng.binomial(VOLUNTEERS_PER_GALAXY, p_yes) / VOLUNTEERS_PER_GALAXY
         votes[f"{task}_fraction"] = fraction
         votes[task] = (fraction > 0.5).astype("int8")

@@ -33,7 +33,7 @@ FIELD_KEY = "_field_arcsec"  # each row's field, as render_cutouts hands it to t
 
 
 def simulated_catalog(instrument_name: str, sky_config: SkyConfig, footprint: str, r_mag_limit: float,
-                      volunteer_labels: bool) -> pd.DataFrame:
+                      volunteer_labels: bool, label_false_positive_fraction: float = 0.0) -> pd.DataFrame:
     """What `instrument_name` catalogues of the simulated sky.
 
     footprint: 'full' (the whole simulated sky) or 'target' (the strip the target survey covers).
@@ -44,7 +44,8 @@ def simulated_catalog(instrument_name: str, sky_config: SkyConfig, footprint: st
     prefix = f"{instrument.name}_"
     catalog = observe_catalog(simulate_sky(sky_config), instrument, area, r_mag_limit, sky_config.seed, prefix)
     if volunteer_labels:
-        catalog = pd.concat([catalog, volunteer_votes(catalog, sky_config.seed, instrument)], axis=1)
+        catalog = pd.concat([catalog, volunteer_votes(catalog, sky_config.seed, instrument,
+                                                      label_false_positive_fraction)], axis=1)
     return catalog
 
 
