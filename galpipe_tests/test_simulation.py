@@ -179,3 +179,21 @@ def test_label_noise_makes_volunteers_see_features_that_are_not_there(sdss_catal
         without = catalog[f"truth_{task}"].to_numpy() == 0
         extra = noisy[task][without].mean() - clean[task][without].mean()
         assert 0.12 < extra < 0.28, (task, extra)
+
+
+def test_source_noise_follows_the_galaxy_light(sdss_catalog):
+    """source_noise: the sources' own Poisson noise, strongest where the galaxy is bright, none
+    on the empty sky; without it the image is exactly as before (the sky noise's own stream)."""
+    galaxy = _truth(sdss_catalog.sort_values("mag_r").iloc[len(sdss_catalog) // 2].to_dict())
+    plain = render_galaxy(galaxy, SDSS, 101)
+    noisy = render_galaxy(galaxy, SDSS, 101, source_noise=True)
+    np.testing.assert_array_equal(render_galaxy(galaxy, SDSS, 101), plain)
+    added = (noisy - plain)[1]
+    light = render_galaxy(galaxy, SDSS, 101, add_noise=False)[1]
+    sky_sigma = SDSS.sky_sigma_per_pixel("r")
+    bright, faint = light > 50 * sky_sigma, np.abs(light) < 0.01 * sky_sigma
+    assert bright.sum() >= 5 and faint.sum() > 100
+    assert added[faint].std() < 0.05 * sky_sigma < added[bright].std()
+    # The spread matches Poisson: variance = flux / (electrons per flux unit).
+    ratio = added[bright].std() / np.sqrt(light[bright] / SDSS.band("r").electrons_per_flux_unit).mean()
+    assert 0.5 < ratio < 1.5, ratio

@@ -113,6 +113,8 @@ class SimulatedSurvey(SurveySource):
     # The share of galaxies without a feature that volunteers label as having it (issue 14's label
     # noise with false positives; 0: only missed features, as before).
     label_false_positive_fraction: float = 0.0
+    # The sources' own Poisson noise on top of the sky's (issue 14), where the survey's gain is known.
+    source_poisson_noise: bool = False
 
     @property
     def bands(self) -> str | None:
@@ -125,7 +127,8 @@ class SimulatedSurvey(SurveySource):
     def build_cutouts(self, catalog, profile, out_dir, n_workers, progress=None):
         fields = self.get_framing().fields_arcsec(catalog, f"{self.name} catalogue")
         return render_cutouts(catalog, self.instrument, fields, out_dir, n_workers, progress,
-                              neighbours=profile.sky.neighbours, seeing_spread=self.seeing_spread)
+                              neighbours=profile.sky.neighbours, seeing_spread=self.seeing_spread,
+                              source_noise=self.source_poisson_noise)
 
 
 class FolderSurvey(_PublishedLabels):

@@ -157,11 +157,14 @@ def field_objects(structure_seed: int, field_arcsec: float) -> list[tuple[galsim
 
 
 def render_galaxy(g, instrument: Instrument, size_pixels: int, offset_pixels=(0.0, 0.0),
-                  add_noise: bool = True, neighbours: bool = False, seeing_spread: float = 0.0) -> np.ndarray:
+                  add_noise: bool = True, neighbours: bool = False, seeing_spread: float = 0.0,
+                  source_noise: bool = False) -> np.ndarray:
     """Image cube (band, y, x) of galaxy `g` in `instrument`'s flux units. `offset_pixels` moves
     the galaxy from the cutout centre (the catalogue position is not exactly the true one).
     `neighbours`: the field objects around it (field_objects); `seeing_spread`: this survey's
-    seeing varies from galaxy to galaxy (seeing_scale)."""
+    seeing varies from galaxy to galaxy (seeing_scale); `source_noise`: the Poisson noise of the
+    sources' own electrons on top of the sky's, in bands whose gain is known (SDSS's; a coadd's
+    depth gives none)."""
     components = galaxy_components(g)
     total_flux_r = instrument.flux_from_mag(g["mag_r"])
     noise_seed = int(g["structure_seed"]) * 7919 + sum(map(ord, instrument.name))
@@ -181,8 +184,15 @@ def render_galaxy(g, instrument: Instrument, size_pixels: int, offset_pixels=(0.
         ])
         image = galsim.Convolve(galaxy, psf(instrument, band.name, fwhm_scale)).drawImage(
             nx=size_pixels, ny=size_pixels, scale=instrument.pixel_scale_arcsec, offset=offset_pixels)
+        # Poisson noise of the sources' own electrons, in flux units squared (before the sky's is added).
+        source_variance = np.maximum(image.array, 0) / band.electrons_per_flux_unit \
+            if add_noise and source_noise and band.electrons_per_flux_unit else None
         if add_noise:
             image.addNoise(galsim.GaussianNoise(noise_rng, sigma=instrument.sky_sigma_per_pixel(band.name)))
+        if source_variance is not None:
+            # A stream of its own: without source noise the sky noise stays exactly as it was.
+            source_rng = galsim.BaseDeviate((noise_seed * 31 + k) % (2**31 - 1) + 1)
+            image.addNoise(galsim.VariableGaussianNoise(source_rng, galsim.Image(source_variance + 1e-30)))
         cube[k] = image.array
     return cube
 

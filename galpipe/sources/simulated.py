@@ -65,7 +65,7 @@ def galaxies_per_stack(n_galaxies: int) -> int:
 
 
 def _render_chunk(rows: list[dict], instrument_name: str, stack_path: str, neighbours: bool = False,
-                  seeing_spread: float = 0.0) -> list[dict]:
+                  seeing_spread: float = 0.0, source_noise: bool = False) -> list[dict]:
     # Imported here so that worker processes pay for GalSim only when they render.
     from galpipe.simulation.render import render_galaxy, seeing_scale
 
@@ -81,7 +81,7 @@ def _render_chunk(rows: list[dict], instrument_name: str, stack_path: str, neigh
         try:
             cube = render_galaxy(truth, instrument, size, (offset_x / instrument.pixel_scale_arcsec,
                                                           offset_y / instrument.pixel_scale_arcsec),
-                                 neighbours=neighbours, seeing_spread=seeing_spread)
+                                 neighbours=neighbours, seeing_spread=seeing_spread, source_noise=source_noise)
             fwhm_scale = seeing_scale(truth["structure_seed"], instrument, seeing_spread)
             address = stack_address(stack_path, len(rendered))
             # Checked here, in memory, so that nobody has to read the file back to check it.
@@ -109,10 +109,11 @@ def _render_chunk(rows: list[dict], instrument_name: str, stack_path: str, neigh
 
 def render_cutouts(catalog: pd.DataFrame, instrument_name: str, field_arcsec: float | pd.Series, out_dir: Path,
                    n_workers: int | None = None, progress=None, neighbours: bool = False,
-                   seeing_spread: float = 0.0) -> pd.DataFrame:
+                   seeing_spread: float = 0.0, source_noise: bool = False) -> pd.DataFrame:
     """Render every galaxy of `catalog` as `instrument_name` sees it, into stacks of FITS cutouts, over
     `field_arcsec`: one field for all, or each galaxy's own (a Series by object_id); with the
-    field objects around each (`neighbours`) and seeing that varies by `seeing_spread`.
+    field objects around each (`neighbours`), seeing that varies by `seeing_spread`, and the
+    sources' own Poisson noise (`source_noise`).
 
     Returns the manifest (object_id, path, status, reason). `progress(done, total)` is called as
     chunks finish (for Dagster logs); a tqdm bar shows the same on the terminal.
@@ -131,7 +132,7 @@ def render_cutouts(catalog: pd.DataFrame, instrument_name: str, field_arcsec: fl
     manifest: list[dict] = []
     with tqdm(total=len(rows), desc=f"rendering {instrument_name}", unit="galaxy", disable=None) as bar:
         if n_workers == 1:
-            results = (_render_chunk(chunk, instrument_name, path, neighbours, seeing_spread)
+            results = (_render_chunk(chunk, instrument_name, path, neighbours, seeing_spread, source_noise)
                        for chunk, path in zip(chunks, stack_paths))
             for part in results:
                 manifest += part
@@ -142,7 +143,8 @@ def render_cutouts(catalog: pd.DataFrame, instrument_name: str, field_arcsec: fl
             # spawn, not fork: the parent may hold threads (Dagster, torch) that fork would copy.
             context = multiprocessing.get_context("spawn")
             with cf.ProcessPoolExecutor(n_workers, mp_context=context, initializer=_one_thread_per_worker) as pool:
-                futures = [pool.submit(_render_chunk, chunk, instrument_name, path, neighbours, seeing_spread)
+                futures = [pool.submit(_render_chunk, chunk, instrument_name, path, neighbours, seeing_spread,
+                                       source_noise)
                            for chunk, path in zip(chunks, stack_paths)]
                 for future in cf.as_completed(futures):
                     part = future.result()
