@@ -12,28 +12,23 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # bench/ is not part of the package
 
+from galpipe.evaluation import paired_predictions  # noqa: E402
 from galpipe.statistics import mcnemar, paired_bootstrap  # noqa: E402
 
 TASK, BUDGET = "spiral", "300"
 
 
-def full_predictions(run_dir: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(object ids, labels, probabilities by seed) of `full` at N=300, galaxies in a fixed order."""
+def full_runs(run_dir: Path) -> pd.DataFrame:
+    """The `full` runs at N=300, one per seed, with their per-galaxy test predictions."""
     runs = pd.read_parquet(run_dir / "finetuned_models" / f"{BUDGET}|{TASK}.parquet")
-    runs = runs[runs.strategy == "full"].sort_values("seed")
-    ids = np.asarray(runs.test_object_ids.iloc[0])
-    order = np.argsort(ids)
-    probabilities = []
-    for run_ids, p in zip(runs.test_object_ids, runs.test_probabilities):
-        assert (np.sort(np.asarray(run_ids)) == ids[order]).all(), f"{run_dir}: seeds scored different galaxies"
-        probabilities.append(np.asarray(p)[np.argsort(np.asarray(run_ids))])
-    return ids[order], np.asarray(runs.test_labels.iloc[0])[order], np.stack(probabilities)
+    runs = runs[runs.strategy == "full"]
+    assert len({frozenset(ids) for ids in runs.test_object_ids}) == 1, f"{run_dir}: seeds scored different galaxies"
+    return runs
 
 
 def main() -> None:
@@ -46,15 +41,17 @@ def main() -> None:
         table = pd.read_parquet(run_dir / "evaluation_table.parquet")
         direct = table[table.strategy == "direct"].iloc[0]
         full = table[(table.strategy == "full") & (table.label_budget == int(BUDGET))].iloc[0]
-        ids, labels, p = full_predictions(run_dir)
+        runs = full_runs(run_dir)
         against = ""
         if baseline is None:
-            baseline = (ids, labels, p)
+            baseline = runs
         else:
-            assert (ids == baseline[0]).all(), f"{run_dir}: another test set than the first run's"
-            difference = paired_bootstrap(labels, p, baseline[2], metric="accuracy")
+            assert set(runs.test_object_ids.iloc[0]) == set(baseline.test_object_ids.iloc[0]), \
+                f"{run_dir}: another test set than the first run's"
+            labels, p, p_baseline = paired_predictions(runs, baseline)  # seed k beside seed k, galaxies aligned
+            difference = paired_bootstrap(labels, p, p_baseline, metric="accuracy")
             against = (f"{difference['difference']:+.3f} [{difference['low']:+.3f}, {difference['high']:+.3f}], "
-                       f"McNemar p = {mcnemar(labels, p, baseline[2])['p_value']:.2g}")
+                       f"McNemar p = {mcnemar(labels, p, p_baseline)['p_value']:.2g}")
         print(f"| {name} | {direct.accuracy_mean:.3f} ± {direct.accuracy_std:.3f} | {direct.roc_auc_mean:.3f} "
               f"[{direct.roc_auc_low:.3f}, {direct.roc_auc_high:.3f}] | {full.accuracy_mean:.3f} ± {full.accuracy_std:.3f} "
               f"[{full.accuracy_low:.3f}, {full.accuracy_high:.3f}] | {against} |")
