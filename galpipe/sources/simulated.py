@@ -5,6 +5,7 @@ per chunk of the catalogue."""
 from __future__ import annotations
 
 import concurrent.futures as cf
+import functools
 import multiprocessing
 import os
 from pathlib import Path
@@ -24,11 +25,11 @@ from galpipe.simulation.population import (
     volunteer_votes,
 )
 
-# Galaxies per stack file, and per task sent to a worker: at most this many, and at least 16
-# stacks for a small catalogue, so that every core has work. A function of the catalogue alone, so
-# that the same catalogue gives the same files on any machine.
+# Galaxies per stack file, and per task sent to a worker: at most this many; a small catalogue is
+# cut into about SMALL_CATALOGUE_STACKS, so that every core has work. A function of the catalogue
+# alone, so that the same catalogue gives the same files on any machine.
 MAX_GALAXIES_PER_STACK = 256
-MIN_STACKS = 16
+SMALL_CATALOGUE_STACKS = 16
 FIELD_KEY = "_field_arcsec"  # each row's field, as render_cutouts hands it to the workers
 
 
@@ -61,7 +62,7 @@ def _one_thread_per_worker() -> None:
 
 
 def galaxies_per_stack(n_galaxies: int) -> int:
-    return int(np.clip(np.ceil(n_galaxies / MIN_STACKS), 1, MAX_GALAXIES_PER_STACK))
+    return int(np.clip(np.ceil(n_galaxies / SMALL_CATALOGUE_STACKS), 1, MAX_GALAXIES_PER_STACK))
 
 
 def _render_chunk(rows: list[dict], instrument_name: str, stack_path: str, neighbours: bool = False,
@@ -98,12 +99,12 @@ def _render_chunk(rows: list[dict], instrument_name: str, stack_path: str, neigh
             entry.update(status="failed", reason=f"render failed: {err}")
         manifest.append(entry)
     if rendered:
-        write_cutout_stack(Path(stack_path), [r["object_id"] for r, _, _ in rendered], [c for _, c, _ in rendered],
-                           instrument.band_names, [r["ra_deg"] for r, _, _ in rendered],
-                           [r["dec_deg"] for r, _, _ in rendered], instrument.pixel_scale_arcsec,
+        done, cubes, keywords = zip(*rendered)
+        write_cutout_stack(Path(stack_path), [r["object_id"] for r in done], cubes, instrument.band_names,
+                           [r["ra_deg"] for r in done], [r["dec_deg"] for r in done], instrument.pixel_scale_arcsec,
                            {"SURVEY": instrument.name, "BUNIT": instrument.flux_unit,
                             "MAGZERO": instrument.zeropoint_mag, "SIMULATD": True},
-                           {key: [k[key] for _, _, k in rendered] for key in rendered[0][2]})
+                           {key: [k[key] for k in keywords] for key in keywords[0]})
     return manifest
 
 
@@ -126,14 +127,16 @@ def render_cutouts(catalog: pd.DataFrame, instrument_name: str, field_arcsec: fl
         else np.full(len(rows), float(field_arcsec))
     for row, field in zip(rows, fields):
         row[FIELD_KEY] = float(field)
+    # One function for both branches (picklable for the spawned workers): a chunk in, its manifest out.
+    render = functools.partial(_render_chunk, instrument_name=instrument_name, neighbours=neighbours,
+                               seeing_spread=seeing_spread, source_noise=source_noise)
     per_stack = galaxies_per_stack(len(rows))
     chunks = [rows[i:i + per_stack] for i in range(0, len(rows), per_stack)]
     stack_paths = [str(out_dir / f"cutouts-{k:05d}{STACK_SUFFIX}") for k in range(len(chunks))]
     manifest: list[dict] = []
     with tqdm(total=len(rows), desc=f"rendering {instrument_name}", unit="galaxy", disable=None) as bar:
         if n_workers == 1:
-            results = (_render_chunk(chunk, instrument_name, path, neighbours, seeing_spread, source_noise)
-                       for chunk, path in zip(chunks, stack_paths))
+            results = (render(chunk, stack_path=path) for chunk, path in zip(chunks, stack_paths))
             for part in results:
                 manifest += part
                 bar.update(len(part))
@@ -143,9 +146,7 @@ def render_cutouts(catalog: pd.DataFrame, instrument_name: str, field_arcsec: fl
             # spawn, not fork: the parent may hold threads (Dagster, torch) that fork would copy.
             context = multiprocessing.get_context("spawn")
             with cf.ProcessPoolExecutor(n_workers, mp_context=context, initializer=_one_thread_per_worker) as pool:
-                futures = [pool.submit(_render_chunk, chunk, instrument_name, path, neighbours, seeing_spread,
-                                       source_noise)
-                           for chunk, path in zip(chunks, stack_paths)]
+                futures = [pool.submit(render, chunk, stack_path=path) for chunk, path in zip(chunks, stack_paths)]
                 for future in cf.as_completed(futures):
                     part = future.result()
                     manifest += part
