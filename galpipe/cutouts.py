@@ -215,7 +215,7 @@ def _read_stack(path: Path, device: int, inode: int, mtime_ns: int, size_bytes: 
             if missing:
                 raise CutoutError(path, f"not a cutout stack, or a truncated one: no HDU {', '.join(missing)}")
             image = hdus[STACK_IMAGE_HDU]
-            keywords = {r["name"]: r["value"] for r in image.read_header().records() if r.get("name")}
+            keywords = _keywords(image)
             n_pixels = int(np.prod([int(n) for n in image.get_dims()]))
             data_start = image.get_offsets()["data_start"]
             # Plain big-endian float32 (as galpipe writes them) is mapped, not read: a galaxy costs
@@ -228,8 +228,7 @@ def _read_stack(path: Path, device: int, inode: int, mtime_ns: int, size_bytes: 
     except CutoutError:
         raise
     except (OSError, ValueError, TypeError) as err:
-        reason = " ".join(line for line in str(err).splitlines()[:2] if line.strip())
-        raise CutoutError(path, f"corrupt or truncated cutout stack ({reason})") from None
+        raise CutoutError(path, f"corrupt or truncated cutout stack ({_cfitsio_reason(err)})") from None
     if pixels is None:
         if data_start + 4 * n_pixels > size_bytes:  # mapped pages past the end would kill the process
             raise CutoutError(path, f"corrupt or truncated cutout stack ({size_bytes} bytes, the image needs more)")
@@ -247,6 +246,17 @@ def _read_stack(path: Path, device: int, inode: int, mtime_ns: int, size_bytes: 
         raise CutoutError(path, f"row(s) {bad[:5].tolist()} of {STACK_TABLE_HDU} place pixels outside the "
                                 f"{n_pixels} of {STACK_IMAGE_HDU}")
     return CutoutStack(path, pixels, bands, header, table)
+
+
+def _keywords(hdu) -> dict:
+    """A fitsio HDU's header as a plain mapping of its named keywords (COMMENT and HISTORY left out)."""
+    return {r["name"]: r["value"] for r in hdu.read_header().records()
+            if r.get("name") and r["name"] not in ("COMMENT", "HISTORY")}
+
+
+def _cfitsio_reason(err: Exception) -> str:
+    """The first two lines of a CFITSIO error: its message, without the error stack that follows."""
+    return " ".join(line for line in str(err).splitlines()[:2] if line.strip())
 
 
 def _bands_from_header(header: Mapping, n_planes: int) -> str:
@@ -316,13 +326,11 @@ def _read_fits(path: Path) -> Cutout:
             if hdu is None:
                 raise CutoutError(path, "FITS file holds no image data")
             data = np.asarray(hdu.read(), dtype=np.float32)
-            header = {r["name"]: r["value"] for r in hdu.read_header().records()
-                      if r.get("name") and r["name"] not in ("COMMENT", "HISTORY", "")}
+            header = _keywords(hdu)
     except CutoutError:
         raise
     except (OSError, ValueError, TypeError) as err:
-        reason = " ".join(line for line in str(err).splitlines()[:2] if line.strip())
-        raise CutoutError(path, f"corrupt or truncated FITS ({reason})") from None
+        raise CutoutError(path, f"corrupt or truncated FITS ({_cfitsio_reason(err)})") from None
     if data.ndim == 2:
         data = data[np.newaxis]
     if data.ndim != 3:
