@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from galpipe.cutouts import COLOUR_BANDS, Cutout, CutoutError, read_cutout, read_cutouts, select_bands
 from galpipe.files import atomic_write
+from galpipe.registry import Registry
 
 MODEL_INPUT_PIXELS = 69
 NANOMAGGY_ZEROPOINT_MAG = 22.5
@@ -93,7 +94,11 @@ VIEWER_SOFTENING = 0.02
 VIEWER_Q = 20.0
 VIEWER_JPEG_QUALITY = 75  # Pillow's default; the viewers' own quality is not published
 
+# How a FITS cutout becomes a colour image in colour mode (the profile's `colour_rendering`).
+COLOUR_RENDERINGS: Registry = Registry("colour rendering")
 
+
+@COLOUR_RENDERINGS.register("lupton")
 def lupton_colour(cutout: Cutout, pixel_scale_arcsec: float, bands: str = "gri") -> np.ndarray:
     """Three bands, bluest first (g, r, i by default), as a Lupton et al. (2004) colour composite
     (the reddest as red) on a surface-brightness scale in nanomaggies per arcsec^2: (3, y, x) in [0, 1]."""
@@ -102,6 +107,7 @@ def lupton_colour(cutout: Cutout, pixel_scale_arcsec: float, bands: str = "gri")
     return np.moveaxis(rgb, -1, 0).astype(np.float32) / 255.0
 
 
+@COLOUR_RENDERINGS.register("lupton_balanced")
 def lupton_balanced_colour(cutout: Cutout, pixel_scale_arcsec: float, bands: str = "gri") -> np.ndarray:
     """lupton_colour with the bands weighted as survey viewers weight them (VIEWER_BAND_SCALES,
     relative to the middle band): a galaxy's red light no longer dominates its colour."""
@@ -110,6 +116,7 @@ def lupton_balanced_colour(cutout: Cutout, pixel_scale_arcsec: float, bands: str
     return lupton_colour(weighted, pixel_scale_arcsec, bands)
 
 
+@COLOUR_RENDERINGS.register("sdss_viewer")
 def sdss_viewer_colour(cutout: Cutout, pixel_scale_arcsec: float, bands: str = "gri") -> np.ndarray:
     """Three bands, bluest first, as a survey viewer's colour JPEG shows them: each band scaled and
     softened, the mean intensity I stretched by asinh(Q I) / sqrt(Q), the reddest as red, then
@@ -126,13 +133,8 @@ def sdss_viewer_colour(cutout: Cutout, pixel_scale_arcsec: float, bands: str = "
     return np.moveaxis(np.asarray(Image.open(encoded).convert("RGB"), dtype=np.float32), -1, 0) / 255.0
 
 
-# How a FITS cutout becomes a colour image in colour mode (the profile's `colour_rendering`).
-COLOUR_RENDERINGS = {"lupton": lupton_colour, "lupton_balanced": lupton_balanced_colour,
-                     "sdss_viewer": sdss_viewer_colour}
-
-
 def colour_image(cutout: Cutout, pixel_scale_arcsec: float, bands: str = "gri", rendering: str = "lupton") -> np.ndarray:
-    return COLOUR_RENDERINGS[rendering](cutout, pixel_scale_arcsec, bands)
+    return COLOUR_RENDERINGS.get(rendering)(cutout, pixel_scale_arcsec, bands)
 
 
 def model_input(path, field_arcsec: float | None, mode: str = "bands", bands: str = "gri",
