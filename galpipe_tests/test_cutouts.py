@@ -62,6 +62,30 @@ def test_a_stack_holds_many_cutouts_each_read_back_exactly_with_its_wcs_and_keyw
     assert split_address(tmp_path / "odd#3.fits") == (tmp_path / "odd#3.fits", None)
 
 
+def test_reading_many_gives_what_reading_one_by_one_gives_in_any_order_and_mix(tmp_path):
+    first, second = tmp_path / "one.stack.fits", tmp_path / "two.stack.fits"
+    cubes = [_cube((3, size, size), k) for k, size in enumerate((20, 21, 60, 60, 24))]
+    write_cutout_stack(first, list("abcde"), cubes, "gri", [1] * 5, [0] * 5, 0.4)
+    write_cutout_stack(second, ["f"], [_cube(seed=9)], "gri", [2], [0], 0.4)
+    single = tmp_path / "g.fits"
+    write_cutout_fits(single, _cube(seed=7), "gri", 3, 0, 0.4)
+    # Neighbouring rows out of order with one the stack lacks (read as one piece), a file of its own,
+    # rows with large cutouts between them (read one by one), another stack, a missing stack.
+    addresses = [stack_address(first, r) for r in (1, 0, 9)] + [single] + \
+        [stack_address(first, r) for r in (0, 4)] + [stack_address(second, 0)] + \
+        [stack_address(first, r) for r in (3, 2)] + [stack_address(tmp_path / "gone.stack.fits", 0)]
+    many = read_cutouts(addresses)
+    for address, cutout in zip(addresses, many, strict=True):
+        try:
+            alone = read_cutout(address)
+        except CutoutError as err:
+            assert isinstance(cutout, CutoutError) and cutout.reason == err.reason and cutout.path == err.path
+            continue
+        np.testing.assert_array_equal(cutout.pixels, alone.pixels)
+        assert cutout.pixels.dtype == np.float32 and cutout.header == alone.header and str(cutout.path) == str(address)
+    assert [c.header.get("OBJID") for c in many if not isinstance(c, CutoutError)] == list("ba") + [None] + list("aefdc")
+
+
 def test_a_bad_stack_or_row_is_an_error_naming_it(tmp_path):
     path = tmp_path / "chunk.stack.fits"
     write_cutout_stack(path, ["a", "b"], [_cube(), _cube(seed=1)], "gri", [1, 2], [0, 0], 0.4)
