@@ -197,3 +197,40 @@ def test_source_noise_follows_the_galaxy_light(sdss_catalog):
     # The spread matches Poisson: variance = flux / (electrons per flux unit).
     ratio = added[bright].std() / np.sqrt(light[bright] / SDSS.band("r").electrons_per_flux_unit).mean()
     assert 0.5 < ratio < 1.5, ratio
+
+
+def _ripple_along_arm(arms, galaxy) -> float:
+    """How much the light along the first arm's ridge (its outer part, 2 to 3.2 scale radii)
+    rises and falls on scales shorter than the arm: knots make it ripple, a continuous arm does not."""
+    from scipy import ndimage
+
+    scale, n = galaxy["disk_scale_radius_arcsec"], 161
+    pixel = 8 * scale / n
+    image = arms.drawImage(nx=n, ny=n, scale=pixel, method="no_pixel").array
+    radius = np.linspace(2.0, 3.2, 300) * scale
+    angle = np.log(radius / (0.5 * scale)) / np.tan(np.radians(galaxy["spiral_pitch_deg"]))
+    x, y = radius * np.cos(angle) / pixel + (n - 1) / 2, radius * np.sin(angle) / pixel + (n - 1) / 2
+    light = ndimage.map_coordinates(image, [y, x], order=1)
+    return float(np.std(light - ndimage.uniform_filter1d(light, 61, mode="nearest")) / light.mean())
+
+
+def test_continuous_arms_are_ridges_without_knots_and_off_change_nothing():
+    from galpipe.simulation.render import _spiral_arms
+
+    config = SkyConfig(n_galaxies=300, target_footprint_fraction=0.3, seed=0)
+    plain, continuous = simulate_sky(config), simulate_sky(dataclasses.replace(config, continuous_arms=True))
+    # Off, the sky is as it was; on, only the spirals are drawn otherwise.
+    pd.testing.assert_frame_equal(plain, continuous.drop(columns="spiral_arms_continuous"))
+    assert (continuous.spiral_arms_continuous == continuous.has_spiral).all()
+    ripple = {True: [], False: []}
+    for galaxy in continuous[continuous.has_spiral].head(8).to_dict("records"):
+        for drawn in (True, False):
+            arms = _spiral_arms({**galaxy, "spiral_arms_continuous": drawn}, np.random.default_rng(1))
+            ripple[drawn].append(_ripple_along_arm(arms, galaxy))
+    assert max(ripple[True]) < 0.035 < min(ripple[False]), ripple
+    # Rendered, the same galaxy with the same light; the arms are in its image.
+    galaxy = continuous[continuous.has_spiral & (continuous.inclination_deg < 40)].iloc[0].to_dict()
+    with_ridges = render_galaxy(galaxy, SDSS, 101, add_noise=False)
+    with_knots = render_galaxy({**galaxy, "spiral_arms_continuous": False}, SDSS, 101, add_noise=False)
+    assert with_ridges[1].sum() == pytest.approx(with_knots[1].sum(), rel=1e-3)
+    assert np.abs(with_ridges - with_knots).max() > 0.01 * with_knots.max()

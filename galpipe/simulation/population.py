@@ -35,6 +35,8 @@ class SkyConfig:
     # and stars in every cutout's field (galpipe.simulation.render.field_objects), the same for
     # both surveys, so that the deeper one sees more of them.
     neighbours: bool = False
+    # Spiral arms drawn as continuous ridges instead of chains of knots (render._continuous_spiral_arms).
+    continuous_arms: bool = False
 
 
 def sky_footprint_deg(config: SkyConfig) -> tuple[float, float, float, float]:
@@ -127,6 +129,8 @@ def simulate_sky(config: SkyConfig) -> pd.DataFrame:
         "feature_r_minus_i": rng.normal(0.12, 0.04, n),
         "structure_seed": rng.integers(0, 2**31 - 1, n),
     })
+    if config.continuous_arms:  # a column only when on: skies without it keep their columns
+        sky["spiral_arms_continuous"] = has_spiral
     sky["truth_edge_on"] = has_disk & (sky.inclination_deg > 75)
     sky["truth_bar"] = has_bar & (sky.inclination_deg < 65)
     sky["truth_featured"] = has_disk & (has_spiral | has_knots | has_bar | (sky.inclination_deg > 70))

@@ -18,6 +18,11 @@ from galpipe.instruments import EFFECTIVE_WAVELENGTH_NM, Band, Instrument
 
 GSPARAMS = galsim.GSParams(folding_threshold=1e-2, maxk_threshold=2e-3)
 ARM_CLUMPS_PER_ARM = 30
+# Continuous arms: a ridge's Gaussian width (sigma, the clumps' own) and how much it brightens and
+# fades along its length; drawn on a square grid of 8 scale radii.
+ARM_WIDTH_SCALE_RADII = 0.3
+ARM_BRIGHTNESS_VARIATION = 0.3
+ARM_GRID_PIXELS = 96
 # Field objects to r = 24, beyond both surveys' depths. Deep r-band counts reach ~4e4 galaxies per
 # square degree at r < 24 (~11 per square arcmin), rising by ~0.35 dex per magnitude there; at the
 # high galactic latitude of Stripe 82, stars to r = 24 number ~1 per square arcmin, with a
@@ -38,7 +43,10 @@ def _project_onto_sky(obj: galsim.GSObject, inclination_deg: float, position_ang
 
 
 def _spiral_arms(g, rng: np.random.Generator) -> galsim.GSObject:
-    """Logarithmic spiral arms as chains of Gaussian clumps, total flux 1."""
+    """Logarithmic spiral arms, total flux 1: continuous ridges where the sky drew them so
+    (`spiral_arms_continuous`), else chains of Gaussian clumps."""
+    if g.get("spiral_arms_continuous", False):
+        return _continuous_spiral_arms(g, rng)
     scale = g["disk_scale_radius_arcsec"]
     tan_pitch = math.tan(math.radians(g["spiral_pitch_deg"]))
     n_arms = int(g["spiral_arm_count"])
@@ -54,6 +62,34 @@ def _spiral_arms(g, rng: np.random.Generator) -> galsim.GSObject:
                           .shift(radius * math.cos(angle), radius * math.sin(angle)))
     arms = galsim.Add(clumps)
     return arms.withFlux(1.0)
+
+
+def _continuous_spiral_arms(g, rng: np.random.Generator) -> galsim.GSObject:
+    """Logarithmic spiral arms as continuous ridges in the plane of the disk (issue 14: real arms
+    are not chains of knots), total flux 1. Each ridge has a Gaussian cross-section of
+    ARM_WIDTH_SCALE_RADII, runs from 0.5 to 3.5 scale radii like the clumps, and brightens and
+    fades along its length (a few random harmonics), drawn on a grid that GalSim interpolates."""
+    scale = g["disk_scale_radius_arcsec"]
+    pitch = math.radians(g["spiral_pitch_deg"])
+    n_arms = int(g["spiral_arm_count"])
+    half_width = 4.0 * scale
+    pixel = 2 * half_width / ARM_GRID_PIXELS
+    y, x = (np.mgrid[:ARM_GRID_PIXELS, :ARM_GRID_PIXELS] + 0.5) * pixel - half_width
+    radius, angle = np.hypot(x, y), np.arctan2(y, x)
+    # On a logarithmic spiral, the angle grows as ln(r / r0) / tan(pitch).
+    winding = np.log(np.maximum(radius, 1e-3 * scale) / (0.5 * scale)) / math.tan(pitch)
+    # Arms start and end softly: over 0.3 scale radii from 0.5, over 0.5 before 3.5.
+    taper = np.clip((radius - 0.5 * scale) / (0.3 * scale), 0, 1) * np.clip((3.5 * scale - radius) / (0.5 * scale), 0, 1)
+    arms = np.zeros_like(radius)
+    for arm in range(n_arms):
+        phase = 2 * math.pi * arm / n_arms + rng.normal(0, 0.1)
+        offset = np.angle(np.exp(1j * (angle - winding - phase)))  # to the nearest turn, in (-pi, pi]
+        # Across the ridge: a step round the circle of r * offset crosses the arm at the pitch angle.
+        across = radius * np.abs(offset) * math.sin(pitch)
+        brightness = 1 + ARM_BRIGHTNESS_VARIATION * sum(
+            rng.normal() * np.sin(k * winding + rng.uniform(0, 2 * math.pi)) for k in (1, 2, 3))
+        arms += np.exp(-0.5 * (across / (ARM_WIDTH_SCALE_RADII * scale)) ** 2) * taper * np.clip(brightness, 0.2, None)
+    return galsim.InterpolatedImage(galsim.Image(arms, scale=pixel), flux=1.0, gsparams=GSPARAMS)
 
 
 def galaxy_components(g) -> list[tuple[galsim.GSObject, float, float, float]]:
