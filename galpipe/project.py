@@ -237,7 +237,8 @@ def _check_ranges(profile: Profile, path: Path) -> None:
               ("learning_rate", profile.learning_rate > 0, "positive"),
               ("weight_decay", profile.weight_decay >= 0, "0 or more"),
               ("sky.target_footprint_fraction", 0 < profile.sky.target_footprint_fraction <= 1, "in (0, 1]"),
-              ("sky.n_galaxies", profile.sky.n_galaxies >= 0, "0 or more")]
+              ("sky.n_galaxies", profile.sky.n_galaxies >= 0, "0 or more"),
+              ("sky.merger_fraction", 0 <= profile.sky.merger_fraction <= 1, "between 0 and 1")]
     checks += [(key, getattr(profile, key) >= 1, "at least 1")
                for key in ("batch_size", "pretrain_max_epochs", "finetune_max_epochs", "patience")]
     checks += [("finetune_min_steps", profile.finetune_min_steps >= 0, "0 or more")]

@@ -58,6 +58,7 @@ def test_the_shipped_projects_load_with_their_experiments_and_partitions():
     ({"schedule": "cosine"}, "schedule: unknown 'cosine'"),
     ({"colour_rendering": "hubble_palette"}, "colour_rendering: unknown 'hubble_palette'"),
     ({"sky": {"n_galaxies": 10, "neighbours": "yes"}}, "sky.neighbours: expected true or false"),
+    ({"sky": {"n_galaxies": 10, "merger_fraction": 1.5}}, "sky.merger_fraction: must be between 0 and 1"),
     ({"source": {"seeing_spread": -0.1}}, "source.seeing_spread: must be 0 or more"),
     ({"source": {"label_false_positive_fraction": 1.5}}, "source.label_false_positive_fraction: must be between 0 and 1"),
     ({"learning_rate": 0}, "learning_rate: must be positive"),

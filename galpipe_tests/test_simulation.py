@@ -10,7 +10,7 @@ import pytest
 from galpipe.instruments import DES, SDSS, Band
 from galpipe.project import load_project
 from galpipe.simulation.population import SkyConfig, simulate_sky, volunteer_votes
-from galpipe.simulation.render import render_galaxy
+from galpipe.simulation.render import galaxy_components, render_galaxy
 from galpipe.sources.simulated import _truth, simulated_catalog
 
 
@@ -234,3 +234,49 @@ def test_continuous_arms_are_ridges_without_knots_and_off_change_nothing():
     with_knots = render_galaxy({**galaxy, "spiral_arms_continuous": False}, SDSS, 101, add_noise=False)
     assert with_ridges[1].sum() == pytest.approx(with_knots[1].sum(), rel=1e-3)
     assert np.abs(with_ridges - with_knots).max() > 0.01 * with_knots.max()
+
+
+def test_dust_lanes_dim_the_midplane_of_edge_on_spirals_more_in_blue_light_and_off_change_nothing():
+    config = SkyConfig(n_galaxies=300, target_footprint_fraction=0.3, seed=0)
+    plain, dusty = simulate_sky(config), simulate_sky(dataclasses.replace(config, dust_lanes=True))
+    pd.testing.assert_frame_equal(plain, dusty.drop(columns="dust_lane_optical_depth_r"))
+    lane = dusty.dust_lane_optical_depth_r > 0
+    assert lane.sum() >= 10 and (dusty.kind[lane] == "spiral").all() and (dusty.inclination_deg[lane] > 70).all()
+    assert dusty.dust_lane_optical_depth_r[lane].between(0.5, 2.0).all()
+    galaxy = dusty[lane].sort_values("half_light_radius_arcsec").iloc[-1].to_dict()
+    clear = render_galaxy({**galaxy, "dust_lane_optical_depth_r": 0.0}, DES, 101, add_noise=False)
+    np.testing.assert_array_equal(clear, render_galaxy({k: v for k, v in galaxy.items()
+                                                        if k != "dust_lane_optical_depth_r"}, DES, 101, add_noise=False))
+    seen = render_galaxy(galaxy, DES, 101, add_noise=False)
+    kept = seen.sum(axis=(1, 2)) / clear.sum(axis=(1, 2))  # g, r, i
+    assert 0.3 < kept[0] < kept[1] < kept[2] < 0.95, kept  # dust reddens: blue light is lost most
+    # Dimmed most at the centre of the midplane, less away from it along the minor axis.
+    angle = np.radians(galaxy["position_angle_deg"] + 90)
+    minor = [(round(50 + d * np.sin(angle)), round(50 + d * np.cos(angle))) for d in (0, 6)]
+    ratio = [seen[0][y, x] / clear[0][y, x] for y, x in minor]
+    assert ratio[0] < ratio[1] - 0.1, ratio
+
+
+def test_mergers_add_a_companion_and_tidal_tails_with_the_same_light_and_off_change_nothing():
+    from scipy import ndimage
+
+    config = SkyConfig(n_galaxies=300, target_footprint_fraction=0.3, seed=0)
+    plain, merging = simulate_sky(config), simulate_sky(dataclasses.replace(config, merger_fraction=0.2))
+    pd.testing.assert_frame_equal(plain, merging.drop(columns=["merger_companion_fraction", "tidal_tail_fraction"]))
+    merger = merging.merger_companion_fraction > 0
+    assert 0.12 < merger.mean() < 0.28 and merging.tidal_tail_fraction[merger].between(0.05, 0.15).all()
+    assert (merging.tidal_tail_fraction[~merger] == 0).all()
+    for galaxy in merging[merger & (merging.kind == "elliptical")].sort_values("mag_r").head(3).to_dict("records"):
+        alone = {**galaxy, "merger_companion_fraction": 0.0, "tidal_tail_fraction": 0.0}
+        size = SDSS.cutout_size_pixels(20 * galaxy["half_light_radius_arcsec"])
+        pair, single = (render_galaxy(g, SDSS, size, add_noise=False)[1] for g in (galaxy, alone))
+        # The catalogue's magnitude is the whole system's: the companion and tails take their light from it.
+        assert sum(c[1] for c in galaxy_components(galaxy)) == pytest.approx(1.0)
+        peaks = lambda image: int(((image == ndimage.maximum_filter(image, 5)) & (image > 0.1 * image.max())).sum())  # noqa: E731
+        assert peaks(single) == 1 and peaks(pair) >= 2
+        # Tidal tails carry light out beyond 3 half-light radii, more than the pair without them.
+        tailless = render_galaxy({**galaxy, "tidal_tail_fraction": 0.0}, SDSS, size, add_noise=False)[1]
+        y, x = np.mgrid[:size, :size] - (size - 1) / 2
+        far = np.hypot(x, y) * SDSS.pixel_scale_arcsec > 3 * galaxy["half_light_radius_arcsec"]
+        gained = pair[far].sum() / pair.sum() - tailless[far].sum() / tailless.sum()
+        assert gained > 0.3 * galaxy["tidal_tail_fraction"]

@@ -23,6 +23,7 @@ SKY_FAINT_LIMIT_R_MAG = 18.0
 NUMBER_COUNT_SLOPE = 0.45  # d log N / dm of bright galaxies
 SDSS_SPECTROSCOPIC_LIMIT_R_MAG = 17.77
 VOLUNTEERS_PER_GALAXY = 40
+DUST_LANE_MIN_INCLINATION_DEG = 70.0
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,12 @@ class SkyConfig:
     neighbours: bool = False
     # Spiral arms drawn as continuous ridges instead of chains of knots (render._continuous_spiral_arms).
     continuous_arms: bool = False
+    # A dark lane of dust along the midplane of spiral disks seen within 20 degrees of edge-on
+    # (render._behind_dust_lane), with an r-band optical depth of 0.5-2 at its centre.
+    dust_lanes: bool = False
+    # This share of the galaxies are merging: a companion with 15-45% of the light, tidal tails with
+    # 5-15% (render._merger_components). Their labels stay their own galaxy's.
+    merger_fraction: float = 0.0
 
 
 def sky_footprint_deg(config: SkyConfig) -> tuple[float, float, float, float]:
@@ -129,8 +136,17 @@ def simulate_sky(config: SkyConfig) -> pd.DataFrame:
         "feature_r_minus_i": rng.normal(0.12, 0.04, n),
         "structure_seed": rng.integers(0, 2**31 - 1, n),
     })
-    if config.continuous_arms:  # a column only when on: skies without it keep their columns
+    # Columns only when on, drawn from a stream of their own: skies without them stay as they were.
+    if config.continuous_arms:
         sky["spiral_arms_continuous"] = has_spiral
+    if config.dust_lanes:
+        lane = is_spiral & (sky.inclination_deg > DUST_LANE_MIN_INCLINATION_DEG)
+        sky["dust_lane_optical_depth_r"] = np.where(lane, np.random.default_rng([config.seed, 5]).uniform(0.5, 2.0, n), 0.0)
+    if config.merger_fraction > 0:
+        merger_rng = np.random.default_rng([config.seed, 6])
+        merging = merger_rng.random(n) < config.merger_fraction
+        sky["merger_companion_fraction"] = np.where(merging, merger_rng.uniform(0.15, 0.45, n), 0.0)
+        sky["tidal_tail_fraction"] = np.where(merging, merger_rng.uniform(0.05, 0.15, n), 0.0)
     sky["truth_edge_on"] = has_disk & (sky.inclination_deg > 75)
     sky["truth_bar"] = has_bar & (sky.inclination_deg < 65)
     sky["truth_featured"] = has_disk & (has_spiral | has_knots | has_bar | (sky.inclination_deg > 70))

@@ -23,6 +23,14 @@ ARM_CLUMPS_PER_ARM = 30
 ARM_WIDTH_SCALE_RADII = 0.3
 ARM_BRIGHTNESS_VARIATION = 0.3
 ARM_GRID_PIXELS = 96
+TIDAL_TAIL_CLUMPS = 24  # overlapping Gaussians along a tidal tail: a continuous stream
+# Dust lanes: the lane's width in the disk's scale heights (dust lies in a thinner layer than the
+# stars), and the fine grid the dimmed galaxy is drawn on (finer than both surveys' pixels,
+# coarser for the biggest galaxies).
+DUST_LANE_WIDTH_SCALE_HEIGHTS = 0.5
+DUST_LANE_DRAWN_SCALE_RADII = 8.0
+DUST_LANE_PIXEL_ARCSEC = 0.1
+DUST_LANE_MAX_GRID_PIXELS = 400
 # Field objects to r = 24, beyond both surveys' depths. Deep r-band counts reach ~4e4 galaxies per
 # square degree at r < 24 (~11 per square arcmin), rising by ~0.35 dex per magnitude there; at the
 # high galactic latitude of Stripe 82, stars to r = 24 number ~1 per square arcmin, with a
@@ -94,7 +102,42 @@ def _continuous_spiral_arms(g, rng: np.random.Generator) -> galsim.GSObject:
 
 def galaxy_components(g) -> list[tuple[galsim.GSObject, float, float, float]]:
     """(profile of unit flux, r-band flux fraction, g-r, r-i) for each component of galaxy `g`
-    (a row of the sky table)."""
+    (a row of the sky table), a merging companion and its tidal tails included."""
+    components = _own_components(g)
+    merging = g.get("merger_companion_fraction", 0.0) + g.get("tidal_tail_fraction", 0.0)
+    if merging > 0:
+        components = [(profile, fraction * (1 - merging), gr, ri) for profile, fraction, gr, ri in components]
+        components += _merger_components(g)
+    return components
+
+
+def _merger_components(g) -> list[tuple[galsim.GSObject, float, float, float]]:
+    """A companion galaxy 0.7-2 half-light radii away, and two tidal tails: curved streams from
+    1.5 out to 6 half-light radii, bending the same way, fading and widening as
+    they go. Their shapes come from the galaxy's structure seed; their light from the sky table."""
+    rng = np.random.default_rng([int(g["structure_seed"]), 23])
+    size = g["half_light_radius_arcsec"]
+    separation, angle = rng.uniform(0.7, 2.0) * size, rng.uniform(0, 2 * math.pi)
+    companion = (galsim.Sersic(n=float(rng.choice([1.0, 4.0])), half_light_radius=rng.uniform(0.4, 0.9) * size,
+                               gsparams=GSPARAMS)
+                 .shear(q=rng.uniform(0.4, 1.0), beta=rng.uniform(0, 180) * galsim.degrees)
+                 .shift(separation * math.cos(angle), separation * math.sin(angle)))
+    components = [(companion, g["merger_companion_fraction"], g["disk_g_minus_r"] + rng.normal(0, 0.1),
+                   g["disk_r_minus_i"] + rng.normal(0, 0.05))]
+    bend = rng.uniform(0.7, 2.0) * rng.choice([-1, 1])  # radians over a tail's length
+    start = rng.uniform(0, 2 * math.pi)
+    along = np.linspace(0, 1, TIDAL_TAIL_CLUMPS)
+    weights = 1 - 0.6 * along
+    for tail_start in (start, start + math.pi):
+        radius, direction = size * (1.5 + 4.5 * along), tail_start + bend * along
+        clumps = [galsim.Gaussian(sigma=0.3 * size * (1 + t), flux=w, gsparams=GSPARAMS)
+                  .shift(r * math.cos(d), r * math.sin(d)) for t, w, r, d in zip(along, weights, radius, direction)]
+        components.append((galsim.Add(clumps).withFlux(1.0), g["tidal_tail_fraction"] / 2,
+                           g["disk_g_minus_r"], g["disk_r_minus_i"]))
+    return components
+
+
+def _own_components(g) -> list[tuple[galsim.GSObject, float, float, float]]:
     rng = np.random.default_rng(int(g["structure_seed"]))
     incl, pa = g["inclination_deg"], g["position_angle_deg"]
     bulge_fraction = g["bulge_to_total"]
@@ -133,6 +176,27 @@ def galaxy_components(g) -> list[tuple[galsim.GSObject, float, float, float]]:
         components.append((_project_onto_sky(knots, incl, pa), feature_fraction,
                            g["feature_g_minus_r"], g["feature_r_minus_i"]))
     return components
+
+
+def _behind_dust_lane(galaxy: galsim.GSObject, g, band: Band) -> galsim.GSObject:
+    """`galaxy` (a band's light, before the PSF) seen through the dust in its disk's midplane: a
+    screen of optical depth tau_r * (623 nm / wavelength) along the major axis, Gaussian across it
+    (DUST_LANE_WIDTH_SCALE_HEIGHTS of the disk's thickness, seen at its inclination) and fading
+    along it with the disk. Drawn on a fine grid, dimmed pixel by pixel, and interpolated."""
+    scale = g["disk_scale_radius_arcsec"]
+    half_width = DUST_LANE_DRAWN_SCALE_RADII * scale
+    pixel = max(DUST_LANE_PIXEL_ARCSEC, 2 * half_width / DUST_LANE_MAX_GRID_PIXELS)
+    n = int(math.ceil(2 * half_width / pixel))
+    image = galaxy.drawImage(nx=n, ny=n, scale=pixel, method="no_pixel")
+    y, x = (np.mgrid[:n, :n] - (n - 1) / 2) * pixel
+    pa = math.radians(g["position_angle_deg"])
+    along, across = x * math.cos(pa) + y * math.sin(pa), -x * math.sin(pa) + y * math.cos(pa)
+    incl = math.radians(g["inclination_deg"])
+    width = DUST_LANE_WIDTH_SCALE_HEIGHTS * g["disk_scale_height_ratio"] * scale * math.sin(incl) \
+        + 0.5 * scale * math.cos(incl)  # a disk not quite edge-on shows a wider lane
+    tau = g["dust_lane_optical_depth_r"] * EFFECTIVE_WAVELENGTH_NM["r"] / band.wavelength_nm \
+        * np.exp(-0.5 * (across / width) ** 2 - np.abs(along) / (2 * scale))
+    return galsim.InterpolatedImage(galsim.Image(image.array * np.exp(-tau), scale=pixel), gsparams=GSPARAMS)
 
 
 def _band_flux_ratio(band: Band, g_minus_r: float, r_minus_i: float) -> float:
@@ -211,10 +275,11 @@ def render_galaxy(g, instrument: Instrument, size_pixels: int, offset_pixels=(0.
     back = (-offset_pixels[0] * instrument.pixel_scale_arcsec, -offset_pixels[1] * instrument.pixel_scale_arcsec)
     cube = np.empty((len(instrument.bands), size_pixels, size_pixels), dtype=np.float32)
     for k, band in enumerate(instrument.bands):
-        galaxy = galsim.Add([
-            profile * (total_flux_r * fraction * _band_flux_ratio(band, gr, ri))
-            for profile, fraction, gr, ri in components
-        ] + [
+        target = galsim.Add([profile * (total_flux_r * fraction * _band_flux_ratio(band, gr, ri))
+                             for profile, fraction, gr, ri in components])
+        if g.get("dust_lane_optical_depth_r", 0.0) > 0:
+            target = _behind_dust_lane(target, g, band)
+        galaxy = galsim.Add([target] + [
             profile.shift(*back) * (instrument.flux_from_mag(mag) * _band_flux_ratio(band, gr, ri))
             for profile, mag, gr, ri in field
         ])
