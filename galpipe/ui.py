@@ -59,7 +59,14 @@ def dagster_command(project_dir: Path, port: int) -> list[str]:
 
 
 def mlflow_uri(project_dir: Path) -> str:
-    return f"sqlite:///{project_dir / 'mlruns' / 'mlflow.db'}"
+    """The MLflow store the project's runs go to, as `galpipe run` picks it: $MLFLOW_TRACKING_URI
+    where set (a tracking server, or a database such as PostgreSQL), else the project's SQLite file."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_dir / 'mlruns' / 'mlflow.db'}"
+
+
+def is_tracking_server(tracking_uri: str) -> bool:
+    """A tracking server serves its own UI (`mlflow server`); galpipe ui links to it, starts none."""
+    return tracking_uri.startswith(("http://", "https://"))
 
 
 def recover_project(dagster_home: Path, tracking_uri: str) -> None:
@@ -76,8 +83,8 @@ def recover_project(dagster_home: Path, tracking_uri: str) -> None:
             print(f"[galpipe ui] {line}", flush=True)
 
 
-def mlflow_command(project_dir: Path, port: int) -> list[str]:
-    return [str(BIN / "mlflow"), "ui", "--backend-store-uri", mlflow_uri(project_dir),
+def mlflow_command(tracking_uri: str, port: int) -> list[str]:
+    return [str(BIN / "mlflow"), "ui", "--backend-store-uri", tracking_uri,
             "--host", HOST, "--port", str(port),
             "--workers", "1"]  # one worker is plenty for one user, and light on 2 cores
 
@@ -133,12 +140,16 @@ def running_ui(project_dir, project: str = DEFAULT_PROJECT, dagster_port: int = 
     """Start both UIs on the project directory, Dagster's definitions built from `project` (a shipped
     project's name or a project file), and yield (dagster_url, mlflow_url) once both answer HTTP."""
     project_dir = Path(project_dir).resolve()
+    tracking_uri = mlflow_uri(project_dir)
+    served = is_tracking_server(tracking_uri)
     check_port_free(dagster_port, "Dagster UI (--dagster-port)")
-    check_port_free(mlflow_port, "MLflow UI (--mlflow-port)")
+    if not served:
+        check_port_free(mlflow_port, "MLflow UI (--mlflow-port)")
     dagster_home = project_dir / ".dagster_home"
     dagster_home.mkdir(parents=True, exist_ok=True)
-    recover_project(dagster_home, mlflow_uri(project_dir))
-    dagster_url, mlflow_url = f"http://{HOST}:{dagster_port}", f"http://{HOST}:{mlflow_port}"
+    recover_project(dagster_home, tracking_uri)
+    dagster_url = f"http://{HOST}:{dagster_port}"
+    mlflow_url = tracking_uri.rstrip("/") if served else f"http://{HOST}:{mlflow_port}"
     env = {**os.environ, "DAGSTER_HOME": str(dagster_home), PROJECT_VARIABLE: project_reference(project),
            # The runs launched from the UI link to these pages (galpipe.links).
            DAGSTER_UI_VARIABLE: dagster_url, MLFLOW_UI_VARIABLE: mlflow_url,
@@ -147,8 +158,9 @@ def running_ui(project_dir, project: str = DEFAULT_PROJECT, dagster_port: int = 
     servers = []
     try:  # both start before either is waited on, so that they load in parallel
         servers.append(start_server("Dagster", dagster_command(project_dir, dagster_port), project_dir, env))
-        servers.append(start_server("MLflow", mlflow_command(project_dir, mlflow_port), project_dir, env))
-        wait_until_answering(servers[1], mlflow_url, mlflow_timeout_s)
+        if not served:
+            servers.append(start_server("MLflow", mlflow_command(tracking_uri, mlflow_port), project_dir, env))
+            wait_until_answering(servers[1], mlflow_url, mlflow_timeout_s)
         wait_until_answering(servers[0], f"{dagster_url}/server_info", dagster_timeout_s)
         yield dagster_url, mlflow_url
     finally:
@@ -171,7 +183,8 @@ def run_ui(args, project: str) -> int:
     try:
         with running_ui(args.project_dir, project, args.dagster_port, args.mlflow_port) as (dagster_url, mlflow_url):
             print(f"Dagster UI: {dagster_url}  (assets, runs, checks)")
-            print(f"MLflow UI: {mlflow_url}  (runs, registered models)")
+            print(f"MLflow UI: {mlflow_url}  (runs, registered models"
+                  f"{'; the tracking server of $MLFLOW_TRACKING_URI' if is_tracking_server(mlflow_url) else ''})")
             print(f"Logs in {Path(args.project_dir).resolve() / LOG_FOLDER}/. Ctrl-C stops both.", flush=True)
             while True:
                 time.sleep(1.0)

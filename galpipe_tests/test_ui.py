@@ -18,7 +18,7 @@ from websockets.sync.client import connect
 from galpipe.cli import main
 from galpipe.screenshots import DAGSTER_ASSET_LIST, MLFLOW_MODELS, browser_page, page_text
 from galpipe.tasks import DEFAULT_TASKS as TASKS
-from galpipe.ui import HOST, UiError, check_port_free, free_ports, running_ui
+from galpipe.ui import HOST, UiError, check_port_free, free_ports, is_tracking_server, mlflow_command, mlflow_uri, running_ui
 from galpipe.ui_guard import only_queries
 
 ASSET_NAMES = ["matched_catalog", "pretrained_model", "finetuned_models", "evaluation_table"]
@@ -176,6 +176,18 @@ def test_a_port_in_use_is_reported_in_one_line(tmp_path, capsys):
     assert error.strip().splitlines() == [f"galpipe ui: error: port {busy_port} on {HOST} is already in use: "
                                           "pick another for the MLflow UI (--mlflow-port)"]
     assert not (tmp_path / ".galpipe_ui").exists()  # nothing was started
+
+
+def test_the_mlflow_ui_shows_the_store_the_runs_went_to(tmp_path, monkeypatch):
+    """The project's own SQLite file, or $MLFLOW_TRACKING_URI where set, as `galpipe run` logs to:
+    a database is served by a local MLflow UI, a tracking server is its own UI (none is started)."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert mlflow_uri(tmp_path) == f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "postgresql://galpipe@127.0.0.1:5432/mlflow")
+    assert mlflow_uri(tmp_path) == "postgresql://galpipe@127.0.0.1:5432/mlflow" and not is_tracking_server(mlflow_uri(tmp_path))
+    assert mlflow_command(mlflow_uri(tmp_path), 5000)[2:4] == ["--backend-store-uri", "postgresql://galpipe@127.0.0.1:5432/mlflow"]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5001")
+    assert is_tracking_server(mlflow_uri(tmp_path))
 
 
 def _served(url: str, written_for: str, served: str) -> str:
