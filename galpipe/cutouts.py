@@ -169,7 +169,7 @@ class CutoutStack:
 
     @property
     def object_ids(self) -> list[str]:
-        return [str(i).strip() for i in self.table["OBJECT_ID"]]
+        return [str(i).rstrip() for i in self.table["OBJECT_ID"]]  # FITS pads strings with trailing spaces
 
     def cutout(self, row: int) -> Cutout:
         address = Path(stack_address(self.path, row))
@@ -180,8 +180,10 @@ class CutoutStack:
         for name in self.table.dtype.names:
             if name not in ("OBJECT_ID", "PIXEL_OFFSET", "HEIGHT_PX", "WIDTH_PX"):
                 value = record[name]
-                header[name] = value.strip() if isinstance(value, str) else value.item()
-        header["OBJID"] = str(record["OBJECT_ID"]).strip()
+                value = value.rstrip() if isinstance(value, str) else value.item()
+                if not (isinstance(value, float) and not np.isfinite(value)):  # NaN: unknown for this galaxy,
+                    header[name] = value  # left out, as a FITS header cannot hold it
+        header["OBJID"] = str(record["OBJECT_ID"]).rstrip()
         shape = (len(self.bands), int(record["HEIGHT_PX"]), int(record["WIDTH_PX"]))
         start = int(record["PIXEL_OFFSET"])
         pixels = np.array(self.pixels[start:start + int(np.prod(shape))], dtype=np.float32).reshape(shape)  # native order

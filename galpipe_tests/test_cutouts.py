@@ -86,6 +86,16 @@ def test_reading_many_gives_what_reading_one_by_one_gives_in_any_order_and_mix(t
     assert [c.header.get("OBJID") for c in many if not isinstance(c, CutoutError)] == list("ba") + [None] + list("aefdc")
 
 
+def test_a_stack_keeps_leading_spaces_of_ids_and_leaves_out_keywords_unknown_for_a_galaxy(tmp_path):
+    path = tmp_path / "odd.stack.fits"
+    write_cutout_stack(path, [" 42", "43"], [_cube(), _cube(seed=1)], "gri", [1, 2], [0, 0], 0.4,
+                       row_keywords={"PSFFWHM1": [np.nan, 1.2]})
+    assert read_stack(path).object_ids == [" 42", "43"]
+    [first, second] = read_cutouts([stack_address(path, 0), stack_address(path, 1)], object_ids=[" 42", "43"])
+    assert first.header["OBJID"] == " 42" and "PSFFWHM1" not in first.header and second.header["PSFFWHM1"] == 1.2
+    assert first.wcs is not None  # a header astropy accepts
+
+
 def test_a_bad_stack_or_row_is_an_error_naming_it(tmp_path):
     path = tmp_path / "chunk.stack.fits"
     write_cutout_stack(path, ["a", "b"], [_cube(), _cube(seed=1)], "gri", [1, 2], [0, 0], 0.4)
