@@ -9,10 +9,11 @@ Sections (each against the goals of issue 5):
   consolidated memory-mapped array and on an in-memory array, against a bare PyTorch loop of the
   same model on in-memory tensors (fp32, NCHW) and against the bare loop's best settings;
 - precision: test accuracy of the same training in fp32 and in bf16 autocast;
-- inference: galpipe's `predict_proba` and `galpipe predict` (FITS files, 1 and all worker
-  processes) against a bare `model(x)` loop, and achieved GFLOP/s against sgemm;
+- inference: galpipe's `predict_proba` and `galpipe predict` (the survey's stored cutouts, stacks
+  since they replaced one FITS file per galaxy; 1 and all worker processes) against a bare
+  `model(x)` loop, and achieved GFLOP/s against sgemm;
 - data: galaxies rendered per second per core; cutouts loaded per second from the array and
-  from FITS files;
+  from the stored cutouts (the `fits_*` keys of results before stacks);
 - pipeline: from the last `galpipe run` of each profile (data/<profile>/run_timings.json and its
   MLflow runs): end-to-end wall time, and Dagster + MLflow time per fine-tuning partition
   against the training time in it; the batch prediction asset's galaxies per second;
@@ -203,8 +204,8 @@ def inference_section(array_path: Path, cutouts_dir: Path, sgemm_fp32: float, ro
                       "galpipe_predict_proba": galpipe_inference(model, x)}
         if cutouts is not None:
             files = cutouts.iloc[:min(len(cutouts), 2048 if architecture == "compact" else 512)]
-            candidates["galpipe_predict_fits_1_process"] = galpipe_predict(model, files, workdir / "p.parquet", 0)
-            candidates["galpipe_predict_fits_workers"] = galpipe_predict(model, files, workdir / "p.parquet",
+            candidates["galpipe_predict_stored_1_process"] = galpipe_predict(model, files, workdir / "p.parquet", 0)
+            candidates["galpipe_predict_stored_workers"] = galpipe_predict(model, files, workdir / "p.parquet",
                                                                          os.cpu_count() or 1)
         rates = side_by_side(candidates, rounds)
         gflop = count_flops(model) / 1e9
@@ -215,8 +216,8 @@ def inference_section(array_path: Path, cutouts_dir: Path, sgemm_fp32: float, ro
             "achieved_gflop_per_second": round(achieved, 1),
             "fraction_of_sgemm_fp32": round(achieved / sgemm_fp32, 3)}
         if cutouts is not None:
-            results[architecture]["predict_fits_vs_bare_fp32"] = round(
-                rates["galpipe_predict_fits_workers"] / rates["bare_fp32"], 3)
+            results[architecture]["predict_stored_vs_bare_fp32"] = round(
+                rates["galpipe_predict_stored_workers"] / rates["bare_fp32"], 3)
     return results
 
 
@@ -246,8 +247,8 @@ def data_section(array_path: Path, cutouts_dir: Path, workdir: Path, n_render: i
     if cutouts_dir.is_dir():
         paths = list(list_cutouts(folder=str(cutouts_dir)).path[:300])  # galaxies of the survey's stacks
         seconds = timed(lambda: [model_input(p, 40.0, "bands") for p in paths])
-        results["fits_cutouts_per_second_1_process"] = round(len(paths) / seconds, 1)
-        results["array_vs_fits"] = round(results["array_cutouts_per_second"] / results["fits_cutouts_per_second_1_process"])
+        results["stored_cutouts_per_second_1_process"] = round(len(paths) / seconds, 1)
+        results["array_vs_stored"] = round(results["array_cutouts_per_second"] / results["stored_cutouts_per_second_1_process"])
     return results
 
 
@@ -342,15 +343,15 @@ def markdown(results: dict) -> str:
             ">= 2x")
         row(f"inference {arch}: achieved / sgemm fp32",
             f"{i['fraction_of_sgemm_fp32']:.1%} ({i['achieved_gflop_per_second']} GFLOP/s)")
-        if "predict_fits_vs_bare_fp32" in i:
-            row(f"`galpipe predict` {arch} on FITS files: 1 process, all workers",
-                f"{r['galpipe_predict_fits_1_process']:.0f}, {r['galpipe_predict_fits_workers']:.0f} galaxies/s "
-                f"({i['predict_fits_vs_bare_fp32']}x bare model(x))", ">= 2x")
+        if "predict_stored_vs_bare_fp32" in i:
+            row(f"`galpipe predict` {arch} on the survey's stored cutouts (stacks): 1 process, all workers",
+                f"{r['galpipe_predict_stored_1_process']:.0f}, {r['galpipe_predict_stored_workers']:.0f} galaxies/s "
+                f"({i['predict_stored_vs_bare_fp32']}x bare model(x))", ">= 2x")
     d = results["data"]
     row("render DES galaxies (GalSim), per core", f"{d['render_per_core']}/s "
         f"(all cores {d['render_scaling_all_cores']}x one process)")
-    row("cutouts loaded: consolidated array, FITS files (1 process)",
-        f"{d['array_cutouts_per_second']}/s, {d.get('fits_cutouts_per_second_1_process', 'n/a')}/s")
+    row("cutouts loaded: consolidated array, the survey's stored cutouts (stacks; 1 process)",
+        f"{d['array_cutouts_per_second']}/s, {d.get('stored_cutouts_per_second_1_process', 'n/a')}/s")
     for profile, p in results["pipeline"].items():
         if "skipped" in p:
             row(f"`galpipe run --profile {profile}`", p["skipped"])
