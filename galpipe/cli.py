@@ -345,7 +345,9 @@ def main(argv=None) -> int:
 
     ui = commands.add_parser("ui", help="start the Dagster and MLflow UIs on 127.0.0.1",
                              description="Start `dagster dev` and `mlflow ui` on 127.0.0.1 for this project "
-                                         "and say where to point the browser; Ctrl-C stops both.")
+                                         "and say where to point the browser; Ctrl-C stops them. With "
+                                         "$MLFLOW_TRACKING_URI set, its store is shown (a tracking server "
+                                         "serves its own UI).")
     add_project_arguments(ui, "whose definitions Dagster loads ")
     add_arguments(ui)
     ui.set_defaults(func=_ui)

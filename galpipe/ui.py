@@ -1,7 +1,8 @@
 """`galpipe ui`: start the Dagster UI (webserver and daemon, as `dagster dev` does, but with the
 webserver behind galpipe.ui_guard, which refuses requests from other web sites) and the MLflow UI
-(`mlflow ui`) on 127.0.0.1 for a project folder, wait until both answer, and stop both, child
-processes included, on exit.
+(`mlflow ui`; none where $MLFLOW_TRACKING_URI names a tracking server, which serves its own) on
+127.0.0.1 for a project folder, wait until they answer, and stop them, child processes included,
+on exit.
 Each server logs to <project>/.galpipe_ui/ instead of the terminal."""
 
 from __future__ import annotations
@@ -59,14 +60,28 @@ def dagster_command(project_dir: Path, port: int) -> list[str]:
 
 
 def mlflow_uri(project_dir: Path) -> str:
-    """The MLflow store the project's runs go to, as `galpipe run` picks it: $MLFLOW_TRACKING_URI
-    where set (a tracking server, or a database such as PostgreSQL), else the project's SQLite file."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_dir / 'mlruns' / 'mlflow.db'}"
+    """The MLflow store the project's runs go to, as `galpipe run` picks it (default_tracking_uri:
+    $MLFLOW_TRACKING_URI where set, else the project's SQLite file), a relative SQLite path taken
+    from the project folder."""
+    from galpipe.tracking import default_tracking_uri, sqlite_path
+
+    uri = default_tracking_uri()
+    db = sqlite_path(uri)
+    return f"sqlite:///{project_dir / db}" if db is not None else uri
 
 
 def is_tracking_server(tracking_uri: str) -> bool:
     """A tracking server serves its own UI (`mlflow server`); galpipe ui links to it, starts none."""
     return tracking_uri.startswith(("http://", "https://"))
+
+
+def check_tracking_server(tracking_uri: str, timeout_s: float = 10.0) -> None:
+    """A tracking server that does not answer is named before anything waits on it."""
+    try:
+        with urllib.request.urlopen(f"{tracking_uri.rstrip('/')}/health", timeout=timeout_s):
+            return
+    except (urllib.error.URLError, ConnectionError, TimeoutError, ValueError) as err:
+        raise UiError(f"MLFLOW_TRACKING_URI={tracking_uri}: no MLflow tracking server answers there ({err})") from None
 
 
 def recover_project(dagster_home: Path, tracking_uri: str) -> None:
@@ -137,13 +152,16 @@ def wait_until_answering(process: subprocess.Popen, url: str, timeout_s: float) 
 @contextmanager
 def running_ui(project_dir, project: str = DEFAULT_PROJECT, dagster_port: int = 3000, mlflow_port: int = 5000,
                dagster_timeout_s: float = 180.0, mlflow_timeout_s: float = 60.0):
-    """Start both UIs on the project directory, Dagster's definitions built from `project` (a shipped
-    project's name or a project file), and yield (dagster_url, mlflow_url) once both answer HTTP."""
+    """Start the UIs on the project directory, Dagster's definitions built from `project` (a shipped
+    project's name or a project file), and yield (dagster_url, mlflow_url) once both answer HTTP
+    (mlflow_url: $MLFLOW_TRACKING_URI's server where it names one, else the MLflow UI started here)."""
     project_dir = Path(project_dir).resolve()
     tracking_uri = mlflow_uri(project_dir)
     served = is_tracking_server(tracking_uri)
     check_port_free(dagster_port, "Dagster UI (--dagster-port)")
-    if not served:
+    if served:
+        check_tracking_server(tracking_uri)
+    else:
         check_port_free(mlflow_port, "MLflow UI (--mlflow-port)")
     dagster_home = project_dir / ".dagster_home"
     dagster_home.mkdir(parents=True, exist_ok=True)
@@ -175,21 +193,23 @@ def add_arguments(parser) -> None:
 
 
 def run_ui(args, project: str) -> int:
-    """Serve both UIs until Ctrl-C, Dagster's definitions built from `project`. The servers run in
+    """Serve the UIs until Ctrl-C, Dagster's definitions built from `project`. The servers run in
     sessions of their own, so Ctrl-C reaches only us."""
     print("Starting the Dagster and MLflow UIs (Dagster takes a minute to load) ...", flush=True)
     # A plain `kill` stops both servers as Ctrl-C does, instead of leaving them running.
     previous_sigterm = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    served = is_tracking_server(mlflow_uri(Path(args.project_dir).resolve()))
     try:
         with running_ui(args.project_dir, project, args.dagster_port, args.mlflow_port) as (dagster_url, mlflow_url):
             print(f"Dagster UI: {dagster_url}  (assets, runs, checks)")
             print(f"MLflow UI: {mlflow_url}  (runs, registered models"
-                  f"{'; the tracking server of $MLFLOW_TRACKING_URI' if is_tracking_server(mlflow_url) else ''})")
-            print(f"Logs in {Path(args.project_dir).resolve() / LOG_FOLDER}/. Ctrl-C stops both.", flush=True)
+                  f"{'; the tracking server of $MLFLOW_TRACKING_URI, not started here' if served else ''})")
+            print(f"Logs in {Path(args.project_dir).resolve() / LOG_FOLDER}/. "
+                  f"Ctrl-C stops {'Dagster' if served else 'both'}.", flush=True)
             while True:
                 time.sleep(1.0)
     except KeyboardInterrupt:
-        print("\nStopped both UIs.")
+        print("\nStopped the Dagster UI." if served else "\nStopped both UIs.")
         return 0
     except UiError as err:
         print(f"galpipe ui: error: {err}", file=sys.stderr)

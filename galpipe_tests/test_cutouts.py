@@ -69,8 +69,9 @@ def test_reading_many_gives_what_reading_one_by_one_gives_in_any_order_and_mix(t
     write_cutout_stack(second, ["f"], [_cube(seed=9)], "gri", [2], [0], 0.4)
     single = tmp_path / "g.fits"
     write_cutout_fits(single, _cube(seed=7), "gri", 3, 0, 0.4)
-    # Neighbouring rows out of order with one the stack lacks (read as one piece), a file of its own,
-    # rows with large cutouts between them (read one by one), another stack, a missing stack.
+    # What the model-input builder and galpipe predict read through, against one by one (a guard for
+    # any batched reader): rows out of order, one the stack lacks, a file of its own, another stack,
+    # a missing stack.
     addresses = [stack_address(first, r) for r in (1, 0, 9)] + [single] + \
         [stack_address(first, r) for r in (0, 4)] + [stack_address(second, 0)] + \
         [stack_address(first, r) for r in (3, 2)] + [stack_address(tmp_path / "gone.stack.fits", 0)]

@@ -186,8 +186,14 @@ def test_the_mlflow_ui_shows_the_store_the_runs_went_to(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "postgresql://galpipe@127.0.0.1:5432/mlflow")
     assert mlflow_uri(tmp_path) == "postgresql://galpipe@127.0.0.1:5432/mlflow" and not is_tracking_server(mlflow_uri(tmp_path))
     assert mlflow_command(mlflow_uri(tmp_path), 5000)[2:4] == ["--backend-store-uri", "postgresql://galpipe@127.0.0.1:5432/mlflow"]
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5001")
+    nobody = f"http://{HOST}:{free_ports(1)[0]}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", nobody)
     assert is_tracking_server(mlflow_uri(tmp_path))
+    # A tracking server that does not answer is named at once, before Dagster is started.
+    with pytest.raises(UiError, match=f"MLFLOW_TRACKING_URI={nobody}: no MLflow tracking server answers there"):
+        with running_ui(tmp_path, "tiny", free_ports(1)[0], free_ports(1)[0]):
+            pass
+    assert not (tmp_path / ".galpipe_ui").exists()
 
 
 def _served(url: str, written_for: str, served: str) -> str:

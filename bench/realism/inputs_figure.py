@@ -13,17 +13,23 @@ made an input of; the real ones are the first labelled spiral in the folder's ca
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))  # bench/ is not part of the package
+
+from galpipe.preprocessing import MODEL_INPUT_PIXELS  # noqa: E402
+
 
 def inputs(run_dir: Path, role: str) -> tuple[pd.DataFrame, np.ndarray]:
     """(index of the usable inputs, by object_id; the stacked array) of a run's source or target."""
     index = pd.read_parquet(run_dir / role / "model_inputs.parquet")
-    return index[index.status == "ok"].set_index("object_id"), np.load(run_dir / role / "model_inputs_69px.npy",
-                                                                           mmap_mode="r")
+    array = np.load(run_dir / role / f"model_inputs_{MODEL_INPUT_PIXELS}px.npy", mmap_mode="r")
+    return index[index.status == "ok"].set_index("object_id"), array
 
 
 def main() -> None:

@@ -136,14 +136,15 @@ def simulate_sky(config: SkyConfig) -> pd.DataFrame:
         "feature_r_minus_i": rng.normal(0.12, 0.04, n),
         "structure_seed": rng.integers(0, 2**31 - 1, n),
     })
-    # Columns only when on, drawn from a stream of their own: skies without them stay as they were.
+    # Columns only when on, each drawn from a stream of its own (under the sky's tag, 1, so that no
+    # training stream shares it): skies without them stay as they were.
     if config.continuous_arms:
         sky["spiral_arms_continuous"] = has_spiral
     if config.dust_lanes:
         lane = is_spiral & (sky.inclination_deg > DUST_LANE_MIN_INCLINATION_DEG)
-        sky["dust_lane_optical_depth_r"] = np.where(lane, np.random.default_rng([config.seed, 5]).uniform(0.5, 2.0, n), 0.0)
+        sky["dust_lane_optical_depth_r"] = np.where(lane, np.random.default_rng([config.seed, 1, 5]).uniform(0.5, 2.0, n), 0.0)
     if config.merger_fraction > 0:
-        merger_rng = np.random.default_rng([config.seed, 6])
+        merger_rng = np.random.default_rng([config.seed, 1, 6])
         merging = merger_rng.random(n) < config.merger_fraction
         sky["merger_companion_fraction"] = np.where(merging, merger_rng.uniform(0.15, 0.45, n), 0.0)
         sky["tidal_tail_fraction"] = np.where(merging, merger_rng.uniform(0.05, 0.15, n), 0.0)

@@ -17,20 +17,23 @@ import numpy as np
 from galpipe.instruments import EFFECTIVE_WAVELENGTH_NM, Band, Instrument
 
 GSPARAMS = galsim.GSParams(folding_threshold=1e-2, maxk_threshold=2e-3)
+# Spiral arms run from ARM_START to ARM_END scale radii, ARM_WIDTH wide (a clump's or a ridge's
+# Gaussian sigma): as chains of clumps, or as continuous ridges that brighten and fade along their
+# length by ARM_BRIGHTNESS_VARIATION, drawn on a square grid of 8 scale radii.
 ARM_CLUMPS_PER_ARM = 30
-# Continuous arms: a ridge's Gaussian width (sigma, the clumps' own) and how much it brightens and
-# fades along its length; drawn on a square grid of 8 scale radii.
+ARM_START_SCALE_RADII, ARM_END_SCALE_RADII = 0.5, 3.5
 ARM_WIDTH_SCALE_RADII = 0.3
 ARM_BRIGHTNESS_VARIATION = 0.3
 ARM_GRID_PIXELS = 96
 TIDAL_TAIL_CLUMPS = 24  # overlapping Gaussians along a tidal tail: a continuous stream
 # Dust lanes: the lane's width in the disk's scale heights (dust lies in a thinner layer than the
-# stars), and the fine grid the dimmed galaxy is drawn on (finer than both surveys' pixels,
-# coarser for the biggest galaxies).
+# stars); the fine grid the dimmed galaxy is drawn on (finer than both surveys' pixels, coarser
+# for the biggest galaxies), with the screen averaged over 4 x 4 points in each of its pixels.
 DUST_LANE_WIDTH_SCALE_HEIGHTS = 0.5
 DUST_LANE_DRAWN_SCALE_RADII = 8.0
 DUST_LANE_PIXEL_ARCSEC = 0.1
-DUST_LANE_MAX_GRID_PIXELS = 400
+DUST_LANE_MAX_GRID_PIXELS = 600
+DUST_LANE_SUBPIXELS = 4
 # Field objects to r = 24, beyond both surveys' depths. Deep r-band counts reach ~4e4 galaxies per
 # square degree at r < 24 (~11 per square arcmin), rising by ~0.35 dex per magnitude there; at the
 # high galactic latitude of Stripe 82, stars to r = 24 number ~1 per square arcmin, with a
@@ -61,12 +64,13 @@ def _spiral_arms(g, rng: np.random.Generator) -> galsim.GSObject:
     clumps = []
     for arm in range(n_arms):
         phase = 2 * math.pi * arm / n_arms
-        # Radius grows as exp(theta * tan(pitch)) from 0.5 to 3.5 scale radii.
-        theta_max = math.log(7.0) / tan_pitch
+        # Radius grows as exp(theta * tan(pitch)) from the arm's start to its end.
+        theta_max = math.log(ARM_END_SCALE_RADII / ARM_START_SCALE_RADII) / tan_pitch
         for theta in np.linspace(0, theta_max, ARM_CLUMPS_PER_ARM):
-            radius = 0.5 * scale * math.exp(theta * tan_pitch) * (1 + rng.normal(0, 0.05))
+            radius = ARM_START_SCALE_RADII * scale * math.exp(theta * tan_pitch) * (1 + rng.normal(0, 0.05))
             angle = theta + phase + rng.normal(0, 0.05)
-            clumps.append(galsim.Gaussian(sigma=0.3 * scale, flux=rng.uniform(0.5, 1.5), gsparams=GSPARAMS)
+            clumps.append(galsim.Gaussian(sigma=ARM_WIDTH_SCALE_RADII * scale, flux=rng.uniform(0.5, 1.5),
+                                          gsparams=GSPARAMS)
                           .shift(radius * math.cos(angle), radius * math.sin(angle)))
     arms = galsim.Add(clumps)
     return arms.withFlux(1.0)
@@ -75,8 +79,9 @@ def _spiral_arms(g, rng: np.random.Generator) -> galsim.GSObject:
 def _continuous_spiral_arms(g, rng: np.random.Generator) -> galsim.GSObject:
     """Logarithmic spiral arms as continuous ridges in the plane of the disk (issue 14: real arms
     are not chains of knots), total flux 1. Each ridge has a Gaussian cross-section of
-    ARM_WIDTH_SCALE_RADII, runs from 0.5 to 3.5 scale radii like the clumps, and brightens and
-    fades along its length (a few random harmonics), drawn on a grid that GalSim interpolates."""
+    ARM_WIDTH_SCALE_RADII, runs where the clumps do, and brightens and fades along its length (a
+    few random harmonics), drawn on a grid that GalSim interpolates. Half of them wind the other
+    way (the clumps all wind one way; real spirals come in both)."""
     scale = g["disk_scale_radius_arcsec"]
     pitch = math.radians(g["spiral_pitch_deg"])
     n_arms = int(g["spiral_arm_count"])
@@ -85,30 +90,42 @@ def _continuous_spiral_arms(g, rng: np.random.Generator) -> galsim.GSObject:
     y, x = (np.mgrid[:ARM_GRID_PIXELS, :ARM_GRID_PIXELS] + 0.5) * pixel - half_width
     radius, angle = np.hypot(x, y), np.arctan2(y, x)
     # On a logarithmic spiral, the angle grows as ln(r / r0) / tan(pitch).
-    winding = np.log(np.maximum(radius, 1e-3 * scale) / (0.5 * scale)) / math.tan(pitch)
-    # Arms start and end softly: over 0.3 scale radii from 0.5, over 0.5 before 3.5.
-    taper = np.clip((radius - 0.5 * scale) / (0.3 * scale), 0, 1) * np.clip((3.5 * scale - radius) / (0.5 * scale), 0, 1)
+    winding = np.log(np.maximum(radius, 1e-3 * scale) / (ARM_START_SCALE_RADII * scale)) / math.tan(pitch)
+    # Arms start and end softly: over 0.3 scale radii after their start, over 0.5 before their end.
+    taper = np.clip((radius - ARM_START_SCALE_RADII * scale) / (0.3 * scale), 0, 1) \
+        * np.clip((ARM_END_SCALE_RADII * scale - radius) / (0.5 * scale), 0, 1)
     arms = np.zeros_like(radius)
     for arm in range(n_arms):
         phase = 2 * math.pi * arm / n_arms + rng.normal(0, 0.1)
         offset = np.angle(np.exp(1j * (angle - winding - phase)))  # to the nearest turn, in (-pi, pi]
         # Across the ridge: a step round the circle of r * offset crosses the arm at the pitch angle.
         across = radius * np.abs(offset) * math.sin(pitch)
+        # Along the ridge, the angle of the nearest point on it (not of the radius: that would
+        # vary the light across the arm as well).
+        along = winding + offset * math.cos(pitch) ** 2
         brightness = 1 + ARM_BRIGHTNESS_VARIATION * sum(
-            rng.normal() * np.sin(k * winding + rng.uniform(0, 2 * math.pi)) for k in (1, 2, 3))
+            rng.normal() * np.sin(k * along + rng.uniform(0, 2 * math.pi)) for k in (1, 2, 3))
         arms += np.exp(-0.5 * (across / (ARM_WIDTH_SCALE_RADII * scale)) ** 2) * taper * np.clip(brightness, 0.2, None)
-    return galsim.InterpolatedImage(galsim.Image(arms, scale=pixel), flux=1.0, gsparams=GSPARAMS)
+    if rng.random() < 0.5:
+        arms = arms[:, ::-1]  # the mirror image: the other handedness
+    return galsim.InterpolatedImage(galsim.Image(np.ascontiguousarray(arms), scale=pixel), flux=1.0, gsparams=GSPARAMS)
 
 
 def galaxy_components(g) -> list[tuple[galsim.GSObject, float, float, float]]:
     """(profile of unit flux, r-band flux fraction, g-r, r-i) for each component of galaxy `g`
     (a row of the sky table), a merging companion and its tidal tails included."""
-    components = _own_components(g)
-    merging = g.get("merger_companion_fraction", 0.0) + g.get("tidal_tail_fraction", 0.0)
-    if merging > 0:
-        components = [(profile, fraction * (1 - merging), gr, ri) for profile, fraction, gr, ri in components]
-        components += _merger_components(g)
-    return components
+    own, merging = system_components(g)
+    return own + merging
+
+
+def system_components(g) -> tuple[list, list]:
+    """galaxy_components in two: the galaxy's own (which its dust lane dims), and the companion
+    and tidal tails of a merger (none for most galaxies). Together they carry the catalogue's light."""
+    own = _own_components(g)
+    share = g.get("merger_companion_fraction", 0.0) + g.get("tidal_tail_fraction", 0.0)
+    if share <= 0:
+        return own, []
+    return [(profile, fraction * (1 - share), gr, ri) for profile, fraction, gr, ri in own], _merger_components(g)
 
 
 def _merger_components(g) -> list[tuple[galsim.GSObject, float, float, float]]:
@@ -118,12 +135,13 @@ def _merger_components(g) -> list[tuple[galsim.GSObject, float, float, float]]:
     rng = np.random.default_rng([int(g["structure_seed"]), 23])
     size = g["half_light_radius_arcsec"]
     separation, angle = rng.uniform(0.7, 2.0) * size, rng.uniform(0, 2 * math.pi)
-    companion = (galsim.Sersic(n=float(rng.choice([1.0, 4.0])), half_light_radius=rng.uniform(0.4, 0.9) * size,
-                               gsparams=GSPARAMS)
+    sersic_n = float(rng.choice([1.0, 4.0]))  # a disk or a spheroid, with the colours of one
+    companion = (galsim.Sersic(n=sersic_n, half_light_radius=rng.uniform(0.4, 0.9) * size, gsparams=GSPARAMS)
                  .shear(q=rng.uniform(0.4, 1.0), beta=rng.uniform(0, 180) * galsim.degrees)
                  .shift(separation * math.cos(angle), separation * math.sin(angle)))
-    components = [(companion, g["merger_companion_fraction"], g["disk_g_minus_r"] + rng.normal(0, 0.1),
-                   g["disk_r_minus_i"] + rng.normal(0, 0.05))]
+    kind = "disk" if sersic_n == 1.0 else "bulge"
+    components = [(companion, g["merger_companion_fraction"], g[f"{kind}_g_minus_r"] + rng.normal(0, 0.1),
+                   g[f"{kind}_r_minus_i"] + rng.normal(0, 0.05))]
     bend = rng.uniform(0.7, 2.0) * rng.choice([-1, 1])  # radians over a tail's length
     start = rng.uniform(0, 2 * math.pi)
     along = np.linspace(0, 1, TIDAL_TAIL_CLUMPS)
@@ -178,28 +196,42 @@ def _own_components(g) -> list[tuple[galsim.GSObject, float, float, float]]:
     return components
 
 
-def _behind_dust_lane(galaxy: galsim.GSObject, g, band: Band) -> galsim.GSObject:
-    """`galaxy` (a band's light, before the PSF) seen through the dust in its disk's midplane: a
-    screen of optical depth tau_r * (623 nm / wavelength) along the major axis, Gaussian across it
-    (DUST_LANE_WIDTH_SCALE_HEIGHTS of the disk's thickness, seen at its inclination) and fading
-    along it with the disk. Drawn on a fine grid, dimmed pixel by pixel, and interpolated."""
+def _behind_dust_lane(components: list, g, bands, flux_r: float) -> list[galsim.GSObject]:
+    """The galaxy's own `components` (galaxy_components' tuples) in each of `bands`, before the PSF,
+    seen through the dust in its disk's midplane: a screen of optical depth
+    tau_r * (623 nm / wavelength) along the major axis, Gaussian across it
+    (DUST_LANE_WIDTH_SCALE_HEIGHTS of the disk's scale height) and fading along it with the disk.
+    A heuristic, not radiative transfer: the same depth at any inclination past 70 degrees, the lane
+    moved towards the near side (either, by the structure seed) by 0.5 scale radii x cos(inclination),
+    as a disk not quite edge-on shows it. Each component is drawn once on a fine grid; each band's
+    light is dimmed there and interpolated."""
     scale = g["disk_scale_radius_arcsec"]
     half_width = DUST_LANE_DRAWN_SCALE_RADII * scale
     pixel = max(DUST_LANE_PIXEL_ARCSEC, 2 * half_width / DUST_LANE_MAX_GRID_PIXELS)
     n = int(math.ceil(2 * half_width / pixel))
-    # A Gaussian of half a fine pixel bounds the unconvolved galaxy's maxk (a Sersic bulge's is huge,
-    # and GalSim's FFT grid grows with it); it widens the survey's PSF by under 1%.
-    image = galsim.Convolve(galaxy, galsim.Gaussian(sigma=pixel / 2, gsparams=GSPARAMS)).drawImage(
-        nx=n, ny=n, scale=pixel, method="no_pixel")
-    y, x = (np.mgrid[:n, :n] - (n - 1) / 2) * pixel
+    # A Gaussian of a quarter of a fine pixel bounds an unconvolved component's maxk (a Sersic
+    # bulge's is huge, and GalSim's FFT grid grows with it); it widens a 1" PSF's FWHM by 0.1-0.2%
+    # at 0.1" pixels, 0.5% at the coarsest grid's 0.16".
+    smoothing = galsim.Gaussian(sigma=pixel / 4, gsparams=GSPARAMS)
+    images = [galsim.Convolve(profile, smoothing).drawImage(nx=n, ny=n, scale=pixel, method="no_pixel").array
+              for profile, *_ in components]
+    fine = n * DUST_LANE_SUBPIXELS
+    y, x = (np.mgrid[:fine, :fine] + 0.5) * (pixel / DUST_LANE_SUBPIXELS) - n * pixel / 2
     pa = math.radians(g["position_angle_deg"])
     along, across = x * math.cos(pa) + y * math.sin(pa), -x * math.sin(pa) + y * math.cos(pa)
-    incl = math.radians(g["inclination_deg"])
-    width = DUST_LANE_WIDTH_SCALE_HEIGHTS * g["disk_scale_height_ratio"] * scale * math.sin(incl) \
-        + 0.5 * scale * math.cos(incl)  # a disk not quite edge-on shows a wider lane
-    tau = g["dust_lane_optical_depth_r"] * EFFECTIVE_WAVELENGTH_NM["r"] / band.wavelength_nm \
-        * np.exp(-0.5 * (across / width) ** 2 - np.abs(along) / (2 * scale))
-    return galsim.InterpolatedImage(galsim.Image(image.array * np.exp(-tau), scale=pixel), gsparams=GSPARAMS)
+    near_side = np.random.default_rng([int(g["structure_seed"]), 29]).choice([-1, 1])
+    shift = near_side * 0.5 * scale * math.cos(math.radians(g["inclination_deg"]))
+    width = DUST_LANE_WIDTH_SCALE_HEIGHTS * g["disk_scale_height_ratio"] * scale
+    tau_r = g["dust_lane_optical_depth_r"] * np.exp(-0.5 * ((across - shift) / width) ** 2 - np.abs(along) / (2 * scale))
+    profiles = []
+    for band in bands:
+        light = sum(image * flux_r * fraction * _band_flux_ratio(band, gr, ri)
+                    for image, (_, fraction, gr, ri) in zip(images, components, strict=True))
+        # The screen's transmission averaged over each pixel: the lane is often narrower than a pixel.
+        transmission = np.exp(-tau_r * EFFECTIVE_WAVELENGTH_NM["r"] / band.wavelength_nm).reshape(
+            n, DUST_LANE_SUBPIXELS, n, DUST_LANE_SUBPIXELS).mean(axis=(1, 3))
+        profiles.append(galsim.InterpolatedImage(galsim.Image(light * transmission, scale=pixel), gsparams=GSPARAMS))
+    return profiles
 
 
 def _band_flux_ratio(band: Band, g_minus_r: float, r_minus_i: float) -> float:
@@ -268,7 +300,7 @@ def render_galaxy(g, instrument: Instrument, size_pixels: int, offset_pixels=(0.
     seeing varies from galaxy to galaxy (seeing_scale); `source_noise`: the Poisson noise of the
     sources' own electrons on top of the sky's, in bands whose gain is known (SDSS's; a coadd's
     depth gives none)."""
-    components = galaxy_components(g)
+    own_components, merger_components = system_components(g)
     total_flux_r = instrument.flux_from_mag(g["mag_r"])
     noise_seed = int(g["structure_seed"]) * 7919 + sum(map(ord, instrument.name))
     noise_rng = galsim.BaseDeviate(noise_seed % (2**31 - 1) + 1)
@@ -277,12 +309,16 @@ def render_galaxy(g, instrument: Instrument, size_pixels: int, offset_pixels=(0.
     # drawImage's offset moves everything: field objects are shifted back, to stay where they are.
     back = (-offset_pixels[0] * instrument.pixel_scale_arcsec, -offset_pixels[1] * instrument.pixel_scale_arcsec)
     cube = np.empty((len(instrument.bands), size_pixels, size_pixels), dtype=np.float32)
+    # A dust lane dims the galaxy's own light, not a merging companion's or its tidal tails'.
+    dimmed = _behind_dust_lane(own_components, g, instrument.bands, total_flux_r) \
+        if g.get("dust_lane_optical_depth_r", 0.0) > 0 else None
     for k, band in enumerate(instrument.bands):
-        target = galsim.Add([profile * (total_flux_r * fraction * _band_flux_ratio(band, gr, ri))
-                             for profile, fraction, gr, ri in components])
-        if g.get("dust_lane_optical_depth_r", 0.0) > 0:
-            target = _behind_dust_lane(target, g, band)
-        galaxy = galsim.Add([target] + [
+        own = dimmed[k] if dimmed else galsim.Add([profile * (total_flux_r * fraction * _band_flux_ratio(band, gr, ri))
+                                                   for profile, fraction, gr, ri in own_components])
+        galaxy = galsim.Add([own] + [
+            profile * (total_flux_r * fraction * _band_flux_ratio(band, gr, ri))
+            for profile, fraction, gr, ri in merger_components
+        ] + [
             profile.shift(*back) * (instrument.flux_from_mag(mag) * _band_flux_ratio(band, gr, ri))
             for profile, mag, gr, ri in field
         ])
