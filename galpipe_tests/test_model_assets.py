@@ -68,6 +68,10 @@ def test_every_run_is_in_mlflow_with_registry_entries_and_champions(tiny_project
     assert len(runs) == 3 + 3 * (3 + 7 + 3) and {r.info.status for r in runs} == {"FINISHED"}
     pretrained = {r.data.params["task"]: r.info.run_id for r in runs if r.data.params.get("role") == "pretrained"}
     assert set(pretrained) == {"featured", "edge_on", "bar"}
+    # How real the simulated source was made is on each model's run, to compare projects by.
+    params = next(r.data.params for r in runs if r.data.params.get("role") == "pretrained")
+    assert params["source_sky_continuous_arms"] == "False" and params["source_sky_merger_fraction"] == "0.0"
+    assert params["source_seeing_spread"] == "0.0" and params["source_sky_seed"] == "0"  # tiny.yaml's sky
     for run in runs:
         assert run.data.tags["dagster.run_id"] and run.data.tags["dagster.asset"] in ("pretrained_model", "finetuned_models")
         assert "target_test_accuracy" in run.data.metrics

@@ -78,8 +78,8 @@ def pretrained_model(context: AssetExecutionContext, source_catalog: pd.DataFram
     profile = context.resources.settings.get_profile()
     data = _transfer_data(profile, source_catalog, source_inputs, matched_catalog, target_inputs)
     recorder = _recorder(context)
-    result = pretrain(profile, context.partition_key, data,
-                      context.resources.source_survey.name, recorder)
+    source = context.resources.source_survey
+    result = pretrain(profile, context.partition_key, data, source.name, recorder, source.realism_params(profile))
     name, version = result["model_uri"].removeprefix("models:/").rsplit("/", 1)
     context.add_output_metadata({
         "model_uri": result["model_uri"], "mlflow_run_id": result["run_id"], "epochs": result["epochs"],

@@ -9,6 +9,7 @@ shape every cutout must have, whether galpipe owns the files). The `source_surve
   viewer (`layer` sdss or des-dr1) at `instrument`'s pixel scale.
 """
 
+import dataclasses
 from pathlib import Path
 from typing import ClassVar, Literal
 
@@ -76,6 +77,11 @@ class SurveySource(ConfigurableResource):
     def load_catalog(self, profile: Profile) -> pd.DataFrame:
         raise NotImplementedError
 
+    def realism_params(self, profile: Profile) -> dict:
+        """How real the images are made, as MLflow params of the models trained on them (issue 14's
+        realism effects, compared across projects in the MLflow UI); none for real surveys."""
+        return {}
+
     def build_cutouts(self, catalog: pd.DataFrame, profile: Profile, out_dir: Path, n_workers: int,
                       progress=None) -> pd.DataFrame:
         """The cutout manifest: object_id, path, status ('ok' or 'failed'), reason."""
@@ -123,6 +129,12 @@ class SimulatedSurvey(SurveySource):
     def load_catalog(self, profile: Profile) -> pd.DataFrame:
         return simulated_catalog(self.instrument, profile.sky, self.footprint, self.r_mag_limit, self.volunteer_labels,
                                  self.label_false_positive_fraction)
+
+    def realism_params(self, profile: Profile) -> dict:
+        sky = {f"sky_{key}": value for key, value in dataclasses.asdict(profile.sky).items()
+               if key not in ("n_galaxies", "target_footprint_fraction", "close_pair_fraction")}
+        return {**sky, "seeing_spread": self.seeing_spread, "source_poisson_noise": self.source_poisson_noise,
+                "label_false_positive_fraction": self.label_false_positive_fraction}
 
     def build_cutouts(self, catalog, profile, out_dir, n_workers, progress=None):
         fields = self.get_framing().fields_arcsec(catalog, f"{self.name} catalogue")

@@ -136,16 +136,19 @@ def sorted_by_row(sample: LabelledSample) -> LabelledSample:
     return sample.subset(np.argsort(sample.row))
 
 
-def pretrain(profile: Profile, task: str, data: TransferData, source_survey: str, recorder: Recorder) -> dict:
+def pretrain(profile: Profile, task: str, data: TransferData, source_survey: str, recorder: Recorder,
+             source_params: dict | None = None) -> dict:
     """The source classifier of `task` for each of the profile's seeds, logged and registered, with
     its source validation and direct-on-target test metrics: `seeds` maps each seed to its model;
-    the first seed's are also at the top level. Fine-tuning seed k starts from pretraining seed k."""
-    runs = {str(seed): _pretrain_seed(profile, task, data, source_survey, recorder, seed) for seed in profile.seeds}
+    the first seed's are also at the top level. Fine-tuning seed k starts from pretraining seed k.
+    `source_params`: how the source survey was made (its realism settings), logged with each run."""
+    runs = {str(seed): _pretrain_seed(profile, task, data, source_survey, recorder, seed, source_params or {})
+            for seed in profile.seeds}
     return {**runs[str(profile.seeds[0])], "seeds": runs}
 
 
 def _pretrain_seed(profile: Profile, task: str, data: TransferData, source_survey: str, recorder: Recorder,
-                   seed: int) -> dict:
+                   seed: int, source_params: dict) -> dict:
     train, validation = data.source_sample(task)
     test = data.target_split(task, "test")
     x_source, x_target = data.source_inputs.array(), data.target_inputs.array()
@@ -153,7 +156,8 @@ def _pretrain_seed(profile: Profile, task: str, data: TransferData, source_surve
     model = build_model(profile.architecture, seed=config.seed)
     params = {"task": task, "survey": source_survey, "architecture": profile.architecture, "role": "pretrained",
               "n_train": len(train), "n_validation": len(validation), "flops_per_image": count_flops(model),
-              "test_counterparts_included": data.include_test_counterparts, **config.as_params()}
+              "test_counterparts_included": data.include_test_counterparts, **config.as_params(),
+              **{f"source_{key}": value for key, value in source_params.items()}}
     tracker = recorder.tracker
     with tracker.run(f"pretrain-{task}-{source_survey}-seed{seed}", {**recorder.tags, STAGE_TAG: "pretraining"},
                      params) as run_id:
