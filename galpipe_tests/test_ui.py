@@ -32,8 +32,12 @@ def served_project(tiny_project):
     root, exit_code = tiny_project
     assert exit_code == 0
     dagster_port, mlflow_port = free_ports(2)
-    with running_ui(root, "tiny", dagster_port, mlflow_port) as (dagster_url, mlflow_url):
-        yield root, dagster_url, mlflow_url
+    # mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI: earlier tests in this process would leave
+    # it naming their own store, which galpipe ui would then show instead of the project's.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        with running_ui(root, "tiny", dagster_port, mlflow_port) as (dagster_url, mlflow_url):
+            yield root, dagster_url, mlflow_url
     # Both process groups are stopped: their ports are free again.
     check_port_free(dagster_port, "Dagster UI")
     check_port_free(mlflow_port, "MLflow UI")
