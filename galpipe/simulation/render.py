@@ -1,10 +1,12 @@
 """Draw simulated galaxies as an instrument sees them, with GalSim: bulge + inclined thick disk,
 optional bar, spiral arms or star-forming knots, each with its own colour, convolved with the
-band's PSF, pixelised and given the band's sky noise.
+band's PSF, pixelised and given the band's sky noise. Where the sky table says so (issue 14's
+realism effects): continuous arms, a dust lane, a merging companion with tidal tails, and the
+fainter galaxies and stars of the field.
 
-The structure of a galaxy (knot positions, arm clumps) comes from its `structure_seed`, so both
-surveys draw the same galaxy; the noise comes from (structure_seed, instrument), so each survey
-has its own.
+The structure of a galaxy (knot positions, arm clumps, a companion's place) comes from its
+`structure_seed`, so both surveys draw the same galaxy; the noise comes from (structure_seed,
+instrument), so each survey has its own.
 """
 
 from __future__ import annotations
