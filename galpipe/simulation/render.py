@@ -236,6 +236,11 @@ def _behind_dust_lane(components: list, g, bands, flux_r: float) -> list[galsim.
     return profiles
 
 
+def _in_band(components: list, band: Band, flux_r: float) -> list[galsim.GSObject]:
+    """galaxy_components' profiles with their light in `band`, for a galaxy of r-band flux `flux_r`."""
+    return [profile * (flux_r * fraction * _band_flux_ratio(band, gr, ri)) for profile, fraction, gr, ri in components]
+
+
 def _band_flux_ratio(band: Band, g_minus_r: float, r_minus_i: float) -> float:
     """Flux in `band` relative to r for a component of the given AB colours: its magnitude is
     fixed at g, r and i, and followed linearly in wavelength from the nearest two beyond them
@@ -315,12 +320,8 @@ def render_galaxy(g, instrument: Instrument, size_pixels: int, offset_pixels=(0.
     dimmed = _behind_dust_lane(own_components, g, instrument.bands, total_flux_r) \
         if g.get("dust_lane_optical_depth_r", 0.0) > 0 else None
     for k, band in enumerate(instrument.bands):
-        own = dimmed[k] if dimmed else galsim.Add([profile * (total_flux_r * fraction * _band_flux_ratio(band, gr, ri))
-                                                   for profile, fraction, gr, ri in own_components])
-        galaxy = galsim.Add([own] + [
-            profile * (total_flux_r * fraction * _band_flux_ratio(band, gr, ri))
-            for profile, fraction, gr, ri in merger_components
-        ] + [
+        own = dimmed[k] if dimmed else galsim.Add(_in_band(own_components, band, total_flux_r))
+        galaxy = galsim.Add([own] + _in_band(merger_components, band, total_flux_r) + [
             profile.shift(*back) * (instrument.flux_from_mag(mag) * _band_flux_ratio(band, gr, ri))
             for profile, mag, gr, ri in field
         ])
