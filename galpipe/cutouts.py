@@ -306,8 +306,11 @@ def read_cutouts(addresses, expected_bands: str | None = None, expected_shape: t
                                   strict=True):
         try:
             cutout = read_cutout(address, expected_bands, expected_shape)
-            found = (cutout.header or {}).get("OBJID") if split_address(address)[1] is not None else None
-            if object_id is not None and found is not None and found != str(object_id):
+            # Only a galaxy of a stack can have moved; the address is parsed only when asked to check.
+            found = None
+            if object_id is not None and split_address(address)[1] is not None:
+                found = (cutout.header or {}).get("OBJID")
+            if found is not None and found != str(object_id):
                 raise CutoutError(address, f"holds galaxy {found}, not {object_id}: the stack was written again "
                                            "since this address was made (materialize the raw cutouts again)")
             cutouts.append(cutout)
