@@ -1,0 +1,65 @@
+"""The README's transfer table from one run's evaluation table: per task, accuracy as the seed mean
+± the spread over seeds [95% bootstrap interval over the test galaxies], then completeness /
+purity of the positive class; the SDSS validation accuracy of the pretrained models (seed mean)
+first. Columns are `strategy:budget` (budget 0 is the model applied directly).
+
+    .venv/bin/python bench/confirmation/transfer_table.py data/paper_confirmation_headline \\
+        direct:0 full:25 full:100 full:500 head_only:500 scratch:500 full:full scratch:full
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+NAMES = {"featured": "featured", "edge_on": "edge-on", "bar": "barred", "spiral": "spiral"}
+
+
+def cell(row: pd.Series) -> str:
+    return f"{row.accuracy_mean:.3f} ± {row.accuracy_std:.3f} [{row.accuracy_low:.3f}, {row.accuracy_high:.3f}]"
+
+
+def completeness_purity(row: pd.Series) -> str:
+    purity = "-" if pd.isna(row.purity_1_mean) else f"{row.purity_1_mean:.3f}"
+    completeness = "0" if row.completeness_1_mean == 0 else f"{row.completeness_1_mean:.3f}"
+    return f"{completeness} / {purity}"
+
+
+def source_validation(run: Path, task: str) -> float:
+    seeds = json.loads((run / "pretrained_model" / f"{task}.json").read_text())["seeds"].values()
+    return float(np.mean([s["source_val"]["accuracy"] for s in seeds]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run", type=Path, help="a run's folder, data/<project>/")
+    parser.add_argument("columns", nargs="+", help="strategy:budget, e.g. direct:0 full:25 scratch:full")
+    args = parser.parse_args()
+    table = pd.read_csv(args.run / "evaluation_table.csv", dtype={"label_budget": str})
+    table = table[table.selection.isin(["random", "none"])]
+    columns = [tuple(c.split(":")) for c in args.columns]
+    pools = {}
+    for task, rows in table.groupby("task", sort=False):
+        pools[task] = sorted(int(b) for b in rows.label_budget if b.isdigit())[-1]
+    pool = f"{next(iter(pools.values())):,}" if len(set(pools.values())) == 1 else "all"
+    header = ["task", "SDSS validation"] + [
+        "applied directly" if s == "direct" else f"{s}, N={pool if b == 'full' else b}" for s, b in columns]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for task in sorted(table.task.unique(), key=lambda t: list(NAMES).index(t) if t in NAMES else len(NAMES)):
+        rows = table[table.task == task].set_index(["strategy", "label_budget"])
+        # The table names the whole pool by its size, the largest budget of the task.
+        found = [rows.loc[(s, str(pools[task]) if b == "full" else b)] for s, b in columns]
+        validation = f"{source_validation(args.run, task):.3f}"
+        lines.append(f"| {task}: accuracy | {validation} | " + " | ".join(cell(r) for r in found) + " |")
+        lines.append(f"| {task}: completeness / purity of {NAMES.get(task, task)} | | "
+                     + " | ".join(completeness_purity(r) for r in found) + " |")
+    print("\n".join(lines))
+    print(f"\nThe largest budget ('all') per task: {pools}")
+
+
+if __name__ == "__main__":
+    main()
