@@ -9,6 +9,7 @@ can read the embedding the last layer classifies.
   about 56 times fewer FLOPs (0.012 against 0.686 GFLOP, from `count_flops`).
 - `resnet18`: torchvision's ResNet-18 blocks with a stem for 69x69 galaxies (one 3x3 convolution,
   no max pooling, as small-image ResNets do), `width` channels in the first stage (64 as published).
+- `resnet18_w32`: the same at width 32 with a stride-2 stem (0.37 GFLOP), for training on CPUs.
 """
 
 from __future__ import annotations
@@ -113,6 +114,15 @@ class ResNet18(GalaxyClassifier):
 
     def arguments(self) -> dict:
         return {"width": self.width, "stem_stride": self.stem_stride}
+
+
+@ARCHITECTURES.register("resnet18_w32")
+class ResNet18W32(ResNet18):
+    """The ResNet-18 that fits a CPU: width 32 and a stride-2 stem, 0.37 GFLOP per image against the
+    published 5.4 (the one bench/learners.py compared on the real spirals)."""
+
+    def __init__(self, width: int = 32, stem_stride: int = 2):
+        super().__init__(width, stem_stride)
 
 
 def build_model(name: str, seed: int | None = None, **arguments) -> GalaxyClassifier:
