@@ -58,7 +58,25 @@ def main() -> None:
         lines.append(f"| {task}: completeness / purity of {NAMES.get(task, task)} | | "
                      + " | ".join(completeness_purity(r) for r in found) + " |")
     print("\n".join(lines))
-    print(f"\nThe largest budget ('all') per task: {pools}")
+    print(f"\nThe largest budget ('all') per task: {pools}\n")
+    print(paired_table(args.run, columns, pools))
+
+
+def paired_table(run: Path, columns: list[tuple[str, str]], pools: dict) -> str:
+    """The run's paired comparisons (comparisons.csv: McNemar's test of accuracy, the ROC AUC difference
+    with its paired-bootstrap interval) between the table's columns, on the same galaxies and seeds."""
+    pairs = pd.read_csv(run / "comparisons.csv", dtype={"label_budget": str})
+    lines = ["| task | N | strategy | against | accuracy | McNemar p | ROC AUC difference |", "|---|---|---|---|---|---|---|"]
+    for task in pools:
+        wanted = {(s, str(pools[task]) if b == "full" else b) for s, b in columns}
+        rows = pairs[(pairs.task == task) & (pairs.selection.isin(["random", "none"]))]
+        for r in rows.itertuples():
+            against = tuple(r.against.split(" N="))
+            if (r.strategy, r.label_budget) in wanted and against in wanted | {("direct", "0")}:
+                lines.append(f"| {task} | {r.label_budget} | {r.strategy} | {r.against} | {r.accuracy:.3f} against "
+                             f"{r.accuracy_against:.3f} | {r.mcnemar_p:.2g} | {r.roc_auc_difference:+.3f} "
+                             f"[{r.roc_auc_difference_low:+.3f}, {r.roc_auc_difference_high:+.3f}] |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
