@@ -1,0 +1,71 @@
+"""The README's adaptation tables from one run: test accuracy per strategy (and label selection)
+at the adaptation budgets, mean ± spread over seeds [95% bootstrap interval], one column per
+task; then the goals as `evaluation_table` judged them (adaptation_goals.csv), each with its paired
+difference, interval and McNemar's p.
+
+    .venv/bin/python bench/confirmation/adaptation_table.py data/paper_confirmation_headline --reference 500
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pandas as pd
+
+
+def accuracy_table(table: pd.DataFrame, budgets: list[str], reference: str) -> str:
+    tasks = sorted(table.task.unique())
+    rows = table[table.label_budget.isin(budgets) | ((table.label_budget == reference) & (table.strategy == "full")
+                                                      & (table.selection == "random"))]
+    lines = ["| strategy (selection) | N | " + " | ".join(tasks) + " |", "|---|---|" + "---|" * len(tasks)]
+    order = sorted({(int(b), s, sel) for b, s, sel in zip(rows.label_budget, rows.strategy, rows.selection)},
+                   key=lambda k: (k[0], k[1] != "direct", k[1] != "full", k[1], k[2] != "random", k[2]))
+    for budget, strategy, selection in order:
+        name = strategy if selection in ("random", "none") else f"{strategy} ({selection})"
+        cells = []
+        for task in tasks:
+            found = rows[(rows.task == task) & (rows.label_budget == str(budget)) & (rows.strategy == strategy)
+                         & (rows.selection == selection)]
+            r = found.iloc[0] if len(found) else None
+            cells.append("" if r is None else f"{r.accuracy_mean:.3f} ± {r.accuracy_std:.3f} "
+                                              f"[{r.accuracy_low:.3f}, {r.accuracy_high:.3f}]")
+        lines.append(f"| {name} | {budget} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def goals_table(goals: pd.DataFrame) -> str:
+    lines = ["| goal | " + " | ".join(goals.task) + " |", "|---|" + "---|" * len(goals)]
+    unsupervised, few = [], []
+    for g in goals.itertuples():
+        unsupervised.append(
+            f"{g.best_unsupervised} {g.best_unsupervised_accuracy:.3f} against {g.direct_accuracy:.3f}: "
+            f"**{'met' if g.unsupervised_goal_met else 'not met'}**, {g.unsupervised_difference:+.3f} "
+            f"[{g.unsupervised_low:+.3f}, {g.unsupervised_high:+.3f}], p = {g.unsupervised_mcnemar_p:.2g}; "
+            f"completeness / purity {g.direct_completeness_1:.2f} / {g.direct_purity_1:.2f} → "
+            f"{g.best_unsupervised_completeness_1:.2f} / {g.best_unsupervised_purity_1:.2f}")
+        few.append(
+            f"{g.best_few_labels} {g.best_few_labels_accuracy:.3f} against {g.reference} {g.reference_accuracy:.3f}: "
+            f"**{'met' if g.few_labels_goal_met else 'not met'}**, {g.few_labels_difference:+.3f} "
+            f"[{g.few_labels_low:+.3f}, {g.few_labels_high:+.3f}], p = {g.few_labels_mcnemar_p:.2g}; "
+            f"completeness / purity {g.best_few_labels_completeness_1:.2f} / {g.best_few_labels_purity_1:.2f} "
+            f"against {g.reference_completeness_1:.2f} / {g.reference_purity_1:.2f}")
+    lines.append("| best at budget 0 against direct | " + " | ".join(unsupervised) + " |")
+    lines.append("| best at N <= 50 against the reference | " + " | ".join(few) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run", type=Path, help="a run's folder, data/<project>/")
+    parser.add_argument("--budgets", nargs="+", default=["0", "25", "50"])
+    parser.add_argument("--reference", default="500", help="the budget of `full` the few-label goal compares with")
+    args = parser.parse_args()
+    table = pd.read_csv(args.run / "evaluation_table.csv", dtype={"label_budget": str})
+    print(accuracy_table(table, args.budgets, args.reference))
+    print()
+    print(goals_table(pd.read_csv(args.run / "adaptation_goals.csv")))
+
+
+if __name__ == "__main__":
+    main()
