@@ -1,10 +1,12 @@
-"""ds18 (the paper's CNN) against compact (galpipe's default) on one profile's data, side by side
-in one run: FLOPs, training speed, SDSS validation accuracy, DES test accuracy applied directly
-and after `full` fine-tuning on N DES labels, per task, with the pipeline's own protocol
+"""Architectures side by side on one profile's data (`--architectures`; by default ds18, the paper's
+CNN, against compact, galpipe's default), in one run: FLOPs, training speed, SDSS validation
+accuracy, DES test accuracy applied directly and after `full` fine-tuning on N DES labels, per
+task, with the pipeline's own protocol
 (galpipe.experiment: pretrained with seed 0, fine-tuned over --seeds).
 Run from the repository root after `make run` (it reads data/<profile>/):
 
     .venv/bin/python bench/architectures.py --profile small --budget 300 --seeds 0
+    .venv/bin/python bench/architectures.py --tasks edge_on bar --architectures compact resnet18_w32
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ LEARNERS = {
     "compact (paper's Adam, affine)": ("compact", {}, {}),
     "compact, one-cycle, galaxy aug.": ("compact", {}, {"schedule": "one_cycle", "augmentation": "galaxy",
                                                         "learning_rate": 3e-3, "weight_decay": 1e-4}),
-    "resnet18 w32 stride 2": ("resnet18", {"width": 32, "stem_stride": 2},
+    "resnet18 w32 stride 2": ("resnet18_w32", {},
                               {"schedule": "one_cycle", "augmentation": "galaxy", "learning_rate": 2e-3,
                                "weight_decay": 5e-4}),
     "resnet18 w64 stride 1": ("resnet18", {}, {"schedule": "one_cycle", "augmentation": "galaxy",

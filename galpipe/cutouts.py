@@ -306,7 +306,7 @@ def read_cutouts(addresses, expected_bands: str | None = None, expected_shape: t
                                   strict=True):
         try:
             cutout = read_cutout(address, expected_bands, expected_shape)
-            # Only a galaxy of a stack can have moved; the address is parsed only when asked to check.
+            # Only a galaxy of a stack can have moved (its stack written again since the address was made).
             found = None
             if object_id is not None and split_address(address)[1] is not None:
                 found = (cutout.header or {}).get("OBJID")

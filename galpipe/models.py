@@ -40,7 +40,7 @@ class GalaxyClassifier(nn.Module):
         return self.head(self.features(x)).squeeze(-1)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """The representation the last linear layer classifies (64 numbers for compact and ds18)."""
+        """The representation the last linear layer classifies (64 numbers for compact and ds18, 8 x width for the ResNets)."""
         return self.head[:-1](self.features(x))
 
     def classify(self, embedding: torch.Tensor) -> torch.Tensor:

@@ -3,19 +3,23 @@ at the adaptation budgets, mean ± spread over seeds [95% bootstrap interval], o
 task; then the goals as `evaluation_table` judged them (adaptation_goals.csv), each with its paired
 difference, interval and McNemar's p.
 
-    .venv/bin/python bench/confirmation/adaptation_table.py data/paper_confirmation_headline --reference 500
+    .venv/bin/python bench/confirmation/adaptation_table.py data/paper_confirmation_headline
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import pandas as pd
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # bench/ is not part of the package
 
-def accuracy_table(table: pd.DataFrame, budgets: list[str], reference: str) -> str:
-    tasks = sorted(table.task.unique())
+from bench.confirmation.transfer_table import accuracy_cell, task_order  # noqa: E402
+
+
+def accuracy_table(table: pd.DataFrame, budgets: list[str], reference: str, tasks: list[str]) -> str:
     rows = table[table.label_budget.isin(budgets) | ((table.label_budget == reference) & (table.strategy == "full")
                                                       & (table.selection == "random"))]
     lines = ["| strategy (selection) | N | " + " | ".join(tasks) + " |", "|---|---|" + "---|" * len(tasks)]
@@ -27,9 +31,7 @@ def accuracy_table(table: pd.DataFrame, budgets: list[str], reference: str) -> s
         for task in tasks:
             found = rows[(rows.task == task) & (rows.label_budget == str(budget)) & (rows.strategy == strategy)
                          & (rows.selection == selection)]
-            r = found.iloc[0] if len(found) else None
-            cells.append("" if r is None else f"{r.accuracy_mean:.3f} ± {r.accuracy_std:.3f} "
-                                              f"[{r.accuracy_low:.3f}, {r.accuracy_high:.3f}]")
+            cells.append(accuracy_cell(found.iloc[0]) if len(found) else "")
         lines.append(f"| {name} | {budget} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -59,12 +61,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", type=Path, help="a run's folder, data/<project>/")
     parser.add_argument("--budgets", nargs="+", default=["0", "25", "50"])
-    parser.add_argument("--reference", default="500", help="the budget of `full` the few-label goal compares with")
     args = parser.parse_args()
+    # Budgets as text, as the project's label_budgets name them.
     table = pd.read_csv(args.run / "evaluation_table.csv", dtype={"label_budget": str})
-    print(accuracy_table(table, args.budgets, args.reference))
+    tasks = task_order(table.task.unique())
+    goals = pd.read_csv(args.run / "adaptation_goals.csv").set_index("task").loc[tasks].reset_index()
+    # The few-label goal's reference ("full N=500"), as evaluation_table judged it, is the table's last row.
+    reference = goals.reference.iloc[0].split(" N=")[1]
+    print(accuracy_table(table, args.budgets, reference, tasks))
     print()
-    print(goals_table(pd.read_csv(args.run / "adaptation_goals.csv")))
+    print(goals_table(goals))
 
 
 if __name__ == "__main__":

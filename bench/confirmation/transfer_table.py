@@ -16,10 +16,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-NAMES = {"featured": "featured", "edge_on": "edge-on", "bar": "barred", "spiral": "spiral"}
+POSITIVE_CLASS_NAMES = {"featured": "featured", "edge_on": "edge-on", "bar": "barred", "spiral": "spiral"}
 
 
-def cell(row: pd.Series) -> str:
+def task_order(tasks) -> list[str]:
+    """The README's order: featured, edge_on, bar, then any others."""
+    known = list(POSITIVE_CLASS_NAMES)
+    return sorted(tasks, key=lambda t: known.index(t) if t in known else len(known))
+
+
+def accuracy_cell(row: pd.Series) -> str:
+    """Seed mean ± spread over seeds [95% bootstrap interval over the test galaxies]."""
     return f"{row.accuracy_mean:.3f} ± {row.accuracy_std:.3f} [{row.accuracy_low:.3f}, {row.accuracy_high:.3f}]"
 
 
@@ -39,40 +46,43 @@ def main() -> None:
     parser.add_argument("run", type=Path, help="a run's folder, data/<project>/")
     parser.add_argument("columns", nargs="+", help="strategy:budget, e.g. direct:0 full:25 scratch:full")
     args = parser.parse_args()
+    # Budgets as text: "0", "25", ... are the keys of the project's label_budgets and of comparisons.csv.
     table = pd.read_csv(args.run / "evaluation_table.csv", dtype={"label_budget": str})
     table = table[table.selection.isin(["random", "none"])]
-    columns = [tuple(c.split(":")) for c in args.columns]
-    pools = {}
-    for task, rows in table.groupby("task", sort=False):
-        pools[task] = sorted(int(b) for b in rows.label_budget if b.isdigit())[-1]
-    pool = f"{next(iter(pools.values())):,}" if len(set(pools.values())) == 1 else "all"
+    # The evaluation table names the whole pool ("full") by its size: the labelled galaxies outside the test set.
+    matched = pd.read_parquet(args.run / "matched_catalog.parquet", columns=["split"])
+    pool_size = str(int((matched.split == "pool").sum()))
+    columns = [(s, pool_size if b == "full" else b) for s, b in (c.split(":") for c in args.columns)]
     header = ["task", "SDSS validation"] + [
-        "applied directly" if s == "direct" else f"{s}, N={pool if b == 'full' else b}" for s, b in columns]
+        "applied directly" if s == "direct" else f"{s}, N={int(b):,}" for s, b in columns]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for task in sorted(table.task.unique(), key=lambda t: list(NAMES).index(t) if t in NAMES else len(NAMES)):
+    tasks = task_order(table.task.unique())
+    for task in tasks:
         rows = table[table.task == task].set_index(["strategy", "label_budget"])
-        # The table names the whole pool by its size, the largest budget of the task.
-        found = [rows.loc[(s, str(pools[task]) if b == "full" else b)] for s, b in columns]
+        missing = [f"{s}:{b}" for s, b in columns if (s, b) not in rows.index]
+        if missing:
+            raise SystemExit(f"{args.run}: no {', '.join(missing)} for {task} in evaluation_table.csv")
+        found = [rows.loc[(s, b)] for s, b in columns]
         validation = f"{source_validation(args.run, task):.3f}"
-        lines.append(f"| {task}: accuracy | {validation} | " + " | ".join(cell(r) for r in found) + " |")
-        lines.append(f"| {task}: completeness / purity of {NAMES.get(task, task)} | | "
+        lines.append(f"| {task}: accuracy | {validation} | " + " | ".join(accuracy_cell(r) for r in found) + " |")
+        lines.append(f"| {task}: completeness / purity of {POSITIVE_CLASS_NAMES.get(task, task)} | | "
                      + " | ".join(completeness_purity(r) for r in found) + " |")
     print("\n".join(lines))
-    print(f"\nThe largest budget ('all') per task: {pools}\n")
-    print(paired_table(args.run, columns, pools))
+    print(f"\nThe whole pool ('full'): {int(pool_size):,} labels\n")
+    print(paired_table(args.run, columns, tasks))
 
 
-def paired_table(run: Path, columns: list[tuple[str, str]], pools: dict) -> str:
+def paired_table(run: Path, columns: list[tuple[str, str]], tasks: list[str]) -> str:
     """The run's paired comparisons (comparisons.csv: McNemar's test of accuracy, the ROC AUC difference
     with its paired-bootstrap interval) between the table's columns, on the same galaxies and seeds."""
     pairs = pd.read_csv(run / "comparisons.csv", dtype={"label_budget": str})
     lines = ["| task | N | strategy | against | accuracy | McNemar p | ROC AUC difference |", "|---|---|---|---|---|---|---|"]
-    for task in pools:
-        wanted = {(s, str(pools[task]) if b == "full" else b) for s, b in columns}
+    wanted = set(columns)
+    for task in tasks:
         rows = pairs[(pairs.task == task) & (pairs.selection.isin(["random", "none"]))]
         for r in rows.itertuples():
             against = tuple(r.against.split(" N="))
-            if (r.strategy, r.label_budget) in wanted and against in wanted | {("direct", "0")}:
+            if (r.strategy, r.label_budget) in wanted and against in wanted:
                 lines.append(f"| {task} | {r.label_budget} | {r.strategy} | {r.against} | {r.accuracy:.3f} against "
                              f"{r.accuracy_against:.3f} | {r.mcnemar_p:.2g} | {r.roc_auc_difference:+.3f} "
                              f"[{r.roc_auc_difference_low:+.3f}, {r.roc_auc_difference_high:+.3f}] |")

@@ -33,12 +33,12 @@ def strategy_runs(run_dir: Path, strategy: str = "full") -> pd.DataFrame:
 
 
 def main() -> None:
-    runs = [arg.split("=", 1) for arg in sys.argv[1:]]
+    named_runs = [arg.split("=", 1) for arg in sys.argv[1:]]
     print("| effect | applied directly: accuracy | applied directly: ROC AUC | `full`, N=300: accuracy | against the first "
           "| against the first's `scratch` |")
     print("|---|---|---|---|---|---|")
     baseline = scratch = None
-    for name, path in runs:
+    for name, path in named_runs:
         run_dir = Path(path)
         table = pd.read_parquet(run_dir / "evaluation_table.parquet")
         direct = table[table.strategy == "direct"].iloc[0]
