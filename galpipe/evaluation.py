@@ -134,11 +134,9 @@ def adaptation_goals(summary: pd.DataFrame, reference_budget: int = 500, few_lab
         for name, a, b in (("unsupervised", best_unsupervised, direct), ("few_labels", best_few, reference)):
             rows_a, rows_b = (runs_by_row.get((task, *(line[k] for k in GROUP[1:]))) for line in (a, b))
             if rows_a is not None and rows_b is not None:
-                pair = paired_predictions(rows_a, rows_b)
-                if pair is not None:
-                    difference = paired_bootstrap(*pair, "accuracy")
-                    intervals |= {f"{name}_difference": difference["difference"], f"{name}_low": difference["low"],
-                                  f"{name}_high": difference["high"], f"{name}_mcnemar_p": mcnemar(*pair)["p_value"]}
+                paired = paired_accuracy_difference(rows_a, rows_b)
+                if paired is not None:
+                    intervals |= {f"{name}_{key}": value for key, value in paired.items()}
         few_met = intervals["few_labels_high"] >= 0 if "few_labels_high" in intervals \
             else best_few.accuracy_mean >= reference.accuracy_mean
         rows.append({
@@ -317,6 +315,18 @@ def paired_comparisons(results: pd.DataFrame, n_bootstrap: int = N_BOOTSTRAP) ->
                                     "roc_auc_difference_low": auc["low"], "roc_auc_difference_high": auc["high"],
                                     "roc_auc_p": auc["p_value"]})
     return pd.DataFrame(comparisons)
+
+
+def paired_accuracy_difference(rows: pd.DataFrame, other: pd.DataFrame) -> dict | None:
+    """Accuracy of `rows` minus `other` on the same test galaxies and seeds (paired_predictions):
+    difference, low and high (its paired-bootstrap interval) and McNemar's p (mcnemar_p); None when
+    they share no seed."""
+    pair = paired_predictions(rows, other)
+    if pair is None:
+        return None
+    difference = paired_bootstrap(*pair, "accuracy")
+    return {"difference": difference["difference"], "low": difference["low"], "high": difference["high"],
+            "mcnemar_p": mcnemar(*pair)["p_value"]}
 
 
 def paired_predictions(rows: pd.DataFrame, other: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:

@@ -19,8 +19,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # bench/ is not part of the package
 
-from galpipe.evaluation import paired_predictions  # noqa: E402
-from galpipe.statistics import mcnemar, paired_bootstrap  # noqa: E402
+from galpipe.evaluation import paired_accuracy_difference  # noqa: E402
 
 PAIRED_BUDGET = 300
 
@@ -33,10 +32,9 @@ def cell(table: pd.DataFrame, task: str, strategy: str, budget: int) -> str:
 def paired(first: Path, second: Path, task: str, strategy: str) -> str:
     runs = [pd.read_parquet(folder / "finetuned_models" / f"{PAIRED_BUDGET}|{task}.parquet") for folder in (first, second)]
     runs = [r[(r.strategy == strategy) & (r.selection == "random")] for r in runs]
-    labels, p_second, p_first = paired_predictions(runs[1], runs[0])
-    difference = paired_bootstrap(labels, p_second, p_first, metric="accuracy")
-    return (f"{difference['difference']:+.3f} [{difference['low']:+.3f}, {difference['high']:+.3f}], "
-            f"p = {mcnemar(labels, p_second, p_first)['p_value']:.2g}")
+    paired = paired_accuracy_difference(runs[1], runs[0])
+    return (f"{paired['difference']:+.3f} [{paired['low']:+.3f}, {paired['high']:+.3f}], "
+            f"p = {paired['mcnemar_p']:.2g}")
 
 
 def main() -> None:

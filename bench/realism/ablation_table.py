@@ -18,8 +18,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # bench/ is not part of the package
 
-from galpipe.evaluation import paired_predictions  # noqa: E402
-from galpipe.statistics import mcnemar, paired_bootstrap  # noqa: E402
+from galpipe.evaluation import paired_accuracy_difference  # noqa: E402
 
 TASK, BUDGET = "spiral", "300"
 
@@ -58,10 +57,9 @@ def compared(run_dir: Path, runs: pd.DataFrame, baseline: pd.DataFrame) -> str:
     """The accuracy difference of `runs` from `baseline` on the same galaxies and seeds, with McNemar's p."""
     assert set(runs.test_object_ids.iloc[0]) == set(baseline.test_object_ids.iloc[0]), \
         f"{run_dir}: another test set than the first run's"
-    labels, p, p_baseline = paired_predictions(runs, baseline)  # seed k beside seed k, galaxies aligned
-    difference = paired_bootstrap(labels, p, p_baseline, metric="accuracy")
-    return (f"{difference['difference']:+.3f} [{difference['low']:+.3f}, {difference['high']:+.3f}], "
-            f"McNemar p = {mcnemar(labels, p, p_baseline)['p_value']:.2g}")
+    paired = paired_accuracy_difference(runs, baseline)  # seed k beside seed k, galaxies aligned
+    return (f"{paired['difference']:+.3f} [{paired['low']:+.3f}, {paired['high']:+.3f}], "
+            f"McNemar p = {paired['mcnemar_p']:.2g}")
 
 
 if __name__ == "__main__":
