@@ -145,18 +145,24 @@ def main(argv=None) -> int:
                     runs.append({"learner": name, "start": start, "budget": len(chosen), "seed": seed,
                                  "accuracy": accuracy, "roc_auc": auc, "epochs": epochs})
                     print(json.dumps(runs[-1]), flush=True)
+                    results = save(args.out, device, len(dev_train), runs)  # a run cut short keeps what it did
         seconds = time.perf_counter() - started
         runs.append({"learner": name, "seconds": seconds,
                      "gflop_per_image": count_flops(build_model(architecture, **arguments)) / 1e9})
         print(f"{name}: {seconds:.0f} s", flush=True)
-        results = {"machine": machine_info(), "device": device, "dev_test": DEV_TEST, "dev_train": len(dev_train),
-                   "runs": runs}
-        out = Path(args.out)  # written after each learner: a run cut short keeps what it finished
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.with_suffix(".json").write_text(json.dumps(results, indent=1))
-        out.with_suffix(".md").write_text(markdown(results))
+        results = save(args.out, device, len(dev_train), runs)
     print(markdown(results))
     return 0
+
+
+def save(out: str, device: str, dev_train: int, runs: list[dict]) -> dict:
+    """Write `<out>.json` and `<out>.md` with every run so far."""
+    results = {"machine": machine_info(), "device": device, "dev_test": DEV_TEST, "dev_train": dev_train, "runs": runs}
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(results, indent=1))
+    out.with_suffix(".md").write_text(markdown(results))
+    return results
 
 
 def markdown(results: dict) -> str:
