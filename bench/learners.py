@@ -109,6 +109,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--learners", help="a subset, separated by ';' (the names hold commas): " + "; ".join(LEARNERS))
     parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--starts", default="scratch,simulation",
+                        help="scratch, simulation or both; 'scratch' alone skips the pretraining")
     args = parser.parse_args(argv)
     if args.export:
         export(Path(args.export), Path(args.sample))
@@ -120,12 +122,13 @@ def main(argv=None) -> int:
     order = np.random.default_rng(2026).permutation(len(pool_y))  # the development split, fixed
     dev_test, dev_train = order[:DEV_TEST], order[DEV_TEST:]
     names = args.learners.split(";") if args.learners else list(LEARNERS)
+    starts = args.starts.split(",")
     runs = []
     for name in names:
         architecture, arguments, settings = LEARNERS[name]
         started = time.perf_counter()
         pretrained = {}
-        for seed in range(args.seeds):  # one pretraining per seed, as the protocol does
+        for seed in range(args.seeds) if "simulation" in starts else ():  # one pretraining per seed, as the protocol does
             model = build_model(architecture, seed=seed, **arguments)
             fit(model, source_x, np.arange(len(source_y)), source_y, seed, settings, args.epochs, device)
             pretrained[seed] = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -133,7 +136,7 @@ def main(argv=None) -> int:
             runs.append({"learner": name, "start": "simulation", "budget": 0, "seed": seed,
                          "accuracy": accuracy, "roc_auc": auc})
         for budget in BUDGETS:
-            for start in ("scratch", "simulation"):
+            for start in starts:
                 for seed in range(args.seeds):
                     chosen = np.random.default_rng([seed, 7]).permutation(dev_train)[:budget]
                     model = build_model(architecture, seed=seed, **arguments)
