@@ -33,7 +33,7 @@ from galpipe.cutouts import (
     stack_address,
 )
 from galpipe.files import atomic_write
-from galpipe.framing import field_from_text
+from galpipe.framing import CentralFraction, field_from_text
 from galpipe.hardware import default_device, inference_model
 from galpipe.preprocessing import COLOUR_RENDERINGS, MODEL_INPUT_PIXELS, model_inputs
 from galpipe.tracking import (
@@ -55,7 +55,8 @@ class Classifier:
     model_uri: str
     module: torch.nn.Module
     input_mode: str = "bands"
-    field_arcsec: float | None = 40.0  # None: each cutout whole, framed as the model's inputs were
+    # None: each cutout whole, framed as the model's inputs were (a CentralFraction: its central part)
+    field_arcsec: float | CentralFraction | None = 40.0
     colour_rendering: str = "lupton"  # how FITS cutouts become colour images in colour mode
 
     @property

@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from galpipe.cutouts import COLOUR_BANDS, Cutout, CutoutError, read_cutout, read_cutouts, select_bands
 from galpipe.files import atomic_write
+from galpipe.framing import CentralFraction
 from galpipe.registry import Registry
 
 MODEL_INPUT_PIXELS = 69
@@ -137,10 +138,11 @@ def colour_image(cutout: Cutout, pixel_scale_arcsec: float, bands: str = "gri", 
     return COLOUR_RENDERINGS.get(rendering)(cutout, pixel_scale_arcsec, bands)
 
 
-def model_input(path, field_arcsec: float | None, mode: str = "bands", bands: str = "gri",
+def model_input(path, field_arcsec: float | CentralFraction | None, mode: str = "bands", bands: str = "gri",
                 pixel_scale_arcsec: float | None = None, colour_rendering: str = "lupton") -> np.ndarray:
     """(3, 69, 69) float32 model input of one cutout: its central `field_arcsec`, or with None the
-    whole image (its central square), for cutouts already framed per galaxy.
+    whole image (its central square), for cutouts already framed per galaxy, or with a
+    CentralFraction the central part of that square.
 
     mode "bands": the survey bands `bands` (three, bluest first), normalised per image (FITS cutouts).
     mode "colour": a colour composite in [0, 1]; JPEG/PNG cutouts are taken as they are, FITS
@@ -153,13 +155,14 @@ def model_input(path, field_arcsec: float | None, mode: str = "bands", bands: st
     return made
 
 
-def _framed(cutout: Cutout, field_arcsec: float | None, mode: str, bands: str,
+def _framed(cutout: Cutout, field_arcsec: float | CentralFraction | None, mode: str, bands: str,
             pixel_scale_arcsec: float | None, colour_rendering: str) -> np.ndarray:
     """The planes (bands or colours) over the field that model_input resamples."""
     header = cutout.header
     # A FITS cutout's own PIXSCALE first: in a folder of both kinds the option is for the others.
     scale = (header.get("PIXSCALE") if header is not None else None) or pixel_scale_arcsec
-    if scale is None and (field_arcsec is not None or (mode == "colour" and cutout.bands != COLOUR_BANDS)):
+    whole = field_arcsec is None or isinstance(field_arcsec, CentralFraction)
+    if scale is None and (not whole or (mode == "colour" and cutout.bands != COLOUR_BANDS)):
         raise CutoutError(cutout.path, "pixel scale unknown: no PIXSCALE header and none configured")
     if cutout.bands == COLOUR_BANDS:
         if mode != "colour":
@@ -169,7 +172,10 @@ def _framed(cutout: Cutout, field_arcsec: float | None, mode: str, bands: str,
         pixels = colour_image(cutout, scale, bands, colour_rendering)
     else:
         pixels = select_bands(cutout, bands)
-    return central_square(pixels) if field_arcsec is None else crop_to_field(pixels, scale, field_arcsec)
+    if not whole:
+        return crop_to_field(pixels, scale, field_arcsec)
+    square = central_square(pixels)
+    return square if field_arcsec is None else _centred(square, round(square.shape[-1] * field_arcsec.fraction))
 
 
 def model_inputs(cutouts: list, field_arcsec, mode: str = "bands", bands: str = "gri",
@@ -259,7 +265,7 @@ class ModelInputs:
 
     array_path: str
     index: pd.DataFrame
-    model_field_arcsec: float | None = 40.0
+    model_field_arcsec: float | CentralFraction | None = 40.0
 
     def array(self) -> np.ndarray:
         return load_model_inputs(self.array_path)

@@ -6,11 +6,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 import yaml
 from PIL import Image
 
-from galpipe.framing import Framing, FramingError
+from galpipe.framing import CentralFraction, Framing, FramingError, field_from_text, field_text
+from galpipe.prediction import load_classifier, model_uris
 from galpipe.preprocessing import build_model_inputs, model_input
 from galpipe.project import ProjectError, load_project, shipped_projects
 from galpipe_tests.conftest import galpipe_in, write_project
@@ -148,19 +150,22 @@ def test_a_folder_project_names_missing_columns_and_unlabelled_tasks(tmp_path, c
 
 def test_a_jpeg_folder_without_positions_goes_end_to_end_by_configuration(tmp_path, capsys):
     """Source: the tiny simulated SDSS framed per galaxy (task spiral, in colour); target: JPEGs
-    framed per galaxy, taken whole; then galpipe predict serves that experiment's champion."""
+    framed per galaxy, their central half taken (both at 4.24 R90 across); then galpipe predict
+    serves that experiment's champion, framing new JPEGs as its inputs were."""
     folder = _jpeg_folder(tmp_path)
     path = write_project(tmp_path, "tiny", name="jpegs", experiment="jpeg-spirals", tasks=["spiral"],
                          input_mode="colour", label_budgets=[0, "full"], strategies=["full"], adaptation_strategies=[],
                          selections=["random"], class_balanced_tasks=["spiral"],
-                         source={"framing": "per_galaxy", "size_column": "petro_r90_arcsec", "field_per_size": 8.48},
-                         target=_folder_target(folder))
+                         source={"framing": "per_galaxy", "size_column": "petro_r90_arcsec", "field_per_size": 4.24},
+                         target=_folder_target(folder, central_fraction=0.5))
     assert galpipe_in(tmp_path, ["run", "--config", path]) == 0
     run_dir = tmp_path / "data" / "jpegs"
     table = pd.read_parquet(run_dir / "evaluation_table.parquet")
     assert set(table.task) == {"spiral"} and len(set(table.label_budget)) == 2 and 0 in set(table.label_budget)
     index = pd.read_parquet(run_dir / "target" / "model_inputs.parquet")
     assert (index.status == "ok").all() and len(index) == 40  # whole images: no pixel scale needed
+    metadata = pq.read_schema(run_dir / "target" / "model_inputs.parquet").metadata
+    assert metadata[b"galpipe.model_field_arcsec"] == b"central_fraction:0.5"
     assert (run_dir / "gallery.png").is_file()  # a colour gallery for a colour-only survey
     out = tmp_path / "predicted.csv"
     capsys.readouterr()
@@ -168,6 +173,8 @@ def test_a_jpeg_folder_without_positions_goes_end_to_end_by_configuration(tmp_pa
                                  str(folder / "img"), "--out", str(out)]) == 0
     assert "experiment jpeg-spirals" in capsys.readouterr().err
     assert len(pd.read_csv(out)) == 40
+    [uri] = model_uris("champion", ["spiral"], "myjpegs", "jpeg-spirals")
+    assert load_classifier(f"sqlite:///{tmp_path}/mlruns/mlflow.db", uri).field_arcsec == CentralFraction(0.5)
 
 
 def test_per_galaxy_framing_cuts_each_galaxy_by_its_own_size(tmp_path):
@@ -190,6 +197,29 @@ def test_per_galaxy_framing_cuts_each_galaxy_by_its_own_size(tmp_path):
     assert np.allclose(whole, model_input(tmp_path / "g.fits", 40.4))
     with pytest.raises(FramingError, match="row"):
         Framing("per_galaxy", size_column="petro_r90_arcsec").fields_arcsec(catalog.assign(petro_r90_arcsec=[1.0, -1]))
+
+
+def test_whole_image_framing_can_keep_the_central_part_of_each_image(tmp_path):
+    """Galaxy Zoo's JPEGs show 8.48 x R90 across: their central half shows the galaxy at twice the
+    resolution. The field is kept with the models, so galpipe predict frames new images the same way."""
+    from galpipe.cutouts import write_cutout_fits
+
+    y, x = np.mgrid[:100, :100] - 49.5
+    cube = np.repeat(np.exp(-np.hypot(x, y) / 5.0)[None], 3, axis=0).astype(np.float32) + 0.01
+    write_cutout_fits(tmp_path / "g.fits", cube, "gri", 30.0, 0.0, 0.4)
+    framing = Framing("whole_image", central_fraction=0.5)
+    field = framing.fields_arcsec(pd.DataFrame({"object_id": ["g"]}))
+    assert field == framing.model_field_arcsec == CentralFraction(0.5) == field_from_text(field_text(field))
+    assert framing.describe() == "the central 0.5 of each image" and field_from_text(field_text(None)) is None
+    half, whole = model_input(tmp_path / "g.fits", field), model_input(tmp_path / "g.fits", None)
+    assert np.allclose(half, model_input(tmp_path / "g.fits", 20.0))  # the central 50 of 100 pixels of 0.4"
+    bright = [(image.sum(axis=0) > 0.5 * image.sum(axis=0).max()).mean() for image in (half, whole)]
+    assert 3 < bright[0] / bright[1] < 5  # half the side: the galaxy covers ~4x the pixels
+    for kind, fraction, message in [("fixed", 0.5, "central_fraction is for framing whole_image, not fixed"),
+                                    ("whole_image", 0.0, "above 0 and at most 1"),
+                                    ("whole_image", 1.5, "above 0 and at most 1")]:
+        with pytest.raises(FramingError, match=message):
+            Framing(kind, central_fraction=fraction)
 
 
 def test_the_real_gz2_folder_becomes_model_inputs_taken_whole(tmp_path, gz2_folder, monkeypatch):

@@ -33,7 +33,8 @@ class SurveySource(ConfigurableResource):
     the cutouts, their pixel scale; `survey_name` (default: the instrument's) names the survey in
     registered models and galleries. The framing fields say how much sky each model input shows
     (galpipe.framing): `framing` fixed (`field_arcsec`), per_galaxy (`field_per_size` times the
-    catalogue's `size_column`, in arcsec) or whole_image."""
+    catalogue's `size_column`, in arcsec) or whole_image (the central `central_fraction` of each
+    image's side; 1: all of it)."""
 
     kind: ClassVar[str] = ""
     framings: ClassVar[tuple[str, ...]] = FRAMINGS  # those this kind can make
@@ -43,6 +44,7 @@ class SurveySource(ConfigurableResource):
     field_arcsec: float = 40.0
     size_column: str = ""
     field_per_size: float = GZ2_FIELD_PER_PETRO_R90
+    central_fraction: float = 1.0
 
     @property
     def name(self) -> str:
@@ -57,7 +59,7 @@ class SurveySource(ConfigurableResource):
         if self.framing not in self.framings:
             raise FramingError(f"framing {self.framing!r}: a {self.kind} survey can be framed "
                                f"{' or '.join(self.framings)}")
-        return Framing(self.framing, self.field_arcsec, self.size_column, self.field_per_size)
+        return Framing(self.framing, self.field_arcsec, self.size_column, self.field_per_size, self.central_fraction)
 
     def expected_shape(self) -> tuple[int, int] | None:
         """The (height, width) in pixels every cutout must have (None: any)."""
