@@ -163,8 +163,9 @@ def save(out: str, device: str, dev_train: int, runs: list[dict]) -> dict:
     results = {"machine": machine_info(), "device": device, "dev_test": DEV_TEST, "dev_train": dev_train, "runs": runs}
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(results, indent=1))
-    out.with_suffix(".md").write_text(markdown(results))
+    # Not with_suffix: an --out such as frame0.5-compact would lose ".5-compact".
+    out.with_name(out.name + ".json").write_text(json.dumps(results, indent=1))
+    out.with_name(out.name + ".md").write_text(markdown(results))
     return results
 
 
