@@ -238,6 +238,18 @@ def test_galpipe_run_refuses_a_budget_the_project_lacks(tmp_path, capsys):
     assert "one of the project's label budgets, 0, 25, full" in capsys.readouterr().err
 
 
+def test_the_project_files_bench_measured_with_still_load(gz2_folder):
+    """bench/ keeps the project file of every table it made; each must still load, and the realism
+    ablation's keep the frame and epochs their table was measured with."""
+    files = sorted((Path(__file__).resolve().parents[1] / "bench").rglob("*.yaml"))
+    projects = {path.stem: load_project(path) for path in files}
+    assert len(projects) >= 18 and "gz2_spirals_resnet" in projects
+    for stem, project in projects.items():
+        if stem.startswith("gz2_") and stem != "gz2_spirals_resnet":
+            assert (project.target.central_fraction, project.source.field_per_size,
+                    project.profile.finetune_max_epochs) == (1.0, 8.48, 50), stem
+
+
 def _readme_projects() -> dict[str, dict]:
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     blocks = [yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", readme, re.S)]
