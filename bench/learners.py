@@ -103,7 +103,7 @@ def fit(model, x, rows, y, seed, settings, epochs, device):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("sample")
+    parser.add_argument("sample", nargs="?")
     parser.add_argument("--export", metavar="RUN_DIR", help="write the sample from a gz2_spirals run and stop")
     parser.add_argument("--out", default="bench/results/learners")
     parser.add_argument("--seeds", type=int, default=3)
@@ -111,7 +111,21 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--starts", default="scratch,simulation",
                         help="scratch, simulation or both; 'scratch' alone skips the pretraining")
+    parser.add_argument("--label", help="added to each learner's name, e.g. the sample's frame")
+    parser.add_argument("--merge", nargs="+", metavar=("OUT", "RESULTS"),
+                        help="write OUT.json/.md with the runs of the RESULTS .json files (one machine) and stop")
     args = parser.parse_args(argv)
+    if args.merge:
+        out, *inputs = args.merge
+        merged = [json.loads(Path(path).read_text()) for path in inputs]
+        save(out, merged[0]["device"], merged[0]["dev_train"], [run for m in merged for run in m["runs"]],
+             merged[0]["machine"])
+        return 0
+    if not args.sample:
+        parser.error("give the sample (.npz)")
+    starts = args.starts.split(",")
+    if not set(starts) <= {"scratch", "simulation"}:
+        parser.error(f"--starts {args.starts}: give scratch, simulation or both")
     if args.export:
         export(Path(args.export), Path(args.sample))
         return 0
@@ -122,10 +136,10 @@ def main(argv=None) -> int:
     order = np.random.default_rng(2026).permutation(len(pool_y))  # the development split, fixed
     dev_test, dev_train = order[:DEV_TEST], order[DEV_TEST:]
     names = args.learners.split(";") if args.learners else list(LEARNERS)
-    starts = args.starts.split(",")
     runs = []
     for name in names:
         architecture, arguments, settings = LEARNERS[name]
+        label = f"{name} ({args.label})" if args.label else name
         started = time.perf_counter()
         pretrained = {}
         for seed in range(args.seeds) if "simulation" in starts else ():  # one pretraining per seed, as the protocol does
@@ -133,7 +147,7 @@ def main(argv=None) -> int:
             fit(model, source_x, np.arange(len(source_y)), source_y, seed, settings, args.epochs, device)
             pretrained[seed] = {k: v.detach().clone() for k, v in model.state_dict().items()}
             accuracy, auc = accuracy_and_auc(pool_y[dev_test], predict_proba(model, pool_x[dev_test], device=device))
-            runs.append({"learner": name, "start": "simulation", "budget": 0, "seed": seed,
+            runs.append({"learner": label, "start": "simulation", "budget": 0, "seed": seed,
                          "accuracy": accuracy, "roc_auc": auc})
         for budget in BUDGETS:
             for start in starts:
@@ -145,12 +159,12 @@ def main(argv=None) -> int:
                     epochs = fit(model, pool_x, chosen, pool_y[chosen], seed, settings, args.epochs, device)
                     accuracy, auc = accuracy_and_auc(pool_y[dev_test],
                                                      predict_proba(model, pool_x[dev_test], device=device))
-                    runs.append({"learner": name, "start": start, "budget": len(chosen), "seed": seed,
+                    runs.append({"learner": label, "start": start, "budget": len(chosen), "seed": seed,
                                  "accuracy": accuracy, "roc_auc": auc, "epochs": epochs})
                     print(json.dumps(runs[-1]), flush=True)
                     results = save(args.out, device, len(dev_train), runs)  # a run cut short keeps what it did
         seconds = time.perf_counter() - started
-        runs.append({"learner": name, "seconds": seconds,
+        runs.append({"learner": label, "seconds": seconds,
                      "gflop_per_image": count_flops(build_model(architecture, **arguments)) / 1e9})
         print(f"{name}: {seconds:.0f} s", flush=True)
         results = save(args.out, device, len(dev_train), runs)
@@ -158,9 +172,10 @@ def main(argv=None) -> int:
     return 0
 
 
-def save(out: str, device: str, dev_train: int, runs: list[dict]) -> dict:
-    """Write `<out>.json` and `<out>.md` with every run so far."""
-    results = {"machine": machine_info(), "device": device, "dev_test": DEV_TEST, "dev_train": dev_train, "runs": runs}
+def save(out: str, device: str, dev_train: int, runs: list[dict], machine: dict | None = None) -> dict:
+    """Write `<out>.json` and `<out>.md` with every run so far (on this machine, unless `machine` says)."""
+    results = {"machine": machine or machine_info(), "device": device, "dev_test": DEV_TEST, "dev_train": dev_train,
+               "runs": runs}
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     # Not with_suffix: an --out such as frame0.5-compact would lose ".5-compact".

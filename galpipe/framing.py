@@ -17,6 +17,10 @@ WHOLE_IMAGE = "whole_image"  # a model's field, as text, when its inputs were wh
 CENTRAL_FRACTION = "central_fraction:"  # ... or the central part of each: "central_fraction:0.5"
 
 
+class FramingError(ValueError):
+    pass
+
+
 @dataclass(frozen=True)
 class CentralFraction:
     """A model input's field as the central `fraction` of each image's side, for images framed per
@@ -24,24 +28,31 @@ class CentralFraction:
 
     fraction: float
 
+    def __post_init__(self):
+        if not 0 < self.fraction <= 1:
+            raise FramingError(f"central_fraction must be above 0 and at most 1, got {self.fraction}")
 
-def field_text(field_arcsec: float | CentralFraction | None) -> str:
+
+# A model input's field: arcsec cut around each galaxy (a number), each image whole (None), or the
+# central part of each image (CentralFraction). The names that hold one say `field_arcsec` since
+# fields were arcsec first; the tag and file metadata keep that name.
+ModelField = float | CentralFraction | None
+
+
+def field_text(field_arcsec: ModelField) -> str:
     """A model's input field as a tag or file metadata hold it: the arcsec, WHOLE_IMAGE, or
-    CENTRAL_FRACTION and the fraction."""
+    CENTRAL_FRACTION and the fraction (repr: the same number back, so the same pixels are cut)."""
     if isinstance(field_arcsec, CentralFraction):
-        return f"{CENTRAL_FRACTION}{field_arcsec.fraction:g}"
+        return f"{CENTRAL_FRACTION}{field_arcsec.fraction!r}"
     return WHOLE_IMAGE if field_arcsec is None else str(field_arcsec)
 
 
-def field_from_text(text: str) -> float | CentralFraction | None:
+def field_from_text(text: str) -> ModelField:
     """The input field field_text wrote ("" too, as model inputs of this version's first days held it)."""
     if text.startswith(CENTRAL_FRACTION):
         return CentralFraction(float(text.removeprefix(CENTRAL_FRACTION)))
     return None if text in (WHOLE_IMAGE, "") else float(text)
 
-
-class FramingError(ValueError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -60,13 +71,12 @@ class Framing:
         if self.kind == "per_galaxy" and not (self.size_column and self.field_per_size > 0):
             raise FramingError("framing per_galaxy needs size_column (a catalogue column in arcsec) and a "
                                f"positive field_per_size; got {self.size_column!r}, {self.field_per_size}")
-        if not 0 < self.central_fraction <= 1:
-            raise FramingError(f"central_fraction must be above 0 and at most 1, got {self.central_fraction}")
+        CentralFraction(self.central_fraction)  # checks it
         if self.central_fraction != 1 and self.kind != "whole_image":
             raise FramingError(f"central_fraction is for framing whole_image, not {self.kind} "
                                "(per_galaxy frames tighter with a smaller field_per_size)")
 
-    def fields_arcsec(self, catalog: pd.DataFrame, where: str = "catalogue") -> pd.Series | CentralFraction | None:
+    def fields_arcsec(self, catalog: pd.DataFrame, where: str = "catalogue") -> pd.Series | ModelField:
         """Each galaxy's field in arcsec, by object_id; for whole images, None or their CentralFraction."""
         if self.kind == "whole_image":
             return self.model_field_arcsec
@@ -83,7 +93,7 @@ class Framing:
         return pd.Series(self.field_per_size * size, index=catalog.object_id.to_numpy())
 
     @property
-    def model_field_arcsec(self) -> float | CentralFraction | None:
+    def model_field_arcsec(self) -> ModelField:
         """The field a registered model's inputs need: fixed fields are cut from any cutout; otherwise
         each cutout is taken whole (None) or its central part, so new cutouts must come framed as the
         training ones did."""

@@ -33,7 +33,7 @@ from galpipe.cutouts import (
     stack_address,
 )
 from galpipe.files import atomic_write
-from galpipe.framing import CentralFraction, field_from_text
+from galpipe.framing import ModelField, field_from_text
 from galpipe.hardware import default_device, inference_model
 from galpipe.preprocessing import COLOUR_RENDERINGS, MODEL_INPUT_PIXELS, model_inputs
 from galpipe.tracking import (
@@ -56,7 +56,7 @@ class Classifier:
     module: torch.nn.Module
     input_mode: str = "bands"
     # None: each cutout whole, framed as the model's inputs were (a CentralFraction: its central part)
-    field_arcsec: float | CentralFraction | None = 40.0
+    field_arcsec: ModelField = 40.0
     colour_rendering: str = "lupton"  # how FITS cutouts become colour images in colour mode
 
     @property
@@ -90,7 +90,7 @@ def model_uris(spec: str, tasks, survey: str, experiment: str) -> list[str]:
 def load_classifier(tracking_uri: str, model_uri: str) -> Classifier:
     """The model and, from its version's tags, its task and how its inputs are made (without
     tags: g,r,i bands over 40", colour images as Lupton composites; field "whole_image": each
-    cutout whole)."""
+    cutout whole, "central_fraction:F": its central part; galpipe.framing.field_text)."""
     version = model_version(tracking_uri, model_uri)
     task = version.tags.get("task")
     if not task:

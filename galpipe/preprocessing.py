@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from galpipe.cutouts import COLOUR_BANDS, Cutout, CutoutError, read_cutout, read_cutouts, select_bands
 from galpipe.files import atomic_write
-from galpipe.framing import CentralFraction
+from galpipe.framing import CentralFraction, ModelField
 from galpipe.registry import Registry
 
 MODEL_INPUT_PIXELS = 69
@@ -138,7 +138,7 @@ def colour_image(cutout: Cutout, pixel_scale_arcsec: float, bands: str = "gri", 
     return COLOUR_RENDERINGS.get(rendering)(cutout, pixel_scale_arcsec, bands)
 
 
-def model_input(path, field_arcsec: float | CentralFraction | None, mode: str = "bands", bands: str = "gri",
+def model_input(path, field_arcsec: ModelField, mode: str = "bands", bands: str = "gri",
                 pixel_scale_arcsec: float | None = None, colour_rendering: str = "lupton") -> np.ndarray:
     """(3, 69, 69) float32 model input of one cutout: its central `field_arcsec`, or with None the
     whole image (its central square), for cutouts already framed per galaxy, or with a
@@ -155,7 +155,7 @@ def model_input(path, field_arcsec: float | CentralFraction | None, mode: str = 
     return made
 
 
-def _framed(cutout: Cutout, field_arcsec: float | CentralFraction | None, mode: str, bands: str,
+def _framed(cutout: Cutout, field_arcsec: ModelField, mode: str, bands: str,
             pixel_scale_arcsec: float | None, colour_rendering: str) -> np.ndarray:
     """The planes (bands or colours) over the field that model_input resamples."""
     header = cutout.header
@@ -208,12 +208,12 @@ def model_inputs(cutouts: list, field_arcsec, mode: str = "bands", bands: str = 
     return made
 
 
-def build_model_inputs(manifest: pd.DataFrame, out_path: Path, field_arcsec: float | pd.Series | None,
+def build_model_inputs(manifest: pd.DataFrame, out_path: Path, field_arcsec: ModelField | pd.Series,
                        mode: str = "bands", pixel_scale_arcsec: float | None = None, bands: str = "gri",
                        colour_rendering: str = "lupton") -> pd.DataFrame:
     """Stack the model inputs of every good cutout into one .npy array at `out_path`, each over
-    `field_arcsec`: one field for all, each galaxy's own (a Series by object_id), or None for
-    whole images (see galpipe.framing).
+    `field_arcsec`: one field for all, each galaxy's own (a Series by object_id), None for whole
+    images, or a CentralFraction of each (see galpipe.framing).
 
     Returns the index, a row per manifest row: object_id, row (in the array), status ('ok' or
     'failed') and reason; a cutout that cannot be made into a model input, or that had none to
@@ -265,7 +265,7 @@ class ModelInputs:
 
     array_path: str
     index: pd.DataFrame
-    model_field_arcsec: float | CentralFraction | None = 40.0
+    model_field_arcsec: ModelField = 40.0
 
     def array(self) -> np.ndarray:
         return load_model_inputs(self.array_path)

@@ -249,7 +249,7 @@ def train_classifier(model: nn.Module, x, train_rows: np.ndarray, y_train: np.nd
     history: list[dict] = []
     best = {"val_loss": math.inf, "state": None, "epoch": -1}
     start_epoch = 0
-    fingerprint = _fingerprint(train_rows, y_train, val_rows, y_val, config, objective)
+    fingerprint = _fingerprint(x, train_rows, y_train, val_rows, y_val, config, objective)
     saved = None
     if checkpoint_path and Path(checkpoint_path).is_file():
         saved = _load_checkpoint(checkpoint_path, device)
@@ -315,12 +315,19 @@ def train_classifier(model: nn.Module, x, train_rows: np.ndarray, y_train: np.nd
     return history
 
 
-def _fingerprint(train_rows, y_train, val_rows, y_val, config: TrainConfig, objective: Objective) -> str:
-    """What a checkpoint was trained on: resuming is only right for the same galaxies and settings."""
+FINGERPRINT_IMAGES = 64  # of the training and validation rows: enough to see a new frame or rendering
+
+
+def _fingerprint(x, train_rows, y_train, val_rows, y_val, config: TrainConfig, objective: Objective) -> str:
+    """What a checkpoint was trained on: resuming is only right for the same galaxies, images and
+    settings. The pixels of the first images are in it, so a project that now frames or renders
+    its galaxies differently (the same rows, other inputs) starts afresh."""
     settings = {**config.as_params(), **{f"objective.{k}": v for k, v in objective.params().items()}}
     digest = hashlib.sha256(repr(sorted(settings.items())).encode())
     for array in (train_rows, y_train, val_rows, y_val, *objective.fingerprint_arrays()):
         digest.update(np.ascontiguousarray(array, dtype=np.int64).tobytes())
+    for rows in (train_rows, val_rows):
+        digest.update(np.ascontiguousarray(x[np.sort(rows[:FINGERPRINT_IMAGES])], dtype=np.float32).tobytes())
     return digest.hexdigest()
 
 

@@ -114,6 +114,11 @@ def test_a_checkpoint_of_other_galaxies_is_not_resumed(tmp_path):
         history = train_classifier(build_model("compact", seed=0), *fewer, config, checkpoint)
     straight = train_classifier(build_model("compact", seed=0), *fewer, config)
     assert [r["train_loss"] for r in history] == pytest.approx([r["train_loss"] for r in straight], rel=1e-5)
+    # The same rows and labels, other pixels (the project now frames its galaxies differently).
+    with pytest.raises(KeyboardInterrupt):
+        train_classifier(build_model("compact", seed=0), *fewer, config, checkpoint, on_epoch=stop_after_first)
+    with pytest.warns(UserWarning, match="different training set or config; starting afresh"):
+        train_classifier(build_model("compact", seed=0), x[:, :, ::-1].copy(), *fewer[1:], config, checkpoint)
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])  # both numeric paths, on any CPU

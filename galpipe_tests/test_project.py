@@ -12,7 +12,6 @@ import yaml
 from PIL import Image
 
 from galpipe.framing import CentralFraction, Framing, FramingError, field_from_text, field_text
-from galpipe.prediction import load_classifier, model_uris
 from galpipe.preprocessing import build_model_inputs, model_input
 from galpipe.project import ProjectError, load_project, shipped_projects
 from galpipe_tests.conftest import galpipe_in, write_project
@@ -28,6 +27,8 @@ def test_the_shipped_projects_load_with_their_experiments_and_partitions():
     gz2 = load_project("gz2_spirals")
     assert gz2.tasks == ("spiral",) and gz2.target.name == "gz2" and gz2.profile.input_mode == "colour"
     assert gz2.source.get_framing().kind == "per_galaxy" and gz2.target.get_framing().kind == "whole_image"
+    # Both show the central half of Galaxy Zoo 2's 8.48 R90 (chosen on the development split).
+    assert (gz2.target.central_fraction, gz2.source.field_per_size, gz2.profile.finetune_max_epochs) == (0.5, 4.24, 100)
     # The partitions are the project's own tasks and budgets, not every profile's.
     job = build_definitions("gz2_spirals").resolve_job_def("finetuning_job")
     assert sorted(job.partitions_def.get_partition_keys()) == sorted(f"{b}|spiral" for b in gz2.profile.label_budgets)
@@ -173,6 +174,8 @@ def test_a_jpeg_folder_without_positions_goes_end_to_end_by_configuration(tmp_pa
                                  str(folder / "img"), "--out", str(out)]) == 0
     assert "experiment jpeg-spirals" in capsys.readouterr().err
     assert len(pd.read_csv(out)) == 40
+    from galpipe.prediction import load_classifier, model_uris
+
     [uri] = model_uris("champion", ["spiral"], "myjpegs", "jpeg-spirals")
     assert load_classifier(f"sqlite:///{tmp_path}/mlruns/mlflow.db", uri).field_arcsec == CentralFraction(0.5)
 
@@ -222,7 +225,7 @@ def test_whole_image_framing_can_keep_the_central_part_of_each_image(tmp_path):
             Framing(kind, central_fraction=fraction)
 
 
-def test_the_real_gz2_folder_becomes_model_inputs_taken_whole(tmp_path, gz2_folder, monkeypatch):
+def test_the_real_gz2_folder_becomes_model_inputs(tmp_path, gz2_folder, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the shipped file finds ../shared from its own folder, wherever galpipe runs
     project = load_project("gz2_spirals")
     assert Path(project.target.folder) == gz2_folder.resolve()

@@ -1,14 +1,20 @@
 """Does a tighter frame help on the real spirals? Galaxy Zoo 2's JPEGs show 8.48 x each galaxy's
 Petrosian R90 across 424 pixels; resampled whole to 69x69, the galaxy (R90 across ~16 pixels)
 keeps little of its arms. This writes a `bench/learners.py` sample whose pool images are the
-central FRACTION of each JPEG, resampled to 69x69 the way galpipe does (`central_square`, then
-`resample`), so learners can be compared per frame on the development split alone:
+central FRACTION of each JPEG, made by galpipe itself (`model_inputs` with a CentralFraction, as
+`central_fraction` in a project file does), so learners can be compared per frame on the
+development split alone. bench/results/learners-framing-compact-cpu.json was made so:
 
-    .venv/bin/python bench/learners_real/framing_sample.py RUN_DIR 0.5 /tmp/frame050.npz
-    .venv/bin/python bench/learners.py /tmp/frame050.npz --starts scratch --out /tmp/frame050
+    for f in 0.5 0.7 0.35 0.25; do
+      .venv/bin/python bench/learners_real/framing_sample.py RUN_DIR $f /tmp/frame$f.npz
+      .venv/bin/python bench/learners.py /tmp/frame$f.npz --starts scratch --epochs 100 --seeds 3 \\
+          --learners "compact, one-cycle, galaxy aug." --label "central $f" --out /tmp/frame$f
+    done
+    .venv/bin/python bench/learners.py --merge bench/results/learners-framing-compact-cpu /tmp/frame*.json
 
-RUN_DIR is a `gz2_spirals` run's data folder (its matched catalogue says which galaxies form the
-pool; the test galaxies are left out). The simulated source is not re-framed, so only `scratch`
+RUN_DIR is a `gz2_spirals_whole_frame` (or earlier `gz2_spirals`) run's data folder: its matched
+catalogue says which galaxies form the pool, in the order `bench/learners.py --export` uses; the
+test galaxies are left out. The simulated source is copied, not re-framed, so only `scratch`
 answers the question.
 """
 
@@ -23,20 +29,21 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from galpipe.cutouts import read_cutout  # noqa: E402
-from galpipe.preprocessing import _centred, central_square, resample  # noqa: E402
+from galpipe.cutouts import read_cutouts  # noqa: E402
+from galpipe.framing import CentralFraction  # noqa: E402
+from galpipe.preprocessing import model_inputs  # noqa: E402
 
 
 def framed_pool(run_dir: Path, fraction: float) -> tuple[np.ndarray, np.ndarray]:
-    """The pool's images (uint8, in the order bench/learners.py's export uses) and labels."""
+    """The pool's images (uint8, in the order of bench/learners.py's export) and their labels."""
     matched = pd.read_parquet(run_dir / "matched_catalog.parquet")
-    index = pd.read_parquet(run_dir / "target" / "model_inputs.parquet")
-    pool = (matched[matched.split == "pool"].merge(index[index.status == "ok"], on="object_id")
-            .sort_values("row"))
-    images = []
-    for path in pool.cutout_path:
-        square = central_square(read_cutout(path).pixels)
-        images.append(resample(_centred(square, round(square.shape[-1] * fraction))))
+    index = pd.read_parquet(run_dir / "target" / "model_inputs.parquet").set_index("object_id")
+    pool = matched[(matched.split == "pool") & matched.object_id.isin(index.index)]
+    pool = pool.assign(row=index.loc[pool.object_id, "row"].to_numpy()).sort_values("row")
+    images = model_inputs(read_cutouts(list(pool.cutout_path)), CentralFraction(fraction), "colour")
+    failed = [str(image) for image in images if not isinstance(image, np.ndarray)]
+    if failed:
+        raise SystemExit(f"{len(failed)} pool image(s) could not be made: {failed[:3]}")
     quantised = np.round(np.clip(np.stack(images), 0, 1) * 255).astype(np.uint8)
     return quantised, pool.spiral.to_numpy(np.int64)
 

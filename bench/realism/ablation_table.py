@@ -1,10 +1,10 @@
-"""The realism ablation's table (README, issue 14) from finished runs of `gz2_spirals` and its
+"""The realism ablation's table (README, issue 14) from finished runs of `gz2_spirals_whole_frame` and its
 `bench/realism/gz2_*.yaml` variants: the model applied directly (accuracy over seeds, ROC AUC with
 its bootstrap interval) and `full` at N=300, with its paired difference from the first run on the
 same test galaxies and seeds (paired bootstrap interval of the accuracy difference, McNemar's p),
 and from the first run's `scratch` at N=300 (the baseline pretraining must beat).
 
-    .venv/bin/python bench/realism/ablation_table.py none=/tmp/gz2/data/gz2_spirals \\
+    .venv/bin/python bench/realism/ablation_table.py none=/tmp/gz2/data/gz2_spirals_whole_frame \\
         colour=/tmp/abl_colour/data/gz2_realism_colour
 """
 

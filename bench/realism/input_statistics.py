@@ -3,7 +3,7 @@ the mean brightness in rings around the centre, the colour of the centre, and th
 edge, median over galaxies, for each colour rendering (galpipe.preprocessing.COLOUR_RENDERINGS).
 A rendering that makes simulated galaxies look like the real ones should bring these together.
 
-    .venv/bin/python bench/realism/input_statistics.py --project gz2_spirals --n 200 \\
+    .venv/bin/python bench/realism/input_statistics.py --project bench/realism/gz2_spirals_whole_frame.yaml --n 200 \\
         --out bench/results/realism_input_statistics
 
 The source galaxies are a random sample of the project's simulated catalogue, rendered with the
@@ -44,7 +44,8 @@ def statistics(inputs: np.ndarray) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--project", default="gz2_spirals")
+    # The frame realism_input_statistics.md was measured with (each image whole).
+    parser.add_argument("--project", default=str(Path(__file__).with_name("gz2_spirals_whole_frame.yaml")))
     parser.add_argument("--n", type=int, default=200, help="galaxies of each side")
     parser.add_argument("--out", required=True, help="output path without extension")
     args = parser.parse_args()

@@ -1,10 +1,10 @@
 """The model inputs of the same simulated SDSS spirals under each run's realism effects, above
-real GZ2 spirals: what the network sees, side by side. Read from finished runs of `gz2_spirals`
+real GZ2 spirals: what the network sees, side by side. Read from finished runs of `gz2_spirals_whole_frame`
 and its `bench/realism/gz2_*.yaml` variants (one sky seed, so the same galaxies in every run);
 the real row comes from the first run's target.
 
     .venv/bin/python bench/realism/inputs_figure.py --out docs/sim_vs_real_gz2_galaxies.png \\
-        none=/tmp/gz2/data/gz2_spirals arms=/tmp/abl_arms/data/gz2_realism_continuous_arms
+        none=/tmp/gz2/data/gz2_spirals_whole_frame arms=/tmp/abl_arms/data/gz2_realism_continuous_arms
 
 The simulated galaxies are the brightest that the volunteers labelled spiral and that every run
 made an input of; the real ones are the first labelled spiral in the folder's catalogue.

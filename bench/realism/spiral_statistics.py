@@ -1,11 +1,11 @@
 """input_statistics.py's measures (brightness in rings, the centre's colour, the sky noise) of the
 model inputs of spirals and of the rest, simulated and real, read from finished runs of
-`gz2_spirals` and its `bench/realism/gz2_*.yaml` variants: how far each run's simulated spirals
+`gz2_spirals_whole_frame` and its `bench/realism/gz2_*.yaml` variants: how far each run's simulated spirals
 are from real ones. The real galaxies are those of the labelled *pool* only (matched_catalog's
 split "pool"), never the test galaxies the README reports.
 
     .venv/bin/python bench/realism/spiral_statistics.py --out bench/results/realism_spiral_statistics \\
-        none=/tmp/gz2/data/gz2_spirals galaxies=/tmp/abl_galaxies/data/gz2_realism_galaxies
+        none=/tmp/gz2/data/gz2_spirals_whole_frame galaxies=/tmp/abl_galaxies/data/gz2_realism_galaxies
 
 Writes `<out>.json` and `<out>.md`.
 """
