@@ -7,7 +7,10 @@ labelled pool (the pool's galaxies, split once with a fixed seed); the project's
 are not in the sample at all, so the choice never looks at the galaxies the README reports.
 
 Needs only torch, torchvision, numpy and safetensors, so it runs on a GPU machine where galpipe's
-other dependencies are not installed. The sample is made here from a `gz2_spirals` run:
+other dependencies are not installed. The sample is made here from a `gz2_spirals` run (the
+results in bench/results came from one with each image whole, as
+`bench/realism/gz2_spirals_whole_frame.yaml` makes; `bench/learners_real/framing_sample.py`
+makes it for other frames):
 
     .venv/bin/python bench/learners.py --export /path/to/run/data/gz2_spirals bench/learners_sample.npz
     python3 bench/learners.py bench/learners_sample.npz --out results/learners     # on the GPU machine
