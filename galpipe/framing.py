@@ -54,7 +54,6 @@ def field_from_text(text: str) -> ModelField:
     return None if text in (WHOLE_IMAGE, "") else float(text)
 
 
-
 @dataclass(frozen=True)
 class Framing:
     kind: str = "fixed"
