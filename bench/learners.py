@@ -26,9 +26,13 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:  # pandas only where a sample is made, not on the GPU machine's training path
+    import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -55,21 +59,32 @@ def export(run_dir: Path, out: Path) -> None:
     """The pool's GZ2 galaxies (never its test ones) and the simulated source, as uint8 in [0, 255]."""
     import pandas as pd
 
-    matched = pd.read_parquet(run_dir / "matched_catalog.parquet")
-    index = pd.read_parquet(run_dir / "target" / "model_inputs.parquet").set_index("object_id")
-    pool = matched[(matched.split == "pool") & (matched.object_id.isin(index.index))]
+    pool = pool_in_array_order(run_dir)
     target = np.load(run_dir / "target" / "model_inputs_69px.npy", mmap_mode="r")
     source = np.load(run_dir / "source" / "model_inputs_69px.npy", mmap_mode="r")
     source_catalog = pd.read_parquet(run_dir / "source" / "catalog.parquet")
     source_index = pd.read_parquet(run_dir / "source" / "model_inputs.parquet")
     labelled = source_index[source_index.status == "ok"].merge(source_catalog[["object_id", "spiral"]], on="object_id")
-    quantise = lambda a: np.round(np.clip(a, 0, 1) * 255).astype(np.uint8)  # noqa: E731
-    np.savez_compressed(out, pool_x=quantise(target[np.sort(index.loc[pool.object_id, "row"].to_numpy())]),
-                        pool_y=pool.set_index("object_id").loc[
-                            index.loc[pool.object_id].sort_values("row").index, "spiral"].to_numpy(np.int64),
+    np.savez_compressed(out, pool_x=quantise(target[pool.row.to_numpy()]), pool_y=pool.spiral.to_numpy(np.int64),
                         source_x=quantise(source[np.sort(labelled.row.to_numpy())]),
                         source_y=labelled.sort_values("row").spiral.to_numpy(np.int64))
     print(f"{out}: {len(pool)} pool galaxies, {len(labelled)} simulated source galaxies")
+
+
+def pool_in_array_order(run_dir: Path) -> pd.DataFrame:
+    """The labelled pool's galaxies of a gz2_spirals run (matched catalogue rows, with `row` in the
+    target's model-input array), in the array's order: the order of every sample's pool."""
+    import pandas as pd
+
+    matched = pd.read_parquet(run_dir / "matched_catalog.parquet")
+    index = pd.read_parquet(run_dir / "target" / "model_inputs.parquet").set_index("object_id")
+    pool = matched[(matched.split == "pool") & (matched.object_id.isin(index.index))]
+    return pool.assign(row=index.loc[pool.object_id, "row"].to_numpy()).sort_values("row")
+
+
+def quantise(images: np.ndarray) -> np.ndarray:
+    """Model inputs in [0, 1] as uint8, as samples store them."""
+    return np.round(np.clip(images, 0, 1) * 255).astype(np.uint8)
 
 
 def _commit() -> str:

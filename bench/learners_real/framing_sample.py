@@ -25,9 +25,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/learners.py
+
+from learners import pool_in_array_order, quantise  # noqa: E402
 
 from galpipe.cutouts import read_cutouts  # noqa: E402
 from galpipe.framing import CentralFraction  # noqa: E402
@@ -36,16 +38,12 @@ from galpipe.preprocessing import model_inputs  # noqa: E402
 
 def framed_pool(run_dir: Path, fraction: float) -> tuple[np.ndarray, np.ndarray]:
     """The pool's images (uint8, in the order of bench/learners.py's export) and their labels."""
-    matched = pd.read_parquet(run_dir / "matched_catalog.parquet")
-    index = pd.read_parquet(run_dir / "target" / "model_inputs.parquet").set_index("object_id")
-    pool = matched[(matched.split == "pool") & matched.object_id.isin(index.index)]
-    pool = pool.assign(row=index.loc[pool.object_id, "row"].to_numpy()).sort_values("row")
+    pool = pool_in_array_order(run_dir)
     images = model_inputs(read_cutouts(list(pool.cutout_path)), CentralFraction(fraction), "colour")
     failed = [str(image) for image in images if not isinstance(image, np.ndarray)]
     if failed:
         raise SystemExit(f"{len(failed)} pool image(s) could not be made: {failed[:3]}")
-    quantised = np.round(np.clip(np.stack(images), 0, 1) * 255).astype(np.uint8)
-    return quantised, pool.spiral.to_numpy(np.int64)
+    return quantise(np.stack(images)), pool.spiral.to_numpy(np.int64)
 
 
 def main(argv=None) -> int:
