@@ -30,7 +30,7 @@ from bench.run import side_by_side  # noqa: E402
 from galpipe.cutouts import read_cutout, write_cutout_fits, write_cutout_stack  # noqa: E402
 from galpipe.hardware import machine_info  # noqa: E402
 from galpipe.models import build_model  # noqa: E402
-from galpipe.prediction import Classifier, default_workers, list_cutouts, predict_cutouts  # noqa: E402
+from galpipe.prediction import Classifier, list_cutouts, predict_cutouts  # noqa: E402
 
 SIZE_PIXELS, PIXEL_SCALE_ARCSEC = 153, 0.263
 GALAXIES_PER_STACK = 256  # as the simulated surveys store a big catalogue (galpipe.sources.simulated)
@@ -82,7 +82,7 @@ def main() -> None:
     args = parser.parse_args()
     model = build_model("compact", seed=0).eval()
     classifier = Classifier("bench", "bench", model)
-    workers = default_workers(args.n) or 2  # readers to compare with one process: the default, or 2
+    workers = 2  # reader processes, against the default (threads that each read and classify)
     with tempfile.TemporaryDirectory(prefix="galpipe-predict-") as scratch:
         folder, stack_folder = Path(scratch) / "cutouts", Path(scratch) / "stacks"
         folder.mkdir()
@@ -102,12 +102,14 @@ def main() -> None:
         out = Path(scratch) / "morphology.parquet"
         rates = side_by_side({
             "bare_model_in_memory": timed(len(x), bare),
-            "galpipe_predict_stacks_1_process": timed(len(stacked), lambda: predict_cutouts(
-                [classifier], stacked, out, progress=False, workers=0)),
+            "galpipe_predict_stacks": timed(len(stacked), lambda: predict_cutouts(
+                [classifier], stacked, out, progress=False)),
+            "galpipe_predict_stacks_1_thread": timed(len(stacked), lambda: predict_cutouts(
+                [classifier], stacked, out, progress=False, threads=1)),
             f"galpipe_predict_stacks_{workers}_readers": timed(len(stacked), lambda: predict_cutouts(
                 [classifier], stacked, out, progress=False, workers=workers)),
-            "galpipe_predict_fits_1_process": timed(len(cutouts), lambda: predict_cutouts(
-                [classifier], cutouts, out, progress=False, workers=0)),
+            "galpipe_predict_fits": timed(len(cutouts), lambda: predict_cutouts(
+                [classifier], cutouts, out, progress=False)),
             f"galpipe_predict_fits_{workers}_readers": timed(len(cutouts), lambda: predict_cutouts(
                 [classifier], cutouts, out, progress=False, workers=workers)),
             "read_astropy_1_process": timed(len(paths), lambda: [astropy_read(p) for p in paths]),
@@ -115,14 +117,11 @@ def main() -> None:
             # Each galaxy from its stack (memory-mapped; the page cache holds these files, as it holds the single ones).
             "read_from_stacks_1_process": timed(len(stacked), lambda: [read_cutout(p) for p in stacked.path]),
         }, args.rounds)
-    def default_run(storage: str) -> str:
-        n = default_workers(args.n)
-        return f"galpipe_predict_{storage}_" + (f"{n}_readers" if n else "1_process")
-
     results = {"machine": machine_info(), "n_cutouts": args.n, "workers": workers, "images_per_second": rates,
-               "default_workers": default_workers(args.n),
-               "predict_vs_bare": round(rates[default_run("fits")] / rates["bare_model_in_memory"], 3),
-               "predict_stacks_vs_bare": round(rates[default_run("stacks")] / rates["bare_model_in_memory"], 3),
+               "threads": torch.get_num_threads(),
+               "predict_vs_bare": round(rates["galpipe_predict_fits"] / rates["bare_model_in_memory"], 3),
+               "predict_stacks_vs_bare": round(rates["galpipe_predict_stacks"] / rates["bare_model_in_memory"], 3),
+               "threads_vs_1_thread": round(rates["galpipe_predict_stacks"] / rates["galpipe_predict_stacks_1_thread"], 2),
                "fitsio_vs_astropy_read": round(rates["read_fitsio_1_process"] / rates["read_astropy_1_process"], 2)}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(f"{args.out}.json").write_text(json.dumps(results, indent=1))
@@ -130,10 +129,11 @@ def main() -> None:
              f"({SIZE_PIXELS}x{SIZE_PIXELS}x3), `compact`; median of {args.rounds} alternating rounds.", "",
              "| what | images/s |", "|---|---|"]
     lines += [f"| {name} | {rate:,.0f} |" for name, rate in rates.items()]
-    lines += ["", f"`galpipe predict` as it runs by default ({results['default_workers']} reader processes) / bare "
-                  "model: from stacks "
-                  f"{results['predict_stacks_vs_bare']:.2f}, from one file per galaxy {results['predict_vs_bare']:.2f}; "
-                  f"fitsio / astropy per-file read: {results['fitsio_vs_astropy_read']:.1f}x"]
+    lines += ["", f"`galpipe predict` as it runs by default ({results['threads']} threads that each read and classify) "
+                  f"/ bare model: from stacks {results['predict_stacks_vs_bare']:.2f}, from one file per galaxy "
+                  f"{results['predict_vs_bare']:.2f}; {results['threads']} threads / 1 thread (from stacks): "
+                  f"{results['threads_vs_1_thread']:.2f}x; fitsio / astropy per-file read: "
+                  f"{results['fitsio_vs_astropy_read']:.1f}x"]
     Path(f"{args.out}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -220,8 +220,10 @@ def _predict(args) -> int:
         raise UserError(f"--out {args.out}: the morphology catalogue must end in .parquet or .csv")
     if Path(args.out).is_dir():
         raise UserError(f"--out {args.out}: is a folder; give the catalogue file to write")
-    if args.workers is not None and args.workers < 0:
+    if args.workers < 0:
         raise UserError(f"--workers {args.workers}: give 0 (read in this process) or more reader processes")
+    if args.threads is not None and args.threads < 1:
+        raise UserError(f"--threads {args.threads}: give at least 1")
     if not 0.0 <= args.threshold <= 1.0:
         raise UserError(f"--threshold {args.threshold:g}: a probability threshold lies in [0, 1]")
     if args.batch_size < 1:
@@ -254,7 +256,7 @@ def _predict(args) -> int:
         f"{k.task}={k.model_uri} ({k.input_mode})" for k in classifiers), file=sys.stderr)
     summary = predict_cutouts(classifiers, cutouts, args.out, args.threshold, args.batch_size, args.pixel_scale,
                               on_failure=lambda r: print(f"  skipped {r['path'] or r['object_id']}: {r['reason']}",
-                                                         file=sys.stderr), workers=args.workers)
+                                                         file=sys.stderr), workers=args.workers, threads=args.threads)
     print(f"[galpipe predict] wrote {summary.n_written} rows to {summary.out_path}; skipped {len(summary.failures)}"
           + (f" (listed in {summary.out_path.name}.failed.csv)" if summary.failures else "")
           + f"; {summary.galaxies_per_second:.1f} galaxies/s", file=sys.stderr)
@@ -327,10 +329,12 @@ def main(argv=None) -> int:
     predict.add_argument("--image-column", default="image_path", help="(with --catalog) default: %(default)s")
     predict.add_argument("--out", required=True, help="the morphology catalogue to write (.parquet or .csv)")
     predict.add_argument("--threshold", type=float, default=0.5, help="class 1 at p >= this (default %(default)s)")
-    predict.add_argument("--batch-size", type=int, default=256)
-    predict.add_argument("--workers", type=int, default=None,
-                         help="processes that read the images (0: this one; default: none on 2 cores, else half the "
-                              "cores from 1,000 images)")
+    predict.add_argument("--batch-size", type=int, default=64,  # galpipe.preprocessing.BATCH_CUTOUTS
+                         help="galaxies read and classified together (default %(default)s)")
+    predict.add_argument("--threads", type=int, default=None,
+                         help="threads that each read and classify a batch (default: one per core)")
+    predict.add_argument("--workers", type=int, default=0,
+                         help="processes that read the images instead, while this one classifies (default: none)")
     predict.add_argument("--pixel-scale", type=float, default=None,
                          help="arcsec/pixel of JPEG/PNG cutouts (FITS cutouts carry PIXSCALE)")
     add_project_arguments(predict, "whose models an alias names ")

@@ -13,6 +13,7 @@ as a Cutout like any single file.
 from __future__ import annotations
 
 import functools
+import math
 import shutil
 import warnings
 from collections.abc import Mapping
@@ -79,8 +80,13 @@ def split_address(address) -> tuple[Path, int | None]:
     text = str(address)
     head, sep, tail = text.rpartition("#")
     if sep and tail.isascii() and tail.isdigit() and head.lower().endswith(STACK_SUFFIX):
-        return Path(head), int(tail)
+        return _stack_path(head), int(tail)
     return Path(text), None
+
+
+@functools.lru_cache(maxsize=64)
+def _stack_path(text: str) -> Path:
+    return Path(text)  # one Path per stack file, not one per galaxy (each costs ~10 us)
 
 
 def cutout_wcs(ra_deg: float, dec_deg: float, pixel_scale_arcsec: float, size_pixels: int) -> WCS:
@@ -172,22 +178,33 @@ class CutoutStack:
         return [str(i).rstrip() for i in self.table["OBJECT_ID"]]  # FITS pads strings with trailing spaces
 
     def cutout(self, row: int) -> Cutout:
-        address = Path(stack_address(self.path, row))
         if not 0 <= row < len(self.table):
-            raise CutoutError(address, f"no row {row}: the stack holds {len(self.table)} cutout(s)")
-        record = self.table[row]
-        header = dict(self.header)
-        for name in self.table.dtype.names:
-            if name not in ("OBJECT_ID", "PIXEL_OFFSET", "HEIGHT_PX", "WIDTH_PX"):
-                value = record[name]
-                value = value.rstrip() if isinstance(value, str) else value.item()
-                if not (isinstance(value, float) and not np.isfinite(value)):  # NaN: unknown for this galaxy,
-                    header[name] = value  # left out, as a FITS header cannot hold it
-        header["OBJID"] = str(record["OBJECT_ID"]).rstrip()
-        shape = (len(self.bands), int(record["HEIGHT_PX"]), int(record["WIDTH_PX"]))
-        start = int(record["PIXEL_OFFSET"])
-        pixels = np.array(self.pixels[start:start + int(np.prod(shape))], dtype=np.float32).reshape(shape)  # native order
-        return Cutout(address, pixels, self.bands, header)
+            raise CutoutError(stack_address(self.path, row), f"no row {row}: the stack holds {len(self.table)} cutout(s)")
+        [cutout] = self.cutouts(row, row + 1)
+        return cutout
+
+    def cutouts(self, first_row: int, end_row: int) -> list[Cutout]:
+        """The cutouts of rows first_row to end_row - 1 (a batch of neighbours: the table is
+        sliced once, not looked up galaxy by galaxy)."""
+        records = self.table[first_row:end_row]
+        # Each galaxy's own keywords; NaN means unknown for that galaxy and is left out, as a FITS
+        # header cannot hold it.
+        own = {name: records[name].tolist() for name in records.dtype.names
+               if name not in ("OBJECT_ID", "PIXEL_OFFSET", "HEIGHT_PX", "WIDTH_PX")}
+        cutouts = []
+        for k, (object_id, start, height, width) in enumerate(zip(records["OBJECT_ID"], records["PIXEL_OFFSET"].tolist(),
+                                                                  records["HEIGHT_PX"].tolist(), records["WIDTH_PX"].tolist())):
+            header = dict(self.header)
+            for name, values in own.items():
+                value = values[k].rstrip() if isinstance(values[k], str) else values[k]
+                if not (isinstance(value, float) and not math.isfinite(value)):
+                    header[name] = value
+            header["OBJID"] = str(object_id).rstrip()
+            shape = (len(self.bands), height, width)
+            # Native float32, a galaxy at a time: its copy is still in cache for the checks that follow.
+            pixels = self.pixels[start:start + len(self.bands) * height * width].astype(np.float32).reshape(shape)
+            cutouts.append(Cutout(Path(stack_address(self.path, first_row + k)), pixels, self.bands, header))
+        return cutouts
 
 
 def read_stack(path) -> CutoutStack:
@@ -234,7 +251,8 @@ def _read_stack(path: Path, device: int, inode: int, mtime_ns: int, size_bytes: 
     if pixels is None:
         if data_start + 4 * n_pixels > size_bytes:  # mapped pages past the end would kill the process
             raise CutoutError(path, f"corrupt or truncated cutout stack ({size_bytes} bytes, the image needs more)")
-        pixels = np.memmap(path, dtype=">f4", mode="r", offset=data_start, shape=(n_pixels,))
+        # A plain array over the mapping: its slices, one per galaxy, skip np.memmap's bookkeeping.
+        pixels = np.memmap(path, dtype=">f4", mode="r", offset=data_start, shape=(n_pixels,)).view(np.ndarray)
     missing = [c for c in STACK_PLACEMENT_COLUMNS if c not in (table.dtype.names or ())]
     if missing:
         raise CutoutError(path, f"the {STACK_TABLE_HDU} table lacks column(s) {missing}")
@@ -298,25 +316,61 @@ def read_cutout(path, expected_bands: str | None = None,
 
 def read_cutouts(addresses, expected_bands: str | None = None, expected_shape: tuple[int, int] | None = None,
                  object_ids=None) -> list[Cutout | CutoutError]:
-    """read_cutout for many: each a Cutout, or the CutoutError that names it. With `object_ids`
-    (one per address), a galaxy of a stack must be that object: an address is a row number, and
-    a stack written again since the address was made may hold another galaxy there."""
-    cutouts = []
-    for address, object_id in zip(addresses, [None] * len(addresses) if object_ids is None else object_ids,
-                                  strict=True):
-        try:
-            cutout = read_cutout(address, expected_bands, expected_shape)
-            # Only a galaxy of a stack can have moved (its stack written again since the address was made).
-            found = None
-            if object_id is not None and split_address(address)[1] is not None:
-                found = (cutout.header or {}).get("OBJID")
-            if found is not None and found != str(object_id):
-                raise CutoutError(address, f"holds galaxy {found}, not {object_id}: the stack was written again "
-                                           "since this address was made (materialize the raw cutouts again)")
-            cutouts.append(cutout)
-        except CutoutError as err:
-            cutouts.append(err)
+    """read_cutout for many: each a Cutout, or the CutoutError that names it. Neighbouring rows of
+    one stack are read together (CutoutStack.cutouts). With `object_ids` (one per address), a
+    galaxy of a stack must be that object: an address is a row number, and a stack written again
+    since the address was made may hold another galaxy there."""
+    addresses = list(addresses)
+    object_ids = [None] * len(addresses) if object_ids is None else list(object_ids)
+    if len(object_ids) != len(addresses):
+        raise ValueError(f"{len(addresses)} addresses but {len(object_ids)} object ids")
+    placed = [split_address(address) for address in addresses]
+    cutouts: list[Cutout | CutoutError] = []
+    k = 0
+    while k < len(addresses):
+        file, row = placed[k]
+        if row is None:
+            try:
+                cutouts.append(read_cutout(addresses[k], expected_bands, expected_shape))
+            except CutoutError as err:
+                cutouts.append(err)
+            k += 1
+            continue
+        n = 1
+        while k + n < len(addresses) and placed[k + n] == (file, row + n):
+            n += 1
+        for address, object_id, cutout in zip(addresses[k:k + n], object_ids[k:k + n], _read_rows(file, row, n)):
+            try:
+                if isinstance(cutout, CutoutError):
+                    raise cutout
+                validate_cutout(cutout.path, cutout, expected_bands, expected_shape)
+                # Only a galaxy of a stack can have moved (its stack written again since the address was made).
+                found = cutout.header.get("OBJID")
+                if object_id is not None and found is not None and found != str(object_id):
+                    raise CutoutError(address, f"holds galaxy {found}, not {object_id}: the stack was written again "
+                                               "since this address was made (materialize the raw cutouts again)")
+                cutouts.append(cutout)
+            except CutoutError as err:
+                cutouts.append(err)
+        k += n
     return cutouts
+
+
+def _read_rows(file: Path, first_row: int, n: int) -> list[Cutout | CutoutError]:
+    """Rows first_row .. first_row + n - 1 of a stack, unvalidated: read as one when all exist."""
+    try:
+        stack = read_stack(file)
+    except CutoutError as err:
+        return [err] * n
+    if first_row + n <= len(stack.table):
+        return stack.cutouts(first_row, first_row + n)
+    read = []
+    for row in range(first_row, first_row + n):
+        try:
+            read.append(stack.cutout(row))
+        except CutoutError as err:
+            read.append(err)
+    return read
 
 
 def _read_fits(path: Path) -> Cutout:

@@ -6,12 +6,15 @@ models run."""
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import ctypes
 import functools
 import os
 import signal
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,7 +38,7 @@ from galpipe.cutouts import (
 from galpipe.files import atomic_write
 from galpipe.framing import ModelField, field_from_text
 from galpipe.hardware import default_device, inference_model
-from galpipe.preprocessing import COLOUR_RENDERINGS, MODEL_INPUT_PIXELS, model_inputs
+from galpipe.preprocessing import BATCH_CUTOUTS, COLOUR_RENDERINGS, MODEL_INPUT_PIXELS, model_inputs
 from galpipe.tracking import (
     ModelRegistryError,
     load_registered_model,
@@ -142,14 +145,27 @@ def list_cutouts(folder: str | None = None, catalog: str | None = None, id_colum
 
 
 class _TableWriter:
-    """Appends batches to one Parquet or CSV file (the temporary file of an atomic_write)."""
+    """Appends batches to one Parquet or CSV file (the temporary file of an atomic_write), in
+    pieces of ROWS_PER_WRITE: batches of 64 galaxies would make as many tiny Parquet row groups."""
+
+    ROWS_PER_WRITE = 16384
 
     def __init__(self, path, csv: bool):
         self.path, self.csv = path, csv
         self.parquet = None
         self.csv_started = False
+        self.pending: list[pd.DataFrame] = []
 
     def write(self, table: pd.DataFrame) -> None:
+        self.pending.append(table)
+        if sum(map(len, self.pending)) >= self.ROWS_PER_WRITE:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self.pending:
+            return
+        table = pd.concat(self.pending, ignore_index=True) if len(self.pending) > 1 else self.pending[0]
+        self.pending = []
         if self.csv:
             table.to_csv(self.path, mode="a" if self.csv_started else "w", header=not self.csv_started, index=False)
             self.csv_started = True
@@ -160,6 +176,7 @@ class _TableWriter:
         self.parquet.write_table(arrow)
 
     def close(self) -> None:
+        self._flush()
         if self.parquet is not None:
             self.parquet.close()
 
@@ -206,22 +223,46 @@ def _die_with_parent(parent_pid: int, worker_id: int) -> None:
         os._exit(1)
 
 
-def default_workers(n_cutouts: int) -> int:
-    """Reader processes: none on 2 cores, where the models already keep both busy and readers only
-    take turns with them (bench/predict_reader.py: from stacks 1 process was faster than 2 readers);
-    with more cores, half of them (up to 8) when there is enough to read to repay starting them
-    (not measured here: these machines have 2 cores)."""
-    cores = os.cpu_count() or 1
-    return min(cores // 2, 8) if cores > 2 and n_cutouts >= 1000 else 0
+def _in_order(tasks, threads: int):
+    """Each task's result, in the tasks' order, `threads` of them running at once. Only a window
+    of 2 x threads is queued ahead, so a survey's batches are never all held in memory."""
+    pool = ThreadPoolExecutor(threads, thread_name_prefix="galpipe-predict")
+    window: collections.deque = collections.deque()
+    try:
+        for task in tasks:
+            window.append(pool.submit(task))
+            if len(window) >= 2 * threads:
+                yield window.popleft().result()
+        while window:
+            yield window.popleft().result()
+    finally:  # stopped early (an error, an interrupt): what has not started never will
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int):
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def predict_cutouts(classifiers: list[Classifier], cutouts: pd.DataFrame, out_path, threshold: float = 0.5,
-                    batch_size: int = 256, pixel_scale_arcsec: float | None = None,
-                    on_failure=None, progress: bool | None = None, workers: int | None = None) -> PredictionSummary:
+                    batch_size: int = BATCH_CUTOUTS, pixel_scale_arcsec: float | None = None,
+                    on_failure=None, progress: bool | None = None, workers: int = 0,
+                    threads: int | None = None) -> PredictionSummary:
     """Write object_id, path, then `p_<task>` (probability) and `<task>` (class at `threshold`)
     for every task, one row per cutout that could be read. `on_failure(record)` hears of each one
-    that could not. `workers` processes read the images (a torch DataLoader's; 0: this process;
-    default: default_workers)."""
+    that could not.
+
+    By default `threads` threads (default: torch's thread count, one per core) each read, prepare
+    and classify a batch of their own on one core: preparing a galaxy is mostly numpy on one core,
+    so one batch after another left a core idle half the time (bench/predict_reader.py: 1.6x on 2
+    cores). With `workers` > 0, that many processes (a torch DataLoader's) read and prepare the
+    batches instead, and this process classifies them: for readers that hold Python's lock, as
+    astropy's did."""
     if not classifiers:
         raise ValueError("no models to predict with")
     summary = PredictionSummary(Path(out_path))
@@ -232,19 +273,34 @@ def predict_cutouts(classifiers: list[Classifier], cutouts: pd.DataFrame, out_pa
     modes = sorted({k.inputs for k in classifiers}, key=str)
     device = default_device()
     prepared_models = [inference_model(k.module, device) for k in classifiers]
-    workers = default_workers(len(cutouts)) if workers is None else workers
-    # Batches arrive in catalogue order; workers read up to two batches each ahead of the models.
-    reader = torch.utils.data.DataLoader(_CutoutBatches(list(cutouts.path), modes, pixel_scale_arcsec, batch_size),
-                                         batch_size=None, num_workers=workers, collate_fn=_as_is,
-                                         worker_init_fn=functools.partial(_die_with_parent, os.getpid()))
+    threads = threads or torch.get_num_threads()
+    batches = _CutoutBatches(list(cutouts.path), modes, pixel_scale_arcsec, batch_size)
+
+    def classified(batch):
+        """A batch's reasons (why each galaxy could not be used, "" for those that could) and
+        each task's probabilities for those that could."""
+        reasons, inputs = batch
+        return reasons, {k.task: predict_proba(module, inputs[k.inputs], device=device, prepare=False)
+                         for k, module in zip(classifiers, prepared_models)}
+
+    if workers:  # batches arrive in catalogue order; workers read up to two batches each ahead
+        results = map(classified, torch.utils.data.DataLoader(
+            batches, batch_size=None, num_workers=workers, collate_fn=_as_is,
+            worker_init_fn=functools.partial(_die_with_parent, os.getpid())))
+        torch_threads = torch.get_num_threads()
+    else:
+        results = _in_order((functools.partial(lambda k: classified(batches[k]), k) for k in range(len(batches))),
+                            threads)
+        torch_threads = 1 if threads > 1 else torch.get_num_threads()
     # Why list_cutouts refused a row (a path outside the catalogue's folder), said instead of "no image path".
     refused = cutouts["reason"] if "reason" in cutouts else pd.Series("", index=cutouts.index)
 
     def write_catalogue(tmp) -> None:  # batch after batch, into a file that is renamed once complete
         writer = _TableWriter(tmp, csv=summary.out_path.name.lower().endswith(".csv"))
         try:
-            with tqdm(total=len(cutouts), desc="predict", unit="galaxy", disable=progress is False) as bar:
-                for start, (reasons, inputs) in zip(range(0, len(cutouts), batch_size), reader):
+            with tqdm(total=len(cutouts), desc="predict", unit="galaxy", disable=progress is False) as bar, \
+                    _torch_threads(torch_threads):
+                for start, (reasons, probabilities) in zip(range(0, len(cutouts), batch_size), results):
                     batch = cutouts.iloc[start:start + batch_size]
                     good = []
                     for object_id, path, reason, given in zip(batch.object_id, batch.path, reasons,
@@ -260,9 +316,8 @@ def predict_cutouts(classifiers: list[Classifier], cutouts: pd.DataFrame, out_pa
                     if not good:
                         continue
                     table = pd.DataFrame(good, columns=["object_id", "path"])
-                    for k, module in zip(classifiers, prepared_models):
-                        x = inputs[k.inputs]
-                        probability = predict_proba(module, x, device=device, prepare=False)
+                    for k in classifiers:
+                        probability = probabilities[k.task]
                         table[f"p_{k.task}"] = probability
                         table[k.task] = (probability >= threshold).astype(np.int8)
                     writer.write(table[columns])

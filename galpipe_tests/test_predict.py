@@ -81,7 +81,7 @@ def test_bad_images_are_named_and_the_rest_still_classified(registry, decals_fol
     assert "wrote 12 rows" in err and "skipped 4" in err
 
 
-def test_reader_processes_give_the_same_catalogue_in_the_same_order(registry, decals_folder, tmp_path):
+def test_threads_and_reader_processes_give_the_same_catalogue_in_the_same_order(registry, decals_folder, tmp_path):
     folder = tmp_path / "cutouts"
     folder.mkdir()
     for path in sorted((decals_folder / "images").glob("*.png"))[:23]:
@@ -89,15 +89,20 @@ def test_reader_processes_give_the_same_catalogue_in_the_same_order(registry, de
     (folder / "corrupt.png").write_bytes(b"not a png")
     cutouts = list_cutouts(folder=str(folder))
     classifier = load_classifier(registry, "models:/galpipe-ring-colour@champion")
+    threads_before = torch.get_num_threads()
     tables = {}
-    for workers in (0, 2):
-        out = tmp_path / f"workers{workers}.parquet"
+    # One thread; three threads on 5 batches (more threads than this machine may have cores, and
+    # batches finishing out of turn); reader processes.
+    for name, threads, workers in (("1 thread", 1, 0), ("3 threads", 3, 0), ("2 readers", None, 2)):
+        out = tmp_path / f"{name}.parquet"
         summary = predict_cutouts([classifier], cutouts, out, batch_size=5, pixel_scale_arcsec=0.262,
-                                  progress=False, workers=workers)
+                                  progress=False, workers=workers, threads=threads)
         assert [f["object_id"] for f in summary.failures] == ["corrupt"]
-        tables[workers] = pd.read_parquet(out)
-    assert len(tables[2]) == 23
-    pd.testing.assert_frame_equal(tables[0], tables[2])
+        tables[name] = pd.read_parquet(out)
+        assert torch.get_num_threads() == threads_before  # the threads' one core each is given back
+    assert len(tables["1 thread"]) == 23 and list(tables["1 thread"].object_id) == sorted(tables["1 thread"].object_id)
+    pd.testing.assert_frame_equal(tables["1 thread"], tables["3 threads"])
+    pd.testing.assert_frame_equal(tables["1 thread"], tables["2 readers"])
 
 
 @pytest.mark.parametrize("args, message", [
@@ -106,6 +111,7 @@ def test_reader_processes_give_the_same_catalogue_in_the_same_order(registry, de
     (["--model", "champion", "--model", "models:/galpipe-ring-colour/1", "--tasks", "ring", "--survey", "colour"],
      "two models for task(s) ['ring']"),
     (["--model", "champion", "--tasks", "ring", "--survey", "colour", "--workers", "-1"], "--workers -1: give 0"),
+    (["--model", "champion", "--tasks", "ring", "--survey", "colour", "--threads", "0"], "--threads 0: give at least 1"),
     (["--model", "champion", "--tasks", "ring", "--survey", "colour", "--out-format"], None),
 ])
 def test_user_errors_exit_non_zero_with_one_line(registry, decals_folder, tmp_path, capsys, args, message):
