@@ -94,14 +94,16 @@ def main() -> None:
         paths = sorted(folder.glob("*.fits"))[:500]
         x = torch.from_numpy(np.random.default_rng(1).normal(size=(args.n, 3, 69, 69)).astype(np.float32))
 
-        def bare():
+        def bare(batch: int):
             with torch.no_grad():
-                for start in range(0, len(x), 256):
-                    model(x[start:start + 256])
+                for start in range(0, len(x), batch):
+                    model(x[start:start + batch])
 
         out = Path(scratch) / "morphology.parquet"
         rates = side_by_side({
-            "bare_model_in_memory": timed(len(x), bare),
+            # Batches of 256 as measured before; of 64, whose activations stay in cache (the faster is the baseline).
+            "bare_model_in_memory": timed(len(x), lambda: bare(256)),
+            "bare_model_in_memory_batches_of_64": timed(len(x), lambda: bare(64)),
             "galpipe_predict_stacks": timed(len(stacked), lambda: predict_cutouts(
                 [classifier], stacked, out, progress=False)),
             "galpipe_predict_stacks_1_thread": timed(len(stacked), lambda: predict_cutouts(
@@ -117,10 +119,11 @@ def main() -> None:
             # Each galaxy from its stack (memory-mapped; the page cache holds these files, as it holds the single ones).
             "read_from_stacks_1_process": timed(len(stacked), lambda: [read_cutout(p) for p in stacked.path]),
         }, args.rounds)
+    bare_rate = max(rates["bare_model_in_memory"], rates["bare_model_in_memory_batches_of_64"])
     results = {"machine": machine_info(), "n_cutouts": args.n, "workers": workers, "images_per_second": rates,
                "threads": torch.get_num_threads(),
-               "predict_vs_bare": round(rates["galpipe_predict_fits"] / rates["bare_model_in_memory"], 3),
-               "predict_stacks_vs_bare": round(rates["galpipe_predict_stacks"] / rates["bare_model_in_memory"], 3),
+               "predict_vs_bare": round(rates["galpipe_predict_fits"] / bare_rate, 3),
+               "predict_stacks_vs_bare": round(rates["galpipe_predict_stacks"] / bare_rate, 3),
                "threads_vs_1_thread": round(rates["galpipe_predict_stacks"] / rates["galpipe_predict_stacks_1_thread"], 2),
                "fitsio_vs_astropy_read": round(rates["read_fitsio_1_process"] / rates["read_astropy_1_process"], 2)}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -130,7 +133,8 @@ def main() -> None:
              "| what | images/s |", "|---|---|"]
     lines += [f"| {name} | {rate:,.0f} |" for name, rate in rates.items()]
     lines += ["", f"`galpipe predict` as it runs by default ({results['threads']} threads that each read and classify) "
-                  f"/ bare model: from stacks {results['predict_stacks_vs_bare']:.2f}, from one file per galaxy "
+                  "/ bare model (the faster batch size): "
+                  f"from stacks {results['predict_stacks_vs_bare']:.2f}, from one file per galaxy "
                   f"{results['predict_vs_bare']:.2f}; {results['threads']} threads / 1 thread (from stacks): "
                   f"{results['threads_vs_1_thread']:.2f}x; fitsio / astropy per-file read: "
                   f"{results['fitsio_vs_astropy_read']:.1f}x"]

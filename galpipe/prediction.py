@@ -145,8 +145,9 @@ def list_cutouts(folder: str | None = None, catalog: str | None = None, id_colum
 
 
 class _TableWriter:
-    """Appends batches to one Parquet or CSV file (the temporary file of an atomic_write), in
-    pieces of ROWS_PER_WRITE: batches of 64 galaxies would make as many tiny Parquet row groups."""
+    """Appends rows to one Parquet or CSV file (the temporary file of an atomic_write), in pieces
+    of ROWS_PER_WRITE: a table per batch of 64 would cost a fair share of what its models do, and
+    make as many tiny Parquet row groups."""
 
     ROWS_PER_WRITE = 16384
 
@@ -154,18 +155,21 @@ class _TableWriter:
         self.path, self.csv = path, csv
         self.parquet = None
         self.csv_started = False
-        self.pending: list[pd.DataFrame] = []
+        self.pending: list[dict] = []  # column -> values, one dict per batch
+        self.n_pending = 0
 
-    def write(self, table: pd.DataFrame) -> None:
-        self.pending.append(table)
-        if sum(map(len, self.pending)) >= self.ROWS_PER_WRITE:
+    def write(self, rows: dict) -> None:
+        self.pending.append(rows)
+        self.n_pending += len(next(iter(rows.values())))
+        if self.n_pending >= self.ROWS_PER_WRITE:
             self._flush()
 
     def _flush(self) -> None:
         if not self.pending:
             return
-        table = pd.concat(self.pending, ignore_index=True) if len(self.pending) > 1 else self.pending[0]
-        self.pending = []
+        table = pd.DataFrame({name: np.concatenate([np.asarray(rows[name]) for rows in self.pending])
+                              for name in self.pending[0]})
+        self.pending, self.n_pending = [], 0
         if self.csv:
             table.to_csv(self.path, mode="a" if self.csv_started else "w", header=not self.csv_started, index=False)
             self.csv_started = True
@@ -293,7 +297,8 @@ def predict_cutouts(classifiers: list[Classifier], cutouts: pd.DataFrame, out_pa
                             threads)
         torch_threads = 1 if threads > 1 else torch.get_num_threads()
     # Why list_cutouts refused a row (a path outside the catalogue's folder), said instead of "no image path".
-    refused = cutouts["reason"] if "reason" in cutouts else pd.Series("", index=cutouts.index)
+    refused = cutouts["reason"].tolist() if "reason" in cutouts else [""] * len(cutouts)
+    object_ids, paths = cutouts.object_id.tolist(), cutouts.path.tolist()
 
     def write_catalogue(tmp) -> None:  # batch after batch, into a file that is renamed once complete
         writer = _TableWriter(tmp, csv=summary.out_path.name.lower().endswith(".csv"))
@@ -301,30 +306,26 @@ def predict_cutouts(classifiers: list[Classifier], cutouts: pd.DataFrame, out_pa
             with tqdm(total=len(cutouts), desc="predict", unit="galaxy", disable=progress is False) as bar, \
                     _torch_threads(torch_threads):
                 for start, (reasons, probabilities) in zip(range(0, len(cutouts), batch_size), results):
-                    batch = cutouts.iloc[start:start + batch_size]
                     good = []
-                    for object_id, path, reason, given in zip(batch.object_id, batch.path, reasons,
-                                                              refused.iloc[start:start + batch_size]):
+                    for i, reason in enumerate(reasons, start):
                         if reason:
-                            record = {"object_id": object_id, "path": path, "reason": given or reason}
+                            record = {"object_id": object_ids[i], "path": paths[i], "reason": refused[i] or reason}
                             summary.failures.append(record)
                             if on_failure:
                                 on_failure(record)
                             continue
-                        good.append((object_id, path))
-                    bar.update(len(batch))
+                        good.append(i)
+                    bar.update(len(reasons))
                     if not good:
                         continue
-                    table = pd.DataFrame(good, columns=["object_id", "path"])
+                    rows = {"object_id": [object_ids[i] for i in good], "path": [paths[i] for i in good]}
                     for k in classifiers:
-                        probability = probabilities[k.task]
-                        table[f"p_{k.task}"] = probability
-                        table[k.task] = (probability >= threshold).astype(np.int8)
-                    writer.write(table[columns])
-                    summary.n_written += len(table)
+                        rows[f"p_{k.task}"] = probabilities[k.task]
+                        rows[k.task] = (probabilities[k.task] >= threshold).astype(np.int8)
+                    writer.write(rows)
+                    summary.n_written += len(good)
             if summary.n_written == 0:  # keep the columns, so a reader finds an empty catalogue
-                writer.write(pd.DataFrame({c: pd.Series(dtype="float32" if c.startswith("p_") else "object")
-                                           for c in columns}))
+                writer.write({c: np.zeros(0, np.float32 if c.startswith("p_") else object) for c in columns})
         finally:
             writer.close()
 
