@@ -159,7 +159,8 @@ def adaptation_goals(summary: pd.DataFrame, reference_budget: int = 500, few_lab
 def save_figure(fig, out_path) -> Path:
     """Lay out, write the PNG atomically (a reader never sees half a file) and free the figure."""
     fig.tight_layout()
-    atomic_write(Path(out_path), lambda tmp: fig.savefig(tmp, format="png", dpi=90))
+    # bbox "tight": captions under the last row of axes (the galleries') are not cut off.
+    atomic_write(Path(out_path), lambda tmp: fig.savefig(tmp, format="png", dpi=90, bbox_inches="tight"))
     plt.close(fig)
     return Path(out_path)
 

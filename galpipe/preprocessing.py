@@ -37,22 +37,21 @@ NO_SIGNAL = "no positive signal at the centre of the image"
 BATCH_CUTOUTS = 64
 
 
-def _centred(pixels: np.ndarray, size: int) -> np.ndarray:
-    """The centred size x size square of a (band, y, x) cube."""
-    height, width = pixels.shape[-2:]
-    top, left = (height - size) // 2, (width - size) // 2
-    return pixels[:, top:top + size, left:left + size]
-
-
-def crop_to_field(pixels: np.ndarray, pixel_scale_arcsec: float, field_arcsec: float) -> np.ndarray:
-    """The central `field_arcsec` of a (band, y, x) cube; the whole cube if it is smaller."""
-    size = int(round(field_arcsec / pixel_scale_arcsec))
-    return pixels if size >= min(pixels.shape[-2:]) else _centred(pixels, size)
-
-
-def central_square(pixels: np.ndarray) -> np.ndarray:
-    """The largest centred square of a (band, y, x) cube."""
-    return _centred(pixels, min(pixels.shape[-2:]))
+def field_box(height: int, width: int, field_arcsec: ModelField,
+              pixel_scale_arcsec: float | None = None) -> tuple[int, int, int, int]:
+    """(top, left, height, width), in pixels, of the part of a height x width image that becomes
+    model input: the central `field_arcsec` (all of it if the image is smaller); with None the
+    largest centred square; with a CentralFraction the central part of that square."""
+    if field_arcsec is None or isinstance(field_arcsec, CentralFraction):
+        square = min(height, width)
+        side = square if field_arcsec is None else round(square * field_arcsec.fraction)
+        # The largest centred square first, then the centred part of it.
+        return ((height - square) // 2 + (square - side) // 2, (width - square) // 2 + (square - side) // 2,
+                side, side)
+    side = int(round(field_arcsec / pixel_scale_arcsec))
+    if side >= min(height, width):
+        return 0, 0, height, width
+    return (height - side) // 2, (width - side) // 2, side, side
 
 
 def resample(pixels: np.ndarray, size: int = MODEL_INPUT_PIXELS) -> np.ndarray:
@@ -176,10 +175,8 @@ def _framed(cutout: Cutout, field_arcsec: ModelField, mode: str, bands: str,
         pixels = colour_image(cutout, scale, bands, colour_rendering)
     else:
         pixels = select_bands(cutout, bands)
-    if not whole:
-        return crop_to_field(pixels, scale, field_arcsec)
-    square = central_square(pixels)
-    return square if field_arcsec is None else _centred(square, round(square.shape[-1] * field_arcsec.fraction))
+    top, left, height, width = field_box(*pixels.shape[-2:], field_arcsec, scale)
+    return pixels[:, top:top + height, left:left + width]
 
 
 def model_inputs(cutouts: list, field_arcsec, mode: str = "bands", bands: str = "gri",

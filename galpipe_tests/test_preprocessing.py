@@ -1,13 +1,18 @@
 """Raw cutouts to 69x69 model inputs: the same field in both surveys, FITS and colour images
 alike, bad cutouts counted."""
 
+from pathlib import Path
+
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
 
-from galpipe.cutouts import CutoutError, read_cutouts, write_cutout_fits
+from galpipe.cutouts import Cutout, CutoutError, read_cutouts, write_cutout_fits
+from galpipe.framing import CentralFraction
+from galpipe.gallery import _draw_model_field
 from galpipe.instruments import DES, SDSS
-from galpipe.preprocessing import build_model_inputs, load_model_inputs, model_input, model_inputs
+from galpipe.preprocessing import build_model_inputs, field_box, load_model_inputs, model_input, model_inputs
 from galpipe.simulation.render import render_galaxy
 from galpipe.sources.simulated import _truth
 
@@ -130,3 +135,25 @@ def test_batched_normalisation_gives_the_numbers_of_one_image_at_a_time():
     assert usable.tolist() == [True, True, True, False, True, True, True]
     for k in np.flatnonzero(usable):
         np.testing.assert_array_equal(normalised[k], _normalised_one_image(images[k]))
+
+
+def test_the_part_of_an_image_the_models_see_is_one_box_for_the_crop_and_the_gallery():
+    # A fixed field of 10" at 0.5"/pixel: 20 pixels, centred; larger than the image: all of it.
+    assert field_box(60, 60, 10.0, 0.5) == (20, 20, 20, 20)
+    assert field_box(60, 40, 100.0, 0.5) == (0, 0, 60, 40)
+    # Whole images: the largest centred square, then (a CentralFraction) the centred part of it.
+    assert field_box(60, 40, None) == (10, 0, 40, 40)
+    assert field_box(60, 40, CentralFraction(0.5)) == (20, 10, 20, 20)
+    pixels = np.arange(3 * 60 * 40, dtype=np.float32).reshape(3, 60, 40)
+    cutout = Cutout(Path("galaxy.png"), pixels / pixels.max(), "RGB")
+    framed = model_inputs([cutout], CentralFraction(0.5), "colour")[0]
+    np.testing.assert_array_equal(framed, model_inputs([Cutout(Path("part.png"), cutout.pixels[:, 20:40, 10:30], "RGB")],
+                                                       None, "colour")[0])
+    # The gallery outlines that box, and nothing where the models see the whole image.
+    figure, (outlined, whole) = plt.subplots(1, 2)
+    assert _draw_model_field(outlined, cutout, "a", (CentralFraction(0.5), None))
+    assert not _draw_model_field(whole, Cutout(Path("square.png"), pixels[:, :40] / pixels.max(), "RGB"), "b", (None, None))
+    [box] = outlined.patches
+    assert (box.get_x(), box.get_y(), box.get_width(), box.get_height()) == (9.5, 19.5, 20, 20)
+    assert not whole.patches
+    plt.close(figure)

@@ -119,17 +119,22 @@ def matched_catalog(context: AssetExecutionContext, settings: GalpipeSettings, s
 
 
 @asset(group_name=SURVEYS_GROUP,
-       ins={"matched_catalog": AssetIn(), "source_cutouts": AssetIn(key=AssetKey("source_raw_cutouts"))},
+       ins={"matched_catalog": AssetIn(), "source_cutouts": AssetIn(key=AssetKey("source_raw_cutouts")),
+            "source_catalog": AssetIn(key=AssetKey("source_catalog")),
+            "target_catalog": AssetIn(key=AssetKey("target_catalog"))},
        required_resource_keys={"settings", "source_survey", "target_survey"},
-       description="PNG of the same galaxies as the source and target surveys see them, with labels.")
-def survey_gallery(context: AssetExecutionContext, matched_catalog: pd.DataFrame,
-                   source_cutouts: pd.DataFrame) -> MaterializeResult:
+       description="PNG of the same galaxies as the source and target surveys see them, with labels; a "
+                   "dashed square outlines what the models see where that is less than the image.")
+def survey_gallery(context: AssetExecutionContext, matched_catalog: pd.DataFrame, source_cutouts: pd.DataFrame,
+                   source_catalog: pd.DataFrame, target_catalog: pd.DataFrame) -> MaterializeResult:
     settings: GalpipeSettings = context.resources.settings
+    source, target = context.resources.source_survey, context.resources.target_survey
     galaxies = pick_gallery_galaxies(matched_catalog, settings.tasks)
     ok_source = source_cutouts[source_cutouts.status == "ok"]
     path = make_gallery(galaxies, dict(zip(ok_source.object_id, ok_source.path)), settings.tasks,
-                        settings.run_dir / "gallery.png", context.resources.source_survey.name,
-                        context.resources.target_survey.name)
+                        settings.run_dir / "gallery.png", source.name, target.name,
+                        model_fields={source.name: source.model_frame(source_catalog),
+                                      target.name: target.model_frame(target_catalog)})
     return MaterializeResult(metadata={"path": str(path), "n_galaxies": len(galaxies),
                                        "gallery": image_md(path)})
 

@@ -32,13 +32,16 @@ WATCHED_METRICS = ("accuracy", "roc_auc")  # the regression check compares these
 
 @asset(group_name=OPERATIONS_GROUP, deps=["evaluation_table"],
        ins={"matched_catalog": AssetIn(), "target_inputs": AssetIn(key=AssetKey("target_model_inputs")),
-            "source_cutouts": AssetIn(key=AssetKey("source_raw_cutouts"))},
+            "source_cutouts": AssetIn(key=AssetKey("source_raw_cutouts")),
+            "source_catalog": AssetIn(key=AssetKey("source_catalog")),
+            "target_catalog": AssetIn(key=AssetKey("target_catalog"))},
        required_resource_keys={"settings", "mlflow", "source_survey", "target_survey"},
        description="Each task's `champion` re-evaluated on the current target test set (new labels "
                    "included), logged as an MLflow evaluation run linked to the model version, with ROC "
                    "curves and a gallery of test galaxies with their predicted probabilities.")
 def champion_evaluation(context: AssetExecutionContext, matched_catalog: pd.DataFrame, target_inputs: ModelInputs,
-                        source_cutouts: pd.DataFrame) -> pd.DataFrame:
+                        source_cutouts: pd.DataFrame, source_catalog: pd.DataFrame,
+                        target_catalog: pd.DataFrame) -> pd.DataFrame:
     settings: GalpipeSettings = context.resources.settings
     tracker = context.resources.mlflow.tracker(settings)
     survey = context.resources.target_survey.name
@@ -52,7 +55,10 @@ def champion_evaluation(context: AssetExecutionContext, matched_catalog: pd.Data
     ok_source = source_cutouts[source_cutouts.status == "ok"]
     gallery = make_gallery(galaxies, dict(zip(ok_source.object_id, ok_source.path)), settings.tasks,
                            settings.run_dir / "champion_gallery.png", context.resources.source_survey.name,
-                           survey, probabilities)
+                           survey, probabilities,
+                           model_fields={context.resources.source_survey.name:
+                                         context.resources.source_survey.model_frame(source_catalog),
+                                         survey: context.resources.target_survey.model_frame(target_catalog)})
     with tracker.run("champion-pictures", {**run_tags(context), "galpipe.kind": "reevaluation"}, {}) as run_id:
         tracker.log_artifact(run_id, roc, "plots")
         tracker.log_artifact(run_id, gallery, "plots")

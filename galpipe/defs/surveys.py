@@ -61,6 +61,14 @@ class SurveySource(ConfigurableResource):
                                f"{' or '.join(self.framings)}")
         return Framing(self.framing, self.field_arcsec, self.size_column, self.field_per_size, self.central_fraction)
 
+    def model_frame(self, catalog: pd.DataFrame) -> tuple:
+        """What a picture needs to outline the part of each image that becomes model input: the
+        field (one for every galaxy, or by object_id when framed per galaxy) and the pixel scale
+        of images without a PIXSCALE header (galpipe.gallery)."""
+        framing = self.get_framing()
+        fields = framing.fields_arcsec(catalog) if framing.kind == "per_galaxy" else framing.model_field_arcsec
+        return fields, self.image_pixel_scale_arcsec()
+
     def expected_shape(self) -> tuple[int, int] | None:
         """The (height, width) in pixels every cutout must have (None: any)."""
         if self.framing != "fixed":
