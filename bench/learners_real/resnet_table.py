@@ -16,13 +16,14 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # bench/ is not part of the package
 
+from galpipe.defs.io_managers import finetuned_runs  # noqa: E402
 from galpipe.evaluation import paired_accuracy_difference  # noqa: E402
 
 TASK = "spiral"
 
 
 def runs(run_dir: Path, budget: str, strategy: str) -> pd.DataFrame:
-    table = pd.read_parquet(run_dir / "finetuned_models" / f"{budget}|{TASK}.parquet")
+    table = finetuned_runs(run_dir, TASK, budget)
     return table[table.strategy == strategy]
 
 

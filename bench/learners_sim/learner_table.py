@@ -19,6 +19,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # bench/ is not part of the package
 
+from galpipe.defs.io_managers import finetuned_runs  # noqa: E402
 from galpipe.evaluation import paired_accuracy_difference  # noqa: E402
 
 PAIRED_BUDGET = 300
@@ -30,7 +31,7 @@ def cell(table: pd.DataFrame, task: str, strategy: str, budget: int) -> str:
 
 
 def paired(first: Path, second: Path, task: str, strategy: str) -> str:
-    runs = [pd.read_parquet(folder / "finetuned_models" / f"{PAIRED_BUDGET}|{task}.parquet") for folder in (first, second)]
+    runs = [finetuned_runs(folder, task, str(PAIRED_BUDGET)) for folder in (first, second)]
     runs = [r[(r.strategy == strategy) & (r.selection == "random")] for r in runs]
     paired = paired_accuracy_difference(runs[1], runs[0])
     return (f"{paired['difference']:+.3f} [{paired['low']:+.3f}, {paired['high']:+.3f}], "

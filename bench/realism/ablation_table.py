@@ -18,6 +18,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # bench/ is not part of the package
 
+from galpipe.defs.io_managers import finetuned_runs  # noqa: E402
 from galpipe.evaluation import paired_accuracy_difference  # noqa: E402
 
 TASK, BUDGET = "spiral", "300"
@@ -25,7 +26,7 @@ TASK, BUDGET = "spiral", "300"
 
 def strategy_runs(run_dir: Path, strategy: str = "full") -> pd.DataFrame:
     """The runs of `strategy` at N=300, one per seed, with their per-galaxy test predictions."""
-    runs = pd.read_parquet(run_dir / "finetuned_models" / f"{BUDGET}|{TASK}.parquet")
+    runs = finetuned_runs(run_dir, TASK, BUDGET)
     runs = runs[runs.strategy == strategy]
     assert len({frozenset(ids) for ids in runs.test_object_ids}) == 1, f"{run_dir}: seeds scored different galaxies"
     return runs

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow.parquet as pq
-from dagster import ConfigurableIOManager, InputContext, OutputContext, ResourceDependency
+from dagster import ConfigurableIOManager, InputContext, MultiPartitionKey, OutputContext, ResourceDependency
 
 from galpipe.catalogs import write_parquet
 from galpipe.defs.resources import GalpipeSettings
@@ -22,6 +22,14 @@ from galpipe.preprocessing import ModelInputs
 ARRAY_PATH_KEY = "galpipe.model_inputs_array"
 ROLES = ("source", "target")
 FIELD_KEY = "galpipe.model_field_arcsec"  # galpipe.framing.field_text
+
+
+def finetuned_runs(run_dir, task: str, budget_key: str) -> pd.DataFrame:
+    """The runs of a materialized finetuned_models[task x budget] partition (one row per run, with
+    its per-galaxy test predictions), read from a project's run folder, as scripts that compare
+    runs of two projects read them (bench/)."""
+    key = MultiPartitionKey({"task": task, "budget": budget_key})  # "budget|task": dimensions by name
+    return read_parquet(Path(run_dir) / "finetuned_models" / f"{key}.parquet")
 
 
 class ParquetIOManager(ConfigurableIOManager):
