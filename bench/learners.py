@@ -15,8 +15,10 @@ makes it for other frames):
     .venv/bin/python bench/learners.py --export /path/to/run/data/gz2_spirals bench/learners_sample.npz
     python3 bench/learners.py bench/learners_sample.npz --out results/learners     # on the GPU machine
 
-Writes `<out>.json` (every run) and `<out>.md` (mean and spread over seeds, per learner, start and
-budget), with the machine and the seconds each learner took.
+Writes `<out>.json` (every run, with its probabilities for the judged galaxies) and `<out>.md`
+(mean and spread over seeds, per learner, start and budget; and each run scored again on the mean
+over the 8 rotations and flips of each image, and the seeds' models averaged), with the machine
+and the seconds each learner took.
 """
 
 from __future__ import annotations
@@ -107,6 +109,23 @@ def accuracy_and_auc(y: np.ndarray, p: np.ndarray) -> tuple[float, float]:
     return float(((p >= 0.5) == y).mean()), float(auc)
 
 
+def eight_views_proba(model, x: np.ndarray, device: str) -> np.ndarray:
+    """p(class 1) averaged over the 8 rotations and flips of each image (a galaxy has no up or
+    left, so each is as good an input as the image itself)."""
+    views = [np.rot90(x, k, axes=(2, 3)) for k in range(4)]
+    views += [v[..., ::-1] for v in views]
+    return np.mean([predict_proba(model, np.ascontiguousarray(v), device=device) for v in views], axis=0)
+
+
+def scored(y: np.ndarray, model, x: np.ndarray, device: str) -> dict:
+    """Accuracy and ROC AUC of the image as it is and of its 8 views, with the probabilities
+    (for the seed ensembles of markdown())."""
+    p, p_views = predict_proba(model, x, device=device), eight_views_proba(model, x, device)
+    (accuracy, auc), (accuracy_views, auc_views) = accuracy_and_auc(y, p), accuracy_and_auc(y, p_views)
+    return {"accuracy": accuracy, "roc_auc": auc, "accuracy_8_views": accuracy_views, "roc_auc_8_views": auc_views,
+            "p": np.round(p, 4).tolist(), "p_8_views": np.round(p_views, 4).tolist()}
+
+
 def fit(model, x, rows, y, seed, settings, epochs, device):
     """Train on x[rows] with 20% of them for early stopping (as galpipe's fine-tuning does)."""
     rng = np.random.default_rng(seed)
@@ -137,7 +156,7 @@ def main(argv=None) -> int:
         out, *inputs = args.merge
         merged = [json.loads(Path(path).read_text()) for path in inputs]
         save(out, merged[0]["device"], merged[0]["dev_train"], [run for m in merged for run in m["runs"]],
-             merged[0]["machine"])
+             merged[0]["machine"], merged[0].get("dev_test_labels"))
         return 0
     if not args.sample:
         parser.error("give the sample (.npz)")
@@ -164,9 +183,8 @@ def main(argv=None) -> int:
             model = build_model(architecture, seed=seed, **arguments)
             fit(model, source_x, np.arange(len(source_y)), source_y, seed, settings, args.epochs, device)
             pretrained[seed] = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            accuracy, auc = accuracy_and_auc(pool_y[dev_test], predict_proba(model, pool_x[dev_test], device=device))
             runs.append({"learner": label, "start": "simulation", "budget": 0, "seed": seed,
-                         "accuracy": accuracy, "roc_auc": auc})
+                         **scored(pool_y[dev_test], model, pool_x[dev_test], device)})
         for budget in BUDGETS:
             for start in starts:
                 for seed in range(args.seeds):
@@ -175,25 +193,25 @@ def main(argv=None) -> int:
                     if start == "simulation":
                         model.load_state_dict(pretrained[seed])
                     epochs = fit(model, pool_x, chosen, pool_y[chosen], seed, settings, args.epochs, device)
-                    accuracy, auc = accuracy_and_auc(pool_y[dev_test],
-                                                     predict_proba(model, pool_x[dev_test], device=device))
                     runs.append({"learner": label, "start": start, "budget": len(chosen), "seed": seed,
-                                 "accuracy": accuracy, "roc_auc": auc, "epochs": epochs})
-                    print(json.dumps(runs[-1]), flush=True)
-                    results = save(args.out, device, len(dev_train), runs)  # a run cut short keeps what it did
+                                 **scored(pool_y[dev_test], model, pool_x[dev_test], device), "epochs": epochs})
+                    print(json.dumps({k: v for k, v in runs[-1].items() if not k.startswith("p")}), flush=True)
+                    # A run cut short keeps what it did.
+                    results = save(args.out, device, len(dev_train), runs, dev_test_labels=pool_y[dev_test].tolist())
         seconds = time.perf_counter() - started
         runs.append({"learner": label, "seconds": seconds,
                      "gflop_per_image": count_flops(build_model(architecture, **arguments)) / 1e9})
         print(f"{name}: {seconds:.0f} s", flush=True)
-        results = save(args.out, device, len(dev_train), runs)
+        results = save(args.out, device, len(dev_train), runs, dev_test_labels=pool_y[dev_test].tolist())
     print(markdown(results))
     return 0
 
 
-def save(out: str, device: str, dev_train: int, runs: list[dict], machine: dict | None = None) -> dict:
+def save(out: str, device: str, dev_train: int, runs: list[dict], machine: dict | None = None,
+         dev_test_labels: list | None = None) -> dict:
     """Write `<out>.json` and `<out>.md` with every run so far (on this machine, unless `machine` says)."""
     results = {"machine": machine or machine_info(), "device": device, "dev_test": DEV_TEST, "dev_train": dev_train,
-               "runs": runs}
+               "dev_test_labels": dev_test_labels, "runs": runs}
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     # Not with_suffix: an --out such as frame0.5-compact would lose ".5-compact".
@@ -217,6 +235,22 @@ def markdown(results: dict) -> str:
         spread = lambda a: a.std(ddof=1) if len(a) > 1 else 0.0  # noqa: E731
         lines.append(f"| {learner} | {gflop:.3f} | {start} | {budget} | {acc.mean():.3f} ± {spread(acc):.3f}"
                      f" | {auc.mean():.3f} ± {spread(auc):.3f} | {len(group)} |")
+    scored_runs = [r for r in runs if "p_8_views" in r]
+    # Runs since the 8 views were scored; the development test labels are saved with them.
+    if scored_runs and results.get("dev_test_labels"):
+        y = np.asarray(results["dev_test_labels"])
+        lines += ["", "Each image as it is, against the mean over its 8 rotations and flips; and the seeds' "
+                      "probabilities averaged (an ensemble of the seeds' models):", "",
+                  "| learner | start | N labels | accuracy | accuracy, 8 views | ROC AUC, 8 views | "
+                  "seed ensemble | seed ensemble, 8 views |", "|---|---|---|---|---|---|---|---|"]
+        for learner, start, budget in keys:
+            group = [r for r in scored_runs if (r["learner"], r["start"], r["budget"]) == (learner, start, budget)]
+            if not group:
+                continue
+            mean = lambda key: np.mean([r[key] for r in group])  # noqa: E731
+            ensemble = [accuracy_and_auc(y, np.mean([r[key] for r in group], axis=0))[0] for key in ("p", "p_8_views")]
+            lines.append(f"| {learner} | {start} | {budget} | {mean('accuracy'):.3f} | {mean('accuracy_8_views'):.3f} | "
+                         f"{mean('roc_auc_8_views'):.3f} | {ensemble[0]:.3f} ({len(group)}) | {ensemble[1]:.3f} |")
     lines += ["", "| learner | seconds (all its runs) |", "|---|---|"]
     lines += [f"| {name} | {c['seconds']:.0f} |" for name, c in costs.items()]
     return "\n".join(lines) + "\n"

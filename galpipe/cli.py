@@ -332,7 +332,7 @@ def main(argv=None) -> int:
     predict.add_argument("--batch-size", type=int, default=64,  # galpipe.preprocessing.BATCH_CUTOUTS
                          help="galaxies read and classified together (default %(default)s)")
     predict.add_argument("--threads", type=int, default=None,
-                         help="threads that each read and classify a batch (default: one per core)")
+                         help="threads that each read and classify a batch (default: one per core; unused with --workers)")
     predict.add_argument("--workers", type=int, default=0,
                          help="processes that read the images instead, while this one classifies (default: none)")
     predict.add_argument("--pixel-scale", type=float, default=None,

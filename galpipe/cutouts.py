@@ -15,7 +15,6 @@ from __future__ import annotations
 import functools
 import math
 import shutil
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -168,7 +167,7 @@ class CutoutStack:
     they share, and the table that places each."""
 
     path: Path
-    pixels: np.ndarray  # 1-D, a np.memmap of the file for float32 stacks
+    pixels: np.ndarray  # 1-D; for float32 stacks a read-only view of the mapped file
     bands: str
     header: dict
     table: np.ndarray  # one record per galaxy: STACK_PLACEMENT_COLUMNS and its own keywords
@@ -209,9 +208,9 @@ class CutoutStack:
 
 def read_stack(path) -> CutoutStack:
     """A stack file, opened once and kept while it is unchanged (the last eight opened): its
-    galaxies are read one by one, by the model-input builder, the checks and `galpipe predict`'s
-    readers. A changed file is opened again; galpipe replaces files whole (atomic_write: a new
-    inode), so a mapping never sees a file shrink under it."""
+    galaxies are read a run of neighbouring rows at a time (CutoutStack.cutouts), by the
+    model-input builder, the checks and `galpipe predict`. A changed file is opened again; galpipe
+    replaces files whole (atomic_write: a new inode), so a mapping never sees a file shrink under it."""
     path = Path(path)
     try:
         stat = path.stat()
@@ -402,9 +401,11 @@ def _read_fits(path: Path) -> Cutout:
 
 def _read_colour_image(path: Path) -> Cutout:
     try:
-        with warnings.catch_warnings(), Image.open(path) as image:
-            # Pillow only warns between MAX_IMAGE_PIXELS (89 Mpixel) and twice that: no cutout is so big.
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with Image.open(path) as image:
+            # Pillow refuses twice MAX_IMAGE_PIXELS (89 Mpixel) and only warns below: no cutout is so
+            # big. Checked here, not with a warnings filter, which is not safe in galpipe predict's threads.
+            if image.width * image.height > Image.MAX_IMAGE_PIXELS:
+                raise CutoutError(path, f"image too large to be a cutout ({image.width}x{image.height} pixels)")
             image.load()  # decodes everything now, so a truncated file fails here
             if image.mode.startswith("I;16") or image.mode == "I":  # 16-bit grey: scaled, not clipped at 255
                 grey = np.asarray(image, dtype=np.float32) / 65535.0
@@ -415,7 +416,7 @@ def _read_colour_image(path: Path) -> Cutout:
                 rgb = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
     except CutoutError:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:  # the warning: where warnings are errors
         raise CutoutError(path, f"image too large to be a cutout ({err})") from None
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as err:
         raise CutoutError(path, f"corrupt or truncated image ({err})") from None

@@ -17,7 +17,7 @@ from matplotlib.patches import Rectangle  # noqa: E402
 from galpipe.cutouts import COLOUR_BANDS, Cutout, read_cutout  # noqa: E402
 from galpipe.evaluation import save_figure  # noqa: E402
 from galpipe.framing import CentralFraction  # noqa: E402
-from galpipe.preprocessing import colour_image, field_box  # noqa: E402
+from galpipe.preprocessing import colour_image, field_box, pixel_scale  # noqa: E402
 
 
 def colour_composite(cutout: Cutout) -> np.ndarray:
@@ -51,7 +51,7 @@ def _draw_model_field(ax, cutout: Cutout, object_id: str, frame) -> bool:
         field = float(fields[object_id])
     else:
         field = fields
-    scale = (cutout.header or {}).get("PIXSCALE") or pixel_scale_arcsec
+    scale = pixel_scale(cutout, pixel_scale_arcsec)
     if scale is None and field is not None and not isinstance(field, CentralFraction):
         return False  # a field in arcsec on an image of unknown scale
     height, width = cutout.pixels.shape[-2:]
@@ -69,7 +69,7 @@ def make_gallery(galaxies: pd.DataFrame, source_paths: dict[str, str], tasks, ou
                  model_fields: dict | None = None) -> Path:
     """One column per galaxy: the source survey's image above the target's, labels below, and
     with `probabilities` (object_id, p_<task>) the model's probability of each task. With
-    `model_fields` (survey name -> (field, pixel scale); see _draw_model_field), a dashed square
+    `model_fields` ("source"/"target" -> (field, pixel scale); see _draw_model_field), a dashed square
     shows the part of each image that becomes model input, where the models see clearly less than
     the whole image."""
     has_source = galaxies.source_object_id.notna().any() if "source_object_id" in galaxies else False
@@ -79,18 +79,18 @@ def make_gallery(galaxies: pd.DataFrame, source_paths: dict[str, str], tasks, ou
                              squeeze=False)
     outlined = False
     for col, row in enumerate(galaxies.itertuples(index=False)):
-        images = [(target_name, row.object_id, row.cutout_path)]
+        images = [("target", target_name, row.object_id, row.cutout_path)]
         if has_source:
-            images.insert(0, (source_name, row.source_object_id, source_paths.get(row.source_object_id)))
-        for ax_row, (survey, object_id, path) in enumerate(images):
+            images.insert(0, ("source", source_name, row.source_object_id, source_paths.get(row.source_object_id)))
+        for ax_row, (role, survey, object_id, path) in enumerate(images):
             ax = axes[ax_row, col]
             ax.set_xticks([])
             ax.set_yticks([])
             if path:
                 cutout = read_cutout(path)
                 ax.imshow(colour_composite(cutout), origin="lower")
-                if model_fields and survey in model_fields:
-                    outlined |= _draw_model_field(ax, cutout, object_id, model_fields[survey])
+                if model_fields and role in model_fields:
+                    outlined |= _draw_model_field(ax, cutout, object_id, model_fields[role])
             if col == 0:
                 ax.set_ylabel(survey.upper(), fontsize=11)
         labels = ", ".join(task for task in tasks if getattr(row, task) == 1) or "smooth / none"

@@ -1,8 +1,7 @@
 """Batch prediction: registered models applied to a folder or catalogue of cutouts, in batches,
-streamed to a Parquet or CSV morphology catalogue as it goes. A bad image is named and counted,
-never fatal: the others are still classified. Reading and preprocessing the images costs far
-more than the models do, so for big jobs worker processes read the next batches while the
-models run."""
+written to a Parquet or CSV morphology catalogue as it goes. A bad image is named and counted,
+never fatal: the others are still classified. Reading and preparing the images costs more than
+the models do, so one thread per core each reads, prepares and classifies a batch of its own."""
 
 from __future__ import annotations
 
@@ -263,10 +262,11 @@ def predict_cutouts(classifiers: list[Classifier], cutouts: pd.DataFrame, out_pa
 
     By default `threads` threads (default: torch's thread count, one per core) each read, prepare
     and classify a batch of their own on one core: preparing a galaxy is mostly numpy on one core,
-    so one batch after another left a core idle half the time (bench/predict_reader.py: 1.6x on 2
-    cores). With `workers` > 0, that many processes (a torch DataLoader's) read and prepare the
-    batches instead, and this process classifies them: for readers that hold Python's lock, as
-    astropy's did."""
+    so one batch after another left a core idle much of the time (bench/predict_reader.py: 1.21x
+    on 2 cores). torch is set to one thread while they run (process-wide; restored after). With
+    `workers` > 0, that many processes (a torch DataLoader's) read and prepare the batches
+    instead, and this process classifies them with all of torch's threads (`threads` unused): for
+    readers that hold Python's lock, as astropy's did."""
     if not classifiers:
         raise ValueError("no models to predict with")
     summary = PredictionSummary(Path(out_path))
@@ -287,15 +287,16 @@ def predict_cutouts(classifiers: list[Classifier], cutouts: pd.DataFrame, out_pa
         return reasons, {k.task: predict_proba(module, inputs[k.inputs], device=device, prepare=False)
                          for k, module in zip(classifiers, prepared_models)}
 
-    if workers:  # batches arrive in catalogue order; workers read up to two batches each ahead
-        results = map(classified, torch.utils.data.DataLoader(
-            batches, batch_size=None, num_workers=workers, collate_fn=_as_is,
-            worker_init_fn=functools.partial(_die_with_parent, os.getpid())))
-        torch_threads = torch.get_num_threads()
-    else:
-        results = _in_order((functools.partial(lambda k: classified(batches[k]), k) for k in range(len(batches))),
-                            threads)
-        torch_threads = 1 if threads > 1 else torch.get_num_threads()
+    torch_threads = 1 if threads > 1 and not workers else torch.get_num_threads()
+
+    def results():
+        """Each batch's reasons and probabilities, in catalogue order."""
+        if workers:  # workers read up to two batches each ahead
+            for batch in torch.utils.data.DataLoader(batches, batch_size=None, num_workers=workers, collate_fn=_as_is,
+                                                     worker_init_fn=functools.partial(_die_with_parent, os.getpid())):
+                yield classified(batch)
+        else:
+            yield from _in_order((lambda k=k: classified(batches[k]) for k in range(len(batches))), threads)
     # Why list_cutouts refused a row (a path outside the catalogue's folder), said instead of "no image path".
     refused = cutouts["reason"].tolist() if "reason" in cutouts else [""] * len(cutouts)
     object_ids, paths = cutouts.object_id.tolist(), cutouts.path.tolist()
@@ -303,9 +304,10 @@ def predict_cutouts(classifiers: list[Classifier], cutouts: pd.DataFrame, out_pa
     def write_catalogue(tmp) -> None:  # batch after batch, into a file that is renamed once complete
         writer = _TableWriter(tmp, csv=summary.out_path.name.lower().endswith(".csv"))
         try:
+            # closing: stopped early (an error, an interrupt), the readers stop now, not when collected.
             with tqdm(total=len(cutouts), desc="predict", unit="galaxy", disable=progress is False) as bar, \
-                    _torch_threads(torch_threads):
-                for start, (reasons, probabilities) in zip(range(0, len(cutouts), batch_size), results):
+                    _torch_threads(torch_threads), contextlib.closing(results()) as batch_results:
+                for start, (reasons, probabilities) in zip(range(0, len(cutouts), batch_size), batch_results):
                     good = []
                     for i, reason in enumerate(reasons, start):
                         if reason:

@@ -158,12 +158,16 @@ def model_input(path, field_arcsec: ModelField, mode: str = "bands", bands: str 
     return made
 
 
+def pixel_scale(cutout: Cutout, configured_arcsec: float | None) -> float | None:
+    """arcsec/pixel of a cutout: a FITS cutout's own PIXSCALE first (in a folder of both kinds, the
+    configured scale is for the JPEG/PNG ones), else the configured one."""
+    return (cutout.header.get("PIXSCALE") if cutout.header is not None else None) or configured_arcsec
+
+
 def _framed(cutout: Cutout, field_arcsec: ModelField, mode: str, bands: str,
             pixel_scale_arcsec: float | None, colour_rendering: str) -> np.ndarray:
     """The planes (bands or colours) over the field that model_input resamples."""
-    header = cutout.header
-    # A FITS cutout's own PIXSCALE first: in a folder of both kinds the option is for the others.
-    scale = (header.get("PIXSCALE") if header is not None else None) or pixel_scale_arcsec
+    scale = pixel_scale(cutout, pixel_scale_arcsec)
     whole = field_arcsec is None or isinstance(field_arcsec, CentralFraction)
     if scale is None and (not whole or (mode == "colour" and cutout.bands != COLOUR_BANDS)):
         raise CutoutError(cutout.path, "pixel scale unknown: no PIXSCALE header and none configured")

@@ -72,9 +72,12 @@ def test_reading_many_gives_what_reading_one_by_one_gives_in_any_order_and_mix(t
     # What the model-input builder and galpipe predict read through, against one by one (a guard for
     # any batched reader): rows out of order, one the stack lacks, a file of its own, another stack,
     # a missing stack.
+    # Runs of neighbouring rows, read together: one that runs past the table's end, and two rows
+    # of the missing stack.
     addresses = [stack_address(first, r) for r in (1, 0, 9)] + [single] + \
         [stack_address(first, r) for r in (0, 4)] + [stack_address(second, 0)] + \
-        [stack_address(first, r) for r in (3, 2)] + [stack_address(tmp_path / "gone.stack.fits", 0)]
+        [stack_address(first, r) for r in (3, 2)] + [stack_address(tmp_path / "gone.stack.fits", r) for r in (0, 1)] + \
+        [stack_address(first, r) for r in (2, 3, 4, 5)]
     many = read_cutouts(addresses)
     for address, cutout in zip(addresses, many, strict=True):
         try:
@@ -84,7 +87,11 @@ def test_reading_many_gives_what_reading_one_by_one_gives_in_any_order_and_mix(t
             continue
         np.testing.assert_array_equal(cutout.pixels, alone.pixels)
         assert cutout.pixels.dtype == np.float32 and cutout.header == alone.header and str(cutout.path) == str(address)
-    assert [c.header.get("OBJID") for c in many if not isinstance(c, CutoutError)] == list("ba") + [None] + list("aefdc")
+    assert [c.header.get("OBJID") for c in many if not isinstance(c, CutoutError)] == \
+        list("ba") + [None] + list("aefdccde")
+    # A galaxy that moved in the middle of a run is named; its neighbours are read.
+    moved = read_cutouts([stack_address(first, r) for r in range(3)], object_ids=["a", "x", "c"])
+    assert [c.header["OBJID"] for c in (moved[0], moved[2])] == ["a", "c"] and "holds galaxy b, not x" in str(moved[1])
 
 
 def test_a_stack_keeps_leading_spaces_of_ids_and_leaves_out_keywords_unknown_for_a_galaxy(tmp_path):

@@ -153,9 +153,12 @@ def test_bad_images_are_named_and_the_rest_become_model_inputs(tmp_path):
     mislabelled = _fits(tmp_path / "header_says_gri.fits", 2, "gri")
     bomb = tmp_path / "bomb.png"
     Image.new("1", (14000, 14000)).save(bomb)  # 196 Mpixel: Pillow refuses to decode it
+    warned = tmp_path / "warned.png"
+    Image.new("1", (10000, 10000)).save(warned)  # 100 Mpixel: Pillow only warns; galpipe refuses it
     grey16 = tmp_path / "grey16.png"
     Image.fromarray(np.full((64, 64), 30000, np.uint16)).save(grey16)
-    for path, reason in ((two_bands, "missing band"), (mislabelled, "names 3 band"), (bomb, "too large")):
+    for path, reason in ((two_bands, "missing band"), (mislabelled, "names 3 band"), (bomb, "too large"),
+                         (warned, "too large")):
         with pytest.raises(CutoutError, match=reason) as caught:
             model_input(path, 40.0, "bands" if path.suffix == ".fits" else "colour", pixel_scale_arcsec=0.4)
         assert str(path) in str(caught.value)

@@ -5,6 +5,7 @@ import shutil
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 import torch
 from PIL import Image
@@ -12,7 +13,7 @@ from PIL import Image
 from galpipe.cli import main
 from galpipe.cutouts import write_cutout_fits, write_cutout_stack
 from galpipe.models import build_model
-from galpipe.prediction import list_cutouts, load_classifier, predict_cutouts
+from galpipe.prediction import _TableWriter, list_cutouts, load_classifier, predict_cutouts
 from galpipe.tracking import ModelRegistryError, Tracker
 
 
@@ -81,7 +82,8 @@ def test_bad_images_are_named_and_the_rest_still_classified(registry, decals_fol
     assert "wrote 12 rows" in err and "skipped 4" in err
 
 
-def test_threads_and_reader_processes_give_the_same_catalogue_in_the_same_order(registry, decals_folder, tmp_path):
+def test_threads_and_reader_processes_give_the_same_catalogue_in_the_same_order(registry, decals_folder, tmp_path,
+                                                                                monkeypatch):
     folder = tmp_path / "cutouts"
     folder.mkdir()
     for path in sorted((decals_folder / "images").glob("*.png"))[:23]:
@@ -103,6 +105,14 @@ def test_threads_and_reader_processes_give_the_same_catalogue_in_the_same_order(
     assert len(tables["1 thread"]) == 23 and list(tables["1 thread"].object_id) == sorted(tables["1 thread"].object_id)
     pd.testing.assert_frame_equal(tables["1 thread"], tables["3 threads"])
     pd.testing.assert_frame_equal(tables["1 thread"], tables["2 readers"])
+    # Written a few rows at a time (appended CSV pieces, several Parquet row groups): the same catalogue.
+    monkeypatch.setattr(_TableWriter, "ROWS_PER_WRITE", 4)
+    for out in (tmp_path / "pieces.parquet", tmp_path / "pieces.csv"):
+        predict_cutouts([classifier], cutouts, out, batch_size=5, pixel_scale_arcsec=0.262, progress=False, threads=3)
+        pieces = pd.read_parquet(out) if out.suffix == ".parquet" else pd.read_csv(out, dtype={"object_id": str})
+        pd.testing.assert_frame_equal(pieces, tables["1 thread"], check_dtype=out.suffix == ".parquet", atol=1e-6)
+    # 24 images in 5 batches, each of 4 good rows or more: a row group each.
+    assert pq.ParquetFile(tmp_path / "pieces.parquet").num_row_groups == 5
 
 
 @pytest.mark.parametrize("args, message", [
@@ -167,7 +177,7 @@ def test_a_folder_of_stacks_predicts_as_the_same_cutouts_one_file_each(registry,
     tables = {}
     for name, folder in (("singles", singles), ("stacks", stacks)):
         summary = predict_cutouts([classifier], list_cutouts(folder=str(folder)), tmp_path / f"{name}.parquet",
-                                  batch_size=4, progress=False, workers=0)
+                                  batch_size=4, progress=False, threads=3)  # stacks read by 3 threads at once
         tables[name] = pd.read_parquet(tmp_path / f"{name}.parquet")
         failures = summary.failures
     assert [f["object_id"] for f in failures] == ["broken"] and "truncated cutout stack" in failures[0]["reason"]

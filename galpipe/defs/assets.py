@@ -133,8 +133,8 @@ def survey_gallery(context: AssetExecutionContext, matched_catalog: pd.DataFrame
     ok_source = source_cutouts[source_cutouts.status == "ok"]
     path = make_gallery(galaxies, dict(zip(ok_source.object_id, ok_source.path)), settings.tasks,
                         settings.run_dir / "gallery.png", source.name, target.name,
-                        model_fields={source.name: source.model_frame(source_catalog),
-                                      target.name: target.model_frame(target_catalog)})
+                        model_fields={"source": source.model_frame(source_catalog),
+                                      "target": target.model_frame(target_catalog)})
     return MaterializeResult(metadata={"path": str(path), "n_galaxies": len(galaxies),
                                        "gallery": image_md(path)})
 

@@ -56,9 +56,8 @@ def champion_evaluation(context: AssetExecutionContext, matched_catalog: pd.Data
     gallery = make_gallery(galaxies, dict(zip(ok_source.object_id, ok_source.path)), settings.tasks,
                            settings.run_dir / "champion_gallery.png", context.resources.source_survey.name,
                            survey, probabilities,
-                           model_fields={context.resources.source_survey.name:
-                                         context.resources.source_survey.model_frame(source_catalog),
-                                         survey: context.resources.target_survey.model_frame(target_catalog)})
+                           model_fields={"source": context.resources.source_survey.model_frame(source_catalog),
+                                         "target": context.resources.target_survey.model_frame(target_catalog)})
     with tracker.run("champion-pictures", {**run_tags(context), "galpipe.kind": "reevaluation"}, {}) as run_id:
         tracker.log_artifact(run_id, roc, "plots")
         tracker.log_artifact(run_id, gallery, "plots")
