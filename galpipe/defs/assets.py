@@ -118,6 +118,21 @@ def matched_catalog(context: AssetExecutionContext, settings: GalpipeSettings, s
     return table
 
 
+def project_gallery(context, candidates: pd.DataFrame, source_cutouts: pd.DataFrame, source_catalog: pd.DataFrame,
+                    target_catalog: pd.DataFrame, out_path, probabilities: pd.DataFrame | None = None):
+    """make_gallery of a few of `candidates` (pick_gallery_galaxies) for the project's two surveys:
+    their names, the source cutouts' files and the part of each image the models see. Returns
+    the picture's path and how many galaxies it shows."""
+    source, target = context.resources.source_survey, context.resources.target_survey
+    tasks = context.resources.settings.tasks
+    galaxies = pick_gallery_galaxies(candidates, tasks)
+    ok_source = source_cutouts[source_cutouts.status == "ok"]
+    path = make_gallery(galaxies, dict(zip(ok_source.object_id, ok_source.path)), tasks, out_path, source.name,
+                        target.name, probabilities, model_fields={"source": source.model_frame(source_catalog),
+                                                                  "target": target.model_frame(target_catalog)})
+    return path, len(galaxies)
+
+
 @asset(group_name=SURVEYS_GROUP,
        ins={"matched_catalog": AssetIn(), "source_cutouts": AssetIn(key=AssetKey("source_raw_cutouts")),
             "source_catalog": AssetIn(key=AssetKey("source_catalog")),
@@ -128,14 +143,9 @@ def matched_catalog(context: AssetExecutionContext, settings: GalpipeSettings, s
 def survey_gallery(context: AssetExecutionContext, matched_catalog: pd.DataFrame, source_cutouts: pd.DataFrame,
                    source_catalog: pd.DataFrame, target_catalog: pd.DataFrame) -> MaterializeResult:
     settings: GalpipeSettings = context.resources.settings
-    source, target = context.resources.source_survey, context.resources.target_survey
-    galaxies = pick_gallery_galaxies(matched_catalog, settings.tasks)
-    ok_source = source_cutouts[source_cutouts.status == "ok"]
-    path = make_gallery(galaxies, dict(zip(ok_source.object_id, ok_source.path)), settings.tasks,
-                        settings.run_dir / "gallery.png", source.name, target.name,
-                        model_fields={"source": source.model_frame(source_catalog),
-                                      "target": target.model_frame(target_catalog)})
-    return MaterializeResult(metadata={"path": str(path), "n_galaxies": len(galaxies),
+    path, n_galaxies = project_gallery(context, matched_catalog, source_cutouts, source_catalog, target_catalog,
+                                       settings.run_dir / "gallery.png")
+    return MaterializeResult(metadata={"path": str(path), "n_galaxies": n_galaxies,
                                        "gallery": image_md(path)})
 
 

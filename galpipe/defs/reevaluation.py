@@ -18,10 +18,10 @@ from dagster import (
 )
 
 from galpipe.champions import reevaluate_champions
+from galpipe.defs.assets import project_gallery
 from galpipe.defs.metadata import as_table, image_md, run_tags
 from galpipe.defs.resources import GalpipeSettings
 from galpipe.evaluation import plot_roc_curves, raised_baseline, regressions
-from galpipe.gallery import make_gallery, pick_gallery_galaxies
 from galpipe.links import mlflow_run_url
 from galpipe.preprocessing import ModelInputs
 from galpipe.tracking import registered_model_name, with_retry
@@ -48,16 +48,10 @@ def champion_evaluation(context: AssetExecutionContext, matched_catalog: pd.Data
     test_rows = matched_catalog[matched_catalog.split == "test"]
     table, probabilities, curves = reevaluate_champions(
         tracker, {task: registered_model_name(settings.experiment_name, task, survey) for task in settings.tasks},
-        target_inputs.array(),
-        test_rows, target_inputs.index, settings.run_dir / "plots", run_tags(context))
+        target_inputs.array(), test_rows, target_inputs.index, settings.run_dir / "plots", run_tags(context))
     roc = plot_roc_curves(curves, settings.run_dir / "champion_roc.png", f"champions on {survey.upper()} test set")
-    galaxies = pick_gallery_galaxies(test_rows[test_rows.object_id.isin(probabilities.index)], settings.tasks)
-    ok_source = source_cutouts[source_cutouts.status == "ok"]
-    gallery = make_gallery(galaxies, dict(zip(ok_source.object_id, ok_source.path)), settings.tasks,
-                           settings.run_dir / "champion_gallery.png", context.resources.source_survey.name,
-                           survey, probabilities,
-                           model_fields={"source": context.resources.source_survey.model_frame(source_catalog),
-                                         "target": context.resources.target_survey.model_frame(target_catalog)})
+    gallery, _ = project_gallery(context, test_rows[test_rows.object_id.isin(probabilities.index)], source_cutouts,
+                                 source_catalog, target_catalog, settings.run_dir / "champion_gallery.png", probabilities)
     with tracker.run("champion-pictures", {**run_tags(context), "galpipe.kind": "reevaluation"}, {}) as run_id:
         tracker.log_artifact(run_id, roc, "plots")
         tracker.log_artifact(run_id, gallery, "plots")
