@@ -186,18 +186,21 @@ class _TableWriter:
 
 class _CutoutBatches(torch.utils.data.Dataset):
     """Batch k of the cutouts, ready for the models: why each one could not be used ("" for those
-    that could), and per input mode the inputs of those that could, stacked in catalogue order."""
+    that could), and per input mode the inputs of those that could, stacked in catalogue order.
+    With `object_ids`, a galaxy of a stack must be that object (galpipe.cutouts.read_cutouts)."""
 
-    def __init__(self, paths: list[str], modes, pixel_scale_arcsec, batch_size: int):
+    def __init__(self, paths: list[str], modes, pixel_scale_arcsec, batch_size: int, object_ids: list | None = None):
         self.paths, self.modes, self.pixel_scale_arcsec = paths, modes, pixel_scale_arcsec
-        self.batch_size = batch_size
+        self.batch_size, self.object_ids = batch_size, object_ids
 
     def __len__(self) -> int:
         return -(-len(self.paths) // self.batch_size)
 
     def __getitem__(self, k: int):
-        paths = self.paths[k * self.batch_size:(k + 1) * self.batch_size]
-        cutouts = [c if path else CutoutError(path, "no image path") for path, c in zip(paths, read_cutouts(paths))]
+        batch = slice(k * self.batch_size, (k + 1) * self.batch_size)
+        paths = self.paths[batch]
+        read = read_cutouts(paths, object_ids=self.object_ids[batch] if self.object_ids is not None else None)
+        cutouts = [c if path else CutoutError(path, "no image path") for path, c in zip(paths, read)]
         reasons = [c.reason if isinstance(c, CutoutError) else "" for c in cutouts]
         inputs = {}
         for mode in self.modes:
@@ -255,10 +258,12 @@ def _torch_threads(n: int):
 def predict_cutouts(classifiers: list[Classifier], cutouts: pd.DataFrame, out_path, threshold: float = 0.5,
                     batch_size: int = BATCH_CUTOUTS, pixel_scale_arcsec: float | None = None,
                     on_failure=None, progress: bool | None = None, workers: int = 0,
-                    threads: int | None = None) -> PredictionSummary:
+                    threads: int | None = None, check_object_ids: bool = False) -> PredictionSummary:
     """Write object_id, path, then `p_<task>` (probability) and `<task>` (class at `threshold`)
     for every task, one row per cutout that could be read. `on_failure(record)` hears of each one
-    that could not.
+    that could not. `check_object_ids`: a galaxy of a stack must be the row's object_id (as the
+    pipeline's own manifests promise: a stack written again since is caught); a user's catalogue
+    may name the galaxies its own way, so not by default.
 
     By default `threads` threads (default: torch's thread count, one per core) each read, prepare
     and classify a batch of their own on one core: preparing a galaxy is mostly numpy on one core,
@@ -278,7 +283,8 @@ def predict_cutouts(classifiers: list[Classifier], cutouts: pd.DataFrame, out_pa
     device = default_device()
     prepared_models = [inference_model(k.module, device) for k in classifiers]
     threads = threads or torch.get_num_threads()
-    batches = _CutoutBatches(list(cutouts.path), modes, pixel_scale_arcsec, batch_size)
+    batches = _CutoutBatches(list(cutouts.path), modes, pixel_scale_arcsec, batch_size,
+                             list(cutouts.object_id) if check_object_ids else None)
 
     def classified(batch):
         """A batch's reasons (why each galaxy could not be used, "" for those that could) and

@@ -181,6 +181,11 @@ def test_a_folder_of_stacks_predicts_as_the_same_cutouts_one_file_each(registry,
         tables[name] = pd.read_parquet(tmp_path / f"{name}.parquet")
         failures = summary.failures
     assert [f["object_id"] for f in failures] == ["broken"] and "truncated cutout stack" in failures[0]["reason"]
+    # A manifest older than its stack (another galaxy now in row 1) is caught where the pipeline asks.
+    stale = list_cutouts(folder=str(stacks)).replace({"object_id": {"g01": "g99"}})
+    summary = predict_cutouts([classifier], stale, tmp_path / "stale.parquet", progress=False, check_object_ids=True)
+    assert [f["object_id"] for f in summary.failures] == ["g99", "broken"]
+    assert "holds galaxy g01, not g99" in summary.failures[0]["reason"] and summary.n_written == 10
     # A catalogue names galaxies of a stack by their address, relative to the catalogue's folder.
     pd.DataFrame({"name": ["x", "y"], "image": ["stacks/b.stack.fits#4", "stacks/a.stack.fits#0"]}).to_csv(
         tmp_path / "sample.csv", index=False)

@@ -38,7 +38,7 @@ def target_morphology(context: AssetExecutionContext, raw_cutouts: pd.DataFrame)
                    for uri in model_uris("champion", settings.tasks, context.resources.target_survey.name,
                                          settings.experiment_name)]
     out = settings.run_dir / "target" / "morphology" / f"{context.partition_key}.parquet"
-    summary = predict_cutouts(classifiers, rows[["object_id", "path"]], out, progress=False,
+    summary = predict_cutouts(classifiers, rows[["object_id", "path"]], out, progress=False, check_object_ids=True,
                               on_failure=lambda r: context.log.warning(f"skipped {r['path']}: {r['reason']}"))
     return MaterializeResult(metadata={"path": str(out), "n_written": summary.n_written,
                                        "n_failed": len(summary.failures), "models": [k.model_uri for k in classifiers],
