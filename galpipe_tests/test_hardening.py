@@ -341,6 +341,7 @@ def test_a_copied_project_writes_and_reads_only_its_own_mlruns(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--threshold", "5"], "--threshold 5: a probability threshold lies in [0, 1]"),
     (["--batch-size", "0"], "--batch-size 0: give at least 1"),
+    (["--threads", "0"], "--threads 0: give at least 1"),
     (["--pixel-scale", "-1"], "--pixel-scale -1: give a positive"),
     (["--tracking-uri", "sqlite:///mlrun/mlflow.db"], "no MLflow store at"),
 ])

@@ -121,7 +121,6 @@ def test_threads_and_reader_processes_give_the_same_catalogue_in_the_same_order(
     (["--model", "champion", "--model", "models:/galpipe-ring-colour/1", "--tasks", "ring", "--survey", "colour"],
      "two models for task(s) ['ring']"),
     (["--model", "champion", "--tasks", "ring", "--survey", "colour", "--workers", "-1"], "--workers -1: give 0"),
-    (["--model", "champion", "--tasks", "ring", "--survey", "colour", "--threads", "0"], "--threads 0: give at least 1"),
     (["--model", "champion", "--tasks", "ring", "--survey", "colour", "--out-format"], None),
 ])
 def test_user_errors_exit_non_zero_with_one_line(registry, decals_folder, tmp_path, capsys, args, message):
