@@ -303,6 +303,7 @@ def predict_cutouts(classifiers: list[Classifier], cutouts: pd.DataFrame, out_pa
                 yield classified(batch)
         else:
             yield from _in_order((lambda k=k: classified(batches[k]) for k in range(len(batches))), threads)
+
     # Why list_cutouts refused a row (a path outside the catalogue's folder), said instead of "no image path".
     refused = cutouts["reason"].tolist() if "reason" in cutouts else [""] * len(cutouts)
     object_ids, paths = cutouts.object_id.tolist(), cutouts.path.tolist()
