@@ -343,9 +343,10 @@ def read_cutouts(addresses, expected_bands: str | None = None, expected_shape: t
                 if isinstance(cutout, CutoutError):
                     raise cutout
                 validate_cutout(cutout.path, cutout, expected_bands, expected_shape)
-                # Only a galaxy of a stack can have moved (its stack written again since the address was made).
-                found = cutout.header.get("OBJID")
-                if object_id is not None and found is not None and found != str(object_id):
+                # Only a galaxy of a stack can have moved (its stack written again since the address was made);
+                # every one has its OBJID (CutoutStack.cutouts).
+                found = cutout.header["OBJID"]
+                if object_id is not None and found != str(object_id):
                     raise CutoutError(address, f"holds galaxy {found}, not {object_id}: the stack was written again "
                                                "since this address was made (materialize the raw cutouts again)")
                 cutouts.append(cutout)
