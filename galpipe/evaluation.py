@@ -240,7 +240,7 @@ PREDICTION_COLUMNS = ("test_object_ids", "test_labels", "test_probabilities")
 GROUP = ["task", "label_budget", "strategy", "selection"]
 
 
-def _aligned(rows: pd.DataFrame, ids=None) -> tuple[list, np.ndarray, np.ndarray]:
+def aligned_predictions(rows: pd.DataFrame, ids=None) -> tuple[list, np.ndarray, np.ndarray]:
     """(object ids, labels, probabilities by row) on the test galaxies every row (and `ids`, if
     given) was evaluated on, in one order: rows of partitions materialized at other times may
     have been tested on more or fewer galaxies."""
@@ -262,17 +262,21 @@ def has_predictions(results: pd.DataFrame) -> bool:
 def with_intervals(summary: pd.DataFrame, results: pd.DataFrame, truth: dict | None = None,
                    n_bootstrap: int = N_BOOTSTRAP) -> pd.DataFrame:
     """`summary` with, per row, 95% bootstrap intervals over the test galaxies of the seed-mean
-    accuracy and ROC AUC (`*_low`, `*_high`), the mean PR AUC, and where `truth` (task ->
-    object_id -> 0/1, the simulation's) is given the mean accuracy against the truth."""
+    accuracy and ROC AUC (`*_low`, `*_high`), the mean PR AUC, the accuracy and ROC AUC of the
+    seeds' mean probability (`seed_ensemble_*`: what the row's seeds averaged into one model,
+    as a champion is served, score), and where `truth` (task -> object_id -> 0/1, the
+    simulation's) is given the mean accuracy against the truth."""
     if not has_predictions(results):
         return summary
     extra = []
     for key, rows in with_selection(results).groupby(GROUP, sort=True):
-        ids, y, p = _aligned(rows)
+        ids, y, p = aligned_predictions(rows)
         row = dict(zip(GROUP, key))
         for metric in ("accuracy", "roc_auc"):
             row[f"{metric}_low"], row[f"{metric}_high"] = bootstrap_interval(y, p, metric, n_bootstrap)
         row["pr_auc_mean"] = float(np.mean([pr_auc(y, q) for q in p]))
+        ensemble = binary_metrics(y, p.mean(axis=0))
+        row["seed_ensemble_accuracy"], row["seed_ensemble_roc_auc"] = ensemble["accuracy"], ensemble["roc_auc"]
         if truth and key[0] in truth:
             known = truth[key[0]].reindex(ids)
             mask = known.notna().to_numpy()
@@ -339,6 +343,6 @@ def paired_predictions(rows: pd.DataFrame, other: pd.DataFrame) -> tuple[np.ndar
         if not both:
             return None
         rows, other = rows[rows.seed.isin(both)], other[other.seed.isin(both)]
-    ids, y, p_a = _aligned(rows, set.intersection(*(set(r) for r in other.test_object_ids)))
-    _, _, p_b = _aligned(other, ids)
+    ids, y, p_a = aligned_predictions(rows, set.intersection(*(set(r) for r in other.test_object_ids)))
+    _, _, p_b = aligned_predictions(other, ids)
     return y, p_a, np.repeat(p_b, len(p_a), axis=0) if len(p_b) == 1 else p_b

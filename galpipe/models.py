@@ -10,6 +10,9 @@ can read the embedding the last layer classifies.
 - `resnet18`: torchvision's ResNet-18 blocks with a stem for 69x69 galaxies (one 3x3 convolution,
   no max pooling, as small-image ResNets do), `width` channels in the first stage (64 as published).
 - `resnet18_w32`: the same at width 32 with a stride-2 stem (0.37 GFLOP), for training on CPUs.
+
+`SeedEnsemble` (not an architecture to train) averages trained networks of one architecture,
+a strategy's seeds, into the one model a champion serves.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
+from torch.nn import functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from galpipe.registry import Registry
@@ -136,6 +140,53 @@ def build_model(name: str, seed: int | None = None, **arguments) -> GalaxyClassi
         return architecture(**arguments)
 
 
+SEED_ENSEMBLE = "seed_ensemble"  # the architecture name a SeedEnsemble's file gives
+
+
+def architecture_name(model: nn.Module) -> str:
+    """The name `model` is built by again (ARCHITECTURES, or SEED_ENSEMBLE)."""
+    if isinstance(model, SeedEnsemble):
+        return SEED_ENSEMBLE
+    name = next((n for n in ARCHITECTURES if type(model) is ARCHITECTURES.get(n)), None)
+    if name is None:
+        raise ModelFileError(f"{type(model).__name__} is not a registered architecture ({ARCHITECTURES.names()})")
+    return name
+
+
+class SeedEnsemble(nn.Module):
+    """Trained networks of one architecture (e.g. one strategy's seeds) as one classifier whose
+    probability is the mean of theirs: models that differ only in their random seed make partly
+    independent mistakes, so their average is right more often than a typical one of them (the
+    README's seed-ensemble table). `forward` gives the logit of that mean, so a sigmoid of it is
+    the average probability, as for any galpipe model."""
+
+    def __init__(self, architecture: str, members: int, arguments: dict | None = None):
+        super().__init__()
+        if members < 1:
+            raise ValueError("a seed ensemble needs at least one member")
+        self.architecture, self.member_arguments = architecture, dict(arguments or {})
+        self.members = nn.ModuleList(build_model(architecture, **self.member_arguments) for _ in range(members))
+
+    @classmethod
+    def of(cls, models: list[GalaxyClassifier]) -> SeedEnsemble:
+        """An ensemble holding copies of `models`' weights (all of one architecture and size)."""
+        names = {architecture_name(m) for m in models}
+        if len(names) != 1 or len({json.dumps(m.arguments(), sort_keys=True) for m in models}) != 1:
+            raise ValueError(f"a seed ensemble's members must share one architecture; got {sorted(names)}")
+        ensemble = cls(names.pop(), len(models), models[0].arguments())
+        ensemble.load_state_dict({f"members.{k}.{name}": value for k, m in enumerate(models)
+                                  for name, value in m.state_dict().items()})
+        return ensemble.eval()
+
+    def forward(self, x):
+        logits = torch.stack([member(x) for member in self.members])
+        # log(mean p) - log(mean (1 - p)) in log space: exact where a probability rounds to 0 or 1.
+        return torch.logsumexp(F.logsigmoid(logits), 0) - torch.logsumexp(F.logsigmoid(-logits), 0)
+
+    def arguments(self) -> dict:
+        return {"architecture": self.architecture, "members": len(self.members), "arguments": self.member_arguments}
+
+
 # A model on disk is these two files: tensors in safetensors (a format that holds numbers only)
 # and the architecture as JSON. Loading builds the network from galpipe's own code, so a file
 # someone replaced can at worst hold wrong weights; a pickle would run whatever it contains.
@@ -148,9 +199,7 @@ class ModelFileError(ValueError):
 
 def save_model_files(model: nn.Module, folder) -> tuple[Path, Path]:
     """Write `model` as weights.safetensors + architecture.json in `folder`; returns both paths."""
-    name = next((n for n in ARCHITECTURES if type(model) is ARCHITECTURES.get(n)), None)
-    if name is None:
-        raise ModelFileError(f"{type(model).__name__} is not a registered architecture ({ARCHITECTURES.names()})")
+    name = architecture_name(model)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     weights, architecture = folder / WEIGHTS_FILE, folder / ARCHITECTURE_FILE
@@ -164,7 +213,9 @@ def load_model_files(weights, architecture) -> nn.Module:
     """The network saved by save_model_files, in eval mode on the CPU."""
     try:
         spec = json.loads(Path(architecture).read_text())
-        model = build_model(spec["architecture"], **spec.get("arguments", {}))
+        arguments = spec.get("arguments", {})
+        model = SeedEnsemble(**arguments) if spec["architecture"] == SEED_ENSEMBLE \
+            else build_model(spec["architecture"], **arguments)
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise ModelFileError(f"{architecture}: not a galpipe architecture file ({type(err).__name__}: {err})") from None
     try:

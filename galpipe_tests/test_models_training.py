@@ -259,6 +259,31 @@ def test_the_champion_is_chosen_on_validation_loss_never_on_test_accuracy():
     assert (chosen.strategy, chosen.seed) == ("full", 1)
 
 
+def test_a_seed_ensemble_predicts_its_members_mean_probability_and_is_saved_as_it_is(tmp_path):
+    """Mean of the members' probabilities, also where they round to 0 and 1 (the logit stays
+    finite), the same after batch norm is folded and after saving and loading; members of two
+    architectures are refused."""
+    from galpipe.hardware import inference_model
+    from galpipe.models import SeedEnsemble, load_model_files, save_model_files
+
+    members = [build_model("compact", seed=seed).eval() for seed in range(3)]
+    with torch.no_grad():  # one member sure of class 1, one of class 0: their mean is about a third
+        members[0].head[-1].bias.fill_(60.0)
+        members[1].head[-1].bias.fill_(-60.0)
+    ensemble = SeedEnsemble.of(members)
+    x = torch.from_numpy(np.random.default_rng(0).normal(size=(8, 3, 69, 69)).astype(np.float32))
+    with torch.no_grad():
+        mean = torch.stack([torch.sigmoid(m(x)) for m in members]).mean(0)
+        assert torch.isfinite(ensemble(x)).all()
+        torch.testing.assert_close(torch.sigmoid(ensemble(x)), mean, atol=1e-6, rtol=0)
+        torch.testing.assert_close(torch.sigmoid(inference_model(ensemble, "cpu")(x)), mean, atol=1e-5, rtol=0)
+        loaded = load_model_files(*save_model_files(ensemble, tmp_path))
+        assert isinstance(loaded, SeedEnsemble) and len(loaded.members) == 3
+        torch.testing.assert_close(loaded(x), ensemble(x), atol=0, rtol=0)
+    with pytest.raises(ValueError, match="share one architecture"):
+        SeedEnsemble.of([members[0], build_model("compact", width=8)])
+
+
 def test_strategy_learning_rates_scale_with_the_projects_and_are_exact_at_the_default():
     from galpipe.experiment.strategies import STRATEGIES
 

@@ -139,7 +139,7 @@ def evaluation_table(context: AssetExecutionContext, finetuned_models: pd.DataFr
     with tracker.run("evaluation-table", {**run_tags(context), "galpipe.kind": "evaluation"}, {}) as run_id:
         for path in (png, run_dir / "evaluation_table.csv", run_dir / "comparisons.csv"):
             tracker.log_artifact(run_id, path)  # the table and its learning curves, beside the runs they summarise
-    champions = crown_champions(tracker, finetuned_models, context.resources.target_survey.name)
+    champions = crown_champions(tracker, finetuned_models, context.resources.target_survey.name, run_tags(context))
     goals = adaptation_goals(summary, comparisons=comparisons, results=finetuned_models)
     if len(goals):  # the adaptation strategies' goals, where they ran
         atomic_write(run_dir / "adaptation_goals.csv", lambda tmp: goals.to_csv(tmp, index=False))
@@ -160,7 +160,7 @@ def _evaluation_metadata(summary: pd.DataFrame, champions: pd.DataFrame, goals: 
     """The evaluation table and champions as tables, each champion's MLflow model version as a
     link, the rule that chose them, the learning curves, and the MLflow runs view of the experiment."""
     shown = summary[[c for c in ("task", "label_budget", "strategy", "selection", "n_seeds", "accuracy_mean",
-                                 "accuracy_std", "accuracy_low", "accuracy_high", "completeness_1_mean",
+                                 "accuracy_std", "accuracy_low", "accuracy_high", "seed_ensemble_accuracy", "completeness_1_mean",
                                  "purity_1_mean", "roc_auc_mean", "roc_auc_low", "roc_auc_high", "pr_auc_mean",
                                  "accuracy_truth_mean") if c in summary]]
     links = {f"champion_{row.task}": MetadataValue.url(mlflow_model_version_url(row.registered_model, row.version))

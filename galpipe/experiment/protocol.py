@@ -20,15 +20,15 @@ import numpy as np
 import pandas as pd
 
 from galpipe.adaptation import AdaptationData, embeddings
-from galpipe.evaluation import binary_metrics, plot_confusion, with_selection
+from galpipe.evaluation import aligned_predictions, binary_metrics, has_predictions, plot_confusion, with_selection
 from galpipe.experiment.selections import RANDOM, SELECTIONS
 from galpipe.experiment.strategies import DIRECT, STRATEGIES, Strategy, StrategyRun
 from galpipe.framing import field_text
 from galpipe.links import FINETUNING, STAGE_TAG
-from galpipe.models import build_model, count_flops
+from galpipe.models import INPUT_SHAPE, SeedEnsemble, build_model, count_flops
 from galpipe.preprocessing import ModelInputs
 from galpipe.profiles import Profile
-from galpipe.tracking import Tracker, load_registered_model, registered_model_name
+from galpipe.tracking import Tracker, load_registered_model, model_version, registered_model_name, with_retry
 from galpipe.training import TrainConfig, predict_proba, train_classifier
 from galpipe.transfer import (
     LabelledSample,
@@ -306,14 +306,16 @@ def finetune(profile: Profile, task: str, budget_key: str, data: TransferData, p
     return pd.DataFrame(rows)
 
 
-CHAMPION_RULE = ("the run trained on the most target labels; of the strategies (and label selections) at that "
-                 "budget, the lowest validation loss averaged over seeds; of its seeds, the lowest. The test set is "
-                 "never looked at, so the champion's test metrics stay unbiased, and a champion may score below "
-                 "another run (even the model applied directly) on the test set.")
+CHAMPION_RULE = ("the strategy trained on the most target labels; of the strategies (and label selections) at that "
+                 "budget, the one with the lowest validation loss averaged over seeds; served as all its seeds "
+                 "averaged (a seed ensemble: the mean of their probabilities), or as its one run with one seed. "
+                 "The test set is never looked at, so the champion's test metrics stay unbiased, and a champion "
+                 "may score below another run (even the model applied directly) on the test set.")
 
 
-CHAMPION_COLUMNS = ["task", "registered_model", "version", "strategy", "selection", "label_budget", "seed", "val_loss",
-                    "strategy_mean_val_loss", "runner_up_val_loss", "test_accuracy", "direct_test_accuracy", "run_id"]
+CHAMPION_COLUMNS = ["task", "registered_model", "version", "strategy", "selection", "label_budget", "seeds",
+                    "strategy_mean_val_loss", "runner_up_val_loss", "test_accuracy", "seed_test_accuracy_mean",
+                    "direct_test_accuracy", "run_id"]
 
 
 def choose_champion(runs: pd.DataFrame) -> pd.Series:
@@ -327,10 +329,11 @@ def choose_champion(runs: pd.DataFrame) -> pd.Series:
     return largest[(largest.strategy == strategy) & (largest.selection == selection)].sort_values("val_loss").iloc[0]
 
 
-def crown_champions(tracker: Tracker, runs: pd.DataFrame, target_survey: str) -> pd.DataFrame:
-    """Each task's champion (choose_champion, CHAMPION_RULE) gets the `champion` alias of its
-    registered model; returns a row per task: which run won, and why (its validation loss against
-    the other strategies' at that budget), with its test accuracy beside the model applied directly."""
+def crown_champions(tracker: Tracker, runs: pd.DataFrame, target_survey: str, tags: dict | None = None) -> pd.DataFrame:
+    """Each task's champion (CHAMPION_RULE) gets the `champion` alias of its registered model: the
+    seed ensemble of the chosen strategy's seeds (registered_seed_ensemble), or its one run.
+    Returns a row per task: what won, and why (its validation loss against the other strategies'
+    at that budget), with its test accuracy beside its seeds' own and the model applied directly's."""
     champions = []
     for task, task_runs in runs.groupby("task"):
         trained = with_selection(task_runs[task_runs.strategy != DIRECT])
@@ -338,18 +341,57 @@ def crown_champions(tracker: Tracker, runs: pd.DataFrame, target_survey: str) ->
             continue
         chosen = choose_champion(trained)
         name = registered_model_name(tracker.experiment_name, task, target_survey)
-        version = chosen.model_uri.rsplit("/", 1)[-1]
-        tracker.set_alias(name, "champion", version)
         at_budget = trained[trained.label_budget == chosen.label_budget]
+        seeds = at_budget[(at_budget.strategy == chosen.strategy) & (at_budget.selection == chosen.selection)]
+        seeds = seeds.sort_values("seed")
+        if len(seeds) > 1:
+            version, run_id, test_accuracy = registered_seed_ensemble(tracker, seeds, name, tags or {})
+        else:
+            version, run_id, test_accuracy = chosen.model_uri.rsplit("/", 1)[-1], chosen.run_id, chosen.accuracy
+        tracker.set_alias(name, "champion", version)
         losses = at_budget.groupby(["strategy", "selection"]).val_loss.mean()
         direct = task_runs[task_runs.strategy == DIRECT]
-        direct = direct[direct.seed == chosen.seed] if (direct.seed == chosen.seed).any() else direct
-        direct = direct.accuracy  # its own pretraining seed applied directly
+        direct = direct[direct.seed.isin(seeds.seed)] if direct.seed.isin(seeds.seed).any() else direct
         champions.append({
             "task": task, "registered_model": name, "version": version, "strategy": chosen.strategy,
-            "selection": chosen.selection, "label_budget": int(chosen.label_budget), "seed": int(chosen.seed),
-            "val_loss": float(chosen.val_loss), "strategy_mean_val_loss": float(losses.min()),
+            "selection": chosen.selection, "label_budget": int(chosen.label_budget),
+            "seeds": ",".join(str(int(seed)) for seed in seeds.seed), "strategy_mean_val_loss": float(losses.min()),
             "runner_up_val_loss": float(losses.nsmallest(2).iloc[-1]) if len(losses) > 1 else np.nan,
-            "test_accuracy": float(chosen.accuracy), "direct_test_accuracy": float(direct.mean()) if len(direct) else np.nan,
-            "run_id": chosen.run_id})
+            "test_accuracy": float(test_accuracy), "seed_test_accuracy_mean": float(seeds.accuracy.mean()),
+            # each seed's own pretraining seed applied directly
+            "direct_test_accuracy": float(direct.accuracy.mean()) if len(direct) else np.nan, "run_id": run_id})
     return pd.DataFrame(champions, columns=CHAMPION_COLUMNS)
+
+
+def registered_seed_ensemble(tracker: Tracker, seeds: pd.DataFrame, registered_name: str,
+                             tags: dict) -> tuple[str, str, float]:
+    """(version, MLflow run, test accuracy) of the SeedEnsemble of `seeds` (one strategy's runs,
+    one per seed), registered under `registered_name` with the tags its members' versions carry
+    (what `galpipe predict` needs) and `ensemble_of` (their versions). Registered once: an
+    evaluation run again over the same runs finds the version it made. Its test metrics are those
+    of the seeds' mean probability, on the test galaxies all of them were evaluated on."""
+    member_versions = ",".join(uri.rsplit("/", 1)[-1] for uri in seeds.model_uri)
+    existing = with_retry(lambda: tracker.client.search_model_versions(
+        f"name = '{registered_name}' and tags.ensemble_of = '{member_versions}'"))
+    if existing:
+        found = max(existing, key=lambda v: int(v.version))
+        return str(found.version), found.run_id, float(found.tags["test_accuracy"])
+    metrics = {}
+    if has_predictions(seeds):
+        _, labels, probabilities = aligned_predictions(seeds)
+        metrics = binary_metrics(labels, probabilities.mean(axis=0))
+    first = seeds.iloc[0]
+    member_tags = model_version(tracker.tracking_uri, first.model_uri).tags
+    ensemble = SeedEnsemble.of([load_registered_model(tracker.tracking_uri, uri) for uri in seeds.model_uri])
+    params = {"task": first.task, "strategy": first.strategy, "selection": first.selection,
+              "label_budget": int(first.label_budget), "seeds": ",".join(str(int(s)) for s in seeds.seed),
+              "member_runs": ",".join(seeds.run_id), "ensemble_of": member_versions}
+    run_name = f"seed-ensemble-{first.task}-{first.strategy}-{first.label_budget}"
+    with tracker.run(run_name, {**tags, STAGE_TAG: FINETUNING, "galpipe.kind": "seed_ensemble"}, params) as run_id:
+        tracker.log_metrics(run_id, {f"target_test_{k}": v for k, v in metrics.items()})
+        version_tags = {**{k: v for k, v in member_tags.items() if k not in tracker.tags and k != "seed"},
+                        "seeds": params["seeds"], "ensemble_of": member_versions,
+                        "test_accuracy": metrics.get("accuracy", np.nan)}
+        _, version = tracker.log_and_register_model(run_id, ensemble, np.zeros((1, *INPUT_SHAPE), np.float32),
+                                                    registered_name, version_tags)
+    return version, run_id, metrics.get("accuracy", np.nan)
