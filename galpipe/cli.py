@@ -108,8 +108,9 @@ def _run(args) -> int:
         import pandas as pd
 
         summary = pd.read_parquet(table)
-        print(summary[["task", "label_budget", "strategy", "selection", "n_seeds", "accuracy_mean", "accuracy_std",
-                       "completeness_1_mean", "purity_1_mean", "roc_auc_mean"]].round(3).to_string(index=False))
+        shown = ["task", "label_budget", "strategy", "selection", "n_seeds", "accuracy_mean", "accuracy_std",
+                 "seed_ensemble_accuracy", "completeness_1_mean", "purity_1_mean", "roc_auc_mean"]
+        print(summary[[c for c in shown if c in summary]].round(3).to_string(index=False))
         goals = resources["settings"].run_dir / "adaptation_goals.csv"
         if goals.is_file():
             print("\nAdaptation goals (best on the test set, so optimistic):")
