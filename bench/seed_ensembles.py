@@ -38,11 +38,12 @@ def ensemble_gains(run_dir: Path) -> pd.DataFrame:
         by_seed = seeds.sort_values("seed").reset_index(drop=True)
         chosen = binary_metrics(labels, probabilities[by_seed.val_loss.idxmin()])["accuracy"] \
             if by_seed.val_loss.notna().any() else np.nan
+        per_seed = [binary_metrics(labels, p) for p in probabilities]
         rows.append({**dict(zip(GROUP, key)), "n_seeds": len(seeds), "n_test": len(labels),
-                     "seed_accuracy_mean": np.mean([binary_metrics(labels, p)["accuracy"] for p in probabilities]),
-                     "lowest_val_loss_seed_accuracy": chosen, "ensemble_accuracy": ensemble["accuracy"], "gain": gain["difference"], "gain_low": gain["low"],
-                     "gain_high": gain["high"], "seed_roc_auc_mean": np.mean([binary_metrics(labels, p)["roc_auc"]
-                                                                             for p in probabilities]),
+                     "seed_accuracy_mean": np.mean([m["accuracy"] for m in per_seed]),
+                     "lowest_val_loss_seed_accuracy": chosen, "ensemble_accuracy": ensemble["accuracy"],
+                     "gain": gain["difference"], "gain_low": gain["low"], "gain_high": gain["high"],
+                     "seed_roc_auc_mean": np.mean([m["roc_auc"] for m in per_seed]),
                      "ensemble_roc_auc": ensemble["roc_auc"]})
     return pd.DataFrame(rows)
 
