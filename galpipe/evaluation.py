@@ -185,7 +185,8 @@ CURVE_METRICS = {"accuracy": "accuracy", "completeness_1": "completeness of clas
 def plot_learning_curves(summary: pd.DataFrame, out_path: Path, metrics=tuple(CURVE_METRICS)) -> Path:
     """Each metric against label budget, one line per strategy x label selection (budget 0, where
     nothing was selected, joins the random line), one column per task; the paper's ~90% (applied
-    directly) and >95% (fine-tuned on 300-500 labels) marked on accuracy."""
+    directly) and >95% (fine-tuned on 300-500 labels) marked on accuracy; where the summary has
+    them (with_intervals), each line's seed ensemble as crosses on accuracy and ROC AUC."""
     summary = summary.copy()
     summary["line"] = [curve_name(s, sel) for s, sel in
                        zip(summary.strategy, summary.get("selection", pd.Series("random", summary.index)))]
@@ -208,6 +209,11 @@ def plot_learning_curves(summary: pd.DataFrame, out_path: Path, metrics=tuple(CU
                 ax.errorbar([positions[b] for b in line.label_budget], line[f"{metric}_mean"],
                             yerr=line[f"{metric}_std"].fillna(0), marker="o", ms=3, capsize=2, color=colour,
                             ls=dash, label=line_name)
+                if f"seed_ensemble_{metric}" in line:
+                    ax.plot([positions[b] for b in line.label_budget], line[f"seed_ensemble_{metric}"], marker="x",
+                            ms=5, ls="none", color=colour)
+            if f"seed_ensemble_{metric}" in rows:
+                ax.plot([], [], marker="x", ls="none", color="black", label="seed ensemble (x)")
             if metric == "accuracy":
                 ax.axhline(PAPER_DIRECT_ACCURACY, color="grey", ls=":", label="paper: applied directly")
                 ax.axhline(PAPER_FINETUNED_ACCURACY, color="grey", ls="-.", label="paper: 300-500 labels")
