@@ -186,7 +186,7 @@ def plot_learning_curves(summary: pd.DataFrame, out_path: Path, metrics=tuple(CU
     """Each metric against label budget, one line per strategy x label selection (budget 0, where
     nothing was selected, joins the random line), one column per task; the paper's ~90% (applied
     directly) and >95% (fine-tuned on 300-500 labels) marked on accuracy; where the summary has
-    them (with_intervals), each line's seed ensemble as crosses on accuracy and ROC AUC."""
+    them (with_intervals), each line's seed ensemble as crosses."""
     summary = summary.copy()
     summary["line"] = [curve_name(s, sel) for s, sel in
                        zip(summary.strategy, summary.get("selection", pd.Series("random", summary.index)))]
@@ -269,8 +269,8 @@ def with_intervals(summary: pd.DataFrame, results: pd.DataFrame, truth: dict | N
                    n_bootstrap: int = N_BOOTSTRAP) -> pd.DataFrame:
     """`summary` with, per row, 95% bootstrap intervals over the test galaxies of the seed-mean
     accuracy and ROC AUC (`*_low`, `*_high`), the mean PR AUC, the accuracy and ROC AUC of the
-    seeds' mean probability (`seed_ensemble_*`: what the row's seeds averaged into one model,
-    as a champion is served, score), and where `truth` (task -> object_id -> 0/1, the
+    seeds' mean probability (`seed_ensemble_*`: how the row's seeds score averaged into one
+    model, as a champion is served), and where `truth` (task -> object_id -> 0/1, the
     simulation's) is given the mean accuracy against the truth."""
     if not has_predictions(results):
         return summary

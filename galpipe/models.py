@@ -170,10 +170,12 @@ class SeedEnsemble(nn.Module):
     @classmethod
     def of(cls, models: list[GalaxyClassifier]) -> SeedEnsemble:
         """An ensemble holding copies of `models`' weights (all of one architecture and size)."""
-        names = {architecture_name(m) for m in models}
-        if len(names) != 1 or len({json.dumps(m.arguments(), sort_keys=True) for m in models}) != 1:
-            raise ValueError(f"a seed ensemble's members must share one architecture; got {sorted(names)}")
-        ensemble = cls(names.pop(), len(models), models[0].arguments())
+        if any(isinstance(m, SeedEnsemble) for m in models):
+            raise ValueError("a seed ensemble's members are trained networks, not ensembles")
+        shapes = {json.dumps([architecture_name(m), m.arguments()], sort_keys=True) for m in models}
+        if len(shapes) != 1:
+            raise ValueError(f"a seed ensemble's members must share one architecture and its arguments; got {sorted(shapes)}")
+        ensemble = cls(architecture_name(models[0]), len(models), models[0].arguments())
         ensemble.load_state_dict({f"members.{k}.{name}": value for k, m in enumerate(models)
                                   for name, value in m.state_dict().items()})
         return ensemble.eval()

@@ -182,9 +182,10 @@ def test_parallel_writers_do_not_corrupt_the_store(tmp_path):
 
 def test_two_experiments_in_one_project_keep_their_own_champions(tmp_path):
     """Registered models are per experiment (galpipe-<profile> unless the settings name another):
-    crowning one experiment's champion never moves the other's. With two seeds the champion is
-    their seed ensemble: registered once (crowning again finds it), tagged with its members'
-    versions, scored by the seeds' mean probability, and it predicts that mean."""
+    crowning one experiment's champion never moves the other's (a quote in a name included). With
+    two seeds the champion is their seed ensemble: registered once (crowning again finds it),
+    tagged with its members' versions, scored by the seeds' mean probability, and it predicts
+    that mean."""
     import numpy as np
     import pandas as pd
 
@@ -196,21 +197,22 @@ def test_two_experiments_in_one_project_keep_their_own_champions(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     x = torch.from_numpy(np.random.default_rng(0).normal(size=(6, 3, 69, 69)).astype(np.float32))
     labels = [0, 1, 0, 1, 1, 0]
-    champions, members = {}, {}
-    for experiment, best_seed in (("galpipe-small", 1), ("galpipe-tiny", 0)):
+    champions, members, crowned_accuracy = {}, {}, {}
+    for experiment in ("galpipe-small", "galpipe-o'tiny"):
         tracker = Tracker(uri, str(tmp_path / "artifacts"), experiment)
         rows = []
         for seed in (0, 1):
-            model = build_model("compact", seed=seed + (2 if experiment == "galpipe-tiny" else 0)).eval()
+            model = build_model("compact", seed=seed + (2 if experiment == "galpipe-o'tiny" else 0)).eval()
             with tracker.run(f"full-{seed}", {}, {}) as run_id:
                 model_uri, _ = tracker.log_and_register_model(run_id, model, np.zeros((1, 3, 69, 69), np.float32),
                                                               registered_model_name(experiment, "bar", "des"),
-                                                              {"task": "bar", "seed": seed})
+                                                              {"task": "bar", "seed": seed, "architecture": "compact",
+                                                               "last_reevaluation_run_id": "a past one"})
             with torch.no_grad():
                 probability = torch.sigmoid(model(x)).numpy()
             rows.append({"task": "bar", "strategy": "full", "selection": "random", "label_budget": 25, "seed": seed,
                          "model_uri": model_uri, "run_id": run_id, "accuracy": 0.8,
-                         "val_loss": 0.1 if seed == best_seed else 0.5, "test_object_ids": [str(i) for i in range(6)],
+                         "val_loss": 0.1 + seed, "test_object_ids": [str(i) for i in range(6)],
                          "test_labels": labels, "test_probabilities": probability.tolist()})
         crowned = crown_champions(tracker, pd.DataFrame(rows), "des")
         again = crown_champions(tracker, pd.DataFrame(rows), "des")
@@ -220,7 +222,10 @@ def test_two_experiments_in_one_project_keep_their_own_champions(tmp_path):
         assert crowned.seeds.tolist() == ["0,1"]
         mean_probability = np.mean([r["test_probabilities"] for r in rows], axis=0)
         assert crowned.test_accuracy.iloc[0] == pytest.approx(np.mean((mean_probability >= 0.5) == labels))
+        assert crowned.seed_test_accuracy_mean.iloc[0] == pytest.approx(
+            np.mean([np.mean((np.array(r["test_probabilities"]) >= 0.5) == labels) for r in rows]))
         champions[experiment] = f"models:/{registered_model_name(experiment, 'bar', 'des')}/{version}"
+        crowned_accuracy[experiment] = crowned.test_accuracy.iloc[0]
         members[experiment] = ",".join(r["model_uri"].rsplit("/", 1)[-1] for r in rows)
         served = load_registered_model(uri, champions[experiment])
         with torch.no_grad():
@@ -230,5 +235,10 @@ def test_two_experiments_in_one_project_keep_their_own_champions(tmp_path):
         version = model_version(uri, alias_uri)
         assert f"models:/{version.name}/{version.version}" == expected
         assert version.tags["ensemble_of"] == members[experiment] and version.tags["task"] == "bar"
-        assert version.tags["seeds"] == "0,1" and "seed" not in version.tags
-    assert champions["galpipe-small"] != champions["galpipe-tiny"]
+        assert version.tags["seeds"] == "0,1" and version.tags["kind"] == "seed_ensemble"
+        assert version.tags["architecture"] == "compact"
+        assert "seed" not in version.tags and "last_reevaluation_run_id" not in version.tags  # the members' own
+        run = MlflowClient(uri).get_run(version.run_id)
+        assert run.data.tags["galpipe.stage"] == "seed_ensemble"  # not among the fine-tuning runs
+        assert run.data.metrics["target_test_accuracy"] == pytest.approx(crowned_accuracy[experiment])
+    assert champions["galpipe-small"] != champions["galpipe-o'tiny"]

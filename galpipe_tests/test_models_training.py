@@ -280,8 +280,15 @@ def test_a_seed_ensemble_predicts_its_members_mean_probability_and_is_saved_as_i
         loaded = load_model_files(*save_model_files(ensemble, tmp_path))
         assert isinstance(loaded, SeedEnsemble) and len(loaded.members) == 3
         torch.testing.assert_close(loaded(x), ensemble(x), atol=0, rtol=0)
-    with pytest.raises(ValueError, match="share one architecture"):
+    with torch.no_grad():  # every member sure of class 1: a logit of the mean probability would be infinite
+        for member in members:
+            member.head[-1].bias.fill_(60.0)
+        certain = SeedEnsemble.of(members)(x)
+    assert torch.isfinite(certain).all() and (certain > 50).all()
+    with pytest.raises(ValueError, match="share one architecture and its arguments"):
         SeedEnsemble.of([members[0], build_model("compact", width=8)])
+    with pytest.raises(ValueError, match="not ensembles"):
+        SeedEnsemble.of([ensemble, members[0]])
 
 
 def test_strategy_learning_rates_scale_with_the_projects_and_are_exact_at_the_default():

@@ -31,11 +31,12 @@ from galpipe.tracking import Tracker, load_registered_model
 
 
 def negated(model):
-    """A planted regression: the champion with its logits turned round (the last layer negated)."""
-    last = model.head[-1]
+    """A planted regression: the champion with its logits turned round (the last layer negated, of
+    each seed where the champion is a seed ensemble)."""
     with torch.no_grad():
-        last.weight.neg_()
-        last.bias.neg_()
+        for classifier in getattr(model, "members", [model]):
+            classifier.head[-1].weight.neg_()
+            classifier.head[-1].bias.neg_()
     return model
 
 

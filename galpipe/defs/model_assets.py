@@ -160,9 +160,9 @@ def _evaluation_metadata(summary: pd.DataFrame, champions: pd.DataFrame, goals: 
     """The evaluation table and champions as tables, each champion's MLflow model version as a
     link, the rule that chose them, the learning curves, and the MLflow runs view of the experiment."""
     shown = summary[[c for c in ("task", "label_budget", "strategy", "selection", "n_seeds", "accuracy_mean",
-                                 "accuracy_std", "accuracy_low", "accuracy_high", "seed_ensemble_accuracy", "completeness_1_mean",
-                                 "purity_1_mean", "roc_auc_mean", "roc_auc_low", "roc_auc_high", "pr_auc_mean",
-                                 "accuracy_truth_mean") if c in summary]]
+                                 "accuracy_std", "accuracy_low", "accuracy_high", "seed_ensemble_accuracy",
+                                 "completeness_1_mean", "purity_1_mean", "roc_auc_mean", "roc_auc_low", "roc_auc_high",
+                                 "pr_auc_mean", "accuracy_truth_mean") if c in summary]]
     links = {f"champion_{row.task}": MetadataValue.url(mlflow_model_version_url(row.registered_model, row.version))
              for row in champions.itertuples()}
     return {"table": as_table(shown), "n_rows": len(shown), "champions": as_table(champions.drop(columns="run_id")),

@@ -25,9 +25,10 @@ from galpipe.experiment.selections import RANDOM, SELECTIONS
 from galpipe.experiment.strategies import DIRECT, STRATEGIES, Strategy, StrategyRun
 from galpipe.framing import field_text
 from galpipe.links import FINETUNING, STAGE_TAG
-from galpipe.models import INPUT_SHAPE, SeedEnsemble, build_model, count_flops
+from galpipe.models import INPUT_SHAPE, SEED_ENSEMBLE, SeedEnsemble, build_model, count_flops
 from galpipe.preprocessing import ModelInputs
 from galpipe.profiles import Profile
+from galpipe.statistics import accuracy
 from galpipe.tracking import Tracker, load_registered_model, model_version, registered_model_name, with_retry
 from galpipe.training import TrainConfig, predict_proba, train_classifier
 from galpipe.transfer import (
@@ -333,7 +334,8 @@ def crown_champions(tracker: Tracker, runs: pd.DataFrame, target_survey: str, ta
     """Each task's champion (CHAMPION_RULE) gets the `champion` alias of its registered model: the
     seed ensemble of the chosen strategy's seeds (registered_seed_ensemble), or its one run.
     Returns a row per task: what won, and why (its validation loss against the other strategies'
-    at that budget), with its test accuracy beside its seeds' own and the model applied directly's."""
+    at that budget), with its test accuracy beside its seeds' own and the model applied directly's
+    (champion_scores)."""
     champions = []
     for task, task_runs in runs.groupby("task"):
         trained = with_selection(task_runs[task_runs.strategy != DIRECT])
@@ -343,11 +345,13 @@ def crown_champions(tracker: Tracker, runs: pd.DataFrame, target_survey: str, ta
         name = registered_model_name(tracker.experiment_name, task, target_survey)
         at_budget = trained[trained.label_budget == chosen.label_budget]
         seeds = at_budget[(at_budget.strategy == chosen.strategy) & (at_budget.selection == chosen.selection)]
+        if "budget_key" in seeds:  # one partition's runs: two budget keys (300 and `full`) may hold as many labels
+            seeds = seeds[seeds.budget_key == chosen.budget_key]
         seeds = seeds.sort_values("seed")
         if len(seeds) > 1:
-            version, run_id, test_accuracy = registered_seed_ensemble(tracker, seeds, name, tags or {})
+            version, run_id = registered_seed_ensemble(tracker, seeds, name, tags or {})
         else:
-            version, run_id, test_accuracy = chosen.model_uri.rsplit("/", 1)[-1], chosen.run_id, chosen.accuracy
+            version, run_id = chosen.model_uri.rsplit("/", 1)[-1], chosen.run_id
         tracker.set_alias(name, "champion", version)
         losses = at_budget.groupby(["strategy", "selection"]).val_loss.mean()
         direct = task_runs[task_runs.strategy == DIRECT]
@@ -357,29 +361,49 @@ def crown_champions(tracker: Tracker, runs: pd.DataFrame, target_survey: str, ta
             "selection": chosen.selection, "label_budget": int(chosen.label_budget),
             "seeds": ",".join(str(int(seed)) for seed in seeds.seed), "strategy_mean_val_loss": float(losses.min()),
             "runner_up_val_loss": float(losses.nsmallest(2).iloc[-1]) if len(losses) > 1 else np.nan,
-            "test_accuracy": float(test_accuracy), "seed_test_accuracy_mean": float(seeds.accuracy.mean()),
-            # each seed's own pretraining seed applied directly
-            "direct_test_accuracy": float(direct.accuracy.mean()) if len(direct) else np.nan, "run_id": run_id})
+            **champion_scores(seeds, direct), "run_id": run_id})
     return pd.DataFrame(champions, columns=CHAMPION_COLUMNS)
 
 
-def registered_seed_ensemble(tracker: Tracker, seeds: pd.DataFrame, registered_name: str,
-                             tags: dict) -> tuple[str, str, float]:
-    """(version, MLflow run, test accuracy) of the SeedEnsemble of `seeds` (one strategy's runs,
-    one per seed), registered under `registered_name` with the tags its members' versions carry
-    (what `galpipe predict` needs) and `ensemble_of` (their versions). Registered once: an
-    evaluation run again over the same runs finds the version it made. Its test metrics are those
-    of the seeds' mean probability, on the test galaxies all of them were evaluated on."""
+def champion_scores(seeds: pd.DataFrame, direct: pd.DataFrame) -> dict:
+    """Test accuracy of the champion (its seeds' mean probability, as it is served), of its seeds
+    one by one (their mean), and of the model applied directly (its seeds averaged likewise), all
+    on the test galaxies every one of these runs was evaluated on. Without per-galaxy predictions
+    (runs from before them), the runs' own accuracies, and none for an ensemble."""
+    if not has_predictions(seeds):
+        return {"test_accuracy": float(seeds.accuracy.iloc[0]) if len(seeds) == 1 else np.nan,
+                "seed_test_accuracy_mean": float(seeds.accuracy.mean()),
+                "direct_test_accuracy": float(direct.accuracy.mean()) if len(direct) else np.nan}
+    scored = pd.concat([seeds, direct]) if len(direct) and has_predictions(direct) else seeds
+    common = set.intersection(*(set(ids) for ids in scored.test_object_ids))
+    _, labels, probabilities = aligned_predictions(seeds, common)
+    scores = {"test_accuracy": accuracy(labels, probabilities.mean(axis=0)),
+              "seed_test_accuracy_mean": float(np.mean([accuracy(labels, p) for p in probabilities])),
+              "direct_test_accuracy": float(direct.accuracy.mean()) if len(direct) else np.nan}
+    if scored is not seeds:
+        scores["direct_test_accuracy"] = accuracy(labels, aligned_predictions(direct, common)[2].mean(axis=0))
+    return scores
+
+
+# What `galpipe predict` needs from a version (model_tags), and what says which run it is, as a seed ensemble's
+# members carry them; the rest of their tags (e.g. the seed, a past re-evaluation's run) are theirs alone.
+ENSEMBLE_TAGS = ("task", "role", "architecture", "input_mode", "colour_rendering", "field_arcsec", "label_budget",
+                 "selection")
+
+
+def registered_seed_ensemble(tracker: Tracker, seeds: pd.DataFrame, registered_name: str, tags: dict) -> tuple[str, str]:
+    """(version, MLflow run) of the SeedEnsemble of `seeds` (one strategy's runs, one per seed),
+    registered under `registered_name`, tagged `kind` seed_ensemble, `ensemble_of` (its members'
+    versions), `seeds` and the members' ENSEMBLE_TAGS. Registered once: an evaluation run again
+    over the same runs finds the version it made. Its run logs the test metrics of the seeds' mean
+    probability, on the test galaxies all of them were evaluated on."""
     member_versions = ",".join(uri.rsplit("/", 1)[-1] for uri in seeds.model_uri)
-    existing = with_retry(lambda: tracker.client.search_model_versions(
-        f"name = '{registered_name}' and tags.ensemble_of = '{member_versions}'"))
+    # Digits and commas only in the filter: a name may hold a quote, so it is compared here instead.
+    existing = [v for v in with_retry(lambda: tracker.client.search_model_versions(
+        f"tags.ensemble_of = '{member_versions}'")) if v.name == registered_name]
     if existing:
         found = max(existing, key=lambda v: int(v.version))
-        return str(found.version), found.run_id, float(found.tags["test_accuracy"])
-    metrics = {}
-    if has_predictions(seeds):
-        _, labels, probabilities = aligned_predictions(seeds)
-        metrics = binary_metrics(labels, probabilities.mean(axis=0))
+        return str(found.version), found.run_id
     first = seeds.iloc[0]
     member_tags = model_version(tracker.tracking_uri, first.model_uri).tags
     ensemble = SeedEnsemble.of([load_registered_model(tracker.tracking_uri, uri) for uri in seeds.model_uri])
@@ -387,11 +411,14 @@ def registered_seed_ensemble(tracker: Tracker, seeds: pd.DataFrame, registered_n
               "label_budget": int(first.label_budget), "seeds": ",".join(str(int(s)) for s in seeds.seed),
               "member_runs": ",".join(seeds.run_id), "ensemble_of": member_versions}
     run_name = f"seed-ensemble-{first.task}-{first.strategy}-{first.label_budget}"
-    with tracker.run(run_name, {**tags, STAGE_TAG: FINETUNING, "galpipe.kind": "seed_ensemble"}, params) as run_id:
-        tracker.log_metrics(run_id, {f"target_test_{k}": v for k, v in metrics.items()})
-        version_tags = {**{k: v for k, v in member_tags.items() if k not in tracker.tags and k != "seed"},
-                        "seeds": params["seeds"], "ensemble_of": member_versions,
-                        "test_accuracy": metrics.get("accuracy", np.nan)}
+    # Its own stage: the fine-tuning runs view (and its best-first order) stays one run per trained model.
+    with tracker.run(run_name, {**tags, STAGE_TAG: SEED_ENSEMBLE}, params) as run_id:
+        if has_predictions(seeds):
+            _, labels, probabilities = aligned_predictions(seeds)
+            tracker.log_metrics(run_id, {f"target_test_{k}": v
+                                         for k, v in binary_metrics(labels, probabilities.mean(axis=0)).items()})
+        version_tags = {**{k: member_tags[k] for k in ENSEMBLE_TAGS if k in member_tags}, "kind": SEED_ENSEMBLE,
+                        "seeds": params["seeds"], "ensemble_of": member_versions}
         _, version = tracker.log_and_register_model(run_id, ensemble, np.zeros((1, *INPUT_SHAPE), np.float32),
                                                     registered_name, version_tags)
-    return version, run_id, metrics.get("accuracy", np.nan)
+    return version, run_id
