@@ -245,12 +245,12 @@ def test_the_project_files_bench_measured_with_still_load(gz2_folder):
     """bench/ keeps the project file of every table it made; each must still load, and the realism
     ablation's keep the frame and epochs their table was measured with."""
     files = sorted((Path(__file__).resolve().parents[1] / "bench").rglob("*.yaml"))
-    projects = {path.stem: load_project(path) for path in files}
-    assert len(projects) >= 18 and "gz2_spirals_resnet" in projects
-    for stem, project in projects.items():
-        if stem.startswith("gz2_") and stem != "gz2_spirals_resnet":
+    projects = {path: load_project(path) for path in files}
+    assert len(projects) >= 19 and {"gz2_spirals_resnet", "gz2_spirals_resnet_seeds"} <= {p.stem for p in projects}
+    for path, project in projects.items():
+        if path.parent.name == "realism" and path.stem.startswith("gz2_"):
             assert (project.target.central_fraction, project.source.field_per_size,
-                    project.profile.finetune_max_epochs) == (1.0, 8.48, 50), stem
+                    project.profile.finetune_max_epochs) == (1.0, 8.48, 50), path.stem
 
 
 def _readme_projects() -> dict[str, dict]:
