@@ -359,10 +359,15 @@ def crown_champions(tracker: Tracker, runs: pd.DataFrame, target_survey: str, ta
         champions.append({
             "task": task, "registered_model": name, "version": version, "strategy": chosen.strategy,
             "selection": chosen.selection, "label_budget": int(chosen.label_budget),
-            "seeds": ",".join(str(int(seed)) for seed in seeds.seed), "strategy_mean_val_loss": float(losses.min()),
+            "seeds": seed_list(seeds), "strategy_mean_val_loss": float(losses.min()),
             "runner_up_val_loss": float(losses.nsmallest(2).iloc[-1]) if len(losses) > 1 else np.nan,
             **champion_scores(seeds, direct), "run_id": run_id})
     return pd.DataFrame(champions, columns=CHAMPION_COLUMNS)
+
+
+def seed_list(runs: pd.DataFrame) -> str:
+    """The runs' seeds as the champions table and a seed ensemble's `seeds` tag both write them: "0,1"."""
+    return ",".join(str(int(seed)) for seed in runs.seed)
 
 
 def champion_scores(seeds: pd.DataFrame, direct: pd.DataFrame) -> dict:
@@ -408,7 +413,7 @@ def registered_seed_ensemble(tracker: Tracker, seeds: pd.DataFrame, registered_n
     member_tags = model_version(tracker.tracking_uri, first.model_uri).tags
     ensemble = SeedEnsemble.of([load_registered_model(tracker.tracking_uri, uri) for uri in seeds.model_uri])
     params = {"task": first.task, "strategy": first.strategy, "selection": first.selection,
-              "label_budget": int(first.label_budget), "seeds": ",".join(str(int(s)) for s in seeds.seed),
+              "label_budget": int(first.label_budget), "seeds": seed_list(seeds),
               "member_runs": ",".join(seeds.run_id), "ensemble_of": member_versions}
     run_name = f"seed-ensemble-{first.task}-{first.strategy}-{first.label_budget}"
     # Its own stage: the fine-tuning runs view (and its best-first order) stays one run per trained model.
