@@ -6,7 +6,8 @@ whether it runs without target labels (budget 0), and how it trains from the sou
   class): `full` (every layer, learning rate 3e-4), `head_only` (features frozen, 1e-3) and
   `scratch` (a fresh network, 1e-3); these rates scale with a project's `learning_rate`.
 - Beyond the paper (galpipe.adaptation): `adabn`, `coral`, `self_training`, which also learn from
-  unlabelled target images and so run at budget 0 as unsupervised domain adaptation; and
+  unlabelled target images and so run at budget 0 as unsupervised domain adaptation;
+  `self_training_scratch`, the same with the `scratch` model of the N labels as its teacher; and
   `contrastive` / `contrastive_simulation`, self-supervised on the unlabelled target images (from
   a fresh network / from the source model), then fine-tuned on the N labels.
 
@@ -208,6 +209,9 @@ STRATEGIES.register("scratch", FineTuning(learning_rate=1e-3, from_scratch=True)
 STRATEGIES.register("adabn", AdaBN())
 STRATEGIES.register("coral", Coral())
 STRATEGIES.register("self_training", SelfTraining())
+# Where the source does not transfer (the real spirals), the teacher is the network trained from
+# scratch on the N labels instead; it needs labels, so it has no budget-0 run.
+STRATEGIES.register("self_training_scratch", SelfTraining(teacher="scratch", runs_without_labels=False))
 STRATEGIES.register("contrastive", Contrastive())
 STRATEGIES.register("contrastive_simulation", Contrastive(learning_rate=3e-4, from_scratch=False))
 
