@@ -101,6 +101,27 @@ def test_unsupervised_strategies_align_the_surveys_and_keep_the_source(toy, stra
     assert _source_accuracy(source_side, toy) >= _source_accuracy(toy["model"], toy) - 0.1
 
 
+def test_self_training_from_scratch_learns_from_its_scratch_teacher_and_the_unlabelled_galaxies(toy):
+    """The teacher is a network trained from scratch on a few target labels (the source is not
+    used); the student starts from it and adds the unlabelled galaxies the teacher is surest of."""
+    labelled, validation = np.arange(0, 40), np.arange(40, 60)
+    y = toy["y_target"]
+    config = TrainConfig(**TOY_TRAINING, max_epochs=8, learning_rate=1e-3)
+    teacher = build_model("compact", seed=1)
+    train_classifier(teacher, toy["x_target"], labelled, y[labelled], validation, y[validation], config)
+    strategy = STRATEGIES.get("self_training_scratch")
+    assert strategy.teacher == "scratch" and not strategy.runs_without_labels
+    student, history, extra = strategy.train(StrategyRun(
+        toy["model"], toy["x_target"], _sample(labelled, y), _sample(validation, y), strategy.config(config),
+        "compact", adaptation=toy["data"], teacher=teacher))
+    assert history and extra["teacher"] == "scratch"
+    # Pseudo-labels for half of each class the teacher expects among the 140 galaxies it was not given.
+    assert 60 <= extra["n_pseudo_labels"] <= 70
+    accuracy = lambda m: binary_metrics(y[TARGET_TEST], predict_proba(m, toy["x_target"][TARGET_TEST]))["accuracy"]  # noqa: E731
+    assert accuracy(student) >= accuracy(teacher) - 0.05
+    assert any(not torch.equal(a, b) for a, b in zip(student.state_dict().values(), teacher.state_dict().values()))
+
+
 def test_pseudo_labels_keep_the_teachers_class_balance():
     probability = np.array([0.95, 0.9, 0.6, 0.45, 0.3, 0.2, 0.1, 0.05, 0.02, 0.01])  # expects 4 positives
     index, labels = pseudo_labels(probability, keep_fraction=0.5)

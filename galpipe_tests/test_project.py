@@ -68,6 +68,7 @@ def test_the_shipped_projects_load_with_their_experiments_and_partitions():
     ({"adaptation_budgets": [0, 50]}, "adaptation_budgets: ['50'] not among label_budgets"),
     ({"strategies": ["head_only"], "adaptation_strategies": ["self_training"], "selection_strategies": ["head_only"]},
      "strategies: strategy 'self_training' learns from 'full'"),
+    ({"strategies": ["full", "self_training_scratch"]}, "strategies: strategy 'self_training_scratch' learns from 'scratch'"),
 ])
 def test_every_mistake_in_a_project_file_is_named(tmp_path, changes, message):
     path = write_project(tmp_path, "tiny", **changes)
