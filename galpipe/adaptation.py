@@ -7,10 +7,10 @@ Adaptation (each starts from the source-trained model):
 - `coral`: trained further on source labels (plus the N target labels, oversampled to half of the
   labelled set) with a CORAL loss that aligns the covariance of source and target embeddings
   (Sun & Saenko 2016), batch norm frozen at the source statistics;
-- `self_training`: a teacher (the `full` model fine-tuned on the N labels; with no labels, the
-  source model after AdaBN) labels the target galaxies it is surest of, keeping its class
-  balance; its copy is trained on those pseudo-labels and the N real labels (as Khan et al.
-  2019 did from SDSS to DES).
+- `self_training`: a teacher (the `full` model fine-tuned on the N labels, or for
+  `self_training_scratch` the `scratch` one; with no labels, the source model after AdaBN)
+  labels the target galaxies it is surest of, keeping its class balance; its copy is trained on
+  those pseudo-labels and the N real labels (as Khan et al. 2019 did from SDSS to DES).
 With budget 0 each is unsupervised domain adaptation.
 
 Self-supervised (`contrastive`, `contrastive_simulation`): SimCLR (Chen et al. 2020) on the

@@ -106,7 +106,7 @@ def test_self_training_from_scratch_learns_from_its_scratch_teacher_and_the_unla
     used); the student starts from it and adds the unlabelled galaxies the teacher is surest of."""
     labelled, validation = np.arange(0, 40), np.arange(40, 60)
     y = toy["y_target"]
-    config = TrainConfig(**TOY_TRAINING, max_epochs=8, learning_rate=1e-3)
+    config = TrainConfig(**TOY_TRAINING, max_epochs=8, learning_rate=1e-3, precision="fp32")  # the same on every CPU
     teacher = build_model("compact", seed=1)
     train_classifier(teacher, toy["x_target"], labelled, y[labelled], validation, y[validation], config)
     strategy = STRATEGIES.get("self_training_scratch")
@@ -115,11 +115,12 @@ def test_self_training_from_scratch_learns_from_its_scratch_teacher_and_the_unla
         toy["model"], toy["x_target"], _sample(labelled, y), _sample(validation, y), strategy.config(config),
         "compact", adaptation=toy["data"], teacher=teacher))
     assert history and extra["teacher"] == "scratch"
-    # Pseudo-labels for half of each class the teacher expects among the 140 galaxies it was not given.
-    assert 60 <= extra["n_pseudo_labels"] <= 70
+    # The pseudo-labels are this teacher's, on the 140 unlabelled galaxies it was not given.
+    candidates = np.setdiff1d(TARGET_UNLABELLED, np.concatenate([labelled, validation]))
+    chosen, pseudo = pseudo_labels(predict_proba(teacher, toy["x_target"][candidates]))
+    assert extra["n_pseudo_labels"] == len(chosen) and extra["pseudo_label_positive_fraction"] == round(float(pseudo.mean()), 4)
     accuracy = lambda m: binary_metrics(y[TARGET_TEST], predict_proba(m, toy["x_target"][TARGET_TEST]))["accuracy"]  # noqa: E731
-    assert accuracy(student) >= accuracy(teacher) - 0.05
-    assert any(not torch.equal(a, b) for a, b in zip(student.state_dict().values(), teacher.state_dict().values()))
+    assert accuracy(student) >= accuracy(teacher) + 0.1  # measured: 0.61 -> 0.84 (fp32)
 
 
 def test_pseudo_labels_keep_the_teachers_class_balance():

@@ -13,6 +13,10 @@ no label).
 
     .venv/bin/python bench/realism/transfer_cues.py /tmp/gz2/data/gz2_spirals --out bench/results/transfer_cues
 
+(bench/results/transfer_cues came from a run of bench/learners_real/gz2_spirals_self_training.yaml,
+whose inputs are gz2_spirals'.) The table's AUCs are of the weights with the best simulated
+validation loss, which a network keeps; the per-epoch list is of each epoch's own weights.
+
 Writes `<out>.json` and `<out>.md`.
 """
 
@@ -150,7 +154,7 @@ def main() -> None:
                    if not k.startswith(("rho", "by_epoch"))}, flush=True)
     followed = pd.DataFrame([m for m in models if m["variant"] == "as rendered"])
     for side in ("simulated", "real"):
-        table[f"network's score vs cue, {side} (Spearman, mean of seeds)"] = [
+        table[f"network's score vs cue, {side} (Spearman, mean of the as-rendered seeds)"] = [
             followed[f"rho {side}: {c}"].mean() for c in table.index]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(f"{args.out}.json").write_text(json.dumps({

@@ -147,8 +147,8 @@ class Coral(Strategy):
 class SelfTraining(Strategy):
     """A teacher labels the target galaxies it is surest of, keeping its class balance; its copy
     is trained on those pseudo-labels and the N real labels (as Khan et al. 2019 did from SDSS to
-    DES). The teacher: the `full` model of the same N labels; with no labels, the source model
-    after AdaBN (or as it is, for a network without batch norm)."""
+    DES). The teacher: the model of strategy `teacher` (`full` by default) for the same N labels;
+    with no labels, the source model after AdaBN (or as it is, for a network without batch norm)."""
 
     uses_unlabelled_target: bool = True
     runs_without_labels: bool = True
