@@ -47,7 +47,8 @@ def main(named_runs: list[str]) -> None:
             against = ""
             if budget != "0" and scratch is not None:
                 _, labels_scratch, p_scratch = aligned_predictions(scratch, set(aligned_predictions(model)[0]))
-                assert (labels_scratch == labels).all() and scratch.seed.tolist() == sorted(model.seed.tolist())
+                if not ((labels_scratch == labels).all() and sorted(scratch.seed) == sorted(model.seed)):
+                    raise SystemExit(f"N={budget}, {name}: `scratch` is not on the same galaxies and seeds")
                 interval = paired_bootstrap(labels, p_model, p_scratch, "accuracy")
                 against = (f"{interval['difference']:+.3f} [{interval['low']:+.3f}, {interval['high']:+.3f}], "
                            f"p = {mcnemar(labels, p_model, p_scratch)['p_value']:.2g}")
