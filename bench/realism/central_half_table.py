@@ -40,13 +40,13 @@ def main(named_runs: list[str]) -> None:
             if model.empty:
                 continue
             ids = [*model.test_object_ids, *([] if scratch is None else scratch.test_object_ids)]
-            _, labels, p_model = aligned_predictions(model, set.intersection(*(set(i) for i in ids)))
+            common, labels, p_model = aligned_predictions(model, set.intersection(*(set(i) for i in ids)))
             scores = [accuracy(labels, p) for p in p_model]
             auc = np.mean([roc_auc_score(labels, p) for p in p_model])
             text = f"{np.mean(scores):.3f} ± {np.std(scores, ddof=1):.3f} ({auc:.3f})"
             against = ""
             if budget != "0" and scratch is not None:
-                _, labels_scratch, p_scratch = aligned_predictions(scratch, set(aligned_predictions(model)[0]))
+                _, labels_scratch, p_scratch = aligned_predictions(scratch, common)
                 if not ((labels_scratch == labels).all() and sorted(scratch.seed) == sorted(model.seed)):
                     raise SystemExit(f"N={budget}, {name}: `scratch` is not on the same galaxies and seeds")
                 interval = paired_bootstrap(labels, p_model, p_scratch, "accuracy")

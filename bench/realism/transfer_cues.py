@@ -6,10 +6,9 @@ on the real galaxies.
 The real galaxies are those of the labelled *pool* only (matched_catalog's split "pool"), never
 the test galaxies the README reports. The network is `compact` with gz2_spirals' learner
 (one-cycle AdamW at 3e-3, galaxy augmentation, balanced loss), trained on 80% of the simulated
-SDSS galaxies for `--epochs` (the project pretrains up to 100, with early stopping), per seed.
-`--colour-matched` trains it again on the same inputs with each colour plane scaled so that the
-median centre colour of the simulated galaxies is that of the real images (their pixels only,
-no label).
+SDSS galaxies for `--epochs` (the project pretrains up to 100, with early stopping), per seed,
+then again on "colour-matched" inputs: each colour plane scaled so that the median centre colour
+of the simulated galaxies is that of the real images (their pixels only, no label).
 
     .venv/bin/python bench/realism/transfer_cues.py /tmp/gz2/data/gz2_spirals --out bench/results/transfer_cues
 
@@ -63,6 +62,7 @@ def cues(inputs: np.ndarray) -> pd.DataFrame:
     ring = lambda lo, hi: brightness[:, (_RADIUS >= lo) & (_RADIUS < hi)].mean(axis=1)  # noqa: E731
     blue_over_red = lambda lo, hi: ((inputs[:, 2][:, (_RADIUS >= lo) & (_RADIUS < hi)].mean(axis=1) + 1e-3)  # noqa: E731
                                     / (inputs[:, 0][:, (_RADIUS >= lo) & (_RADIUS < hi)].mean(axis=1) + 1e-3))
+    sky_noise = brightness[:, _RADIUS >= SKY_PX].std(axis=1)
     laplacian = 4 * brightness[:, 1:-1, 1:-1] - brightness[:, :-2, 1:-1] - brightness[:, 2:, 1:-1] \
         - brightness[:, 1:-1, :-2] - brightness[:, 1:-1, 2:]
     inner = _RADIUS < 15
@@ -81,9 +81,9 @@ def cues(inputs: np.ndarray) -> pd.DataFrame:
         "blue / red, centre (r < 3 px)": blue_over_red(0, 3),
         "blue / red, 3-8 px": blue_over_red(3, 8),
         "blue / red, 8-15 px": blue_over_red(8, 15),
-        "sky noise (r >= 28 px)": brightness[:, _RADIUS >= SKY_PX].std(axis=1),
-        "sky noise's smoothness (its std / its Laplacian's)": brightness[:, _RADIUS >= SKY_PX].std(axis=1)
-        / np.maximum(laplacian[:, _RADIUS[1:-1, 1:-1] >= SKY_PX].std(axis=1), 1e-12),
+        "sky noise (r >= 28 px)": sky_noise,
+        "sky noise's smoothness (its std / its Laplacian's)":
+        sky_noise / np.maximum(laplacian[:, _RADIUS[1:-1, 1:-1] >= SKY_PX].std(axis=1), 1e-12),
     })
 
 
