@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from galpipe import training
 from galpipe.evaluation import binary_metrics
 from galpipe.models import DS18, build_model, count_flops, count_parameters
 from galpipe.training import (
@@ -89,13 +90,42 @@ def test_interrupted_training_resumes_from_its_checkpoint(tmp_path, schedule):
 
     checkpoint = tmp_path / "run.pt"
     with pytest.raises(KeyboardInterrupt):
-        train_classifier(build_model("compact", seed=0), *args, config, checkpoint, on_epoch=stop_after_first)
+        train_classifier(build_model("compact", seed=0), *args, config, checkpoint, on_epoch=stop_after_first,
+                         checkpoint_every_s=0)
     assert checkpoint.is_file()
     resumed = train_classifier(build_model("compact", seed=99), *args, config, checkpoint)  # weights come from the checkpoint
     assert [r["epoch"] for r in resumed] == [0, 1, 2]
     losses = lambda history: [(r["train_loss"], r["val_loss"]) for r in history]  # noqa: E731
     np.testing.assert_allclose(losses(resumed), losses(straight), rtol=1e-5)
     assert not checkpoint.exists()
+
+
+def test_checkpoints_are_written_at_most_every_checkpoint_every_s(tmp_path, monkeypatch):
+    """By default a run shorter than CHECKPOINT_EVERY_SECONDS writes none (a fine-tuning run of a
+    few labels would spend a sixth of its time saving them); a longer one writes them that often."""
+    x, y = _toy_survey(100, np.random.default_rng(1))
+    args = (x, np.arange(80), y[:80], np.arange(80, 100), y[80:])
+    config = TrainConfig(max_epochs=4, patience=5, batch_size=32, seed=2, device="cpu", precision="fp32")
+    saved_after = []
+    monkeypatch.setattr(training, "_save_checkpoint", lambda path, model, o, s, history, *rest: saved_after.append(
+        history[-1]["epoch"]))
+    train_classifier(build_model("compact", seed=0), *args, config, tmp_path / "run.pt")
+    assert saved_after == []  # a run of well under 30 s: no checkpoint at all
+    train_classifier(build_model("compact", seed=0), *args, config, tmp_path / "run.pt", checkpoint_every_s=0)
+    assert saved_after == [0, 1, 2, 3]
+
+    class TenSecondsPerReading:  # training.py's clock, read at the start, at each epoch's start and end, after each save
+        def __init__(self):
+            self.now = -10
+
+        def perf_counter(self):
+            self.now += 10
+            return self.now
+
+    saved_after.clear()
+    monkeypatch.setattr(training, "time", TenSecondsPerReading())
+    train_classifier(build_model("compact", seed=0), *args, config, tmp_path / "run.pt", checkpoint_every_s=45)
+    assert saved_after == [1, 3]  # epoch 0 ends 30 s in; epoch 1 60 s (saved, 70 s); epoch 2 100 s; epoch 3 130 s
 
 
 def test_a_checkpoint_of_other_galaxies_is_not_resumed(tmp_path):
@@ -108,7 +138,7 @@ def test_a_checkpoint_of_other_galaxies_is_not_resumed(tmp_path):
     checkpoint = tmp_path / "run.pt"
     with pytest.raises(KeyboardInterrupt):
         train_classifier(build_model("compact", seed=0), x, np.arange(80), y[:80], np.arange(80, 100), y[80:],
-                         config, checkpoint, on_epoch=stop_after_first)
+                         config, checkpoint, on_epoch=stop_after_first, checkpoint_every_s=0)
     fewer = (x, np.arange(60), y[:60], np.arange(80, 100), y[80:])  # new labels changed the training set
     with pytest.warns(UserWarning, match="different training set or config; starting afresh"):
         history = train_classifier(build_model("compact", seed=0), *fewer, config, checkpoint)
@@ -116,7 +146,8 @@ def test_a_checkpoint_of_other_galaxies_is_not_resumed(tmp_path):
     assert [r["train_loss"] for r in history] == pytest.approx([r["train_loss"] for r in straight], rel=1e-5)
     # The same rows and labels, other pixels (the project now frames its galaxies differently).
     with pytest.raises(KeyboardInterrupt):
-        train_classifier(build_model("compact", seed=0), *fewer, config, checkpoint, on_epoch=stop_after_first)
+        train_classifier(build_model("compact", seed=0), *fewer, config, checkpoint, on_epoch=stop_after_first,
+                         checkpoint_every_s=0)
     with pytest.warns(UserWarning, match="different training set or config; starting afresh"):
         train_classifier(build_model("compact", seed=0), x[:, :, ::-1].copy(), *fewer[1:], config, checkpoint)
 
