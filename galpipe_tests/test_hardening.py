@@ -132,9 +132,16 @@ def test_training_runs_the_bf16_path_on_any_cpu():
     x[y == 1, :, 30:39, 30:39] += 3.0  # something to learn
     config = TrainConfig(max_epochs=2, batch_size=16, device="cpu", precision="bf16", augment=False)
     model = build_model("compact", seed=0)
+    seen = set()  # what the first convolution computes in, while training
+    hook = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d)).register_forward_hook(
+        lambda module, inputs, output: seen.add(output.dtype))
     history = train_classifier(model, x, np.arange(48), y[:48], np.arange(48, 64), y[48:], config)
-    assert config.precision == "bf16" and all(np.isfinite(r["train_loss"]) for r in history)
-    assert predict_proba(model, x).dtype == np.float32
+    hook.remove()
+    assert torch.bfloat16 in seen and all(np.isfinite(r["train_loss"]) for r in history)
+    fp32 = build_model("compact", seed=0)
+    fp32_history = train_classifier(fp32, x, np.arange(48), y[:48], np.arange(48, 64), y[48:],
+                                    TrainConfig(max_epochs=2, batch_size=16, device="cpu", precision="fp32", augment=False))
+    assert [r["train_loss"] for r in history] != [r["train_loss"] for r in fp32_history]  # bf16's rounding shows
 
 
 # 3. One bad image never ends a job
@@ -345,8 +352,9 @@ def test_a_copied_project_writes_and_reads_only_its_own_mlruns(tmp_path):
     (["--pixel-scale", "-1"], "--pixel-scale -1: give a positive"),
     (["--tracking-uri", "sqlite:///mlrun/mlflow.db"], "no MLflow store at"),
 ])
-def test_argument_mistakes_are_one_line_errors_before_any_work(tmp_path, capsys, decals_folder, args, message):
-    os.chdir(tmp_path)
+def test_argument_mistakes_are_one_line_errors_before_any_work(tmp_path, capsys, decals_folder, args, message,
+                                                              monkeypatch):
+    monkeypatch.chdir(tmp_path)  # restored after: later tests must not run in this folder
     (tmp_path / "mlruns").mkdir()
     (tmp_path / "mlruns" / "mlflow.db").write_bytes(b"")
     argv = ["predict", "--model", "champion", "--folder", str(decals_folder / "images"), "--out", "out.csv", *args]

@@ -63,13 +63,14 @@ def _toy_survey(n, rng, shifted=False):
     return images, labels
 
 
-def test_same_seed_same_model_and_metrics():
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_same_seed_same_model_and_metrics(precision):
     x, y = _toy_survey(120, np.random.default_rng(0))
     results = []
     for global_seed in (123, 456):
         torch.manual_seed(global_seed)  # the global random state must not matter
         model = build_model("compact", seed=5)
-        config = TrainConfig(max_epochs=2, batch_size=32, seed=5, device="cpu")
+        config = TrainConfig(max_epochs=2, batch_size=32, seed=5, device="cpu", precision=precision)
         history = train_classifier(model, x, np.arange(100), y[:100], np.arange(100, 120), y[100:], config)
         losses = [(r["epoch"], r["train_loss"], r["val_loss"]) for r in history]  # not the seconds
         results.append((losses, predict_proba(model, x[100:])))
@@ -77,11 +78,13 @@ def test_same_seed_same_model_and_metrics():
     np.testing.assert_array_equal(results[0][1], results[1][1])
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
 @pytest.mark.parametrize("schedule", SCHEDULES)
-def test_interrupted_training_resumes_from_its_checkpoint(tmp_path, schedule):
+def test_interrupted_training_resumes_from_its_checkpoint(tmp_path, schedule, precision):
     x, y = _toy_survey(100, np.random.default_rng(1))
     args = (x, np.arange(80), y[:80], np.arange(80, 100), y[80:])
-    config = TrainConfig(max_epochs=3, patience=5, batch_size=32, seed=2, device="cpu", schedule=schedule)
+    config = TrainConfig(max_epochs=3, patience=5, batch_size=32, seed=2, device="cpu", schedule=schedule,
+                         precision=precision)
     straight = train_classifier(build_model("compact", seed=0), *args, config)
 
     def stop_after_first(record):
@@ -207,18 +210,20 @@ def test_nan_loss_and_single_class_are_clear_errors():
         train_classifier(build_model("compact"), x, np.arange(30), np.zeros(30), np.arange(30, 40), y[30:], config)
 
 
-def test_fine_tuning_on_a_shifted_toy_survey_beats_applying_directly():
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])  # both numeric paths, on any CPU
+def test_fine_tuning_on_a_shifted_toy_survey_beats_applying_directly(precision):
     rng = np.random.default_rng(3)
     x_source, y_source = _toy_survey(400, rng)
     x_target, y_target = _toy_survey(300, rng, shifted=True)
     model = build_model("compact", seed=0)
     train_classifier(model, x_source, np.arange(340), y_source[:340], np.arange(340, 400), y_source[340:],
-                     TrainConfig(max_epochs=12, patience=4, batch_size=32, seed=0, device="cpu"))
+                     TrainConfig(max_epochs=12, patience=4, batch_size=32, seed=0, device="cpu", precision=precision))
     source_accuracy = binary_metrics(y_source[340:], predict_proba(model, x_source[340:]))["accuracy"]
     test = np.arange(100, 300)
     direct = binary_metrics(y_target[test], predict_proba(model, x_target[test]))["accuracy"]
     train_classifier(model, x_target, np.arange(80), y_target[:80], np.arange(80, 100), y_target[80:100],
-                     TrainConfig(max_epochs=6, patience=3, batch_size=32, seed=0, device="cpu", min_steps=40))
+                     TrainConfig(max_epochs=6, patience=3, batch_size=32, seed=0, device="cpu", min_steps=40,
+                                 precision=precision))
     finetuned = binary_metrics(y_target[test], predict_proba(model, x_target[test]))["accuracy"]
     assert source_accuracy > 0.75  # measured 0.78-0.85 over init seeds 0-2
     assert direct < source_accuracy - 0.1  # the shift hurts

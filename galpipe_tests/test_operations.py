@@ -62,6 +62,8 @@ def _reevaluate(root):
 def test_the_schedule_requests_the_reevaluation_job_daily():
     context = build_schedule_context(scheduled_execution_time=datetime.datetime(2026, 11, 25, 6, 0))
     (request,) = daily_reevaluation.evaluate_tick(context).run_requests  # one run of the job per tick
+    assert daily_reevaluation.job_name == "reevaluation_job"
+    assert daily_reevaluation.cron_schedule == "0 6 * * *"  # every day at 06:00
     assert AssetKey("champion_evaluation") in reevaluation_job.selection.resolve(all_assets("tiny"))
 
 

@@ -141,5 +141,7 @@ def test_the_readme_strategy_example_trains(toy):
                                                    "compact", adaptation=toy["data"]))
     assert history and np.isfinite(predict_proba(model, toy["x"])).all()
     frozen = {k: v for k, v in model.features.state_dict().items() if "running" not in k and "num_batches" not in k}
-    for name, value in frozen.items():  # the head trained, the features did not
+    for name, value in frozen.items():  # the features did not train
         np.testing.assert_array_equal(value.numpy(), toy["model"].features.state_dict()[name].numpy())
+    assert any(not torch.equal(value, toy["model"].head.state_dict()[name])  # the head did
+               for name, value in model.head.state_dict().items())
