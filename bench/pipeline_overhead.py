@@ -3,7 +3,8 @@
 wall time, the training in it (`train_seconds` of its MLflow runs), the test evaluation
 (`*_evaluate_seconds`), and the rest (Dagster's step, MLflow logging and registering, loading),
 from each run folder's data/<profile>/run_timings.json and MLflow store (bench/run.py's pipeline
-section).
+section). Also whether each run's evaluation table matches the first's: a change meant only to
+save time must leave every number as it was.
 
     .venv/bin/python bench/pipeline_overhead.py --profile small before=/path/to/run1 after=/path/to/run2 \
         --out bench/results/pipeline-overhead
@@ -19,6 +20,8 @@ import statistics
 import sys
 from pathlib import Path
 
+import pandas as pd
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/ is not part of the package
 
 from bench.run import pipeline_section  # noqa: E402
@@ -30,11 +33,12 @@ def main() -> None:
     parser.add_argument("--profile", default="small")
     parser.add_argument("--out", required=True, help="output path without extension")
     args = parser.parse_args()
-    results = {}
+    results, runs_by_label = {}, {}
     for spec in args.runs:
         label, _, folder = spec.partition("=")
         if not folder:
             parser.error(f"{spec}: give LABEL=FOLDER")
+        runs_by_label[label] = Path(folder)
         section = pipeline_section([f"{args.profile}={folder}"])[args.profile]
         if "skipped" in section:
             sys.exit(f"{label}: {section['skipped']}")
@@ -61,6 +65,16 @@ def main() -> None:
                       f"{p['dagster_mlflow_fraction']:.0%}"]
         lines.append(f"| {partition} | " + " | ".join(cells) + " |")
     lines.append("")
+    first = _evaluation_table(runs_by_label[labels[0]], args.profile)
+    for label in labels[1:]:
+        other = _evaluation_table(runs_by_label[label], args.profile)
+        numbers = first.select_dtypes("number").columns
+        same_shape = list(first.columns) == list(other.columns) and len(first) == len(other)
+        difference = float((first[numbers] - other[numbers]).abs().max().max()) if same_shape else None
+        results[label]["evaluation_table_max_difference_from_first"] = difference
+        lines.append(f"- Evaluation table of {label} against {labels[0]}'s: " + (
+            "not the same rows and columns" if difference is None else
+            "identical" if difference == 0 else f"numbers differ by up to {difference:.3g}") + ".")
     for label, r in results.items():
         parts = r["finetune_partitions"]
         lines.append(f"- {label}: Dagster + MLflow (neither training nor evaluation) median "
@@ -71,6 +85,10 @@ def main() -> None:
     Path(f"{args.out}.json").write_text(json.dumps(results, indent=1))
     Path(f"{args.out}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+def _evaluation_table(folder: Path, profile: str) -> pd.DataFrame:
+    return pd.read_parquet(folder / "data" / profile / "evaluation_table.parquet")
 
 
 if __name__ == "__main__":
