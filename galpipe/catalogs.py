@@ -70,6 +70,12 @@ def renamed(table: pd.DataFrame, renames: dict[str, str], where: str) -> pd.Data
     missing = [c for c in renames if c not in table.columns]
     if missing:
         raise CatalogError(f"{where}: missing column(s) {missing}; has {list(table.columns)}")
+    # A column already named as another becomes would leave two of that name.
+    kept = set(table.columns) - {yours for yours, ours in renames.items() if yours != ours}
+    clashes = [f"{yours!r} -> {ours!r}" for yours, ours in renames.items() if yours != ours and ours in kept]
+    if clashes:
+        raise CatalogError(f"{where}: renaming {', '.join(clashes)} would give two columns of that name; "
+                           "rename or drop the existing one, or name it in the project file instead")
     return table.rename(columns=renames)
 
 

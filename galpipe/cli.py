@@ -295,7 +295,9 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from galpipe.project import ProjectError
     from galpipe.tracking import ModelRegistryError
 
-    return UserError, CatalogError, CutoutError, ModelRegistryError, ProjectError, FileNotFoundError
+    # OSError: a path that cannot be read or written (missing, a file where a folder should be, no
+    # permission, a full disk); its message names the path.
+    return UserError, CatalogError, CutoutError, ModelRegistryError, ProjectError, OSError
 
 
 def main(argv=None) -> int:

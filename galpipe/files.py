@@ -7,6 +7,12 @@ import os
 import tempfile
 from pathlib import Path
 
+# The process's umask, read once at import (setting it is the only way to read it, and not
+# thread-safe): files get the mode a plain open() would give them, not mkstemp's owner-only 0600.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+FILE_MODE = 0o666 & ~_UMASK
+
 
 def atomic_write(path, write) -> None:
     """Call write(tmp_path), then move the file into place: an interrupted write never leaves a
@@ -17,6 +23,7 @@ def atomic_write(path, write) -> None:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, FILE_MODE)  # readable by the group and others as the umask allows (a shared MLflow or cluster set-up)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

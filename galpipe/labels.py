@@ -26,16 +26,20 @@ LABEL_SETTLE_SECONDS = 30.0
 ORIGIN = "target_labels"
 
 
-def _scan(folder, settle_seconds: float) -> tuple[list[Path], list[Path]]:
-    """Label files in name order: those complete, and those modified less than `settle_seconds` ago."""
+def _scan(folder, settle_seconds: float) -> tuple[list[Path], list[Path], list[Path]]:
+    """Label files in name order: those complete, those modified less than `settle_seconds` ago,
+    and files of another kind (neither a label file nor one in progress), which are never read."""
     folder = Path(folder)
-    complete, settling = [], []
+    complete, settling, other = [], [], []
     if not folder.is_dir():
-        return complete, settling
+        return complete, settling, other
     now = time.time()
     for path in sorted(folder.iterdir()):
         name = path.name.lower()
-        if name.startswith(".") or name.endswith(IN_PROGRESS_SUFFIXES) or path.suffix.lower() not in LABEL_SUFFIXES:
+        if name.startswith(".") or name.endswith(IN_PROGRESS_SUFFIXES):
+            continue
+        if path.suffix.lower() not in LABEL_SUFFIXES:
+            other.append(path)
             continue
         try:
             if not path.is_file():
@@ -44,7 +48,7 @@ def _scan(folder, settle_seconds: float) -> tuple[list[Path], list[Path]]:
         except FileNotFoundError:  # renamed or removed while we looked
             continue
         (settling if now - modified < settle_seconds else complete).append(path)
-    return complete, settling
+    return complete, settling, other
 
 
 def label_files(folder, settle_seconds: float = LABEL_SETTLE_SECONDS) -> list[Path]:
@@ -55,6 +59,14 @@ def label_files(folder, settle_seconds: float = LABEL_SETTLE_SECONDS) -> list[Pa
 def settling_label_files(folder, settle_seconds: float = LABEL_SETTLE_SECONDS) -> list[Path]:
     """Label files modified less than `settle_seconds` ago: perhaps still being written, not taken yet."""
     return _scan(folder, settle_seconds)[1]
+
+
+def skipped_label_files(folder, settle_seconds: float = LABEL_SETTLE_SECONDS) -> dict[str, str]:
+    """File name -> why it is not read now: not yet settled (taken by a later run), or not a label
+    file at all (only .csv and .parquet are; e.g. a compressed `labels.csv.gz`)."""
+    _, settling, other = _scan(folder, settle_seconds)
+    return {**{p.name: f"modified less than {settle_seconds:g} s ago: taken by a later run" for p in settling},
+            **{p.name: f"not a label file (only {' and '.join(LABEL_SUFFIXES)} are read)" for p in other}}
 
 
 def label_files_state(folder, tasks, known: dict | None = None,

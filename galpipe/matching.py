@@ -93,11 +93,17 @@ def build_matched_catalog(target: pd.DataFrame, source: pd.DataFrame | None, tas
         has_match = matched_rows >= 0
         carried = [c for c in source.columns if c in tasks or c.removesuffix("_fraction") in tasks]
         row_or_first = np.where(has_match, matched_rows, 0)
+        own_tasks = [t for t in tasks if t in target.columns]  # a target may label some tasks itself
         for column in carried + ["object_id"]:
             values = pd.Series(source[column].to_numpy()[row_or_first], index=table.index).where(has_match)
             name = "source_object_id" if column == "object_id" else column
-            table[name] = values.astype("Int8") if column in tasks else values
-        table["label_origin"] = np.where(has_match, "source_match", "none")
+            values = values.astype("Int8") if column in tasks else values
+            if name in target.columns:  # the target's own values stay; carried ones only fill its gaps
+                own = target[name].astype("Int8") if column in tasks else target[name]
+                values = own.where(own.notna(), values)
+            table[name] = values
+        has_own = target[own_tasks].notna().any(axis=1).to_numpy() if own_tasks else np.zeros(len(table), bool)
+        table["label_origin"] = np.where(has_own, "target", np.where(has_match, "source_match", "none"))
 
     new_label_counts = {}
     if new_labels is not None and len(new_labels):

@@ -86,3 +86,31 @@ def test_a_survey_source_reads_labels_from_a_ds18_catalogue(tmp_path):
     source = LegacySurvey(instrument="sdss", catalog_path=str(path), label_scheme="ds18")
     catalog = source.load_catalog(load_project("tiny").profile)
     assert catalog[["featured", "edge_on", "bar"]].astype(int).values.tolist() == [[1, 1, 0], [0, 0, 1]]
+
+
+def test_the_catalogue_asset_counts_the_objects_a_task_has_no_label_for(tmp_path):
+    from dagster import AssetKey, materialize
+
+    from galpipe.definitions import all_assets, build_resources
+    from galpipe.defs.surveys import LegacySurvey
+
+    path = tmp_path / "ds18.parquet"
+    pd.DataFrame({"object_id": ["a", "b", "c"], "ra_deg": [10.0, 11.0, 12.0], "dec_deg": [0.0, 0.5, 1.0],
+                  "P_disk": [0.9, 0.1, 0.8], "P_edge_on": [0.7, 0.0, 0.1],
+                  "P_bar_GZ2": [0.2, np.nan, np.nan]}).to_parquet(path)  # two never asked about a bar
+    source = LegacySurvey(instrument="sdss", catalog_path=str(path), label_scheme="ds18")
+    result = materialize(all_assets("tiny"), resources=build_resources("tiny", data_dir=str(tmp_path / "data"),
+                                                                       source=source),
+                         selection=[AssetKey("source_catalog")])
+    [materialization] = result.asset_materializations_for_node("source_catalog")
+    counts = {k: v.value for k, v in materialization.metadata.items() if k.startswith("n_")}
+    assert counts == {"n_objects": 3, "n_unlabelled_featured": 0, "n_unlabelled_edge_on": 0, "n_unlabelled_bar": 2}
+
+
+def test_a_simulated_survey_without_galaxies_is_a_clear_error():
+    from galpipe.defs.surveys import SimulatedSurvey
+    from galpipe.project import load_project
+
+    too_bright = SimulatedSurvey(instrument="sdss", footprint="full", r_mag_limit=12.0)  # the sky starts at r = 14
+    with pytest.raises(CatalogError, match="no galaxy of the sky .* brighter than r_mag_limit 12"):
+        too_bright.load_catalog(load_project("tiny").profile)

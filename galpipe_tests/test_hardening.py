@@ -364,6 +364,15 @@ def test_argument_mistakes_are_one_line_errors_before_any_work(tmp_path, capsys,
     assert not (tmp_path / "mlrun").exists()  # no empty store made by mistake
 
 
+def test_a_path_that_cannot_be_written_is_a_one_line_error(tmp_path, capsys, monkeypatch):
+    (tmp_path / "a_file").write_text("not a folder")
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "a_file"))  # the instance's folder cannot be made there
+    monkeypatch.delenv("GALPIPE_PROJECT", raising=False)  # `galpipe run` sets it: put back as it was after
+    assert main(["run", "--profile", "tiny"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert str(tmp_path / "a_file") in err and len(err.splitlines()) == 1
+
+
 def test_out_naming_a_folder_fails_before_any_work(tmp_path, capsys, decals_folder):
     (tmp_path / "catalogue.csv").mkdir()
     argv = ["predict", "--model", "champion", "--folder", str(decals_folder / "images"),

@@ -11,7 +11,7 @@ from PIL import Image
 
 from galpipe.catalogs import CatalogError, read_table, validate_catalog
 from galpipe.cutouts import validate_manifest
-from galpipe.labels import label_files, read_new_labels, settling_label_files
+from galpipe.labels import label_files, read_new_labels, settling_label_files, skipped_label_files
 from galpipe.prediction import list_cutouts
 from galpipe.sources.folder import folder_manifest, load_folder_catalog
 
@@ -108,3 +108,19 @@ def test_a_label_file_is_taken_only_once_complete(tmp_path):
         _age(tmp_path / name)
     assert label_files(tmp_path) == [tmp_path / "labels.csv"] and settling_label_files(tmp_path) == []
     assert read_new_labels(tmp_path, ["featured"]).object_id.tolist() == ["g1"]
+    assert skipped_label_files(tmp_path) == {}  # in progress by the naming rule: not worth a warning
+
+    (tmp_path / "more.csv.gz").write_bytes(b"")  # never read, so said
+    (tmp_path / "late.csv").write_text("object_id,featured\ng4,1\n")
+    assert set(skipped_label_files(tmp_path)) == {"more.csv.gz", "late.csv"}
+    assert "later run" in skipped_label_files(tmp_path)["late.csv"]
+
+
+def test_a_renamed_column_that_would_clash_with_one_already_there_names_both():
+    from galpipe.catalogs import renamed
+
+    table = pd.DataFrame({"galaxy_id": ["a"], "object_id": ["b"], "RA": [1.0]})
+    with pytest.raises(CatalogError, match=re.escape("cat.csv: renaming 'galaxy_id' -> 'object_id' would give two")):
+        renamed(table, {"galaxy_id": "object_id", "RA": "ra_deg"}, "cat.csv")
+    assert list(renamed(table.drop(columns="object_id"), {"galaxy_id": "object_id"}, "cat.csv").columns) == [
+        "object_id", "RA"]

@@ -18,7 +18,9 @@ from galpipe.sources.legacy_survey import CutoutServiceError, LegacySurveyClient
 
 
 def _fits_bytes(size: int, bands: str) -> bytes:
-    hdu = fits.PrimaryHDU(np.ones((len(bands), size, size), dtype=np.float32))
+    y, x = np.mgrid[:size, :size] - size // 2
+    galaxy = 1.0 + 10.0 * np.exp(-0.5 * (x**2 + y**2) / 4.0**2)  # a sky of 1 and a galaxy in the middle
+    hdu = fits.PrimaryHDU(np.repeat(galaxy[None], len(bands), axis=0).astype(np.float32))
     hdu.header["BANDS"] = bands
     buffer = io.BytesIO()
     hdu.writeto(buffer)
@@ -189,8 +191,7 @@ def test_legacy_survey_as_the_target_of_the_pipeline(viewer, tmp_path):
     from dagster import AssetKey, materialize
 
     from galpipe.catalogs import write_parquet
-    from galpipe.definitions import build_resources
-    from galpipe.defs.assets import ASSETS
+    from galpipe.definitions import all_assets, build_resources
     from galpipe.defs.surveys import LegacySurvey
 
     positions = tmp_path / "positions.parquet"
@@ -198,9 +199,13 @@ def test_legacy_survey_as_the_target_of_the_pipeline(viewer, tmp_path):
                                 "dec_deg": [0.0, 4.0, -0.5]}), positions)
     target = LegacySurvey(instrument="des", layer="des-dr1", base_url=viewer,
                           catalog_path=str(positions), timeout_s=2.0)
-    result = materialize(ASSETS, resources=build_resources("tiny", data_dir=str(tmp_path / "data"), target=target),
-                         selection=[AssetKey("target_catalog"), AssetKey("target_raw_cutouts")])
+    result = materialize(all_assets("tiny"), resources=build_resources("tiny", data_dir=str(tmp_path / "data"), target=target),
+                         selection=[AssetKey("target_catalog"), AssetKey("target_raw_cutouts"),
+                                    AssetKey("target_model_inputs")])
     manifest = result.output_for_node("target_raw_cutouts")
+    # The viewer's FITS carry no PIXSCALE (as the real one's): the scale asked for frames them.
+    inputs = result.output_for_node("target_model_inputs")
+    assert inputs.index.status.tolist() == ["ok", "failed", "ok"], inputs.index.reason.tolist()
     assert manifest.status.tolist() == ["ok", "failed", "ok"]
     assert "HTTP 404" in manifest.reason[1] and "dec=4.0" in manifest.reason[1]
     assert set(manifest.height_px[manifest.status == "ok"]) == {153}  # 40" at 0.263"/px

@@ -78,6 +78,18 @@ def test_target_with_its_own_labels_needs_no_source():
     assert (table.label_origin == "target").all() and counts["n_labelled"] == 2
 
 
+def test_a_target_labelling_some_tasks_keeps_its_own_labels_and_gets_the_others_carried():
+    source = pd.DataFrame({"object_id": ["s0", "s1"], "ra_deg": [10.0, 20.0], "dec_deg": [0.0, 0.0],
+                           "featured": pd.array([0, 0], "Int8"), "bar": pd.array([1, 0], "Int8")})
+    target = pd.DataFrame({"object_id": ["t0", "t1", "t2"], "ra_deg": [10.0, 20.0, 30.0], "dec_deg": [0.0, 0.0, 0.0],
+                           "featured": pd.array([1, pd.NA, 1], "Int8")})  # its own, where it has them
+    table, _ = build_matched_catalog(target, source, ["featured", "bar"], 1.0, test_fraction=0.5)
+    by_id = table.set_index("object_id")
+    assert by_id.featured.tolist() == [1, 0, 1]  # t1's gap filled from its match; the others its own
+    assert by_id.bar.tolist() == [1, 0, pd.NA]
+    assert by_id.label_origin.to_dict() == {"t0": "target", "t1": "source_match", "t2": "target"}
+
+
 def test_split_is_fixed_per_object_and_has_the_requested_fraction():
     ids = pd.Series([f"des_{i:06d}" for i in range(4000)])
     split = assign_split(ids, 0.4)

@@ -12,7 +12,7 @@ from galpipe.cutouts import remove_stale_files, validate_manifest
 from galpipe.defs.metadata import as_table, image_md
 from galpipe.defs.resources import GalpipeSettings
 from galpipe.gallery import make_gallery, pick_gallery_galaxies
-from galpipe.labels import label_files_state, read_new_labels
+from galpipe.labels import label_files_state, read_new_labels, skipped_label_files
 from galpipe.matching import attach_cutouts, build_matched_catalog
 
 ROLES = ("source", "target")
@@ -33,7 +33,14 @@ def survey_assets(role: str):
         settings: GalpipeSettings = context.resources.settings
         survey = _survey(context, role)
         table = survey.load_catalog(settings.get_profile())
-        context.add_output_metadata({"n_objects": len(table), "source_kind": survey.kind,
+        # Per task, the objects without a label (e.g. a Galaxy Zoo question never asked of them): the
+        # catalogue keeps them, and what trains on fewer says so here.
+        unlabelled = {task: int(table[task].isna().sum()) for task in settings.tasks if task in table}
+        for task, n in unlabelled.items():
+            if n:
+                context.log.info(f"{role} catalogue: {n} of {len(table)} objects have no {task} label")
+        context.add_output_metadata({"n_objects": len(table), **{f"n_unlabelled_{t}": n for t, n in unlabelled.items()},
+                                     "source_kind": survey.kind,
                                      "survey": survey.name, "preview": as_table(table.iloc[:, :6], rows=5)})
         return table
 
@@ -102,6 +109,10 @@ def matched_catalog(context: AssetExecutionContext, settings: GalpipeSettings, s
     new_labels = read_new_labels(settings.labels_dir, settings.tasks)
     table, counts = build_matched_catalog(target_catalog, source_catalog, settings.tasks,
                                           profile.match_radius_arcsec, profile.test_fraction, new_labels)
+    skipped = skipped_label_files(settings.labels_dir)
+    for name, reason in skipped.items():
+        context.log.warning(f"label file {settings.labels_dir / name} not read: {reason}")
+    counts["n_label_files_skipped"] = len(skipped)
     unknown_ids = counts.pop("new_labels_unknown_ids", [])
     if unknown_ids:
         context.log.warning(f"{counts['n_new_labels_unknown_id']} new label(s) in {settings.labels_dir} name objects "

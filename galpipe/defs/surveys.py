@@ -16,7 +16,7 @@ from typing import ClassVar, Literal
 import pandas as pd
 from dagster import ConfigurableResource
 
-from galpipe.catalogs import read_table, renamed, validate_catalog
+from galpipe.catalogs import CatalogError, read_table, renamed, validate_catalog
 from galpipe.framing import FRAMINGS, GZ2_FIELD_PER_PETRO_R90, Framing, FramingError
 from galpipe.instruments import get_instrument
 from galpipe.label_catalogs import labels_from_catalog
@@ -137,8 +137,12 @@ class SimulatedSurvey(SurveySource):
         return get_instrument(self.instrument).band_names
 
     def load_catalog(self, profile: Profile) -> pd.DataFrame:
-        return simulated_catalog(self.instrument, profile.sky, self.footprint, self.r_mag_limit, self.volunteer_labels,
-                                 self.label_false_positive_fraction)
+        catalog = simulated_catalog(self.instrument, profile.sky, self.footprint, self.r_mag_limit,
+                                    self.volunteer_labels, self.label_false_positive_fraction)
+        if catalog.empty:  # later steps would fail on the missing columns, with no word of why
+            raise CatalogError(f"simulated {self.name}: no galaxy of the sky ({profile.sky.n_galaxies} galaxies) is "
+                               f"brighter than r_mag_limit {self.r_mag_limit:g} in footprint {self.footprint!r}")
+        return catalog
 
     def realism_params(self, profile: Profile) -> dict:
         sky = {f"sky_{key}": value for key, value in dataclasses.asdict(profile.sky).items()
@@ -210,6 +214,11 @@ class LegacySurvey(_PublishedLabels):
         catalog = validate_catalog(renamed(raw, renames, self.catalog_path), self.catalog_path,
                                    label_columns=tuple(self.label_columns))
         return self._with_scheme_labels(catalog, self.catalog_path)
+
+    def image_pixel_scale_arcsec(self) -> float | None:
+        """The scale every cutout was asked for (`pixscale`): the viewer's FITS carry a WCS but no
+        PIXSCALE keyword."""
+        return get_instrument(self.instrument).pixel_scale_arcsec
 
     def build_cutouts(self, catalog, profile, out_dir, n_workers, progress=None):
         client = LegacySurveyClient(base_url=self.base_url, cache_dir=out_dir, timeout_s=self.timeout_s)
