@@ -121,9 +121,14 @@ def list_cutouts(folder: str | None = None, catalog: str | None = None, id_colum
         given = table[image_column].fillna("").astype(str)
         paths, reasons = resolve_inside(Path(catalog).parent, given)
         empty = given.str.strip() == ""
-        return pd.DataFrame({"object_id": table[id_column].astype(str),
-                             "path": ["" if e else p for e, p in zip(empty, paths)],
-                             "reason": ["no image path" if e else r for e, r in zip(empty, reasons)]})
+        ids = table[id_column].fillna("").astype(str).str.strip()
+        no_id = ids == ""  # skipped and counted, as a row without a path is
+        listed = pd.DataFrame({"object_id": ids,
+                               "path": ["" if e or n else p for e, n, p in zip(empty, no_id, paths)],
+                               "reason": ["no object id" if n else "no image path" if e else r
+                                          for e, n, r in zip(empty, no_id, reasons)]})
+        _refuse_duplicate_ids(listed[~no_id], str(catalog))
+        return listed
     root = Path(folder)
     if not root.is_dir():
         raise FileNotFoundError(f"{folder}: no such folder")
@@ -140,7 +145,18 @@ def list_cutouts(folder: str | None = None, catalog: str | None = None, id_colum
             continue
         suffix = next(s for s in FITS_SUFFIXES + IMAGE_SUFFIXES if path.name.lower().endswith(s))
         rows.append((path.name[: -len(suffix)], str(path), ""))
-    return pd.DataFrame(rows, columns=["object_id", "path", "reason"])
+    listed = pd.DataFrame(rows, columns=["object_id", "path", "reason"])
+    _refuse_duplicate_ids(listed, f"{folder} (ids are file names; a catalogue can name them otherwise)")
+    return listed
+
+
+def _refuse_duplicate_ids(listed: pd.DataFrame, where: str) -> None:
+    """Two galaxies of one id would make two rows of the morphology catalogue that no one can tell apart."""
+    duplicated = listed.object_id.duplicated(keep=False)
+    if duplicated.any():
+        first = listed[duplicated].groupby("object_id", sort=True).path.apply(list).head(3)
+        examples = "; ".join(f"{object_id}: {', '.join(p or '(no path)' for p in paths)}" for object_id, paths in first.items())
+        raise CatalogError(f"{where}: {duplicated.sum()} cutouts share an object id, e.g. {examples}")
 
 
 class _TableWriter:

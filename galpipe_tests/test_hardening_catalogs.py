@@ -124,3 +124,19 @@ def test_a_renamed_column_that_would_clash_with_one_already_there_names_both():
         renamed(table, {"galaxy_id": "object_id", "RA": "ra_deg"}, "cat.csv")
     assert list(renamed(table.drop(columns="object_id"), {"galaxy_id": "object_id"}, "cat.csv").columns) == [
         "object_id", "RA"]
+
+
+def test_predict_lists_no_galaxy_without_an_id_and_refuses_ids_it_cannot_tell_apart(tmp_path):
+    for name in ("a.png", "b.png"):
+        Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / name)
+    catalogue = tmp_path / "catalogue.csv"
+    pd.DataFrame({"object_id": ["g1", None], "image_path": ["a.png", "b.png"]}).to_csv(catalogue, index=False)
+    listed = list_cutouts(catalog=str(catalogue))
+    assert listed.reason.tolist() == ["", "no object id"] and listed.path.iloc[1] == ""  # counted as skipped
+    pd.DataFrame({"object_id": ["g1", "g1"], "image_path": ["a.png", "b.png"]}).to_csv(catalogue, index=False)
+    with pytest.raises(CatalogError, match=r"catalogue.csv: 2 cutouts share an object id, e.g. g1: .*a.png, .*b.png"):
+        list_cutouts(catalog=str(catalogue))
+    (tmp_path / "more").mkdir()
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / "more" / "a.png")
+    with pytest.raises(CatalogError, match=r"2 cutouts share an object id, e.g. a: "):
+        list_cutouts(folder=str(tmp_path))
