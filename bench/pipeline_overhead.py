@@ -68,13 +68,15 @@ def main() -> None:
     first = _evaluation_table(runs_by_label[labels[0]], args.profile)
     for label in labels[1:]:
         other = _evaluation_table(runs_by_label[label], args.profile)
-        numbers = first.select_dtypes("number").columns
+        identical = first.equals(other)  # every cell, text and NaN included
         same_shape = list(first.columns) == list(other.columns) and len(first) == len(other)
+        numbers = first.select_dtypes("number").columns
         difference = float((first[numbers] - other[numbers]).abs().max().max()) if same_shape else None
+        results[label]["evaluation_table_identical_to_first"] = identical
         results[label]["evaluation_table_max_difference_from_first"] = difference
         lines.append(f"- Evaluation table of {label} against {labels[0]}'s: " + (
-            "not the same rows and columns" if difference is None else
-            "identical" if difference == 0 else f"numbers differ by up to {difference:.3g}") + ".")
+            "identical" if identical else "not the same rows and columns" if difference is None
+            else f"not identical; numbers differ by up to {difference:.3g}") + ".")
     for label, r in results.items():
         parts = r["finetune_partitions"]
         lines.append(f"- {label}: Dagster + MLflow (neither training nor evaluation) median "

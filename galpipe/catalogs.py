@@ -72,7 +72,9 @@ def renamed(table: pd.DataFrame, renames: dict[str, str], where: str) -> pd.Data
         raise CatalogError(f"{where}: missing column(s) {missing}; has {list(table.columns)}")
     # A column already named as another becomes would leave two of that name.
     kept = set(table.columns) - {yours for yours, ours in renames.items() if yours != ours}
-    clashes = [f"{yours!r} -> {ours!r}" for yours, ours in renames.items() if yours != ours and ours in kept]
+    targets = [ours for yours, ours in renames.items() if yours != ours]
+    clashes = [f"{yours!r} -> {ours!r}" for yours, ours in renames.items()
+               if yours != ours and (ours in kept or targets.count(ours) > 1)]
     if clashes:
         raise CatalogError(f"{where}: renaming {', '.join(clashes)} would give two columns of that name; "
                            "rename or drop the existing one, or name it in the project file instead")

@@ -295,8 +295,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from galpipe.project import ProjectError
     from galpipe.tracking import ModelRegistryError
 
-    # OSError: a path that cannot be read or written (missing, a file where a folder should be, no
-    # permission, a full disk); its message names the path.
+    # FileNotFoundError (galpipe raises it naming the path), and other OSErrors about a path (a file
+    # where a folder should be, no permission): main() lets those that name no path go by.
     return UserError, CatalogError, CutoutError, ModelRegistryError, ProjectError, OSError
 
 
@@ -363,6 +363,8 @@ def main(argv=None) -> int:
     try:
         return args.func(args)
     except _user_errors() as err:
+        if isinstance(err, OSError) and not isinstance(err, FileNotFoundError) and err.filename is None:
+            raise  # not about a path the user gave (a lost connection, no memory): the traceback is the clue
         print(f"galpipe {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -4,14 +4,8 @@ through `atomic_write` (a temporary name of its own in the same folder, then one
 from __future__ import annotations
 
 import os
-import tempfile
+import uuid
 from pathlib import Path
-
-# The process's umask, read once at import (setting it is the only way to read it, and not
-# thread-safe): files get the mode a plain open() would give them, not mkstemp's owner-only 0600.
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
-FILE_MODE = 0o666 & ~_UMASK
 
 
 def atomic_write(path, write) -> None:
@@ -19,12 +13,13 @@ def atomic_write(path, write) -> None:
     file at `path` that looks complete, and two writers never share a temporary file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    os.close(fd)
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.part"
+    # Created by us (O_EXCL) with the mode a plain open() gives, 0o666 less the umask, not
+    # tempfile.mkstemp's owner-only 0o600: others may read it as the umask allows (a shared set-up).
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
-        write(tmp)
-        os.chmod(tmp, FILE_MODE)  # readable by the group and others as the umask allows (a shared MLflow or cluster set-up)
+        write(str(tmp))
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise

@@ -38,16 +38,16 @@ def _scan(folder, settle_seconds: float) -> tuple[list[Path], list[Path], list[P
         name = path.name.lower()
         if name.startswith(".") or name.endswith(IN_PROGRESS_SUFFIXES):
             continue
-        if path.suffix.lower() not in LABEL_SUFFIXES:
-            other.append(path)
-            continue
         try:
-            if not path.is_file():
+            if not path.is_file():  # a folder inside is not a file someone meant as labels
                 continue
             modified = path.stat().st_mtime
         except FileNotFoundError:  # renamed or removed while we looked
             continue
-        (settling if now - modified < settle_seconds else complete).append(path)
+        if path.suffix.lower() not in LABEL_SUFFIXES:
+            other.append(path)
+        else:
+            (settling if now - modified < settle_seconds else complete).append(path)
     return complete, settling, other
 
 

@@ -69,17 +69,25 @@ def assign_split(object_ids: pd.Series, test_fraction: float, salt: str = "galpi
 def build_matched_catalog(target: pd.DataFrame, source: pd.DataFrame | None, tasks, radius_arcsec: float,
                           test_fraction: float, new_labels: pd.DataFrame | None = None) -> tuple[pd.DataFrame, dict]:
     """The target sample with labels: its own where it has them, else carried from the matched
-    source object, and `new_labels` (see galpipe.labels) over both. Adds `label_origin`,
-    `match_status`, `split` ('pool', 'test', or 'unlabelled' for objects without a label).
+    source object (when the target has positions), and `new_labels` (see galpipe.labels) over both.
+    Adds `match_status`, `split` ('pool', 'test', or 'unlabelled' for objects without a label) and
+    `label_origin`, per row: 'target' where the row has any label of its own, 'source_match' where
+    its labels were all carried, 'target_labels' where a new label came, 'none' without any.
     Returns the table and counts for reporting."""
     tasks = list(tasks)
-    own_labels = all(task in target.columns for task in tasks)
+    own_tasks = [t for t in tasks if t in target.columns]  # a target may label some tasks, or some rows, itself
+    complete = len(own_tasks) == len(tasks) and bool(target[tasks].notna().all().all())
+    can_match = source is not None and {"ra_deg", "dec_deg"} <= set(target.columns)
+    own_labels = complete or (bool(own_tasks) and not can_match)
     table = target.copy()
+    has_own = target[own_tasks].notna().any(axis=1).to_numpy() if own_tasks else np.zeros(len(table), bool)
     if own_labels:
         table["match_status"] = "own_labels"
-        table["label_origin"] = "target"
+        table["label_origin"] = np.where(has_own, "target", "none")
         table["source_object_id"] = pd.NA
         table["match_separation_arcsec"] = np.nan
+        for task in set(tasks) - set(own_tasks):  # nothing to carry them from
+            table[task] = pd.array([pd.NA] * len(table), dtype="Int8")
     else:
         if source is None:
             raise ValueError("the target catalogue has no labels and there is no source catalogue to match")
@@ -93,7 +101,6 @@ def build_matched_catalog(target: pd.DataFrame, source: pd.DataFrame | None, tas
         has_match = matched_rows >= 0
         carried = [c for c in source.columns if c in tasks or c.removesuffix("_fraction") in tasks]
         row_or_first = np.where(has_match, matched_rows, 0)
-        own_tasks = [t for t in tasks if t in target.columns]  # a target may label some tasks itself
         for column in carried + ["object_id"]:
             values = pd.Series(source[column].to_numpy()[row_or_first], index=table.index).where(has_match)
             name = "source_object_id" if column == "object_id" else column
@@ -102,7 +109,6 @@ def build_matched_catalog(target: pd.DataFrame, source: pd.DataFrame | None, tas
                 own = target[name].astype("Int8") if column in tasks else target[name]
                 values = own.where(own.notna(), values)
             table[name] = values
-        has_own = target[own_tasks].notna().any(axis=1).to_numpy() if own_tasks else np.zeros(len(table), bool)
         table["label_origin"] = np.where(has_own, "target", np.where(has_match, "source_match", "none"))
 
     new_label_counts = {}

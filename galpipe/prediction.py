@@ -127,7 +127,7 @@ def list_cutouts(folder: str | None = None, catalog: str | None = None, id_colum
                                "path": ["" if e or n else p for e, n, p in zip(empty, no_id, paths)],
                                "reason": ["no object id" if n else "no image path" if e else r
                                           for e, n, r in zip(empty, no_id, reasons)]})
-        _refuse_duplicate_ids(listed[~no_id], str(catalog))
+        _refuse_duplicate_ids(listed[listed.reason == ""], str(catalog))
         return listed
     root = Path(folder)
     if not root.is_dir():
@@ -145,13 +145,13 @@ def list_cutouts(folder: str | None = None, catalog: str | None = None, id_colum
             continue
         suffix = next(s for s in FITS_SUFFIXES + IMAGE_SUFFIXES if path.name.lower().endswith(s))
         rows.append((path.name[: -len(suffix)], str(path), ""))
-    listed = pd.DataFrame(rows, columns=["object_id", "path", "reason"])
-    _refuse_duplicate_ids(listed, f"{folder} (ids are file names; a catalogue can name them otherwise)")
-    return listed
+    # Two files may give one id (a/123.jpg, b/123.fits): the catalogue's `path` column tells them apart.
+    return pd.DataFrame(rows, columns=["object_id", "path", "reason"])
 
 
 def _refuse_duplicate_ids(listed: pd.DataFrame, where: str) -> None:
-    """Two galaxies of one id would make two rows of the morphology catalogue that no one can tell apart."""
+    """A catalogue's ids name its galaxies: two rows of one id are a mistake in it (as in
+    galpipe.catalogs.validate_catalog), said before any work."""
     duplicated = listed.object_id.duplicated(keep=False)
     if duplicated.any():
         first = listed[duplicated].groupby("object_id", sort=True).path.apply(list).head(3)

@@ -1,7 +1,8 @@
 """Training a binary classifier: batches from a (memory-mapped) array, augmentation on whole
 batches, Adam (or AdamW on a one-cycle schedule), early stopping on validation loss with the best
 weights restored, seeded, on cpu or cuda (channels_last, mixed precision where the hardware has
-it: galpipe.hardware), with a checkpoint each epoch so an interrupted run resumes where it stopped. The loss of a batch is an
+it: galpipe.hardware), with a checkpoint every 30 s or so (after the epoch that passes it) so an
+interrupted run resumes near where it stopped. The loss of a batch is an
 `Objective`: cross-entropy on the labels unless a strategy brings its own (galpipe.adaptation).
 One batched reader (`image_batches`) serves training, inference and the adaptation strategies.
 """
@@ -209,7 +210,7 @@ def predict_proba(model: nn.Module, x, batch_size: int = 64, device: str | None 
 
 
 # A checkpoint is written after an epoch only when this long has passed since training started or
-# since the last one: a crash loses at most this much training. One after every epoch (4 ms each for
+# since the last one: a crash loses at most this much training and one epoch. One after every epoch (4 ms each for
 # `compact`) was 17% of a `small` fine-tuning partition of 25 labels, whose runs train for under a second.
 CHECKPOINT_EVERY_SECONDS = 30.0
 
@@ -310,7 +311,7 @@ def train_classifier(model: nn.Module, x, train_rows: np.ndarray, y_train: np.nd
             best = {"val_loss": val_loss, "epoch": epoch,
                     "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
         if checkpoint_path and time.perf_counter() - last_checkpoint >= checkpoint_every_s:
-            # Before the callback: whatever happens next, this epoch is kept.
+            # Before the callback: whatever happens next, an epoch that was saved is kept.
             _save_checkpoint(checkpoint_path, model, optimiser, scheduler, history, best, epoch, rng, generator,
                              fingerprint)
             last_checkpoint = time.perf_counter()

@@ -105,6 +105,7 @@ def test_the_catalogue_asset_counts_the_objects_a_task_has_no_label_for(tmp_path
     [materialization] = result.asset_materializations_for_node("source_catalog")
     counts = {k: v.value for k, v in materialization.metadata.items() if k.startswith("n_")}
     assert counts == {"n_objects": 3, "n_unlabelled_featured": 0, "n_unlabelled_edge_on": 0, "n_unlabelled_bar": 2}
+    assert materialization.metadata["tasks_without_labels"].value == ""
 
 
 def test_a_simulated_survey_without_galaxies_is_a_clear_error():

@@ -1,6 +1,5 @@
 """Cutout files: FITS with WCS round trip, and every kind of bad cutout named and quarantined."""
 
-import importlib
 import os
 from pathlib import Path
 
@@ -10,7 +9,6 @@ import pytest
 from astropy.coordinates import SkyCoord
 from PIL import Image
 
-import galpipe.files
 from galpipe.cutouts import (
     CutoutError,
     read_cutout,
@@ -220,11 +218,9 @@ def test_interrupted_write_leaves_no_file_that_looks_complete(tmp_path):
 def test_written_files_get_the_mode_the_umask_gives_not_owner_only(tmp_path):
     umask = os.umask(0o027)  # a group-readable set-up
     try:
-        files = importlib.reload(galpipe.files)  # reads the umask at import
-        files.atomic_write(tmp_path / "table.csv", lambda tmp: Path(tmp).write_text("a\n1\n"))
+        atomic_write(tmp_path / "table.csv", lambda tmp: Path(tmp).write_text("a\n1\n"))
     finally:
         os.umask(umask)
-        importlib.reload(galpipe.files)
     assert (tmp_path / "table.csv").stat().st_mode & 0o777 == 0o640  # mkstemp alone gives 0o600
 
 

@@ -88,6 +88,10 @@ def test_a_target_labelling_some_tasks_keeps_its_own_labels_and_gets_the_others_
     assert by_id.featured.tolist() == [1, 0, 1]  # t1's gap filled from its match; the others its own
     assert by_id.bar.tolist() == [1, 0, pd.NA]
     assert by_id.label_origin.to_dict() == {"t0": "target", "t1": "source_match", "t2": "target"}
+    # Every task a column of its own, some cells empty: the gaps are still filled by the cross-match.
+    target["bar"] = pd.array([pd.NA, pd.NA, pd.NA], "Int8")
+    table, _ = build_matched_catalog(target, source, ["featured", "bar"], 1.0, test_fraction=0.5)
+    assert table.set_index("object_id").bar.tolist() == [1, 0, pd.NA]
 
 
 def test_split_is_fixed_per_object_and_has_the_requested_fraction():

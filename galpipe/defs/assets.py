@@ -40,6 +40,7 @@ def survey_assets(role: str):
             if n:
                 context.log.info(f"{role} catalogue: {n} of {len(table)} objects have no {task} label")
         context.add_output_metadata({"n_objects": len(table), **{f"n_unlabelled_{t}": n for t, n in unlabelled.items()},
+                                     "tasks_without_labels": ", ".join(t for t in settings.tasks if t not in table),
                                      "source_kind": survey.kind,
                                      "survey": survey.name, "preview": as_table(table.iloc[:, :6], rows=5)})
         return table
