@@ -110,10 +110,7 @@ def matched_catalog(context: AssetExecutionContext, settings: GalpipeSettings, s
     new_labels = read_new_labels(settings.labels_dir, settings.tasks)
     table, counts = build_matched_catalog(target_catalog, source_catalog, settings.tasks,
                                           profile.match_radius_arcsec, profile.test_fraction, new_labels)
-    skipped = skipped_label_files(settings.labels_dir)
-    for name, reason in skipped.items():
-        context.log.warning(f"label file {settings.labels_dir / name} not read: {reason}")
-    counts["n_label_files_skipped"] = len(skipped)
+    counts["n_label_files_skipped"] = _warn_of_skipped_label_files(context, settings.labels_dir)
     unknown_ids = counts.pop("new_labels_unknown_ids", [])
     if unknown_ids:
         context.log.warning(f"{counts['n_new_labels_unknown_id']} new label(s) in {settings.labels_dir} name objects "
@@ -128,6 +125,14 @@ def matched_catalog(context: AssetExecutionContext, settings: GalpipeSettings, s
                                  "label_files": MetadataValue.json(label_files),
                                  "class_balance": as_table(balance_rows)})
     return table
+
+
+def _warn_of_skipped_label_files(context, labels_dir) -> int:
+    """Name each file of the labels folder that is not read now, and why; return how many."""
+    skipped = skipped_label_files(labels_dir)
+    for name, reason in skipped.items():
+        context.log.warning(f"label file {labels_dir / name} not read: {reason}")
+    return len(skipped)
 
 
 def project_gallery(context, candidates: pd.DataFrame, source_cutouts: pd.DataFrame, source_catalog: pd.DataFrame,
