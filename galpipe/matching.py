@@ -86,7 +86,7 @@ def build_matched_catalog(target: pd.DataFrame, source: pd.DataFrame | None, tas
         table["label_origin"] = np.where(has_own, "target", "none")
         table["source_object_id"] = pd.NA
         table["match_separation_arcsec"] = np.nan
-        for task in set(tasks) - set(own_tasks):  # nothing to carry them from
+        for task in [t for t in tasks if t not in own_tasks]:  # nothing to carry them from
             table[task] = pd.array([pd.NA] * len(table), dtype="Int8")
     else:
         if source is None:
