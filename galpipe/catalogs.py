@@ -96,6 +96,15 @@ def _rows(index) -> str:
     return ", ".join(rows) + (f" and {more} more" if more > 0 else "")
 
 
+def refuse_duplicate_ids(object_ids: pd.Series, where: str) -> None:
+    """Ids name galaxies: two rows of one id are a mistake, named by id and row (the Series' index)."""
+    duplicated = object_ids.duplicated(keep=False)
+    if duplicated.any():
+        ids = sorted(set(object_ids[duplicated]))
+        raise CatalogError(f"{where}: duplicate object_id {ids[:MAX_ROWS_IN_MESSAGE]} in row(s) "
+                           f"{_rows(object_ids.index[duplicated])}")
+
+
 def validate_catalog(df: pd.DataFrame, where: str, require_positions: bool = True,
                      label_columns: tuple[str, ...] = ()) -> pd.DataFrame:
     """Check `df` against the contract and return it with normalised types.
@@ -111,11 +120,7 @@ def validate_catalog(df: pd.DataFrame, where: str, require_positions: bool = Tru
     if df.object_id.isna().any():
         raise CatalogError(f"{where}: empty object_id in row(s) {_rows(df.index[df.object_id.isna()])}")
     df["object_id"] = df.object_id.astype(str)
-    duplicated = df.object_id.duplicated(keep=False)
-    if duplicated.any():
-        ids = sorted(set(df.object_id[duplicated]))
-        raise CatalogError(f"{where}: duplicate object_id {ids[:MAX_ROWS_IN_MESSAGE]} in row(s) "
-                           f"{_rows(df.index[duplicated])}")
+    refuse_duplicate_ids(df.object_id, where)
     if require_positions:
         for column, inclusive, valid_range in (("ra_deg", "left", "[0, 360)"), ("dec_deg", "both", "[-90, 90]")):
             low, high = (0.0, 360.0) if column == "ra_deg" else (-90.0, 90.0)

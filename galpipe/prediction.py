@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 import torch
 from tqdm import tqdm
 
-from galpipe.catalogs import CatalogError, read_table, require_rows, resolve_inside
+from galpipe.catalogs import CatalogError, read_table, refuse_duplicate_ids, require_rows, resolve_inside
 from galpipe.cutouts import (
     FITS_SUFFIXES,
     IMAGE_SUFFIXES,
@@ -127,7 +127,7 @@ def list_cutouts(folder: str | None = None, catalog: str | None = None, id_colum
                                "path": ["" if e or n else p for e, n, p in zip(empty, no_id, paths)],
                                "reason": ["no object id" if n else "no image path" if e else r
                                           for e, n, r in zip(empty, no_id, reasons)]})
-        _refuse_duplicate_ids(listed[listed.reason == ""], str(catalog))
+        refuse_duplicate_ids(listed.object_id[listed.reason == ""], str(catalog))  # rows refused already are counted
         return listed
     root = Path(folder)
     if not root.is_dir():
@@ -147,16 +147,6 @@ def list_cutouts(folder: str | None = None, catalog: str | None = None, id_colum
         rows.append((path.name[: -len(suffix)], str(path), ""))
     # Two files may give one id (a/123.jpg, b/123.fits): the catalogue's `path` column tells them apart.
     return pd.DataFrame(rows, columns=["object_id", "path", "reason"])
-
-
-def _refuse_duplicate_ids(listed: pd.DataFrame, where: str) -> None:
-    """A catalogue's ids name its galaxies: two rows of one id are a mistake in it (as in
-    galpipe.catalogs.validate_catalog), said before any work."""
-    duplicated = listed.object_id.duplicated(keep=False)
-    if duplicated.any():
-        first = listed[duplicated].groupby("object_id", sort=True).path.apply(list).head(3)
-        examples = "; ".join(f"{object_id}: {', '.join(p or '(no path)' for p in paths)}" for object_id, paths in first.items())
-        raise CatalogError(f"{where}: {duplicated.sum()} cutouts share an object id, e.g. {examples}")
 
 
 class _TableWriter:

@@ -137,7 +137,7 @@ def test_predict_lists_no_galaxy_without_an_id_and_refuses_a_catalogue_repeating
     listed = list_cutouts(catalog=str(catalogue))
     assert listed.reason.tolist() == ["", "no object id"] and listed.path.iloc[1] == ""  # counted as skipped
     pd.DataFrame({"object_id": ["g1", "g1"], "image_path": ["a.png", "b.png"]}).to_csv(catalogue, index=False)
-    with pytest.raises(CatalogError, match=r"catalogue.csv: 2 cutouts share an object id, e.g. g1: .*a.png, .*b.png"):
+    with pytest.raises(CatalogError, match=re.escape(f"{catalogue}: duplicate object_id ['g1'] in row(s) 0, 1")):
         list_cutouts(catalog=str(catalogue))
     (tmp_path / "more").mkdir()  # in a folder, two files of one name are told apart by their paths
     Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / "more" / "a.png")
