@@ -53,7 +53,7 @@ LEARNERS = {
     "resnet18 w64 stride 1": ("resnet18", {}, {"schedule": "one_cycle", "augmentation": "galaxy",
                                                "learning_rate": 2e-3, "weight_decay": 5e-4}),
 }
-BUDGETS = (100, 300, None)  # None: every galaxy of the development training part
+BUDGETS = "100,300,all"  # all: every galaxy of the development training part
 DEV_TEST = 400  # of the pool's galaxies, held out to judge learners
 
 
@@ -149,6 +149,7 @@ def main(argv=None) -> int:
     parser.add_argument("--starts", default="scratch,simulation",
                         help="scratch, simulation or both; 'scratch' alone skips the pretraining")
     parser.add_argument("--label", help="added to each learner's name, e.g. the sample's frame")
+    parser.add_argument("--budgets", default=BUDGETS, help=f"label budgets, comma-separated (default {BUDGETS})")
     parser.add_argument("--merge", nargs="+", metavar=("OUT", "RESULTS"),
                         help="write OUT.json/.md with the runs of the RESULTS .json files (one machine) and stop")
     args = parser.parse_args(argv)
@@ -161,6 +162,10 @@ def main(argv=None) -> int:
     if not args.sample:
         parser.error("give the sample (.npz)")
     starts = args.starts.split(",")
+    try:
+        budgets = [None if b == "all" else int(b) for b in args.budgets.split(",")]
+    except ValueError:
+        parser.error(f"--budgets {args.budgets}: give whole numbers or 'all', separated by commas")
     if not set(starts) <= {"scratch", "simulation"}:
         parser.error(f"--starts {args.starts}: give scratch, simulation or both")
     if args.export:
@@ -185,7 +190,7 @@ def main(argv=None) -> int:
             pretrained[seed] = {k: v.detach().clone() for k, v in model.state_dict().items()}
             runs.append({"learner": label, "start": "simulation", "budget": 0, "seed": seed,
                          **scored(pool_y[dev_test], model, pool_x[dev_test], device)})
-        for budget in BUDGETS:
+        for budget in budgets:
             for start in starts:
                 for seed in range(args.seeds):
                     chosen = np.random.default_rng([seed, 7]).permutation(dev_train)[:budget]
