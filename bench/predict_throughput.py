@@ -49,9 +49,9 @@ def main() -> None:
 
         tracker = Tracker(f"sqlite:///{tmp}/mlflow.db", str(tmp / "artifacts"), "bench")
         with tracker.run("colour", {}, {}) as run_id:
-            uri, _ = tracker.log_and_register_model(run_id, build_model("compact", seed=0),
+            uri = tracker.log_and_register_model(run_id, build_model("compact", seed=0),
                                                     np.zeros((1, 3, 69, 69), np.float32), "bench-ring",
-                                                    {"task": "ring", "input_mode": "colour", "field_arcsec": 40})
+                                                    {"task": "ring", "input_mode": "colour", "field_arcsec": 40}).uri
         colour = [load_classifier(f"sqlite:///{tmp}/mlflow.db", uri)]
         decals = list_cutouts(catalog=str(DECALS / "catalog.csv"), id_column="iauname", image_column="image")
         results["decals_png_1_model"] = timed(colour, decals, tmp / "decals.parquet", pixel_scale_arcsec=0.262)

@@ -51,7 +51,7 @@ def _tracker(root: Path, experiment="hardening") -> Tracker:
 
 def _register(tracker: Tracker, name="galpipe-t-des", seed=0) -> str:
     with tracker.run("model", {}, {}) as run_id:
-        uri, _ = tracker.log_and_register_model(run_id, build_model("compact", seed=seed), EXAMPLE, name)
+        uri = tracker.log_and_register_model(run_id, build_model("compact", seed=seed), EXAMPLE, name).uri
     return uri
 
 

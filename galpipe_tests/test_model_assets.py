@@ -75,6 +75,10 @@ def test_every_run_is_in_mlflow_with_registry_entries_and_champions(tiny_project
     for run in runs:
         assert run.data.tags["dagster.run_id"] and run.data.tags["dagster.asset"] in ("pretrained_model", "finetuned_models")
         assert "target_test_accuracy" in run.data.metrics
+        # Its test metrics are linked to its logged model too (the MLflow UI's model page shows them).
+        [output] = run.outputs.model_outputs
+        linked = {m.key: m.value for m in client.get_logged_model(output.model_id).metrics}
+        assert linked["target_test_accuracy"] == run.data.metrics["target_test_accuracy"]
         if run.data.params.get("strategy") != "adabn" or run.data.params["label_budget"] != "0":
             assert "val_loss" in run.data.metrics  # AdaBN without labels trains nothing
         if "strategy" in run.data.params:  # fine-tuning runs link to the run they started from
@@ -204,10 +208,10 @@ def test_two_experiments_in_one_project_keep_their_own_champions(tmp_path):
         for seed in (0, 1):
             model = build_model("compact", seed=seed + (2 if experiment == "galpipe-o'tiny" else 0)).eval()
             with tracker.run(f"full-{seed}", {}, {}) as run_id:
-                model_uri, _ = tracker.log_and_register_model(run_id, model, np.zeros((1, 3, 69, 69), np.float32),
+                model_uri = tracker.log_and_register_model(run_id, model, np.zeros((1, 3, 69, 69), np.float32),
                                                               registered_model_name(experiment, "bar", "des"),
                                                               {"task": "bar", "seed": seed, "architecture": "compact",
-                                                               "last_reevaluation_run_id": "a past one"})
+                                                               "last_reevaluation_run_id": "a past one"}).uri
             with torch.no_grad():
                 probability = torch.sigmoid(model(x)).numpy()
             rows.append({"task": "bar", "strategy": "full", "selection": "random", "label_budget": 25, "seed": seed,

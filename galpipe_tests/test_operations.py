@@ -167,8 +167,8 @@ def test_reevaluation_logs_runs_and_fails_on_a_planted_regression(tiny_project):
     model = load_registered_model(tracker.tracking_uri, f"models:/{name}/{champion.version}")
     with tracker.run("planted-regression", {}, {}) as run_id:
         example = torch.zeros(2, 3, 69, 69).numpy()
-        _, bad_version = tracker.log_and_register_model(run_id, negated(model), example, name,
-                                                        {**champion.tags, "role": "planted_regression"})
+        bad_version = tracker.log_and_register_model(run_id, negated(model), example, name,
+                                                        {**champion.tags, "role": "planted_regression"}).version
     tracker.set_alias(name, "champion", bad_version)
     try:
         result, check = _reevaluate(root)

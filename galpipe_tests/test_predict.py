@@ -26,9 +26,9 @@ def registry(tmp_path_factory):
     example = np.zeros((1, 3, 69, 69), np.float32)
     for mode in ("colour", "bands"):
         with tracker.run(f"ring-{mode}", {}, {}) as run_id:
-            _, version = tracker.log_and_register_model(run_id, build_model("compact", seed=0), example,
+            version = tracker.log_and_register_model(run_id, build_model("compact", seed=0), example,
                                                         f"galpipe-ring-{mode}",
-                                                        {"task": "ring", "input_mode": mode, "field_arcsec": 40})
+                                                        {"task": "ring", "input_mode": mode, "field_arcsec": 40}).version
         tracker.set_alias(f"galpipe-ring-{mode}", "champion", version)
     return uri
 

@@ -99,11 +99,13 @@ class Recorder:
     run_dir: Path
     log: Callable[[str], None] = print
 
-    def evaluate(self, run_id: str, model, x, sample: LabelledSample, prefix: str, title: str) -> dict:
+    def evaluate(self, run_id: str, model, x, sample: LabelledSample, prefix: str, title: str,
+                 model_id: str | None = None) -> dict:
         """Test metrics and a confusion-matrix plot, logged to the run; the probabilities, per
         galaxy of `sample`, in the returned dict's `probability`. The time the science took
         (prediction, metrics, plot) is logged as `<prefix>_evaluate_seconds`, so that what a
-        partition spends in Dagster and MLflow can be told apart from it (bench/run.py)."""
+        partition spends in Dagster and MLflow can be told apart from it (bench/run.py). `model_id`:
+        the logged model the metrics belong to (Tracker.log_and_register_model)."""
         started = time.perf_counter()
         probability = predict_proba(model, x[sample.row])
         metrics = binary_metrics(sample.label, probability)
@@ -111,7 +113,7 @@ class Recorder:
                              title)
         seconds = time.perf_counter() - started
         self.tracker.log_metrics(run_id, {**{f"{prefix}_{k}": v for k, v in metrics.items()},
-                                          f"{prefix}_evaluate_seconds": seconds})
+                                          f"{prefix}_evaluate_seconds": seconds}, model_id=model_id)
         self.tracker.log_artifact(run_id, png, "plots")
         return {**metrics, "probability": probability}
 
@@ -170,7 +172,7 @@ def _pretrain_seed(profile: Profile, task: str, data: TransferData, source_surve
                                            f"{task}: {source_survey} validation")
         direct_metrics = recorder.evaluate(run_id, model, x_target, test, "target_test",
                                            f"{task}: applied directly to target")
-        model_uri, version = tracker.log_and_register_model(
+        model_uri, version, _ = tracker.log_and_register_model(
             run_id, model, np.array(x_source[:1]), registered_model_name(tracker.experiment_name, task, source_survey),
             model_tags(profile, task, "pretrained", data.source_inputs, seed=seed))
     return {"task": task, "seed": seed, "model_uri": model_uri, "version": version, "run_id": run_id,
@@ -265,15 +267,18 @@ def finetune(profile: Profile, task: str, budget_key: str, data: TransferData, p
                 source_model_of(seed), x, train, validation, config, profile.architecture, checkpoint,
                 adaptation if strategy.uses_unlabelled_target else None, teacher))
             recorder.tracker.log_params(run_id, extra)
-            recorder.tracker.log_history(run_id, history)
-            evaluated = recorder.evaluate(run_id, model, x, test, "target_test", f"{task} {name} N={budget} ({selection})")
-            metrics = {**_without_probability(evaluated), **per_galaxy_predictions(test, evaluated["probability"])}
-            model_uri, _ = recorder.tracker.log_and_register_model(
+            # The model before its metrics, which are then linked to it without MLflow reading them back (0.2 s of a
+            # partition of 6 runs). A run whose evaluation fails is marked FAILED with its model registered.
+            logged = recorder.tracker.log_and_register_model(
                 run_id, model, np.array(x[test.row[:1]]), registered_model_name(experiment, task, target_survey),
                 model_tags(profile, task, name, data.target_inputs, label_budget=budget, seed=seed, selection=selection))
+            recorder.tracker.log_history(run_id, history)
+            evaluated = recorder.evaluate(run_id, model, x, test, "target_test", f"{task} {name} N={budget} ({selection})",
+                                          model_id=logged.model_id)
+            metrics = {**_without_probability(evaluated), **per_galaxy_predictions(test, evaluated["probability"])}
         recorder.log(f"{task} N={budget} {name} ({selection}) seed {seed}: accuracy {metrics['accuracy']:.3f}")
         rows.append({**base, "strategy": name, "selection": selection, "seed": seed, **metrics,
-                     "pretrained_model_uri": source["model_uri"], "model_uri": model_uri, "run_id": run_id,
+                     "pretrained_model_uri": source["model_uri"], "model_uri": logged.uri, "run_id": run_id,
                      "val_loss": min((r["val_loss"] for r in history), default=np.nan)})
         return model
 
@@ -424,6 +429,6 @@ def registered_seed_ensemble(tracker: Tracker, seeds: pd.DataFrame, registered_n
                                          for k, v in binary_metrics(labels, probabilities.mean(axis=0)).items()})
         version_tags = {**{k: member_tags[k] for k in ENSEMBLE_TAGS if k in member_tags}, "kind": SEED_ENSEMBLE,
                         "seeds": params["seeds"], "ensemble_of": member_versions}
-        _, version = tracker.log_and_register_model(run_id, ensemble, np.zeros((1, *INPUT_SHAPE), np.float32),
-                                                    registered_name, version_tags)
+        version = tracker.log_and_register_model(run_id, ensemble, np.zeros((1, *INPUT_SHAPE), np.float32),
+                                                 registered_name, version_tags).version
     return version, run_id
