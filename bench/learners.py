@@ -123,7 +123,8 @@ def scored(y: np.ndarray, model, x: np.ndarray, device: str) -> dict:
     p, p_views = predict_proba(model, x, device=device), eight_views_proba(model, x, device)
     (accuracy, auc), (accuracy_views, auc_views) = accuracy_and_auc(y, p), accuracy_and_auc(y, p_views)
     return {"accuracy": accuracy, "roc_auc": auc, "accuracy_8_views": accuracy_views, "roc_auc_8_views": auc_views,
-            "p": np.round(p, 4).tolist(), "p_8_views": np.round(p_views, 4).tolist()}
+            # 6 significant digits, not decimals: a saturated model's 1e-9 and 1e-12 stay apart (ROC AUC ranks them).
+            "p": [float(f"{v:.6g}") for v in p], "p_8_views": [float(f"{v:.6g}") for v in p_views]}
 
 
 def fit(model, x, rows, y, seed, settings, epochs, device):
@@ -177,6 +178,8 @@ def main(argv=None) -> int:
     source_x, source_y = data["source_x"].astype(np.float32) / 255, data["source_y"]
     order = np.random.default_rng(2026).permutation(len(pool_y))  # the development split, fixed
     dev_test, dev_train = order[:DEV_TEST], order[DEV_TEST:]
+    if any(b is not None and not 0 < b <= len(dev_train) for b in budgets):
+        parser.error(f"--budgets {args.budgets}: each between 1 and {len(dev_train)} (or 'all')")
     names = args.learners.split(";") if args.learners else list(LEARNERS)
     runs = []
     for name in names:

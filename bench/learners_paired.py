@@ -1,9 +1,12 @@
 """Paired comparisons of `bench/learners.py` results on the development split: per label budget,
 each learner and start against a baseline (e.g. `scratch`), scored on the same 400 galaxies with
 the same seeds' label draws. Accuracy is the mean over seeds; the difference has its paired
-bootstrap interval over the galaxies, and McNemar's p pools the seeds' pairs. At budget 0 (a
-model pretrained on the simulation, applied directly) the groups are compared on ROC AUC with the
-first group given as `--direct-reference`.
+bootstrap interval over the galaxies and the bootstrap's two-sided p (each resample draws the
+same galaxies for every seed, so seeds are not counted as independent pairs, as McNemar's test
+pooled over seeds would). At budget 0 (a model pretrained on the simulation, applied directly)
+the groups are compared on ROC AUC with `--direct-reference`: the difference of the runs' own
+ROC AUCs, and the bootstrap on the probabilities as saved (files written before 2026-11-28 kept
+4 decimals, which ties a saturated model's small probabilities and lowers its ROC AUC).
 
     .venv/bin/python bench/learners_paired.py /tmp/lrn/ns.json /tmp/lrn/comb.json \\
         --baseline "compact, one-cycle, galaxy aug. (central half, + neighbours & seeing)|scratch" \\
@@ -23,7 +26,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/ is not part of the package
 
-from galpipe.statistics import mcnemar, paired_bootstrap  # noqa: E402
+from galpipe.statistics import paired_bootstrap  # noqa: E402
+
+N_BOOTSTRAP = 10_000  # resamples of the galaxies: p down to 2e-4
+
+
+def p_text(p_value: float) -> str:
+    return f"p = {p_value:.2g}" if p_value > 0 else f"p < {2 / N_BOOTSTRAP:g}"
 
 
 def load(paths: list[str]) -> tuple[np.ndarray, dict]:
@@ -31,22 +40,27 @@ def load(paths: list[str]) -> tuple[np.ndarray, dict]:
     labels, groups = None, {}
     for path in paths:
         results = json.loads(Path(path).read_text())
+        if not results.get("dev_test_labels"):
+            raise SystemExit(f"{path}: written before bench/learners.py saved the judged labels; run it again")
         y = np.asarray(results["dev_test_labels"])
         if labels is not None and not np.array_equal(labels, y):
             raise SystemExit(f"{path}: judged on other galaxies than {paths[0]}")
         labels = y
         for run in results["runs"]:
             if "p" in run:
-                groups.setdefault((run["learner"], run["start"], run["budget"]), {})[run["seed"]] = run
+                by_seed = groups.setdefault((run["learner"], run["start"], run["budget"]), {})
+                if run["seed"] in by_seed:
+                    raise SystemExit(f"{path}: {run['learner']}, {run['start']}, N={run['budget']}, seed {run['seed']} "
+                                     "is in an earlier file too")
+                by_seed[run["seed"]] = run
     return labels, groups
 
 
-def paired(y: np.ndarray, a: dict, b: dict, metric: str) -> tuple[dict, float, list[int]]:
-    """a against b on the seeds both have: the bootstrap difference and McNemar's p (on the
-    probabilities as saved, to 4 decimals)."""
+def paired(y: np.ndarray, a: dict, b: dict, metric: str) -> tuple[dict, list[int]]:
+    """a against b on the seeds both have: the paired bootstrap on the probabilities as saved."""
     seeds = sorted(a.keys() & b.keys())
     p_a, p_b = np.stack([a[s]["p"] for s in seeds]), np.stack([b[s]["p"] for s in seeds])
-    return paired_bootstrap(y, p_a, p_b, metric), mcnemar(y, p_a, p_b)["p_value"], seeds
+    return paired_bootstrap(y, p_a, p_b, metric, n_bootstrap=N_BOOTSTRAP), seeds
 
 
 def main(argv=None) -> int:
@@ -58,8 +72,8 @@ def main(argv=None) -> int:
     y, groups = load(args.results)
     baseline = tuple(args.baseline.split("|"))
     reference = tuple(args.direct_reference.split("|")) if args.direct_reference else None
-    print("| N labels | learner | start | accuracy (seeds) | ROC AUC | against the baseline (or at N=0 the reference): "
-          "difference [95%], McNemar p |")
+    print("| N labels | learner | start | accuracy (seeds) | ROC AUC | against the baseline (at N=0 the reference): "
+          "difference [95%], bootstrap p (seeds) |")
     print("|---|---|---|---|---|---|")
     for budget in sorted({key[2] for key in groups}):
         against = reference if budget == 0 else baseline
@@ -71,9 +85,14 @@ def main(argv=None) -> int:
             scores, aucs = [run["accuracy"] for run in by_seed.values()], [run["roc_auc"] for run in by_seed.values()]
             text = ""
             if against and (learner, start) != against and (*against, budget) in groups:
-                diff, p_value, seeds = paired(y, by_seed, groups[(*against, budget)], metric)
-                text = (f"{metric.replace('_', ' ')} {diff['difference']:+.3f} [{diff['low']:+.3f}, {diff['high']:+.3f}]"
-                        + (f", McNemar p = {p_value:.2g}" if metric == "accuracy" else "") + f" (seeds {seeds})")
+                other = groups[(*against, budget)]
+                diff, seeds = paired(y, by_seed, other, metric)
+                interval = f"[{diff['low']:+.3f}, {diff['high']:+.3f}], {p_text(diff['p_value'])} (seeds {seeds})"
+                if metric == "accuracy":
+                    text = f"{diff['difference']:+.3f} {interval}"
+                else:  # the runs' own ROC AUCs, then the bootstrap on the saved probabilities
+                    own = np.mean([by_seed[s]["roc_auc"] - other[s]["roc_auc"] for s in seeds])
+                    text = f"ROC AUC {own:+.3f}; on the saved probabilities {diff['difference']:+.3f} {interval}"
             spread = f" ± {np.std(scores, ddof=1):.3f}" if len(scores) > 1 else ""
             print(f"| {budget} | {learner} | {start} | {np.mean(scores):.3f}{spread} ({len(scores)}) | "
                   f"{np.mean(aucs):.3f} | {text} |")

@@ -24,6 +24,7 @@ import torch
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
+from mlflow.models.model import ModelInfo
 
 from galpipe.links import RESULTS_VIEW_TAG, results_view_state
 from galpipe.liveness import TAG as PROCESS_TAG
@@ -204,16 +205,19 @@ class Tracker:
 
     def log_and_register_model(self, run_id: str, model: torch.nn.Module, input_example: np.ndarray,
                                registered_name: str, tags: dict | None = None) -> LoggedVersion:
-        """Log the model and register it; `tags` go on the model version (galpipe puts there what
-        a user of the model needs: task, input mode, field). The model is left on its device.
+        """log_model, then register."""
+        return self.register(self.log_model(run_id, model, input_example), registered_name, tags)
 
-        MLflow links the run's metrics to the model by reading back every metric's history (0.03 s
-        of a run with galpipe's ~20 metrics): a run that logs its model first and then its metrics
-        with `model_id` gets the same links without that.
+    def log_model(self, run_id: str, model: torch.nn.Module, input_example: np.ndarray) -> ModelInfo:
+        """Log the model to the run (not yet registered); it is left on its device.
 
         The model is logged without pickle: weights in safetensors and the architecture as JSON
         (galpipe.models.save_model_files), with galpipe.pyfunc_model as its MLflow pyfunc code, so
-        `mlflow.pyfunc.load_model` and `mlflow models serve` can still use it."""
+        `mlflow.pyfunc.load_model` and `mlflow models serve` can still use it.
+
+        MLflow links the run's metrics logged so far to the model by reading back every metric's
+        history (0.03 s of a run with galpipe's ~20 metrics): a run that logs its model first, then
+        its test metrics with `model_id=info.model_id`, gets those linked without that."""
         device = next(model.parameters()).device
         model = model.cpu().eval()
         with torch.no_grad():
@@ -233,6 +237,11 @@ class Tracker:
                                                                        "architecture": str(architecture)},
                     signature=signature, pip_requirements=MODEL_PIP_REQUIREMENTS))
         model.to(device)
+        return info
+
+    def register(self, info: ModelInfo, registered_name: str, tags: dict | None = None) -> LoggedVersion:
+        """Register a logged model; `tags` go on the model version (galpipe puts there what a user of
+        the model needs: task, input mode, field)."""
         tags = {**self.tags, **{k: str(v) for k, v in (tags or {}).items()}}
         version = with_retry(lambda: mlflow.register_model(info.model_uri, registered_name, tags=tags)).version
         return LoggedVersion(f"models:/{registered_name}/{version}", str(version), info.model_id)
