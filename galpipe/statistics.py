@@ -72,7 +72,9 @@ def bootstrap_interval(y: np.ndarray, p_by_seed: np.ndarray, metric: str, n_boot
 
 def mcnemar(y: np.ndarray, p_a: np.ndarray, p_b: np.ndarray) -> dict:
     """McNemar's exact test of equal accuracy on the same galaxies: only the galaxies one model gets
-    right and the other wrong count. p_a, p_b may stack seeds (the pairs of each seed pooled)."""
+    right and the other wrong count. p_a, p_b may stack seeds (the pairs of each seed pooled): the
+    seeds then count as independent pairs, which on the same galaxies they are not, so p is
+    optimistic; `paired_bootstrap(..., "accuracy")` resamples galaxies with their seeds together."""
     from scipy.stats import binomtest
 
     right_a = (np.atleast_2d(p_a) >= 0.5) == y
