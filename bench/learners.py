@@ -123,8 +123,9 @@ def scored(y: np.ndarray, model, x: np.ndarray, device: str) -> dict:
     p, p_views = predict_proba(model, x, device=device), eight_views_proba(model, x, device)
     (accuracy, auc), (accuracy_views, auc_views) = accuracy_and_auc(y, p), accuracy_and_auc(y, p_views)
     return {"accuracy": accuracy, "roc_auc": auc, "accuracy_8_views": accuracy_views, "roc_auc_8_views": auc_views,
-            # 6 significant digits, not decimals: a saturated model's 1e-9 and 1e-12 stay apart (ROC AUC ranks them).
-            "p": [float(f"{v:.6g}") for v in p], "p_8_views": [float(f"{v:.6g}") for v in p_views]}
+            # Significant digits, not decimals: a saturated model's 1e-9 and 1e-12 stay apart (ROC AUC ranks
+            # them); 8 keep every float32.
+            "p": [float(f"{v:.8g}") for v in p], "p_8_views": [float(f"{v:.8g}") for v in p_views]}
 
 
 def fit(model, x, rows, y, seed, settings, epochs, device):

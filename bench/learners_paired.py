@@ -32,6 +32,8 @@ N_BOOTSTRAP = 10_000  # resamples of the galaxies: p down to 2e-4
 
 
 def p_text(p_value: float) -> str:
+    if np.isnan(p_value):
+        return "p undefined"
     return f"p = {p_value:.2g}" if p_value > 0 else f"p < {2 / N_BOOTSTRAP:g}"
 
 
@@ -51,7 +53,7 @@ def load(paths: list[str]) -> tuple[np.ndarray, dict]:
                 by_seed = groups.setdefault((run["learner"], run["start"], run["budget"]), {})
                 if run["seed"] in by_seed:
                     raise SystemExit(f"{path}: {run['learner']}, {run['start']}, N={run['budget']}, seed {run['seed']} "
-                                     "is in an earlier file too")
+                                     "appears twice (in this file or an earlier one)")
                 by_seed[run["seed"]] = run
     return labels, groups
 

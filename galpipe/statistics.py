@@ -1,6 +1,7 @@
 """How sure the evaluation table's numbers are, over the test galaxies: bootstrap confidence
 intervals of a metric averaged over seeds, and paired comparisons of two strategies on the same
-galaxies (McNemar's exact test for accuracy, a paired bootstrap for ROC AUC). Plain numpy/scipy
+galaxies (a paired bootstrap for accuracy and ROC AUC, resampling galaxies with all their seeds;
+McNemar's exact test for accuracy, optimistic when seeds are pooled). Plain numpy/scipy
 functions of labels and probabilities, so they can be checked on predictions with known answers."""
 
 from __future__ import annotations

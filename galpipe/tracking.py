@@ -177,7 +177,7 @@ class Tracker:
         with_retry(lambda: self.client.set_terminated(run_id, "FINISHED"))
 
     def log_metrics(self, run_id: str, metrics: dict, step: int = 0, model_id: str | None = None) -> None:
-        """`model_id` (LoggedVersion.model_id) links the metrics to a model logged before them."""
+        """`model_id` (of `log_model`'s ModelInfo) links the metrics to a model logged before them."""
         timestamp = int(time.time() * 1000)
         entries = [mlflow.entities.Metric(k, float(v), timestamp, step, model_id=model_id) for k, v in metrics.items()
                    if v is not None and np.isfinite(v)]

@@ -1,7 +1,8 @@
 """The README's adaptation tables from one run: test accuracy per strategy (and label selection)
 at the adaptation budgets, mean ± spread over seeds [95% bootstrap interval], one column per
 task; then the goals as `evaluation_table` judged them (adaptation_goals.csv), each with its paired
-difference, interval and McNemar's p.
+difference, interval and p (the unsupervised goal's: the paired bootstrap's, which judges it since
+2026-11-28; McNemar's, seeds pooled, in files made before; the few-labels goal's: McNemar's).
 
     .venv/bin/python bench/confirmation/adaptation_table.py data/paper_confirmation_headline
 """
@@ -17,6 +18,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # bench/ is not part of the package
 
 from bench.confirmation.transfer_table import accuracy_cell, task_order  # noqa: E402
+from galpipe.statistics import N_BOOTSTRAP  # noqa: E402
 
 
 def accuracy_table(table: pd.DataFrame, budgets: list[str], reference: str, tasks: list[str]) -> str:
@@ -36,6 +38,14 @@ def accuracy_table(table: pd.DataFrame, budgets: list[str], reference: str, task
     return "\n".join(lines)
 
 
+def unsupervised_p(goal) -> str:
+    """The p that judged the unsupervised goal: the paired bootstrap's where the file has it."""
+    p_value = getattr(goal, "unsupervised_p", float("nan"))
+    if pd.notna(p_value):
+        return f"bootstrap p = {p_value:.2g}" if p_value > 0 else f"bootstrap p < {2 / N_BOOTSTRAP:g}"
+    return f"McNemar p (seeds pooled) = {goal.unsupervised_mcnemar_p:.2g}"
+
+
 def goals_table(goals: pd.DataFrame) -> str:
     lines = ["| goal | " + " | ".join(goals.task) + " |", "|---|" + "---|" * len(goals)]
     unsupervised, few = [], []
@@ -43,13 +53,13 @@ def goals_table(goals: pd.DataFrame) -> str:
         unsupervised.append(
             f"{g.best_unsupervised} {g.best_unsupervised_accuracy:.3f} against {g.direct_accuracy:.3f}: "
             f"**{'met' if g.unsupervised_goal_met else 'not met'}**, {g.unsupervised_difference:+.3f} "
-            f"[{g.unsupervised_low:+.3f}, {g.unsupervised_high:+.3f}], p = {g.unsupervised_mcnemar_p:.2g}; "
+            f"[{g.unsupervised_low:+.3f}, {g.unsupervised_high:+.3f}], {unsupervised_p(g)}; "
             f"completeness / purity {g.direct_completeness_1:.2f} / {g.direct_purity_1:.2f} → "
             f"{g.best_unsupervised_completeness_1:.2f} / {g.best_unsupervised_purity_1:.2f}")
         few.append(
             f"{g.best_few_labels} {g.best_few_labels_accuracy:.3f} against {g.reference} {g.reference_accuracy:.3f}: "
             f"**{'met' if g.few_labels_goal_met else 'not met'}**, {g.few_labels_difference:+.3f} "
-            f"[{g.few_labels_low:+.3f}, {g.few_labels_high:+.3f}], p = {g.few_labels_mcnemar_p:.2g}; "
+            f"[{g.few_labels_low:+.3f}, {g.few_labels_high:+.3f}], McNemar p = {g.few_labels_mcnemar_p:.2g}; "
             f"completeness / purity {g.best_few_labels_completeness_1:.2f} / {g.best_few_labels_purity_1:.2f} "
             f"against {g.reference_completeness_1:.2f} / {g.reference_purity_1:.2f}")
     lines.append("| best at budget 0 against direct | " + " | ".join(unsupervised) + " |")

@@ -105,7 +105,7 @@ class Recorder:
         galaxy of `sample`, in the returned dict's `probability`. The time the science took
         (prediction, metrics, plot) is logged as `<prefix>_evaluate_seconds`, so that what a
         partition spends in Dagster and MLflow can be told apart from it (bench/run.py). `model_id`:
-        the logged model the metrics belong to (Tracker.log_and_register_model)."""
+        the logged model the metrics belong to (Tracker.log_model)."""
         started = time.perf_counter()
         probability = predict_proba(model, x[sample.row])
         metrics = binary_metrics(sample.label, probability)
@@ -268,7 +268,7 @@ def finetune(profile: Profile, task: str, budget_key: str, data: TransferData, p
                 adaptation if strategy.uses_unlabelled_target else None, teacher))
             recorder.tracker.log_params(run_id, extra)
             # The model logged before its metrics, so its test metrics are linked to it without MLflow reading every
-            # metric back (0.2 s of a partition of 6 runs); registered once evaluated, as before.
+            # metric back (0.2 s of a partition of 6 runs); registered only once its evaluation has succeeded.
             logged = recorder.tracker.log_model(run_id, model, np.array(x[test.row[:1]]))
             recorder.tracker.log_history(run_id, history)
             evaluated = recorder.evaluate(run_id, model, x, test, "target_test", f"{task} {name} N={budget} ({selection})",
