@@ -131,7 +131,9 @@ def adaptation_goals(summary: pd.DataFrame, reference_budget: int = 500, few_lab
             if comparisons is not None and len(comparisons) else pd.DataFrame()
         p_value = float(paired.mcnemar_p.iloc[0]) if len(paired) else np.nan
         bootstrap_p = float(paired.accuracy_p.iloc[0]) if len(paired) and "accuracy_p" in paired else np.nan
-        met = margin > 0 and bootstrap_p < significance if len(paired) else margin > spread
+        # The sign from the same seeds the test paired (the summary's means may hold seeds the other lacks).
+        paired_margin = float(paired.accuracy.iloc[0] - paired.accuracy_against.iloc[0]) if len(paired) else margin
+        met = paired_margin > 0 and bootstrap_p < significance if len(paired) else margin > spread
         intervals = {}
         for name, a, b in (("unsupervised", best_unsupervised, direct), ("few_labels", best_few, reference)):
             rows_a, rows_b = (runs_by_row.get((task, *(line[k] for k in GROUP[1:]))) for line in (a, b))
