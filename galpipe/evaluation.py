@@ -130,7 +130,7 @@ def adaptation_goals(summary: pd.DataFrame, reference_budget: int = 500, few_lab
                              & (comparisons.strategy == best_unsupervised.strategy)] \
             if comparisons is not None and len(comparisons) else pd.DataFrame()
         p_value = float(paired.mcnemar_p.iloc[0]) if len(paired) else np.nan
-        bootstrap_p = float(paired.accuracy_p.iloc[0]) if len(paired) and "accuracy_p" in paired else np.nan
+        bootstrap_p = float(paired.accuracy_p.iloc[0]) if len(paired) else np.nan
         # The sign from the same seeds the test paired (the summary's means may hold seeds the other lacks).
         paired_margin = float(paired.accuracy.iloc[0] - paired.accuracy_against.iloc[0]) if len(paired) else margin
         met = paired_margin > 0 and bootstrap_p < significance if len(paired) else margin > spread

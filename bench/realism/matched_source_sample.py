@@ -18,15 +18,11 @@ RUN_DIR is the data folder of the run SAMPLE.npz was exported from (bench/learne
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from galpipe.statistics import _roc_auc_rows  # noqa: E402
+from sklearn.metrics import roc_auc_score
 
 BINS = 5  # quintiles of R90 and of r magnitude: 25 cells
 SEED = 2026
@@ -44,23 +40,18 @@ def matched_rows(catalog: pd.DataFrame, seed: int = SEED, by_cell: bool = True) 
     """Rows kept: per cell of R90 x magnitude quintiles, equal numbers of each class; or, with
     `by_cell` False (the control), the same number of each class drawn from the whole catalogue."""
     rng = np.random.default_rng(seed)
+    y = catalog.spiral.to_numpy()
     if not by_cell:
         n_per_class = len(matched_rows(catalog, seed)) // 2
-        y = catalog.spiral.to_numpy()
         return np.sort(np.concatenate([rng.choice(np.flatnonzero(y == k), n_per_class, replace=False) for k in (0, 1)]))
     cells = (pd.qcut(catalog.petro_r90_arcsec, BINS, labels=False) * BINS
              + pd.qcut(catalog.mag_r, BINS, labels=False)).to_numpy()
     kept = []
     for cell in np.unique(cells):
-        spirals = np.flatnonzero((cells == cell) & (catalog.spiral.to_numpy() == 1))
-        others = np.flatnonzero((cells == cell) & (catalog.spiral.to_numpy() == 0))
+        spirals, others = (np.flatnonzero((cells == cell) & (y == k)) for k in (1, 0))
         n = min(len(spirals), len(others))
         kept += [rng.choice(spirals, n, replace=False), rng.choice(others, n, replace=False)]
     return np.sort(np.concatenate(kept))
-
-
-def auc(label: np.ndarray, value: np.ndarray) -> float:
-    return float(_roc_auc_rows(label[None].astype(float), value[None].astype(float))[0])
 
 
 def main(argv=None) -> int:
@@ -79,8 +70,8 @@ def main(argv=None) -> int:
     y = catalog.spiral.to_numpy()
     for name, chosen in (("all", np.arange(len(catalog))), ("control" if args.control else "matched", rows)):
         print(f"{name}: {len(chosen)} simulated galaxies, {y[chosen].mean():.2f} spiral; ROC AUC of R90 "
-              f"{auc(y[chosen], catalog.petro_r90_arcsec.to_numpy()[chosen]):.3f}, of r magnitude "
-              f"{auc(y[chosen], catalog.mag_r.to_numpy()[chosen]):.3f}")
+              f"{roc_auc_score(y[chosen], catalog.petro_r90_arcsec.to_numpy()[chosen]):.3f}, of r magnitude "
+              f"{roc_auc_score(y[chosen], catalog.mag_r.to_numpy()[chosen]):.3f}")
     np.savez_compressed(args.out, **{**sample, "source_x": sample["source_x"][rows], "source_y": sample["source_y"][rows]})
     return 0
 
