@@ -37,7 +37,7 @@ from galpipe.cutouts import (
 from galpipe.files import atomic_write
 from galpipe.framing import ModelField, field_from_text
 from galpipe.hardware import default_device, inference_model
-from galpipe.preprocessing import BATCH_CUTOUTS, COLOUR_RENDERINGS, MODEL_INPUT_PIXELS, model_inputs
+from galpipe.preprocessing import BATCH_CUTOUTS, COLOUR_RENDERINGS, stacked_model_inputs
 from galpipe.tracking import (
     ModelRegistryError,
     load_registered_model,
@@ -208,18 +208,19 @@ class _CutoutBatches(torch.utils.data.Dataset):
         read = read_cutouts(paths, object_ids=self.object_ids[batch] if self.object_ids is not None else None)
         cutouts = [c if path else CutoutError(path, "no image path") for path, c in zip(paths, read)]
         reasons = [c.reason if isinstance(c, CutoutError) else "" for c in cutouts]
-        inputs = {}
+        made = {}
         for mode in self.modes:
             input_mode, field_arcsec, colour_rendering = mode
-            made = model_inputs(cutouts, field_arcsec, input_mode, pixel_scale_arcsec=self.pixel_scale_arcsec,
-                                colour_rendering=colour_rendering)
-            for i, m in enumerate(made):
-                if isinstance(m, CutoutError) and not reasons[i]:
-                    reasons[i] = m.reason
-            inputs[mode] = made
-        usable = [i for i, reason in enumerate(reasons) if not reason]
-        empty = np.zeros((0, 3, MODEL_INPUT_PIXELS, MODEL_INPUT_PIXELS), np.float32)
-        return reasons, {mode: np.stack([made[i] for i in usable]) if usable else empty for mode, made in inputs.items()}
+            made[mode] = stacked_model_inputs(cutouts, field_arcsec, input_mode, pixel_scale_arcsec=self.pixel_scale_arcsec,
+                                              colour_rendering=colour_rendering)
+            for i, error in enumerate(made[mode][1]):
+                if error and not reasons[i]:
+                    reasons[i] = error.reason
+        usable = reasons.count("")
+        # Only the galaxies that every mode could use (a stack holds its mode's usable galaxies, in order).
+        return reasons, {mode: stack if len(stack) == usable else
+                         stack[[not reasons[i] for i, error in enumerate(errors) if error is None]]
+                         for mode, (stack, errors) in made.items()}
 
 
 def _as_is(batch):

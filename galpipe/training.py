@@ -124,9 +124,15 @@ def image_batches(x, rows=None, batch_size: int = 64, device: str = "cpu"
     order; `positions` say where each image's row stands in `rows`, to put results back in order."""
     rows = np.arange(len(x)) if rows is None else np.asarray(rows)
     order = np.argsort(rows, kind="stable")
+    # Consecutive rows of a writable array in memory (a batch being predicted) are sliced, not gathered into a copy:
+    # channels_last makes the one copy needed (a read-only memmap's view would go to torch unwritable).
+    sliceable = isinstance(x, np.ndarray) and not isinstance(x, np.memmap) and x.flags.writeable
     for start in range(0, len(rows), batch_size):
         positions = order[start:start + batch_size]
-        yield positions, channels_last(read_rows(x, rows[positions], device))
+        batch = rows[positions]
+        if sliceable and len(batch) and (np.diff(batch) == 1).all():
+            batch = slice(batch[0], batch[-1] + 1)
+        yield positions, channels_last(read_rows(x, batch, device))
 
 
 def _logits(model: nn.Module, inputs: torch.Tensor, device: str, precision: str) -> torch.Tensor:

@@ -230,3 +230,29 @@ def test_a_colour_model_gets_its_inputs_rendered_as_its_version_says(tmp_path):
     predicted = pd.read_parquet(tmp_path / "out.parquet").p_ring.to_numpy()
     np.testing.assert_allclose(predicted, expected["sdss_viewer"], rtol=1e-4, atol=1e-6)
     assert np.abs(predicted - expected["lupton"]).max() > 0.01
+
+
+def test_models_of_two_input_modes_classify_the_galaxies_both_can_use(tmp_path):
+    """Two models, one on bands and one on colour composites: a galaxy only one mode can use (no
+    positive signal at the centre is a bands-mode failure) is skipped, with its reason, and both
+    models classify the same other galaxies, in order."""
+    from galpipe.cutouts import read_cutouts
+    from galpipe.prediction import _CutoutBatches
+    from galpipe.preprocessing import NO_SIGNAL, model_inputs
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for k in range(5):
+        cube = rng.gamma(2, 0.5, (3, 64, 64)).astype(np.float32)
+        if k == 1:
+            cube[:] = -1.0
+        paths.append(str(tmp_path / f"g{k}.fits"))
+        write_cutout_fits(paths[-1], cube, "gri", 1, 0, 0.396)
+    paths.append(str(tmp_path / "absent.fits"))
+    modes = [("bands", 20.0, "lupton"), ("colour", 20.0, "lupton")]
+    reasons, inputs = _CutoutBatches(paths, modes, None, batch_size=64)[0]
+    assert reasons[1] == NO_SIGNAL and "not found" in reasons[5] and reasons.count("") == 4
+    usable = [p for p, reason in zip(paths, reasons) if not reason]
+    for mode, field, rendering in modes:
+        expected = np.stack(model_inputs(read_cutouts(usable), field, mode, colour_rendering=rendering))
+        np.testing.assert_array_equal(inputs[(mode, field, rendering)], expected)

@@ -12,7 +12,15 @@ from galpipe.cutouts import Cutout, CutoutError, read_cutouts, write_cutout_fits
 from galpipe.framing import CentralFraction
 from galpipe.gallery import _draw_model_field
 from galpipe.instruments import DES, SDSS
-from galpipe.preprocessing import build_model_inputs, field_box, load_model_inputs, model_input, model_inputs
+from galpipe.preprocessing import (
+    build_model_inputs,
+    field_box,
+    load_model_inputs,
+    median_last_axis,
+    model_input,
+    model_inputs,
+    stacked_model_inputs,
+)
 from galpipe.simulation.render import render_galaxy
 from galpipe.sources.simulated import _truth
 
@@ -87,6 +95,14 @@ def test_inputs_made_together_equal_inputs_made_one_by_one(tmp_path):
                     model_input(path, field, mode)
             else:
                 np.testing.assert_array_equal(made, model_input(path, field, mode))
+        # As one stack (what `galpipe predict` classifies): the same inputs, each failure in its place.
+        stack, errors = stacked_model_inputs(read_cutouts(paths), field, mode)
+        assert [type(e) for e in errors] == [type(m) if isinstance(m, CutoutError) else type(None) for m in together]
+        np.testing.assert_array_equal(stack, np.stack([m for m in together if not isinstance(m, CutoutError)]))
+    # Cutouts of one shape, all usable: the stack they were normalised in.
+    stack, errors = stacked_model_inputs(read_cutouts(paths[:2]), 24.0, "bands")
+    assert errors == [None, None] and stack.shape == (2, 3, 69, 69)
+    np.testing.assert_array_equal(stack, np.stack(model_inputs(read_cutouts(paths[:2]), 24.0, "bands")))
 
 
 def test_the_viewer_rendering_shows_the_faint_disk_as_an_8_bit_jpeg(tmp_path, sdss_catalog):
@@ -135,6 +151,20 @@ def test_batched_normalisation_gives_the_numbers_of_one_image_at_a_time():
     assert usable.tolist() == [True, True, True, False, True, True, True]
     for k in np.flatnonzero(usable):
         np.testing.assert_array_equal(normalised[k], _normalised_one_image(images[k]))
+
+
+def test_the_border_median_is_numpys_median():
+    """median_last_axis (a partition and a maximum) gives np.median's numbers, NaN included, for
+    even and odd counts, so the faster sky level changes no model input."""
+    rng = np.random.default_rng(1)
+    for dtype in (np.float32, np.float64):
+        for m in (1, 2, 7, 1104):
+            values = rng.normal(size=(5, 3, m)).astype(dtype)
+            values[1, 2, 0] = np.nan
+            values[2, 0, :] = 4.0  # ties
+            median = median_last_axis(values)
+            assert median.dtype == dtype
+            np.testing.assert_array_equal(median, np.median(values, axis=-1))
 
 
 def test_the_part_of_an_image_the_models_see_is_one_box_for_the_crop_and_the_gallery():
