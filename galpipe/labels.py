@@ -14,6 +14,7 @@ skips, naming it, and looks again on a later tick.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -26,13 +27,59 @@ LABEL_SETTLE_SECONDS = 30.0
 ORIGIN = "target_labels"
 
 
-def _scan(folder, settle_seconds: float) -> tuple[list[Path], list[Path], list[Path]]:
-    """Label files in name order: those complete, those modified less than `settle_seconds` ago,
-    and files of another kind (neither a label file nor one in progress), which are never read."""
+@dataclass(frozen=True)
+class LabelFolder:
+    """One listing of a labels folder, in name order: the complete label files (each with the
+    modification time and size it had when listed), those modified less than `settle_seconds`
+    before, and files of another kind (neither a label file nor one in progress), never read.
+    matched_catalog reads, records and reports from one listing, so a file that settles or
+    arrives meanwhile is in all three or in none (a later run takes it)."""
+
+    complete: dict[Path, str]  # path -> its stamp, "<mtime ns>:<size>"
+    settling: list[Path]
+    other: list[Path]
+    settle_seconds: float
+
+    def skipped(self) -> dict[str, str]:
+        """File name -> why it is not read now: not yet settled (taken by a later run), or not a
+        label file at all (only .csv and .parquet are; e.g. a compressed `labels.csv.gz`)."""
+        return {**{p.name: f"modified less than {self.settle_seconds:g} s ago: taken by a later run" for p in self.settling},
+                **{p.name: f"not a label file (only {' and '.join(LABEL_SUFFIXES)} are read)" for p in self.other}}
+
+    def state(self, tasks, known: dict | None = None) -> dict[str, dict]:
+        """File name -> its stamp (modification time and size) and the tasks it labels: what
+        matched_catalog records as used, and what the sensor compares with that to notice new,
+        changed or deleted files. A file whose stamp is in `known` is not read again (the sensor
+        looks every minute)."""
+        state = {}
+        for path, stamp in self.complete.items():
+            seen = (known or {}).get(path.name, {})
+            state[path.name] = {"stamp": stamp, "tasks": seen["tasks"] if seen.get("stamp") == stamp else tasks_in(path, tasks)}
+        return state
+
+    def read(self, tasks) -> pd.DataFrame:
+        """All the complete label files, later names overriding earlier ones: object_id plus a column per task."""
+        frames = []
+        for path in self.complete:
+            table = read_table(path)
+            present = [t for t in tasks if t in table.columns]
+            if not present:
+                raise CatalogError(f"{path}: no label column; expected one or more of {list(tasks)}")
+            frames.append(validate_catalog(table, str(path), require_positions=False,
+                                           label_columns=tuple(present))[["object_id", *present]])
+        if not frames:
+            return pd.DataFrame({"object_id": pd.Series(dtype=str)})
+        combined = pd.concat(frames, ignore_index=True)
+        # Files in name order (so labels_10.csv comes before labels_9.csv): the last non-empty value wins.
+        return combined.groupby("object_id", sort=False).last(skipna=True).reset_index()
+
+
+def scan_label_folder(folder, settle_seconds: float = LABEL_SETTLE_SECONDS) -> LabelFolder:
+    """The folder listed once (see the module's rule and LabelFolder)."""
     folder = Path(folder)
-    complete, settling, other = [], [], []
+    complete, settling, other = {}, [], []
     if not folder.is_dir():
-        return complete, settling, other
+        return LabelFolder(complete, settling, other, settle_seconds)
     now = time.time()
     for path in sorted(folder.iterdir()):
         name = path.name.lower()
@@ -41,46 +88,35 @@ def _scan(folder, settle_seconds: float) -> tuple[list[Path], list[Path], list[P
         try:
             if not path.is_file():  # a folder inside is not a file someone meant as labels
                 continue
-            modified = path.stat().st_mtime
+            stat = path.stat()
         except FileNotFoundError:  # renamed or removed while we looked
             continue
         if path.suffix.lower() not in LABEL_SUFFIXES:
             other.append(path)
+        elif now - stat.st_mtime < settle_seconds:
+            settling.append(path)
         else:
-            (settling if now - modified < settle_seconds else complete).append(path)
-    return complete, settling, other
+            complete[path] = f"{stat.st_mtime_ns}:{stat.st_size}"
+    return LabelFolder(complete, settling, other, settle_seconds)
 
 
 def label_files(folder, settle_seconds: float = LABEL_SETTLE_SECONDS) -> list[Path]:
     """The complete label files, in name order (see the module's rule)."""
-    return _scan(folder, settle_seconds)[0]
+    return list(scan_label_folder(folder, settle_seconds).complete)
 
 
 def settling_label_files(folder, settle_seconds: float = LABEL_SETTLE_SECONDS) -> list[Path]:
     """Label files modified less than `settle_seconds` ago: perhaps still being written, not taken yet."""
-    return _scan(folder, settle_seconds)[1]
+    return scan_label_folder(folder, settle_seconds).settling
 
 
 def skipped_label_files(folder, settle_seconds: float = LABEL_SETTLE_SECONDS) -> dict[str, str]:
-    """File name -> why it is not read now: not yet settled (taken by a later run), or not a label
-    file at all (only .csv and .parquet are; e.g. a compressed `labels.csv.gz`)."""
-    _, settling, other = _scan(folder, settle_seconds)
-    return {**{p.name: f"modified less than {settle_seconds:g} s ago: taken by a later run" for p in settling},
-            **{p.name: f"not a label file (only {' and '.join(LABEL_SUFFIXES)} are read)" for p in other}}
+    return scan_label_folder(folder, settle_seconds).skipped()
 
 
 def label_files_state(folder, tasks, known: dict | None = None,
                       settle_seconds: float = LABEL_SETTLE_SECONDS) -> dict[str, dict]:
-    """File name -> its modification time and size, and the tasks it labels: what matched_catalog
-    records as used, and what the sensor compares with that to notice new, changed or deleted files.
-    A file whose stamp is in `known` is not read again (the sensor looks every minute)."""
-    state = {}
-    for path in label_files(folder, settle_seconds):
-        stamp = f"{path.stat().st_mtime_ns}:{path.stat().st_size}"
-        seen = (known or {}).get(path.name, {})
-        unchanged = seen.get("stamp") == stamp
-        state[path.name] = {"stamp": stamp, "tasks": seen["tasks"] if unchanged else tasks_in(path, tasks)}
-    return state
+    return scan_label_folder(folder, settle_seconds).state(tasks, known)
 
 
 def changed_files_and_tasks(used: dict, now: dict) -> tuple[list[str], list[str]]:
@@ -98,19 +134,7 @@ def tasks_in(path, tasks) -> list[str]:
 
 
 def read_new_labels(folder, tasks, settle_seconds: float = LABEL_SETTLE_SECONDS) -> pd.DataFrame:
-    """All complete label files, later names overriding earlier ones: object_id plus a column per task."""
-    frames = []
-    for path in label_files(folder, settle_seconds):
-        present = tasks_in(path, tasks)
-        if not present:
-            raise CatalogError(f"{path}: no label column; expected one or more of {list(tasks)}")
-        frames.append(validate_catalog(read_table(path), str(path), require_positions=False,
-                                       label_columns=tuple(present))[["object_id", *present]])
-    if not frames:
-        return pd.DataFrame({"object_id": pd.Series(dtype=str)})
-    combined = pd.concat(frames, ignore_index=True)
-    # Files in name order (so labels_10.csv comes before labels_9.csv): the last non-empty value wins.
-    return combined.groupby("object_id", sort=False).last(skipna=True).reset_index()
+    return scan_label_folder(folder, settle_seconds).read(tasks)
 
 
 def new_label_flag(task: str) -> str:

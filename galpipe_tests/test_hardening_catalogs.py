@@ -11,7 +11,7 @@ from PIL import Image
 
 from galpipe.catalogs import CatalogError, read_table, validate_catalog
 from galpipe.cutouts import validate_manifest
-from galpipe.labels import label_files, read_new_labels, settling_label_files, skipped_label_files
+from galpipe.labels import label_files, read_new_labels, scan_label_folder, settling_label_files, skipped_label_files
 from galpipe.prediction import list_cutouts
 from galpipe.sources.folder import folder_manifest, load_folder_catalog
 
@@ -115,6 +115,25 @@ def test_a_label_file_is_taken_only_once_complete(tmp_path):
     (tmp_path / "late.csv").write_text("object_id,featured\ng4,1\n")
     assert set(skipped_label_files(tmp_path)) == {"more.csv.gz", "late.csv"}
     assert "later run" in skipped_label_files(tmp_path)["late.csv"]
+
+
+
+def test_what_is_read_recorded_and_reported_comes_from_one_listing(tmp_path):
+    """matched_catalog reads the labels, records their files for the sensor and warns of the
+    skipped ones from one listing: a file that arrives or settles meanwhile is in none of the
+    three (the sensor sees it as new and a later run takes it), never read but unrecorded."""
+    (tmp_path / "a.csv").write_text("object_id,featured\ng1,1\n")
+    (tmp_path / "b.csv").write_text("object_id,featured\ng2,0\n")  # still settling when listed
+    _age(tmp_path / "a.csv")
+    listed = scan_label_folder(tmp_path)
+    _age(tmp_path / "b.csv")  # settles after the listing
+    (tmp_path / "c.csv").write_text("object_id,featured\ng3,1\n")  # arrives after it
+    _age(tmp_path / "c.csv")
+    assert listed.read(["featured"]).object_id.tolist() == ["g1"]
+    assert list(listed.state(["featured"])) == ["a.csv"] and list(listed.skipped()) == ["b.csv"]
+    again = scan_label_folder(tmp_path)
+    assert again.read(["featured"]).object_id.tolist() == ["g1", "g2", "g3"] and again.skipped() == {}
+    assert again.state(["featured"])["a.csv"] == listed.state(["featured"])["a.csv"]
 
 
 def test_a_renamed_column_that_would_clash_with_one_already_there_names_both():

@@ -12,7 +12,7 @@ from galpipe.cutouts import remove_stale_files, validate_manifest
 from galpipe.defs.metadata import as_table, image_md
 from galpipe.defs.resources import GalpipeSettings
 from galpipe.gallery import make_gallery, pick_gallery_galaxies
-from galpipe.labels import label_files_state, read_new_labels, skipped_label_files
+from galpipe.labels import LabelFolder, scan_label_folder
 from galpipe.matching import attach_cutouts, build_matched_catalog
 
 ROLES = ("source", "target")
@@ -106,11 +106,12 @@ def _manifest_metadata(manifest: pd.DataFrame, build_seconds: float, workers: in
 def matched_catalog(context: AssetExecutionContext, settings: GalpipeSettings, source_catalog: pd.DataFrame,
                     target_catalog: pd.DataFrame, target_cutouts: pd.DataFrame) -> pd.DataFrame:
     profile = settings.get_profile()
-    label_files = label_files_state(settings.labels_dir, settings.tasks)  # what the sensor compares with
-    new_labels = read_new_labels(settings.labels_dir, settings.tasks)
+    labels_folder = scan_label_folder(settings.labels_dir)  # one listing: what is read is what is recorded
+    label_files = labels_folder.state(settings.tasks)  # what the sensor compares with
+    new_labels = labels_folder.read(settings.tasks)
     table, counts = build_matched_catalog(target_catalog, source_catalog, settings.tasks,
                                           profile.match_radius_arcsec, profile.test_fraction, new_labels)
-    counts["n_label_files_skipped"] = _warn_of_skipped_label_files(context, settings.labels_dir)
+    counts["n_label_files_skipped"] = _warn_of_skipped_label_files(context, settings.labels_dir, labels_folder)
     unknown_ids = counts.pop("new_labels_unknown_ids", [])
     if unknown_ids:
         context.log.warning(f"{counts['n_new_labels_unknown_id']} new label(s) in {settings.labels_dir} name objects "
@@ -127,9 +128,9 @@ def matched_catalog(context: AssetExecutionContext, settings: GalpipeSettings, s
     return table
 
 
-def _warn_of_skipped_label_files(context, labels_dir) -> int:
+def _warn_of_skipped_label_files(context, labels_dir, labels_folder: LabelFolder) -> int:
     """Name each file of the labels folder that is not read now, and why; return how many."""
-    skipped = skipped_label_files(labels_dir)
+    skipped = labels_folder.skipped()
     for name, reason in skipped.items():
         context.log.warning(f"label file {labels_dir / name} not read: {reason}")
     return len(skipped)

@@ -9,7 +9,7 @@ from dagster._core.definitions.events import AssetKeyPartitionKey
 
 from galpipe.catalogs import CatalogError
 from galpipe.defs.resources import GalpipeSettings
-from galpipe.labels import LABEL_SETTLE_SECONDS, changed_files_and_tasks, label_files_state, settling_label_files
+from galpipe.labels import LABEL_SETTLE_SECONDS, changed_files_and_tasks, scan_label_folder
 
 FINETUNED, MATCHED = AssetKey("finetuned_models"), AssetKey("matched_catalog")
 AFTER_NEW_LABELS = [AssetKey("evaluation_table"), AssetKey("champion_evaluation")]
@@ -27,8 +27,8 @@ def new_target_labels(context, settings: GalpipeSettings):
     recorded = latest.asset_materialization.metadata.get("label_files") if latest else None
     used = recorded.value if recorded is not None else {}
     try:
-        settling = settling_label_files(settings.labels_dir)
-        now = label_files_state(settings.labels_dir, settings.tasks, known=used)
+        labels_folder = scan_label_folder(settings.labels_dir)
+        settling, now = labels_folder.settling, labels_folder.state(settings.tasks, known=used)
     except (CatalogError, OSError) as err:
         return SkipReason(f"cannot read a label file: {err}")  # tried again next tick, once it is fixed
     if settling:  # perhaps still being written; waiting also folds a batch of files into one backfill
