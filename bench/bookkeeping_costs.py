@@ -4,7 +4,8 @@ parameters, the model logged, the curves, the test metrics linked to the model, 
 plot, the registration) on a fresh SQLite store like the project's, and the Dagster run of one
 partition (`execute_in_process` of a one-asset job on a fresh SQLite instance, as `galpipe run`
 launches each partition), whose asset does nothing but log a line per run as finetune does.
-Medians over the rounds after two of warm-up; the calls alternate within each round.
+Medians over the rounds after two of warm-up; the calls alternate within each round. A run's
+total is the sum of its calls' medians.
 
     .venv/bin/python bench/bookkeeping_costs.py --out bench/results/bookkeeping_costs
 

@@ -128,6 +128,15 @@ def scored(y: np.ndarray, model, x: np.ndarray, device: str) -> dict:
             "p": [float(f"{v:.8g}") for v in p], "p_8_views": [float(f"{v:.8g}") for v in p_views]}
 
 
+def shrunk(pretrained: dict, fresh: dict, keep: float) -> dict:
+    """`keep` x the pretrained weights + (1 - keep) x a fresh initialisation (shrink and perturb,
+    Ash & Adams 2020): a network warm-started from the simulation generalised worse than one from
+    scratch as real labels grew (300 and 811 here); shrunk towards a fresh start it may keep some
+    of what the simulation taught and learn the real galaxies as a fresh one does. Batch-norm
+    statistics are mixed alike; counters are the pretrained ones."""
+    return {k: keep * v + (1 - keep) * fresh[k] if v.is_floating_point() else v for k, v in pretrained.items()}
+
+
 def fit(model, x, rows, y, seed, settings, epochs, device):
     """Train on x[rows] with 20% of them for early stopping (as galpipe's fine-tuning does)."""
     rng = np.random.default_rng(seed)
@@ -149,7 +158,10 @@ def main(argv=None) -> int:
     parser.add_argument("--learners", help="a subset, separated by ';' (the names hold commas): " + "; ".join(LEARNERS))
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--starts", default="scratch,simulation",
-                        help="scratch, simulation or both; 'scratch' alone skips the pretraining")
+                        help="scratch, simulation, shrunk (the simulation's weights shrunk towards a fresh start, "
+                             "--keep) or several; 'scratch' alone skips the pretraining")
+    parser.add_argument("--keep", type=float, default=0.5,
+                        help="for the start 'shrunk': the share of the simulation's weights kept (default 0.5)")
     parser.add_argument("--label", help="added to each learner's name, e.g. the sample's frame")
     parser.add_argument("--budgets", default=BUDGETS, help=f"label budgets, comma-separated (default {BUDGETS})")
     parser.add_argument("--merge", nargs="+", metavar=("OUT", "RESULTS"),
@@ -168,8 +180,10 @@ def main(argv=None) -> int:
         budgets = [None if b == "all" else int(b) for b in args.budgets.split(",")]
     except ValueError:
         parser.error(f"--budgets {args.budgets}: give whole numbers or 'all', separated by commas")
-    if not set(starts) <= {"scratch", "simulation"}:
-        parser.error(f"--starts {args.starts}: give scratch, simulation or both")
+    if not set(starts) <= {"scratch", "simulation", "shrunk"}:
+        parser.error(f"--starts {args.starts}: give scratch, simulation, shrunk or several of them")
+    if not 0 < args.keep < 1:
+        parser.error(f"--keep {args.keep}: give a share between 0 and 1")
     if args.export:
         export(Path(args.export), Path(args.sample))
         return 0
@@ -188,7 +202,8 @@ def main(argv=None) -> int:
         label = f"{name} ({args.label})" if args.label else name
         started = time.perf_counter()
         pretrained = {}
-        for seed in range(args.seeds) if "simulation" in starts else ():  # one pretraining per seed, as the protocol does
+        pretraining = {"simulation", "shrunk"} & set(starts)
+        for seed in range(args.seeds) if pretraining else ():  # one pretraining per seed, as the protocol does
             model = build_model(architecture, seed=seed, **arguments)
             fit(model, source_x, np.arange(len(source_y)), source_y, seed, settings, args.epochs, device)
             pretrained[seed] = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -201,8 +216,11 @@ def main(argv=None) -> int:
                     model = build_model(architecture, seed=seed, **arguments)
                     if start == "simulation":
                         model.load_state_dict(pretrained[seed])
+                    elif start == "shrunk":
+                        model.load_state_dict(shrunk(pretrained[seed], model.state_dict(), args.keep))
                     epochs = fit(model, pool_x, chosen, pool_y[chosen], seed, settings, args.epochs, device)
-                    runs.append({"learner": label, "start": start, "budget": len(chosen), "seed": seed,
+                    runs.append({"learner": label, "start": start if start != "shrunk" else f"shrunk {args.keep:g}",
+                                 "budget": len(chosen), "seed": seed,
                                  **scored(pool_y[dev_test], model, pool_x[dev_test], device), "epochs": epochs})
                     print(json.dumps({k: v for k, v in runs[-1].items() if not k.startswith("p")}), flush=True)
                     # A run cut short keeps what it did.

@@ -33,8 +33,10 @@ class LabelFolder:
     modification time and size it had when listed), those modified less than `settle_seconds`
     before, and files of another kind (neither a label file nor one in progress), never read.
     matched_catalog reads, records and reports from one listing, so a file that settles or
-    arrives meanwhile is in all three or in none (a later run takes it)."""
+    arrives meanwhile is in all three or in none (a later run takes it). A file rewritten between
+    the listing and the reading is recorded with its old stamp, so the sensor asks for it again."""
 
+    folder: Path
     complete: dict[Path, str]  # path -> its stamp, "<mtime ns>:<size>"
     settling: list[Path]
     other: list[Path]
@@ -79,7 +81,7 @@ def scan_label_folder(folder, settle_seconds: float = LABEL_SETTLE_SECONDS) -> L
     folder = Path(folder)
     complete, settling, other = {}, [], []
     if not folder.is_dir():
-        return LabelFolder(complete, settling, other, settle_seconds)
+        return LabelFolder(folder, complete, settling, other, settle_seconds)
     now = time.time()
     for path in sorted(folder.iterdir()):
         name = path.name.lower()
@@ -97,7 +99,7 @@ def scan_label_folder(folder, settle_seconds: float = LABEL_SETTLE_SECONDS) -> L
             settling.append(path)
         else:
             complete[path] = f"{stat.st_mtime_ns}:{stat.st_size}"
-    return LabelFolder(complete, settling, other, settle_seconds)
+    return LabelFolder(folder, complete, settling, other, settle_seconds)
 
 
 def label_files(folder, settle_seconds: float = LABEL_SETTLE_SECONDS) -> list[Path]:
@@ -111,11 +113,13 @@ def settling_label_files(folder, settle_seconds: float = LABEL_SETTLE_SECONDS) -
 
 
 def skipped_label_files(folder, settle_seconds: float = LABEL_SETTLE_SECONDS) -> dict[str, str]:
+    """LabelFolder.skipped of a new listing."""
     return scan_label_folder(folder, settle_seconds).skipped()
 
 
 def label_files_state(folder, tasks, known: dict | None = None,
                       settle_seconds: float = LABEL_SETTLE_SECONDS) -> dict[str, dict]:
+    """LabelFolder.state of a new listing."""
     return scan_label_folder(folder, settle_seconds).state(tasks, known)
 
 
@@ -134,6 +138,7 @@ def tasks_in(path, tasks) -> list[str]:
 
 
 def read_new_labels(folder, tasks, settle_seconds: float = LABEL_SETTLE_SECONDS) -> pd.DataFrame:
+    """LabelFolder.read of a new listing."""
     return scan_label_folder(folder, settle_seconds).read(tasks)
 
 

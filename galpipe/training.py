@@ -125,12 +125,14 @@ def image_batches(x, rows=None, batch_size: int = 64, device: str = "cpu"
     rows = np.arange(len(x)) if rows is None else np.asarray(rows)
     order = np.argsort(rows, kind="stable")
     # Consecutive rows of a writable array in memory (a batch being predicted) are sliced, not gathered into a copy:
-    # channels_last makes the one copy needed (a read-only memmap's view would go to torch unwritable).
-    sliceable = isinstance(x, np.ndarray) and not isinstance(x, np.memmap) and x.flags.writeable
+    # channels_last then makes the one copy needed, as it always copies an NCHW image stack with several
+    # channels and pixels (a read-only memmap's view would go to torch unwritable).
+    sliceable = (isinstance(x, np.ndarray) and not isinstance(x, np.memmap) and x.flags.writeable and x.ndim == 4
+                 and x.shape[1] > 1 and x.shape[2] * x.shape[3] > 1)
     for start in range(0, len(rows), batch_size):
         positions = order[start:start + batch_size]
         batch = rows[positions]
-        if sliceable and len(batch) and (np.diff(batch) == 1).all():
+        if sliceable and len(batch) and 0 <= batch[0] and batch[-1] < len(x) and (np.diff(batch) == 1).all():
             batch = slice(batch[0], batch[-1] + 1)
         yield positions, channels_last(read_rows(x, batch, device))
 

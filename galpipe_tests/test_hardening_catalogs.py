@@ -117,7 +117,6 @@ def test_a_label_file_is_taken_only_once_complete(tmp_path):
     assert "later run" in skipped_label_files(tmp_path)["late.csv"]
 
 
-
 def test_what_is_read_recorded_and_reported_comes_from_one_listing(tmp_path):
     """matched_catalog reads the labels, records their files for the sensor and warns of the
     skipped ones from one listing: a file that arrives or settles meanwhile is in none of the

@@ -23,16 +23,19 @@ from galpipe.transfer import BudgetError, LabelledSample, choose_budget, split_t
 def test_image_batches_give_the_rows_asked_for_in_any_order():
     """Consecutive rows of an array in memory are sliced rather than copied; duplicated, unsorted
     and gapped rows (and memory-mapped arrays) are gathered: each batch holds exactly x[rows]."""
-    x = np.arange(10 * 3 * 2 * 2, dtype=np.float32).reshape(10, 3, 2, 2)
-    for rows in ([2, 3, 4, 5], [3, 3, 5], [5, 1, 2, 9], list(range(10))):
-        got = np.zeros((len(rows), 3, 2, 2), np.float32)
-        for positions, images in training.image_batches(x, rows, batch_size=3):
-            got[positions] = images.numpy()
-        np.testing.assert_array_equal(got, x[rows])
-    before = x.copy()
-    [(_, images)] = training.image_batches(x, [0, 1], batch_size=8)
-    images += 1  # the batch is a copy: the array it came from is untouched
-    np.testing.assert_array_equal(x, before)
+    for shape in ((10, 3, 2, 2), (10, 1, 2, 2), (10, 3, 1, 1)):  # the last two: NCHW is channels_last already
+        x = np.arange(np.prod(shape), dtype=np.float32).reshape(shape)
+        for rows in ([2, 3, 4, 5], [3, 3, 5], [5, 1, 2, 9], list(range(10)), [-3, -2, -1]):
+            got = np.zeros((len(rows), *shape[1:]), np.float32)
+            for positions, images in training.image_batches(x, rows, batch_size=3):
+                got[positions] = images.numpy()
+            np.testing.assert_array_equal(got, x[rows])
+        with pytest.raises(IndexError):  # rows past the end are an error, not a short batch
+            list(training.image_batches(x, [9, 10]))
+        before = x.copy()
+        [(_, images)] = training.image_batches(x, [0, 1], batch_size=8)
+        images += 1  # the batch is a copy: the array it came from is untouched
+        np.testing.assert_array_equal(x, before)
 
 
 def test_ds18_is_the_published_network():

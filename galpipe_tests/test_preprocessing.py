@@ -99,7 +99,7 @@ def test_inputs_made_together_equal_inputs_made_one_by_one(tmp_path):
         stack, errors = stacked_model_inputs(read_cutouts(paths), field, mode)
         assert [type(e) for e in errors] == [type(m) if isinstance(m, CutoutError) else type(None) for m in together]
         np.testing.assert_array_equal(stack, np.stack([m for m in together if not isinstance(m, CutoutError)]))
-    # Cutouts of one shape, all usable: the stack they were normalised in.
+    # Cutouts of one shape, all usable (the stack they were normalised in is returned as it is): the same numbers.
     stack, errors = stacked_model_inputs(read_cutouts(paths[:2]), 24.0, "bands")
     assert errors == [None, None] and stack.shape == (2, 3, 69, 69)
     np.testing.assert_array_equal(stack, np.stack(model_inputs(read_cutouts(paths[:2]), 24.0, "bands")))

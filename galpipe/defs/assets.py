@@ -111,7 +111,7 @@ def matched_catalog(context: AssetExecutionContext, settings: GalpipeSettings, s
     new_labels = labels_folder.read(settings.tasks)
     table, counts = build_matched_catalog(target_catalog, source_catalog, settings.tasks,
                                           profile.match_radius_arcsec, profile.test_fraction, new_labels)
-    counts["n_label_files_skipped"] = _warn_of_skipped_label_files(context, settings.labels_dir, labels_folder)
+    counts["n_label_files_skipped"] = _warn_of_skipped_label_files(context, labels_folder)
     unknown_ids = counts.pop("new_labels_unknown_ids", [])
     if unknown_ids:
         context.log.warning(f"{counts['n_new_labels_unknown_id']} new label(s) in {settings.labels_dir} name objects "
@@ -128,11 +128,11 @@ def matched_catalog(context: AssetExecutionContext, settings: GalpipeSettings, s
     return table
 
 
-def _warn_of_skipped_label_files(context, labels_dir, labels_folder: LabelFolder) -> int:
+def _warn_of_skipped_label_files(context, labels_folder: LabelFolder) -> int:
     """Name each file of the labels folder that is not read now, and why; return how many."""
     skipped = labels_folder.skipped()
     for name, reason in skipped.items():
-        context.log.warning(f"label file {labels_dir / name} not read: {reason}")
+        context.log.warning(f"label file {labels_folder.folder / name} not read: {reason}")
     return len(skipped)
 
 
