@@ -129,11 +129,11 @@ def scored(y: np.ndarray, model, x: np.ndarray, device: str) -> dict:
 
 
 def shrunk(pretrained: dict, fresh: dict, keep: float) -> dict:
-    """`keep` x the pretrained weights + (1 - keep) x a fresh initialisation (shrink and perturb,
-    Ash & Adams 2020): a network warm-started from the simulation generalised worse than one from
-    scratch as real labels grew (300 and 811 here); shrunk towards a fresh start it may keep some
-    of what the simulation taught and learn the real galaxies as a fresh one does. Batch-norm
-    statistics are mixed alike; counters are the pretrained ones."""
+    """`keep` x the pretrained weights + (1 - keep) x `fresh`. With the seed's fresh initialisation
+    (the weights its pretraining and `scratch` start from) that is the pretraining's update scaled
+    back by `keep`: after shrink and perturb (Ash & Adams 2020), for a warm start that generalises
+    worse than a fresh one as labels grow. Batch-norm statistics are mixed alike; counters are the
+    pretrained ones."""
     return {k: keep * v + (1 - keep) * fresh[k] if v.is_floating_point() else v for k, v in pretrained.items()}
 
 
@@ -160,8 +160,9 @@ def main(argv=None) -> int:
     parser.add_argument("--starts", default="scratch,simulation",
                         help="scratch, simulation, shrunk (the simulation's weights shrunk towards a fresh start, "
                              "--keep) or several; 'scratch' alone skips the pretraining")
-    parser.add_argument("--keep", type=float, default=0.5,
-                        help="for the start 'shrunk': the share of the simulation's weights kept (default 0.5)")
+    parser.add_argument("--keep", type=float,
+                        help="for the start 'shrunk': K in [0, 1], the share of the pretraining's update kept "
+                             "(default 0.5; 0 is scratch's start, 1 the simulation's)")
     parser.add_argument("--label", help="added to each learner's name, e.g. the sample's frame")
     parser.add_argument("--budgets", default=BUDGETS, help=f"label budgets, comma-separated (default {BUDGETS})")
     parser.add_argument("--merge", nargs="+", metavar=("OUT", "RESULTS"),
@@ -182,7 +183,10 @@ def main(argv=None) -> int:
         parser.error(f"--budgets {args.budgets}: give whole numbers or 'all', separated by commas")
     if not set(starts) <= {"scratch", "simulation", "shrunk"}:
         parser.error(f"--starts {args.starts}: give scratch, simulation, shrunk or several of them")
-    if not 0 < args.keep < 1:
+    if args.keep is not None and "shrunk" not in starts:
+        parser.error("--keep is for the start 'shrunk': add it to --starts")
+    args.keep = 0.5 if args.keep is None else args.keep
+    if not 0 <= args.keep <= 1:
         parser.error(f"--keep {args.keep}: give a share between 0 and 1")
     if args.export:
         export(Path(args.export), Path(args.sample))

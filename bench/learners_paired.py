@@ -38,7 +38,8 @@ def p_text(p_value: float) -> str:
 
 
 def load(paths: list[str]) -> tuple[np.ndarray, dict]:
-    """The judged labels and {(learner, start, budget): {seed: run}} over every results file."""
+    """The judged labels and {(learner, start, budget): {seed: run}} over every results file. A run
+    in two files with the same probabilities is counted once; with different ones it is an error."""
     labels, groups = None, {}
     for path in paths:
         results = json.loads(Path(path).read_text())
@@ -51,6 +52,8 @@ def load(paths: list[str]) -> tuple[np.ndarray, dict]:
         for run in results["runs"]:
             if "p" in run:
                 by_seed = groups.setdefault((run["learner"], run["start"], run["budget"]), {})
+                if run["seed"] in by_seed and by_seed[run["seed"]]["p"] == run["p"]:
+                    continue  # one run recorded in two files (a pretraining that each file's run repeated)
                 if run["seed"] in by_seed:
                     raise SystemExit(f"{path}: {run['learner']}, {run['start']}, N={run['budget']}, seed {run['seed']} "
                                      "appears twice (in this file or an earlier one)")
