@@ -67,6 +67,16 @@ def bookkeeping_round(tracker: Tracker, model, example: np.ndarray, plot: Path, 
     return seconds
 
 
+def stand_in_plot(folder: Path) -> Path:
+    """A small PNG in place of a run's confusion-matrix plot, for log_artifact to copy."""
+    figure, axes = plt.subplots(figsize=(4, 4))
+    axes.imshow(np.eye(2))
+    plot = folder / "confusion.png"
+    figure.savefig(plot)
+    plt.close(figure)
+    return plot
+
+
 def dagster_partition_job():
     from dagster import Definitions, StaticPartitionsDefinition, asset, define_asset_job
 
@@ -94,11 +104,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="galpipe-bookkeeping-") as scratch, \
             DagsterInstance.local_temp(scratch) as instance:
         tracker = Tracker(f"sqlite:///{scratch}/mlflow.db", f"{scratch}/artifacts", "bench-bookkeeping")
-        figure, axes = plt.subplots(figsize=(4, 4))
-        axes.imshow(np.eye(2))
-        plot = Path(scratch) / "confusion.png"
-        figure.savefig(plot)
-        plt.close(figure)
+        plot = stand_in_plot(Path(scratch))
         for k in range(args.rounds + WARM_UP):
             for name, value in bookkeeping_round(tracker, model, example, plot, k).items():
                 mlflow_seconds.setdefault(name, []).append(value)

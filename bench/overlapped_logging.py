@@ -21,15 +21,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/ is not part of the package
 
-from bench.bookkeeping_costs import RUNS_PER_PARTITION, bookkeeping_round  # noqa: E402
+from bench.bookkeeping_costs import RUNS_PER_PARTITION, bookkeeping_round, stand_in_plot  # noqa: E402
 from galpipe.hardware import machine_info  # noqa: E402
 from galpipe.models import build_model  # noqa: E402
 from galpipe.tracking import Tracker  # noqa: E402
@@ -79,11 +75,7 @@ def main() -> None:
     measured = {"one after the other": [], "logged while the next run trains": []}
     with tempfile.TemporaryDirectory(prefix="galpipe-overlap-") as scratch:
         tracker = Tracker(f"sqlite:///{scratch}/mlflow.db", f"{scratch}/artifacts", "bench-overlap")
-        figure, axes = plt.subplots(figsize=(4, 4))
-        axes.imshow(np.eye(2))
-        plot = Path(scratch) / "confusion.png"
-        figure.savefig(plot)
-        plt.close(figure)
+        plot = stand_in_plot(Path(scratch))
         for k in range(args.rounds + 1):
             for name in measured:
                 measured[name].append(partition(tracker, x, y, example, plot, name != "one after the other", k))
