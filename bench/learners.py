@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from galpipe.hardware import machine_info  # noqa: E402
 from galpipe.models import build_model, count_flops  # noqa: E402
-from galpipe.training import TrainConfig, predict_proba, train_classifier  # noqa: E402
+from galpipe.training import AUGMENTATIONS, TrainConfig, predict_proba, train_classifier  # noqa: E402
 
 # name: (architecture, its arguments, TrainConfig settings)
 LEARNERS = {
@@ -163,6 +163,9 @@ def main(argv=None) -> int:
     parser.add_argument("--keep", type=float,
                         help="for the start 'shrunk': K in [0, 1], the share of the pretraining's update kept "
                              "(default 0.5; 0 is scratch's start, 1 the simulation's)")
+    parser.add_argument("--pretrain-augmentation", choices=AUGMENTATIONS,
+                        help="the simulation pretraining's augmentation, if not the learner's own "
+                             "(e.g. 'survey': the simulated survey randomised)")
     parser.add_argument("--label", help="added to each learner's name, e.g. the sample's frame")
     parser.add_argument("--budgets", default=BUDGETS, help=f"label budgets, comma-separated (default {BUDGETS})")
     parser.add_argument("--merge", nargs="+", metavar=("OUT", "RESULTS"),
@@ -209,7 +212,8 @@ def main(argv=None) -> int:
         pretraining = {"simulation", "shrunk"} & set(starts)
         for seed in range(args.seeds) if pretraining else ():  # one pretraining per seed, as the protocol does
             model = build_model(architecture, seed=seed, **arguments)
-            fit(model, source_x, np.arange(len(source_y)), source_y, seed, settings, args.epochs, device)
+            pretraining_settings = {**settings, "augmentation": args.pretrain_augmentation or settings.get("augmentation", "affine")}
+            fit(model, source_x, np.arange(len(source_y)), source_y, seed, pretraining_settings, args.epochs, device)
             pretrained[seed] = {k: v.detach().clone() for k, v in model.state_dict().items()}
             runs.append({"learner": label, "start": "simulation", "budget": 0, "seed": seed,
                          **scored(pool_y[dev_test], model, pool_x[dev_test], device)})

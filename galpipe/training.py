@@ -41,6 +41,8 @@ class TrainConfig:
     augment: bool = True
     # "affine": rotation (+-45 deg), flips, shifts, zoom. "galaxy": a galaxy has no up, so any
     # rotation; and per-band gain and noise jitter, as seeing, calibration and depth vary.
+    # "survey": "galaxy" with the survey randomised (seeing blur, stretch, colour balance, depth),
+    # for a source whose rendering differs from the target's (domain randomisation).
     augmentation: str = "affine"
     # "constant": Adam at learning_rate (the paper's), early stopping after `patience` epochs.
     # "one_cycle": AdamW with the learning rate rising to learning_rate and annealed to ~0 over
@@ -63,7 +65,7 @@ class TrainConfig:
         return asdict(self)
 
 
-AUGMENTATIONS = ("affine", "galaxy")
+AUGMENTATIONS = ("affine", "galaxy", "survey")
 SCHEDULES = ("constant", "one_cycle")
 
 
@@ -72,12 +74,13 @@ def augment_batch(x: torch.Tensor, generator: torch.Generator, augmentation: str
     drawn per image and applied to the whole batch at once with one affine_grid/grid_sample
     (torchvision's v2 transforms draw one set of parameters per call, so they would need a loop per
     image). "galaxy" then scales each band by 0.9-1.1 and adds Gaussian noise of up to 5% of the
-    image's standard deviation."""
+    image's standard deviation. "survey" randomises the survey instead (see survey_randomised)."""
     if augmentation not in AUGMENTATIONS:
         raise ValueError(f"unknown augmentation {augmentation!r}; known: {AUGMENTATIONS}")
     n = x.shape[0]
     uniform = lambda low, high: low + (high - low) * torch.rand(n, generator=generator)  # noqa: E731
-    angle = uniform(-math.pi, math.pi) if augmentation == "galaxy" else uniform(-math.pi / 4, math.pi / 4)
+    any_angle = augmentation in ("galaxy", "survey")
+    angle = uniform(-math.pi, math.pi) if any_angle else uniform(-math.pi / 4, math.pi / 4)
     zoom = uniform(0.75, 1.3)
     flip_x = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0)
     flip_y = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0)
@@ -91,7 +94,41 @@ def augment_batch(x: torch.Tensor, generator: torch.Generator, augmentation: str
         gain = 0.9 + 0.2 * torch.rand(n, x.shape[1], 1, 1, generator=generator)
         noise = torch.randn(x.shape, generator=generator) * uniform(0, 0.05).view(n, 1, 1, 1)
         x = x * gain.to(x.device) + noise.to(x.device) * x.std(dim=(1, 2, 3), keepdim=True)
+    elif augmentation == "survey":
+        x = survey_randomised(x, generator)
     return x
+
+
+# Ranges of survey_randomised, chosen wide before looking at any real image's statistics.
+SURVEY_BLUR_SIGMA_PIXELS = (0.0, 1.5)  # seeing: a Gaussian of this sigma on top of the image's own
+SURVEY_STRETCH_POWER = (0.6, 1.6)  # |x| ** p, log-uniform: linear, asinh-like or harder stretches
+SURVEY_BAND_GAIN = (1 / 1.5, 1.5)  # per band, log-uniform: another colour balance or filter set
+SURVEY_NOISE_FRACTION = (0.0, 0.15)  # Gaussian noise, as a fraction of the image's standard deviation
+
+
+def survey_randomised(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Each image as another survey might have made it: blurred by extra seeing, stretched by a
+    power, its bands scaled apart and noise added, each drawn per image. Meant for a simulated
+    source, so that a network cannot lean on the simulation's own PSF, stretch, colours or depth."""
+    n, bands = x.shape[:2]
+    draw = lambda low, high, *shape: low + (high - low) * torch.rand(n, *shape, generator=generator)  # noqa: E731
+    log_draw = lambda low, high, *shape: torch.exp(draw(math.log(low), math.log(high), *shape))  # noqa: E731
+    sigma = draw(*SURVEY_BLUR_SIGMA_PIXELS)
+    radius = math.ceil(3 * SURVEY_BLUR_SIGMA_PIXELS[1])
+    offsets = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    profile = torch.exp(-0.5 * (offsets / sigma.clamp(min=1e-3).view(n, 1)) ** 2)
+    profile = (profile / profile.sum(1, keepdim=True)).to(x.dtype).to(x.device)  # sigma 0: a delta
+    # One separable Gaussian per image, as a grouped convolution over (image, band) planes.
+    planes = x.reshape(1, n * bands, *x.shape[2:])
+    rows = profile.repeat_interleave(bands, 0).view(n * bands, 1, 1, -1)
+    planes = F.conv2d(F.pad(planes, (radius, radius, 0, 0), mode="replicate"), rows, groups=n * bands)
+    planes = F.conv2d(F.pad(planes, (0, 0, radius, radius), mode="replicate"), rows.transpose(2, 3), groups=n * bands)
+    x = planes.view_as(x)
+    power = log_draw(*SURVEY_STRETCH_POWER).view(n, 1, 1, 1).to(x.dtype).to(x.device)
+    x = x.sign() * x.abs().pow(power)
+    x = x * log_draw(*SURVEY_BAND_GAIN, bands, 1, 1).to(x.dtype).to(x.device)
+    noise = torch.randn(x.shape, generator=generator) * draw(*SURVEY_NOISE_FRACTION).view(n, 1, 1, 1)
+    return x + noise.to(x.dtype).to(x.device) * x.std(dim=(1, 2, 3), keepdim=True)
 
 
 def set_training_mode(model: nn.Module, training_mode: str) -> None:
