@@ -12,10 +12,10 @@ from galpipe.training import (
     TrainConfig,
     TrainingError,
     augment_batch,
-    survey_randomised,
     evaluate_loss,
     predict_proba,
     set_training_mode,
+    survey_randomised,
     train_classifier,
 )
 from galpipe.transfer import BudgetError, LabelledSample, choose_budget, split_train_validation
