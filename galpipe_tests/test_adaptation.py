@@ -15,6 +15,7 @@ from galpipe.adaptation import (
     adapt_batch_norm,
     contrastive_loss,
     contrastive_pretrained,
+    coral_loss,
     domain_distance,
     embeddings,
     pseudo_labels,
@@ -69,6 +70,18 @@ def test_stacked_arrays_read_rows_across_both_arrays():
     stacked = StackedArrays(a, b)
     assert len(stacked) == 5 and stacked.offset(1) == 3
     np.testing.assert_array_equal(stacked[np.array([0, 2, 2, 3, 4])], np.stack([a[0], a[2], a[2], b[0], b[1]]))
+
+
+def test_the_coral_loss_is_computed_in_fp32_under_bf16_autocast():
+    generator = torch.Generator().manual_seed(0)
+    source, target = torch.randn(64, 32, generator=generator), 1.05 * torch.randn(64, 32, generator=generator)
+    exact = coral_loss(source, target)
+    with torch.autocast("cpu", torch.bfloat16):  # as CoralAlignment.loss calls it when training in bf16
+        under_autocast = coral_loss(source.bfloat16(), target.bfloat16())
+    assert under_autocast.dtype == torch.float32
+    # Only the inputs' rounding to bf16 remains (~0.4% each); the covariances in bf16 were ~2x off.
+    assert under_autocast.item() == pytest.approx(coral_loss(source.bfloat16(), target.bfloat16()).item(), rel=1e-6)
+    assert under_autocast.item() == pytest.approx(exact.item(), rel=0.05)
 
 
 def test_adabn_moves_only_the_normalisation_and_shrinks_the_domain_distance(toy):
