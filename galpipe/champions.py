@@ -12,7 +12,7 @@ from galpipe.evaluation import binary_metrics, plot_roc_curves
 from galpipe.labels import new_label_flag
 from galpipe.tracking import Tracker, load_registered_model, model_version, with_retry
 from galpipe.training import predict_proba
-from galpipe.transfer import labelled_sample
+from galpipe.transfer import labelled_sample, require_two_classes
 
 
 def reevaluate_champions(tracker: Tracker, registered_names: dict[str, str], x,
@@ -34,6 +34,7 @@ def reevaluate_champions(tracker: Tracker, registered_names: dict[str, str], x,
         probabilities[f"p_{task}"] = predict_proba(load_registered_model(tracker.tracking_uri, uri),
                                                    x[good[test_ids].to_numpy()])
         test = labelled_sample(test_rows, inputs_index, task)
+        require_two_classes(test, f"re-evaluating the {task} champion on the target's test split")
         curves[task] = (test.label, probabilities.loc[test.object_id, f"p_{task}"].to_numpy())
         metrics = binary_metrics(*curves[task])
         flag = new_label_flag(task)

@@ -61,19 +61,28 @@ class LabelFolder:
 
     def read(self, tasks) -> pd.DataFrame:
         """All the complete label files, later names overriding earlier ones: object_id plus a column per task."""
-        frames = []
+        return self.read_reporting_unread_columns(tasks)[0]
+
+    def read_reporting_unread_columns(self, tasks) -> tuple[pd.DataFrame, dict[str, list[str]]]:
+        """read(), and per file the columns it has that are neither object_id nor a task of the
+        project (a misspelt task such as `Bar` or `edge-on`, or a task this project does not
+        have): their values are not used, so matched_catalog names them."""
+        frames, unread = [], {}
         for path in self.complete:
             table = read_table(path)
             present = [t for t in tasks if t in table.columns]
             if not present:
                 raise CatalogError(f"{path}: no label column; expected one or more of {list(tasks)}")
+            others = [str(c) for c in table.columns if c != "object_id" and c not in present]
+            if others:
+                unread[path.name] = others
             frames.append(validate_catalog(table, str(path), require_positions=False,
                                            label_columns=tuple(present))[["object_id", *present]])
         if not frames:
-            return pd.DataFrame({"object_id": pd.Series(dtype=str)})
+            return pd.DataFrame({"object_id": pd.Series(dtype=str)}), unread
         combined = pd.concat(frames, ignore_index=True)
         # Files in name order (so labels_10.csv comes before labels_9.csv): the last non-empty value wins.
-        return combined.groupby("object_id", sort=False).last(skipna=True).reset_index()
+        return combined.groupby("object_id", sort=False).last(skipna=True).reset_index(), unread
 
 
 def scan_label_folder(folder, settle_seconds: float = LABEL_SETTLE_SECONDS) -> LabelFolder:

@@ -109,9 +109,10 @@ def load_classifier(tracking_uri: str, model_uri: str) -> Classifier:
 def list_cutouts(folder: str | None = None, catalog: str | None = None, id_column: str = "object_id",
                  image_column: str = "image_path") -> pd.DataFrame:
     """object_id, path and reason of every cutout: the image files of a folder (id = file name
-    without suffix), or the rows of a CSV/Parquet catalogue (paths relative to the catalogue's
-    folder). A catalogue row whose path is empty or leads outside that folder gets path "" and the
-    reason, so it is counted as skipped and the rest go on."""
+    without suffix; its other files come with their name as id and the reason), or the rows of a
+    CSV/Parquet catalogue (paths relative to the catalogue's folder). A catalogue row whose path
+    is empty or leads outside that folder gets path "" and the reason, so it is counted as skipped
+    and the rest go on."""
     if catalog:
         table = read_table(catalog, string_columns=(id_column, image_column))
         require_rows(table, str(catalog))
@@ -132,10 +133,14 @@ def list_cutouts(folder: str | None = None, catalog: str | None = None, id_colum
     root = Path(folder)
     if not root.is_dir():
         raise FileNotFoundError(f"{folder}: no such folder")
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.name.lower().endswith(FITS_SUFFIXES + IMAGE_SUFFIXES))
+    everything = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
+    files = [p for p in everything if p.name.lower().endswith(FITS_SUFFIXES + IMAGE_SUFFIXES)]
     if not files:
         raise FileNotFoundError(f"{folder}: no FITS, JPEG or PNG files")
-    rows = []
+    # Other files (a .tif, a .fits.bz2, notes) are counted and named as skipped, not passed over;
+    # hidden ones (.DS_Store) are not a user's data.
+    rows = [(str(p.relative_to(root)), "", "not a FITS, JPEG or PNG file: not read")
+            for p in everything if not p.name.lower().endswith(FITS_SUFFIXES + IMAGE_SUFFIXES)]
     for path in files:
         if path.name.lower().endswith(STACK_SUFFIX):  # every galaxy of a stack, by its own object_id
             try:

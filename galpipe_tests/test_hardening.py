@@ -24,12 +24,14 @@ from PIL import Image
 import galpipe.hardware
 from galpipe.cli import main
 from galpipe.cutouts import CutoutError
+from galpipe.experiment.protocol import Recorder
 from galpipe.hardware import autocast
 from galpipe.models import build_model
 from galpipe.prediction import Classifier, predict_cutouts
 from galpipe.preprocessing import build_model_inputs, model_input
 from galpipe.tracking import ModelRegistryError, Tracker, fail_stale_runs, load_registered_model
 from galpipe.training import TrainConfig, _save_checkpoint, predict_proba, train_classifier
+from galpipe.transfer import LabelledSample
 
 PYTHON = sys.executable
 EXAMPLE = np.zeros((1, 3, 69, 69), np.float32)
@@ -90,7 +92,7 @@ def test_a_planted_pickle_in_a_registered_model_never_runs(tmp_path):
     uri = _register(tracker)
     weights = next(p for p in (tmp_path / "mlruns").rglob("weights.safetensors"))
     torch.save(Payload(marker), weights)
-    with pytest.raises(ModelRegistryError, match="weights"):
+    with pytest.raises(ModelRegistryError, match="weights.safetensors: cannot load the weights of compact"):
         load_registered_model(tracker.tracking_uri, uri)
     assert not marker.exists()
     torch.load(pickled, weights_only=False)  # the control: the planted file does run code when unpickled
@@ -111,7 +113,14 @@ def test_a_planted_pickle_as_a_checkpoint_never_runs(tmp_path):
 
 # 2. bf16 only where it is asked for, never in probabilities
 
-def test_probabilities_are_fp32_even_where_bf16_is_native(monkeypatch):
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_is_bf16_only_where_the_cpu_has_it(monkeypatch, native):
+    monkeypatch.setattr(galpipe.hardware, "cpu_has_native_bf16", lambda: native)  # whatever this CPU has
+    assert TrainConfig(device="cpu").precision == ("bf16" if native else "fp32")
+    assert TrainConfig(device="cpu", precision="fp32").precision == "fp32"  # an explicit choice is kept
+
+
+def test_probabilities_are_fp32_even_where_bf16_is_native(monkeypatch, tmp_path):
     monkeypatch.setattr(galpipe.hardware, "cpu_has_native_bf16", lambda: True)  # whatever this CPU has
     assert TrainConfig(device="cpu").precision == "bf16"  # training would use it
     model = build_model("compact", seed=0).eval()
@@ -120,7 +129,11 @@ def test_probabilities_are_fp32_even_where_bf16_is_native(monkeypatch):
         reference = torch.sigmoid(model(torch.from_numpy(x))).numpy()
         with autocast("cpu", "bf16"):
             quantised = torch.sigmoid(model(torch.from_numpy(x)).float()).numpy()
-    probability = predict_proba(model, x)
+    # Through the test evaluation every fine-tuning run makes, not predict_proba's own default.
+    recorder = Recorder(_tracker(tmp_path), {}, tmp_path, log=lambda line: None)
+    sample = LabelledSample(np.array([f"g{i}" for i in range(470)]), np.arange(470), np.arange(470) % 2)
+    with recorder.tracker.run("evaluation", {}, {}) as run_id:
+        probability = recorder.evaluate(run_id, model, x, sample, "test", "bf16 check")["probability"]
     np.testing.assert_allclose(probability, reference, atol=1e-5)
     # The control: bf16 outputs of an untrained model fall on a few values; fp32 keeps them apart.
     assert len(np.unique(quantised)) < 50 < len(np.unique(probability))

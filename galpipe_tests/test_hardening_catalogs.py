@@ -135,6 +135,16 @@ def test_what_is_read_recorded_and_reported_comes_from_one_listing(tmp_path):
     assert again.state(["featured"])["a.csv"] == listed.state(["featured"])["a.csv"]
 
 
+def test_label_columns_that_are_not_tasks_are_named_not_dropped_silently(tmp_path):
+    (tmp_path / "a.csv").write_text("object_id,featured,Bar,notes\ng1,1,1,clear arms\n")
+    (tmp_path / "b.csv").write_text("object_id,featured\ng2,0\n")
+    for name in ("a.csv", "b.csv"):
+        _age(tmp_path / name)
+    labels, unread = scan_label_folder(tmp_path).read_reporting_unread_columns(["featured", "bar"])
+    assert unread == {"a.csv": ["Bar", "notes"]}  # a misspelt task is not taken for `bar`
+    assert labels.columns.tolist() == ["object_id", "featured"] and labels.featured.tolist() == [1, 0]
+
+
 def test_a_renamed_column_that_would_clash_with_one_already_there_names_both():
     from galpipe.catalogs import renamed
 
@@ -159,4 +169,6 @@ def test_predict_lists_no_galaxy_without_an_id_and_refuses_a_catalogue_repeating
         list_cutouts(catalog=str(catalogue))
     (tmp_path / "more").mkdir()  # in a folder, two files of one name are told apart by their paths
     Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / "more" / "a.png")
-    assert sorted(list_cutouts(folder=str(tmp_path)).object_id) == ["a", "a", "b"]
+    listed = list_cutouts(folder=str(tmp_path))
+    assert sorted(listed.object_id[listed.reason == ""]) == ["a", "a", "b"]
+    assert listed.object_id[listed.reason != ""].tolist() == ["catalogue.csv"]  # the folder's other file, named

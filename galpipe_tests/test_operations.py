@@ -5,6 +5,7 @@ on a planted regression), and batch prediction over catalogue chunks."""
 import datetime
 import os
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -22,6 +23,7 @@ from dagster import (
 from dagster._core.definitions.events import AssetKeyPartitionKey
 from mlflow import MlflowClient
 
+from galpipe.champions import reevaluate_champions
 from galpipe.definitions import ALL_CHECKS, all_assets, build_resources
 from galpipe.defs.reevaluation import daily_reevaluation, reevaluation_job
 from galpipe.defs.resources import MlflowTracking
@@ -179,6 +181,20 @@ def test_reevaluation_logs_runs_and_fails_on_a_planted_regression(tiny_project):
     assert all(f"{other}:" not in check.description for other in {"featured", "edge_on", "bar"} - {task})
     # The accepted value is still the good model's, so the regression keeps failing until fixed.
     assert float(client.get_registered_model(name).tags["accepted_accuracy"]) == pytest.approx(accuracy, abs=1e-5)
+
+
+def test_reevaluating_on_a_test_split_of_one_class_names_the_task(tiny_project, tmp_path):
+    root, exit_code = tiny_project
+    assert exit_code == 0
+    run_dir = root / "data" / "tiny"
+    matched = pd.read_parquet(run_dir / "matched_catalog.parquet")
+    index = pd.read_parquet(run_dir / "target" / "model_inputs.parquet")
+    x = np.load(run_dir / "target" / "model_inputs_69px.npy", mmap_mode="r")
+    smooth_only = matched[(matched.split == "test") & (matched.featured == 0)]
+    tracker = Tracker(f"sqlite:///{root}/mlruns/mlflow.db", str(root / "mlruns" / "artifacts"), "galpipe-tiny")
+    with pytest.raises(ValueError, match=r"re-evaluating the featured champion on the target's test split: "
+                                         r"all \d+ galaxies have label \[0\]"):
+        reevaluate_champions(tracker, {"featured": "galpipe-tiny-featured-des"}, x, smooth_only, index, tmp_path, {})
 
 
 def test_batch_prediction_covers_every_good_target_cutout_once(tiny_project):

@@ -64,6 +64,9 @@ def test_bad_images_are_named_and_the_rest_still_classified(registry, decals_fol
     nan_cube = np.ones((3, 64, 64), np.float32)
     nan_cube[1, 5, 5] = np.nan
     write_cutout_fits(folder / "nan.fits", nan_cube, "gri", 10.0, 0.0, 0.262)
+    (folder / "notes").mkdir()
+    (folder / "notes" / "galaxy.tif").write_bytes(b"II*\x00")  # not a kind galpipe reads: named, not passed over
+    (folder / ".DS_Store").write_bytes(b"")  # hidden: not a user's data
     out = tmp_path / "morphology.csv"
 
     exit_code = _predict(registry, "--model", "models:/galpipe-ring-colour@champion", "--folder", str(folder),
@@ -73,13 +76,15 @@ def test_bad_images_are_named_and_the_rest_still_classified(registry, decals_fol
     predicted = pd.read_csv(out)
     assert sorted(predicted.object_id) == sorted(p.stem for p in good)
     failed = pd.read_csv(tmp_path / "morphology.csv.failed.csv", dtype=str, keep_default_na=False)
-    assert sorted(failed.object_id) == ["corrupt", "empty", "nan", "tiny"]
+    assert sorted(failed.object_id) == ["corrupt", "empty", "nan", "notes/galaxy.tif", "tiny"]
     reasons = dict(zip(failed.object_id, failed.reason))
     assert "corrupt" in reasons["corrupt"] and "too small" in reasons["tiny"] and "non-finite" in reasons["nan"]
+    assert reasons["notes/galaxy.tif"] == "not a FITS, JPEG or PNG file: not read"
     err = capsys.readouterr().err
     for name in ("corrupt.png", "empty.jpg", "tiny.png", "nan.fits"):
         assert f"skipped {folder / name}" in err
-    assert "wrote 12 rows" in err and "skipped 4" in err
+    assert "skipped notes/galaxy.tif: not a FITS, JPEG or PNG file" in err
+    assert "wrote 12 rows" in err and "skipped 5" in err
 
 
 def test_threads_and_reader_processes_give_the_same_catalogue_in_the_same_order(registry, decals_folder, tmp_path,

@@ -48,17 +48,27 @@ def test_every_architecture_trains_saves_and_predicts(name, toy, tmp_path):
     np.testing.assert_array_equal(predict_proba(loaded, toy["x"]), predict_proba(model, toy["x"]))
 
 
-@pytest.mark.parametrize("name", STRATEGIES.names())
-def test_every_strategy_trains_from_the_source_model(name, toy):
+def _moved(model, source, part: str) -> bool:
+    """Whether any weight of `part` ("features" or "head") differs from the source model's."""
+    mine, theirs = getattr(model, part).state_dict(), getattr(source, part).state_dict()
+    return any(not torch.equal(mine[k], theirs[k]) for k in mine if mine[k].is_floating_point())
+
+
+# Both numeric paths, on any CPU; contrastive_simulation's bf16 path is contrastive's (the slowest pair).
+@pytest.mark.parametrize(("name", "precision"), [(name, precision) for name in STRATEGIES.names()
+                                                 for precision in ("fp32", "bf16")
+                                                 if (name, precision) != ("contrastive_simulation", "bf16")])
+def test_every_strategy_trains_from_the_source_model(name, precision, toy):
     strategy = STRATEGIES.get(name)
+    settings = TrainConfig(**TOY, precision=precision)
     teacher = None
     if strategy.teacher:  # trained first, as the protocol does
         teacher_run = StrategyRun(toy["model"], toy["x"], toy["train"], toy["validation"],
-                                  STRATEGIES.get(strategy.teacher).config(TrainConfig(**TOY)), "compact")
+                                  STRATEGIES.get(strategy.teacher).config(settings), "compact")
         teacher, _, _ = STRATEGIES.get(strategy.teacher).train(teacher_run)
     label_budgets = [(toy["train"], toy["validation"])] + ([(None, None)] if strategy.runs_without_labels else [])
     for train, validation in label_budgets:
-        run = StrategyRun(toy["model"], toy["x"], train, validation, strategy.config(TrainConfig(**TOY)), "compact",
+        run = StrategyRun(toy["model"], toy["x"], train, validation, strategy.config(settings), "compact",
                           adaptation=toy["data"] if strategy.uses_unlabelled_target else None,
                           teacher=teacher if train is not None else None)
         model, history, extra = strategy.train(run)
@@ -67,6 +77,10 @@ def test_every_strategy_trains_from_the_source_model(name, toy):
         assert history or (name == "adabn" and train is None)  # AdaBN without labels trains nothing
         if strategy.uses_unlabelled_target:
             assert extra["n_unlabelled_target"] == 60
+        # It trained what it says: the head always (but AdaBN without labels), the features unless
+        # frozen (AdaBN's moved statistics count: they are in the state).
+        assert _moved(model, toy["model"], "head") == (not (name == "adabn" and train is None))
+        assert _moved(model, toy["model"], "features") == (name != "head_only")
 
 
 def test_a_strategy_that_needs_batch_norm_refuses_a_network_without(toy):

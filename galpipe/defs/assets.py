@@ -108,10 +108,14 @@ def matched_catalog(context: AssetExecutionContext, settings: GalpipeSettings, s
     profile = settings.get_profile()
     labels_folder = scan_label_folder(settings.labels_dir)  # one listing: what is read is what is recorded
     label_files = labels_folder.state(settings.tasks)  # what the sensor compares with
-    new_labels = labels_folder.read(settings.tasks)
+    new_labels, unread_columns = labels_folder.read_reporting_unread_columns(settings.tasks)
     table, counts = build_matched_catalog(target_catalog, source_catalog, settings.tasks,
                                           profile.match_radius_arcsec, profile.test_fraction, new_labels)
     counts["n_label_files_skipped"] = _warn_of_skipped_label_files(context, labels_folder)
+    for name, columns in unread_columns.items():
+        context.log.warning(f"label file {labels_folder.folder / name}: column(s) {columns} not read: neither "
+                            f"object_id nor one of the project's tasks {list(settings.tasks)}")
+    counts["n_label_columns_not_read"] = sum(len(columns) for columns in unread_columns.values())
     unknown_ids = counts.pop("new_labels_unknown_ids", [])
     if unknown_ids:
         context.log.warning(f"{counts['n_new_labels_unknown_id']} new label(s) in {settings.labels_dir} name objects "
