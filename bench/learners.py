@@ -212,8 +212,9 @@ def main(argv=None) -> int:
         pretraining = {"simulation", "shrunk"} & set(starts)
         for seed in range(args.seeds) if pretraining else ():  # one pretraining per seed, as the protocol does
             model = build_model(architecture, seed=seed, **arguments)
-            pretraining_settings = {**settings, "augmentation": args.pretrain_augmentation or settings.get("augmentation", "affine")}
-            fit(model, source_x, np.arange(len(source_y)), source_y, seed, pretraining_settings, args.epochs, device)
+            augmentation = args.pretrain_augmentation or settings.get("augmentation", "affine")
+            fit(model, source_x, np.arange(len(source_y)), source_y, seed, {**settings, "augmentation": augmentation},
+                args.epochs, device)
             pretrained[seed] = {k: v.detach().clone() for k, v in model.state_dict().items()}
             runs.append({"learner": label, "start": "simulation", "budget": 0, "seed": seed,
                          **scored(pool_y[dev_test], model, pool_x[dev_test], device)})
