@@ -57,6 +57,10 @@ class Profile:
     weight_decay: float = 0.0
     schedule: str = "constant"
     augmentation: str = "affine"
+    # The pretraining's, if not `augmentation`: "survey" randomises the simulated survey's seeing,
+    # stretch, colours and depth (galpipe.training.survey_randomised), so that the network cannot
+    # lean on the simulation's own rendering.
+    pretraining_augmentation: str = ""
     # Training's numeric precision (galpipe.hardware.PRECISIONS). "auto" trains in bf16 where the CPU
     # or GPU has it natively, so a table differs between machines with and without it (README,
     # Reproducibility); "fp32" takes the same numeric path everywhere, at some speed.

@@ -202,7 +202,7 @@ def _profile(raw: dict, name: str, path: Path) -> Profile:
     if values.get("architecture", "compact") not in ARCHITECTURES:
         raise ProjectError(f"{path}: architecture: unknown {values['architecture']!r}; known: {', '.join(ARCHITECTURES)}")
     for key, known in (("precision", PRECISIONS), ("schedule", SCHEDULES), ("augmentation", AUGMENTATIONS),
-                       ("colour_rendering", tuple(COLOUR_RENDERINGS))):
+                       ("pretraining_augmentation", ("", *AUGMENTATIONS)), ("colour_rendering", tuple(COLOUR_RENDERINGS))):
         if key in values and values[key] not in known:
             raise ProjectError(f"{path}: {key}: unknown {values[key]!r}; known: {', '.join(known)}")
     if values.get("input_mode", "bands") not in INPUT_MODES:

@@ -1,12 +1,16 @@
 """Architectures, the training loop and the transfer protocol on toy data small enough for CI."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 
 from galpipe import training
 from galpipe.evaluation import binary_metrics
+from galpipe.experiment.protocol import pretraining_config, train_config
 from galpipe.models import DS18, build_model, count_flops, count_parameters
+from galpipe.project import load_project
 from galpipe.training import (
     SCHEDULES,
     TrainConfig,
@@ -236,6 +240,15 @@ def test_survey_augmentation_blurs_stretches_recolours_and_adds_noise_per_image(
     assert 0.55 < powers.min() < 0.7 and 1.45 < powers.max() < 1.65  # the stretch's power, 0.6-1.6
     moved = augment_batch(_bar_image(400), torch.Generator().manual_seed(0), "survey")
     assert (_bar_angles_deg(moved) > 60).mean() > 0.2  # and turned any way, as "galaxy"
+
+
+def test_the_pretraining_takes_its_own_augmentation_and_fine_tuning_the_profiles():
+    profile = dataclasses.replace(load_project("tiny").profile, augmentation="galaxy", pretraining_augmentation="survey")
+    assert pretraining_config(profile, "featured", seed=1).augmentation == "survey"
+    assert pretraining_config(profile, "featured", seed=1).max_epochs == profile.pretrain_max_epochs
+    assert train_config(profile, "featured", seed=1).augmentation == "galaxy"
+    plain = dataclasses.replace(profile, pretraining_augmentation="")
+    assert pretraining_config(plain, "featured", seed=1).augmentation == "galaxy"  # "" : the profile's own
 
 
 def test_nan_loss_and_single_class_are_clear_errors():

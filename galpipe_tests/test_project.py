@@ -59,6 +59,7 @@ def test_the_shipped_projects_load_with_their_experiments_and_partitions():
     ({"batch_size": 0}, "batch_size: must be at least 1"),
     ({"precision": "fp8"}, "precision: unknown 'fp8'"),
     ({"schedule": "cosine"}, "schedule: unknown 'cosine'"),
+    ({"pretraining_augmentation": "mirror"}, "pretraining_augmentation: unknown 'mirror'"),
     ({"colour_rendering": "hubble_palette"}, "colour_rendering: unknown 'hubble_palette'"),
     ({"sky": {"n_galaxies": 10, "neighbours": "yes"}}, "sky.neighbours: expected true or false"),
     ({"sky": {"n_galaxies": 10, "merger_fraction": 1.5}}, "sky.merger_fraction: must be between 0 and 1"),

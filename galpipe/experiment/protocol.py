@@ -120,10 +120,16 @@ class Recorder:
 
 def train_config(profile: Profile, task: str, **changes) -> TrainConfig:
     weighting = "balanced" if task in profile.class_balanced_tasks else "none"
-    return TrainConfig(batch_size=profile.batch_size, patience=profile.patience, class_weighting=weighting,
-                       precision=profile.precision, learning_rate=profile.learning_rate,
-                       weight_decay=profile.weight_decay, schedule=profile.schedule,
-                       augmentation=profile.augmentation, **changes)
+    settings = {"batch_size": profile.batch_size, "patience": profile.patience, "class_weighting": weighting,
+                "precision": profile.precision, "learning_rate": profile.learning_rate,
+                "weight_decay": profile.weight_decay, "schedule": profile.schedule, "augmentation": profile.augmentation}
+    return TrainConfig(**{**settings, **changes})
+
+
+def pretraining_config(profile: Profile, task: str, seed: int) -> TrainConfig:
+    """train_config for pretraining on the source, with the profile's pretraining augmentation."""
+    return train_config(profile, task, max_epochs=profile.pretrain_max_epochs, seed=seed,
+                        augmentation=profile.pretraining_augmentation or profile.augmentation)
 
 
 def model_tags(profile: Profile, task: str, role: str, inputs: ModelInputs, **more) -> dict:
@@ -155,7 +161,7 @@ def _pretrain_seed(profile: Profile, task: str, data: TransferData, source_surve
     train, validation = data.source_sample(task)
     test = data.target_split(task, "test")
     x_source, x_target = data.source_inputs.array(), data.target_inputs.array()
-    config = train_config(profile, task, max_epochs=profile.pretrain_max_epochs, seed=seed)
+    config = pretraining_config(profile, task, seed)
     model = build_model(profile.architecture, seed=config.seed)
     params = {"task": task, "survey": source_survey, "architecture": profile.architecture, "role": "pretrained",
               "n_train": len(train), "n_validation": len(validation), "flops_per_image": count_flops(model),
