@@ -7,10 +7,12 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
+from dagster import build_asset_context
 from PIL import Image
 
 from galpipe.catalogs import CatalogError, read_table, validate_catalog
 from galpipe.cutouts import validate_manifest
+from galpipe.defs.assets import _warn_of_labels_not_read
 from galpipe.labels import label_files, read_new_labels, scan_label_folder, settling_label_files, skipped_label_files
 from galpipe.prediction import list_cutouts
 from galpipe.sources.folder import folder_manifest, load_folder_catalog
@@ -143,6 +145,10 @@ def test_label_columns_that_are_not_tasks_are_named_not_dropped_silently(tmp_pat
     labels, unread = scan_label_folder(tmp_path).read_reporting_unread_columns(["featured", "bar"])
     assert unread == {"a.csv": ["Bar", "notes"]}  # a misspelt task is not taken for `bar`
     assert labels.columns.tolist() == ["object_id", "featured"] and labels.featured.tolist() == [1, 0]
+    (tmp_path / "c.csv.gz").write_bytes(b"")  # a file of another kind: not read at all
+    with build_asset_context() as context:  # what matched_catalog warns of and counts
+        counts = _warn_of_labels_not_read(context, scan_label_folder(tmp_path), unread, ["featured", "bar"])
+    assert counts == {"n_label_files_skipped": 1, "n_label_columns_not_read": 2}
 
 
 def test_a_renamed_column_that_would_clash_with_one_already_there_names_both():

@@ -111,11 +111,7 @@ def matched_catalog(context: AssetExecutionContext, settings: GalpipeSettings, s
     new_labels, unread_columns = labels_folder.read_reporting_unread_columns(settings.tasks)
     table, counts = build_matched_catalog(target_catalog, source_catalog, settings.tasks,
                                           profile.match_radius_arcsec, profile.test_fraction, new_labels)
-    counts["n_label_files_skipped"] = _warn_of_skipped_label_files(context, labels_folder)
-    for name, columns in unread_columns.items():
-        context.log.warning(f"label file {labels_folder.folder / name}: column(s) {columns} not read: neither "
-                            f"object_id nor one of the project's tasks {list(settings.tasks)}")
-    counts["n_label_columns_not_read"] = sum(len(columns) for columns in unread_columns.values())
+    counts.update(_warn_of_labels_not_read(context, labels_folder, unread_columns, settings.tasks))
     unknown_ids = counts.pop("new_labels_unknown_ids", [])
     if unknown_ids:
         context.log.warning(f"{counts['n_new_labels_unknown_id']} new label(s) in {settings.labels_dir} name objects "
@@ -132,12 +128,17 @@ def matched_catalog(context: AssetExecutionContext, settings: GalpipeSettings, s
     return table
 
 
-def _warn_of_skipped_label_files(context, labels_folder: LabelFolder) -> int:
-    """Name each file of the labels folder that is not read now, and why; return how many."""
+def _warn_of_labels_not_read(context, labels_folder: LabelFolder, unread_columns: dict, tasks) -> dict:
+    """Name each file of the labels folder that is not read now, and why, and each column of a
+    file read that is no task; return how many of each."""
     skipped = labels_folder.skipped()
     for name, reason in skipped.items():
         context.log.warning(f"label file {labels_folder.folder / name} not read: {reason}")
-    return len(skipped)
+    for name, columns in unread_columns.items():
+        context.log.warning(f"label file {labels_folder.folder / name}: column(s) {columns} not read: neither "
+                            f"object_id nor one of the project's tasks {list(tasks)}")
+    return {"n_label_files_skipped": len(skipped),
+            "n_label_columns_not_read": sum(len(columns) for columns in unread_columns.values())}
 
 
 def project_gallery(context, candidates: pd.DataFrame, source_cutouts: pd.DataFrame, source_catalog: pd.DataFrame,
