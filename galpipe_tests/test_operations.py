@@ -30,6 +30,7 @@ from galpipe.defs.resources import MlflowTracking
 from galpipe.defs.sensors import new_target_labels
 from galpipe.labels import label_files_state
 from galpipe.tracking import Tracker, load_registered_model
+from galpipe.training import predict_proba
 
 
 def negated(model):
@@ -207,4 +208,11 @@ def test_batch_prediction_covers_every_good_target_cutout_once(tiny_project):
     manifest = pd.read_parquet(run_dir / "target" / "raw_cutouts.parquet")
     assert sorted(predicted.object_id) == sorted(manifest.object_id[manifest.status == "ok"])
     assert {"p_featured", "edge_on", "p_bar"} <= set(predicted.columns)
-    assert predicted.p_featured.between(0, 1).all()
+    # From the raw cutouts, the champion's own probabilities on the model inputs the experiment made.
+    index = pd.read_parquet(run_dir / "target" / "model_inputs.parquet")
+    rows = index[index.status == "ok"].set_index("object_id").row
+    x = np.load(run_dir / "target" / "model_inputs_69px.npy", mmap_mode="r")
+    champion = load_registered_model(f"sqlite:///{root}/mlruns/mlflow.db", "models:/galpipe-tiny-featured-des@champion")
+    both = predicted[predicted.object_id.isin(rows.index)]
+    assert len(both) > 0.9 * len(predicted)
+    np.testing.assert_allclose(both.p_featured, predict_proba(champion, x[rows[both.object_id].to_numpy()]), atol=1e-5)
