@@ -186,6 +186,8 @@ def main(argv=None) -> int:
         parser.error(f"--budgets {args.budgets}: give whole numbers or 'all', separated by commas")
     if not set(starts) <= {"scratch", "simulation", "shrunk"}:
         parser.error(f"--starts {args.starts}: give scratch, simulation, shrunk or several of them")
+    if args.pretrain_augmentation and not {"simulation", "shrunk"} & set(starts):
+        parser.error("--pretrain-augmentation is for a start from the simulation: add simulation or shrunk to --starts")
     if args.keep is not None and "shrunk" not in starts:
         parser.error("--keep is for the start 'shrunk': add it to --starts")
     args.keep = 0.5 if args.keep is None else args.keep
@@ -210,13 +212,14 @@ def main(argv=None) -> int:
         started = time.perf_counter()
         pretrained = {}
         pretraining = {"simulation", "shrunk"} & set(starts)
+        augmentation = args.pretrain_augmentation or settings.get("augmentation", "affine")  # the pretraining's
         for seed in range(args.seeds) if pretraining else ():  # one pretraining per seed, as the protocol does
             model = build_model(architecture, seed=seed, **arguments)
-            augmentation = args.pretrain_augmentation or settings.get("augmentation", "affine")
             fit(model, source_x, np.arange(len(source_y)), source_y, seed, {**settings, "augmentation": augmentation},
                 args.epochs, device)
             pretrained[seed] = {k: v.detach().clone() for k, v in model.state_dict().items()}
             runs.append({"learner": label, "start": "simulation", "budget": 0, "seed": seed,
+                         "pretraining_augmentation": augmentation,
                          **scored(pool_y[dev_test], model, pool_x[dev_test], device)})
         for budget in budgets:
             for start in starts:
@@ -230,6 +233,7 @@ def main(argv=None) -> int:
                     epochs = fit(model, pool_x, chosen, pool_y[chosen], seed, settings, args.epochs, device)
                     runs.append({"learner": label, "start": start if start != "shrunk" else f"shrunk {args.keep:g}",
                                  "budget": len(chosen), "seed": seed,
+                                 **({} if start == "scratch" else {"pretraining_augmentation": augmentation}),
                                  **scored(pool_y[dev_test], model, pool_x[dev_test], device), "epochs": epochs})
                     print(json.dumps({k: v for k, v in runs[-1].items() if not k.startswith("p")}), flush=True)
                     # A run cut short keeps what it did.

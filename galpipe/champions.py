@@ -31,10 +31,10 @@ def reevaluate_champions(tracker: Tracker, registered_names: dict[str, str], x,
     for task, name in registered_names.items():
         version = model_version(tracker.tracking_uri, f"models:/{name}@champion")
         uri = f"models:/{version.name}/{version.version}"
-        probabilities[f"p_{task}"] = predict_proba(load_registered_model(tracker.tracking_uri, uri),
-                                                   x[good[test_ids].to_numpy()])
         test = labelled_sample(test_rows, inputs_index, task)
         require_two_classes(test, f"re-evaluating the {task} champion on the target's test split")
+        probabilities[f"p_{task}"] = predict_proba(load_registered_model(tracker.tracking_uri, uri),
+                                                   x[good[test_ids].to_numpy()])
         curves[task] = (test.label, probabilities.loc[test.object_id, f"p_{task}"].to_numpy())
         metrics = binary_metrics(*curves[task])
         flag = new_label_flag(task)

@@ -133,13 +133,14 @@ def list_cutouts(folder: str | None = None, catalog: str | None = None, id_colum
     root = Path(folder)
     if not root.is_dir():
         raise FileNotFoundError(f"{folder}: no such folder")
-    everything = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
+    everything = sorted(p for p in root.rglob("*")
+                        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts))
     files = [p for p in everything if p.name.lower().endswith(FITS_SUFFIXES + IMAGE_SUFFIXES)]
     if not files:
         raise FileNotFoundError(f"{folder}: no FITS, JPEG or PNG files")
     # Other files (a .tif, a .fits.bz2, notes) are counted and named as skipped, not passed over;
-    # hidden ones (.DS_Store) are not a user's data.
-    rows = [(str(p.relative_to(root)), "", "not a FITS, JPEG or PNG file: not read")
+    # hidden ones (.DS_Store, .git/) are not a user's data.
+    rows = [(str(p), "", "not a FITS, JPEG or PNG file: not read")
             for p in everything if not p.name.lower().endswith(FITS_SUFFIXES + IMAGE_SUFFIXES)]
     for path in files:
         if path.name.lower().endswith(STACK_SUFFIX):  # every galaxy of a stack, by its own object_id

@@ -201,8 +201,10 @@ def _profile(raw: dict, name: str, path: Path) -> Profile:
             raise ProjectError(f"{path}: {key}: expected whole numbers, got {list(values[key])}")
     if values.get("architecture", "compact") not in ARCHITECTURES:
         raise ProjectError(f"{path}: architecture: unknown {values['architecture']!r}; known: {', '.join(ARCHITECTURES)}")
+    if values.get("pretraining_augmentation") in (None, ""):
+        values.pop("pretraining_augmentation", None)  # left empty: the same as `augmentation`
     for key, known in (("precision", PRECISIONS), ("schedule", SCHEDULES), ("augmentation", AUGMENTATIONS),
-                       ("pretraining_augmentation", ("", *AUGMENTATIONS)), ("colour_rendering", tuple(COLOUR_RENDERINGS))):
+                       ("pretraining_augmentation", AUGMENTATIONS), ("colour_rendering", tuple(COLOUR_RENDERINGS))):
         if key in values and values[key] not in known:
             raise ProjectError(f"{path}: {key}: unknown {values[key]!r}; known: {', '.join(known)}")
     if values.get("input_mode", "bands") not in INPUT_MODES:

@@ -41,8 +41,9 @@ class TrainConfig:
     augment: bool = True
     # "affine": rotation (+-45 deg), flips, shifts, zoom. "galaxy": a galaxy has no up, so any
     # rotation; and per-band gain and noise jitter, as seeing, calibration and depth vary.
-    # "survey": "galaxy" with the survey randomised (seeing blur, stretch, colour balance, depth),
-    # for a source whose rendering differs from the target's (domain randomisation).
+    # "survey": "galaxy"'s turns, then the survey randomised instead of its mild jitter (seeing
+    # blur, stretch, colour balance, depth), for a source rendered unlike the target (domain
+    # randomisation).
     augmentation: str = "affine"
     # "constant": Adam at learning_rate (the paper's), early stopping after `patience` epochs.
     # "one_cycle": AdamW with the learning rate rising to learning_rate and annealed to ~0 over
@@ -70,7 +71,7 @@ SCHEDULES = ("constant", "one_cycle")
 
 
 def augment_batch(x: torch.Tensor, generator: torch.Generator, augmentation: str = "affine") -> torch.Tensor:
-    """Random rotation (+-45 deg, or any angle for "galaxy"), flips, shifts (5%) and zoom (0.75-1.3),
+    """Random rotation (+-45 deg, or any angle for "galaxy" and "survey"), flips, shifts (5%) and zoom (0.75-1.3),
     drawn per image and applied to the whole batch at once with one affine_grid/grid_sample
     (torchvision's v2 transforms draw one set of parameters per call, so they would need a loop per
     image). "galaxy" then scales each band by 0.9-1.1 and adds Gaussian noise of up to 5% of the

@@ -177,4 +177,4 @@ def test_predict_lists_no_galaxy_without_an_id_and_refuses_a_catalogue_repeating
     Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / "more" / "a.png")
     listed = list_cutouts(folder=str(tmp_path))
     assert sorted(listed.object_id[listed.reason == ""]) == ["a", "a", "b"]
-    assert listed.object_id[listed.reason != ""].tolist() == ["catalogue.csv"]  # the folder's other file, named
+    assert listed.object_id[listed.reason != ""].tolist() == [str(catalogue)]  # the folder's other file, named

@@ -67,6 +67,8 @@ def test_bad_images_are_named_and_the_rest_still_classified(registry, decals_fol
     (folder / "notes").mkdir()
     (folder / "notes" / "galaxy.tif").write_bytes(b"II*\x00")  # not a kind galpipe reads: named, not passed over
     (folder / ".DS_Store").write_bytes(b"")  # hidden: not a user's data
+    (folder / ".ipynb_checkpoints").mkdir()
+    shutil.copy(good[0], folder / ".ipynb_checkpoints" / "copy.png")  # in a hidden folder: neither
     out = tmp_path / "morphology.csv"
 
     exit_code = _predict(registry, "--model", "models:/galpipe-ring-colour@champion", "--folder", str(folder),
@@ -76,14 +78,15 @@ def test_bad_images_are_named_and_the_rest_still_classified(registry, decals_fol
     predicted = pd.read_csv(out)
     assert sorted(predicted.object_id) == sorted(p.stem for p in good)
     failed = pd.read_csv(tmp_path / "morphology.csv.failed.csv", dtype=str, keep_default_na=False)
-    assert sorted(failed.object_id) == ["corrupt", "empty", "nan", "notes/galaxy.tif", "tiny"]
+    tif = str(folder / "notes" / "galaxy.tif")
+    assert sorted(failed.object_id) == sorted(["corrupt", "empty", "nan", tif, "tiny"])
     reasons = dict(zip(failed.object_id, failed.reason))
     assert "corrupt" in reasons["corrupt"] and "too small" in reasons["tiny"] and "non-finite" in reasons["nan"]
-    assert reasons["notes/galaxy.tif"] == "not a FITS, JPEG or PNG file: not read"
+    assert reasons[tif] == "not a FITS, JPEG or PNG file: not read"
     err = capsys.readouterr().err
     for name in ("corrupt.png", "empty.jpg", "tiny.png", "nan.fits"):
         assert f"skipped {folder / name}" in err
-    assert "skipped notes/galaxy.tif: not a FITS, JPEG or PNG file" in err
+    assert f"skipped {tif}: not a FITS, JPEG or PNG file" in err
     assert "wrote 12 rows" in err and "skipped 5" in err
 
 

@@ -78,6 +78,12 @@ def test_every_mistake_in_a_project_file_is_named(tmp_path, changes, message):
     assert path in str(caught.value) and message in str(caught.value)
 
 
+def test_an_empty_pretraining_augmentation_is_the_fine_tunings(tmp_path):
+    chosen = lambda value: load_project(write_project(tmp_path, "tiny", pretraining_augmentation=value))  # noqa: E731
+    assert chosen(None).profile.pretraining_augmentation == chosen("").profile.pretraining_augmentation == ""
+    assert chosen("survey").profile.pretraining_augmentation == "survey"
+
+
 def test_a_project_extends_another_and_sets_only_what_differs(tmp_path):
     # The shipped confirmation sky is `small` on another sky seed: nothing else differs.
     small, confirmation = load_project("small"), load_project("small_confirmation")
