@@ -155,6 +155,8 @@ def main(argv=None) -> int:
     parser.add_argument("--export", metavar="RUN_DIR", help="write the sample from a gz2_spirals run and stop")
     parser.add_argument("--out", default="bench/results/learners")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="seeds first-seed .. first-seed + seeds - 1 (to add seeds to a file, then --merge)")
     parser.add_argument("--learners", help="a subset, separated by ';' (the names hold commas): " + "; ".join(LEARNERS))
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--starts", default="scratch,simulation",
@@ -205,6 +207,7 @@ def main(argv=None) -> int:
     if any(b is not None and not 0 < b <= len(dev_train) for b in budgets):
         parser.error(f"--budgets {args.budgets}: each between 1 and {len(dev_train)} (or 'all')")
     names = args.learners.split(";") if args.learners else list(LEARNERS)
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
     runs = []
     for name in names:
         architecture, arguments, settings = LEARNERS[name]
@@ -213,7 +216,7 @@ def main(argv=None) -> int:
         pretrained = {}
         pretraining = {"simulation", "shrunk"} & set(starts)
         augmentation = args.pretrain_augmentation or settings.get("augmentation", "affine")  # the pretraining's
-        for seed in range(args.seeds) if pretraining else ():  # one pretraining per seed, as the protocol does
+        for seed in seeds if pretraining else ():  # one pretraining per seed, as the protocol does
             model = build_model(architecture, seed=seed, **arguments)
             fit(model, source_x, np.arange(len(source_y)), source_y, seed, {**settings, "augmentation": augmentation},
                 args.epochs, device)
@@ -223,7 +226,7 @@ def main(argv=None) -> int:
                          **scored(pool_y[dev_test], model, pool_x[dev_test], device)})
         for budget in budgets:
             for start in starts:
-                for seed in range(args.seeds):
+                for seed in seeds:
                     chosen = np.random.default_rng([seed, 7]).permutation(dev_train)[:budget]
                     model = build_model(architecture, seed=seed, **arguments)
                     if start == "simulation":
