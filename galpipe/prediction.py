@@ -109,7 +109,7 @@ def load_classifier(tracking_uri: str, model_uri: str) -> Classifier:
 def list_cutouts(folder: str | None = None, catalog: str | None = None, id_column: str = "object_id",
                  image_column: str = "image_path") -> pd.DataFrame:
     """object_id, path and reason of every cutout: the image files of a folder (id = file name
-    without suffix; its other files come with their name as id and the reason), or the rows of a
+    without suffix; its other files come with their path as id and the reason), or the rows of a
     CSV/Parquet catalogue (paths relative to the catalogue's folder). A catalogue row whose path
     is empty or leads outside that folder gets path "" and the reason, so it is counted as skipped
     and the rest go on."""
