@@ -188,7 +188,8 @@ def main(argv=None) -> int:
         parser.error(f"--budgets {args.budgets}: give whole numbers or 'all', separated by commas")
     if not set(starts) <= {"scratch", "simulation", "shrunk"}:
         parser.error(f"--starts {args.starts}: give scratch, simulation, shrunk or several of them")
-    if args.pretrain_augmentation and not {"simulation", "shrunk"} & set(starts):
+    pretraining = {"simulation", "shrunk"} & set(starts)  # the starts that need the simulation's weights
+    if args.pretrain_augmentation and not pretraining:
         parser.error("--pretrain-augmentation is for a start from the simulation: add simulation or shrunk to --starts")
     if args.keep is not None and "shrunk" not in starts:
         parser.error("--keep is for the start 'shrunk': add it to --starts")
@@ -214,7 +215,6 @@ def main(argv=None) -> int:
         label = f"{name} ({args.label})" if args.label else name
         started = time.perf_counter()
         pretrained = {}
-        pretraining = {"simulation", "shrunk"} & set(starts)
         augmentation = args.pretrain_augmentation or settings.get("augmentation", "affine")  # the pretraining's
         for seed in seeds if pretraining else ():  # one pretraining per seed, as the protocol does
             model = build_model(architecture, seed=seed, **arguments)

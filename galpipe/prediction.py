@@ -135,13 +135,14 @@ def list_cutouts(folder: str | None = None, catalog: str | None = None, id_colum
         raise FileNotFoundError(f"{folder}: no such folder")
     everything = sorted(p for p in root.rglob("*")
                         if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts))
-    files = [p for p in everything if p.name.lower().endswith(FITS_SUFFIXES + IMAGE_SUFFIXES)]
+    files, others = [], []
+    for p in everything:
+        (files if p.name.lower().endswith(FITS_SUFFIXES + IMAGE_SUFFIXES) else others).append(p)
     if not files:
         raise FileNotFoundError(f"{folder}: no FITS, JPEG or PNG files")
     # Other files (a .tif, a .fits.bz2, notes) are counted and named as skipped, not passed over;
     # hidden ones (.DS_Store, .git/) are not a user's data.
-    rows = [(str(p), "", "not a FITS, JPEG or PNG file: not read")
-            for p in everything if not p.name.lower().endswith(FITS_SUFFIXES + IMAGE_SUFFIXES)]
+    rows = [(str(p), "", "not a FITS, JPEG or PNG file: not read") for p in others]
     for path in files:
         if path.name.lower().endswith(STACK_SUFFIX):  # every galaxy of a stack, by its own object_id
             try:
