@@ -137,7 +137,7 @@ def shrunk(pretrained: dict, fresh: dict, keep: float) -> dict:
     return {k: keep * v + (1 - keep) * fresh[k] if v.is_floating_point() else v for k, v in pretrained.items()}
 
 
-def fit(model, x, rows, y, seed, settings, epochs, device):
+def fit(model, x, rows, y, seed, settings, epochs, device, objective=None):
     """Train on x[rows] with 20% of them for early stopping (as galpipe's fine-tuning does)."""
     rng = np.random.default_rng(seed)
     shuffled = rng.permutation(len(rows))
@@ -145,7 +145,7 @@ def fit(model, x, rows, y, seed, settings, epochs, device):
     val, train = shuffled[:n_val], shuffled[n_val:]
     config = TrainConfig(max_epochs=epochs, patience=10, batch_size=64, seed=seed, device=device,
                          min_steps=40, **settings)
-    history = train_classifier(model, x, rows[train], y[train], rows[val], y[val], config)
+    history = train_classifier(model, x, rows[train], y[train], rows[val], y[val], config, objective=objective)
     return len(history)
 
 
@@ -168,6 +168,9 @@ def main(argv=None) -> int:
     parser.add_argument("--pretrain-augmentation", choices=AUGMENTATIONS,
                         help="the simulation pretraining's augmentation, if not the learner's own "
                              "(e.g. 'survey': the simulated survey randomised)")
+    parser.add_argument("--fixmatch", action="store_true",
+                        help="fine-tune with FixMatch (galpipe's `fixmatch` strategy): the development training "
+                             "galaxies outside the N labelled are its unlabelled images (so not with 'all')")
     parser.add_argument("--label", help="added to each learner's name, e.g. the sample's frame")
     parser.add_argument("--budgets", default=BUDGETS, help=f"label budgets, comma-separated (default {BUDGETS})")
     parser.add_argument("--merge", nargs="+", metavar=("OUT", "RESULTS"),
@@ -196,9 +199,13 @@ def main(argv=None) -> int:
     args.keep = 0.5 if args.keep is None else args.keep
     if not 0 <= args.keep <= 1:
         parser.error(f"--keep {args.keep}: give a share between 0 and 1")
+    if args.fixmatch and None in budgets:
+        parser.error("--fixmatch needs unlabelled galaxies: give budgets below the development training part, not 'all'")
     if args.export:
         export(Path(args.export), Path(args.sample))
         return 0
+    if args.fixmatch:  # imported only here: galpipe.adaptation brings pandas, which a GPU machine may lack
+        from galpipe.adaptation import Consistency
     device = "cuda" if torch.cuda.is_available() else "cpu"
     data = np.load(args.sample)
     pool_x, pool_y = data["pool_x"].astype(np.float32) / 255, data["pool_y"]
@@ -233,10 +240,13 @@ def main(argv=None) -> int:
                         model.load_state_dict(pretrained[seed])
                     elif start == "shrunk":
                         model.load_state_dict(shrunk(pretrained[seed], model.state_dict(), args.keep))
-                    epochs = fit(model, pool_x, chosen, pool_y[chosen], seed, settings, args.epochs, device)
+                    # FixMatch's unlabelled images: the development training galaxies not among the N.
+                    objective = Consistency(np.setdiff1d(dev_train, chosen)) if args.fixmatch else None
+                    epochs = fit(model, pool_x, chosen, pool_y[chosen], seed, settings, args.epochs, device, objective)
                     runs.append({"learner": label, "start": start if start != "shrunk" else f"shrunk {args.keep:g}",
                                  "budget": len(chosen), "seed": seed,
                                  **({} if start == "scratch" else {"pretraining_augmentation": augmentation}),
+                                 **(objective.params() if objective else {}),
                                  **scored(pool_y[dev_test], model, pool_x[dev_test], device), "epochs": epochs})
                     print(json.dumps({k: v for k, v in runs[-1].items() if not k.startswith("p")}), flush=True)
                     # A run cut short keeps what it did.

@@ -13,6 +13,10 @@ Adaptation (each starts from the source-trained model):
   those pseudo-labels and the N real labels (as Khan et al. 2019 did from SDSS to DES).
 With budget 0 each is unsupervised domain adaptation.
 
+Semi-supervised (`fixmatch`, `fixmatch_simulation`): FixMatch (Sohn et al. 2020) trains on the N
+labels and, at once, teaches the network to give a strongly distorted view of an unlabelled target
+galaxy the class it is already sure of on a mildly augmented view (`Consistency`).
+
 Self-supervised (`contrastive`, `contrastive_simulation`): SimCLR (Chen et al. 2020) on the
 unlabelled target images, as Hayat et al. (2021) did for SDSS: the network learns to tell two
 augmented views of one galaxy from those of other galaxies, from a fresh start or from the source
@@ -108,6 +112,60 @@ class CoralAlignment(Objective):
             logits = model.classify(embedding[:n]).float()
             alignment = coral_loss(embedding[:n], embedding[n:])
         return F.binary_cross_entropy_with_logits(logits, target, pos_weight=step.pos_weight) + self.weight * alignment
+
+
+def erased(x: torch.Tensor, generator: torch.Generator, max_side_fraction: float = 0.5) -> torch.Tensor:
+    """Each image with a random square of it set to 0 (Cutout, DeVries & Taylor 2017, as FixMatch's
+    strong augmentation ends): a side of up to `max_side_fraction` of the image's, anywhere, clipped
+    at the edges. 0 is the sky of a normalised image."""
+    n, _, height, width = x.shape
+    side = (torch.rand(n, generator=generator) * max_side_fraction * min(height, width)).view(n, 1, 1)
+    centre_y = (torch.rand(n, generator=generator) * height).view(n, 1, 1)
+    centre_x = (torch.rand(n, generator=generator) * width).view(n, 1, 1)
+    y, x_ = torch.arange(height).view(1, -1, 1), torch.arange(width).view(1, 1, -1)
+    inside = ((y - centre_y).abs() < side / 2) & ((x_ - centre_x).abs() < side / 2)
+    return x * (~inside).unsqueeze(1).to(x.dtype).to(x.device)
+
+
+class Consistency(Objective):
+    """FixMatch (Sohn et al. 2020): cross-entropy on the labelled batch plus `weight` x the
+    cross-entropy of the network on a strongly augmented view of unlabelled target images against
+    its own prediction on a weakly augmented view, where that prediction is at least `threshold`
+    sure. Weak: the run's own augmentation (turns, flips); strong: another draw of turns and flips
+    with the survey randomised (blur, stretch, band gains, noise) and a square erased. Each step
+    draws `unlabelled_per_step` unlabelled images, whatever the labelled batch's size, so that a
+    few labels still meet the whole unlabelled set within a run; all three batches go through
+    the network together, so batch norm sees them as one."""
+
+    def __init__(self, unlabelled_rows: np.ndarray, threshold: float = 0.95, weight: float = 1.0,
+                 unlabelled_per_step: int = 128):
+        if len(unlabelled_rows) < 1:
+            raise ValueError("consistency training needs unlabelled rows")
+        if not 0.5 <= threshold < 1:
+            raise ValueError(f"threshold {threshold}: give a confidence in [0.5, 1)")
+        self.unlabelled_rows, self.threshold, self.weight = np.asarray(unlabelled_rows), threshold, weight
+        self.unlabelled_per_step = unlabelled_per_step
+
+    def params(self) -> dict:
+        return {"consistency": "fixmatch", "consistency_threshold": self.threshold, "consistency_weight": self.weight,
+                "unlabelled_per_step": self.unlabelled_per_step}
+
+    def fingerprint_arrays(self) -> list:
+        return [self.unlabelled_rows]
+
+    def loss(self, model: GalaxyClassifier, inputs: torch.Tensor, target: torch.Tensor, step: Step) -> torch.Tensor:
+        n, m = len(inputs), self.unlabelled_per_step
+        drawn = np.sort(step.rng.choice(self.unlabelled_rows, m, replace=len(self.unlabelled_rows) < m))
+        unlabelled = read_rows(step.x, drawn, step.device)
+        weak = augment_batch(unlabelled, step.generator, step.augmentation)
+        strong = erased(augment_batch(unlabelled, step.generator, "survey"), step.generator)
+        with autocast(step.device, step.precision):
+            logits = model(channels_last(torch.cat([inputs, weak, strong]))).float()
+        p_weak = torch.sigmoid(logits[n:n + m].detach())
+        confident = (torch.maximum(p_weak, 1 - p_weak) >= self.threshold).float()
+        pseudo_labelled = F.binary_cross_entropy_with_logits(logits[n + m:], (p_weak >= 0.5).float(), reduction="none")
+        return (F.binary_cross_entropy_with_logits(logits[:n], target, pos_weight=step.pos_weight)
+                + self.weight * (pseudo_labelled * confident).mean())
 
 
 def embeddings(model: GalaxyClassifier, x, rows: np.ndarray, batch_size: int = 256) -> np.ndarray:

@@ -11,6 +11,7 @@ import torch
 
 from galpipe.adaptation import (
     AdaptationData,
+    Consistency,
     StackedArrays,
     adapt_batch_norm,
     contrastive_loss,
@@ -18,13 +19,14 @@ from galpipe.adaptation import (
     coral_loss,
     domain_distance,
     embeddings,
+    erased,
     pseudo_labels,
 )
 from galpipe.evaluation import adaptation_goals, binary_metrics
 from galpipe.experiment.selections import select_for_labelling
 from galpipe.experiment.strategies import STRATEGIES, StrategyRun
 from galpipe.models import build_model
-from galpipe.training import TrainConfig, predict_proba, train_classifier
+from galpipe.training import Step, TrainConfig, predict_proba, train_classifier
 from galpipe.transfer import LabelledSample
 from galpipe_tests.test_models_training import _toy_survey
 
@@ -222,3 +224,66 @@ def test_contrastive_pretraining_learns_to_pair_views_and_is_computed_once_per_s
     torch.testing.assert_close(model.head[-1].weight, start.head[-1].weight)  # the classifier untouched
     again, same_history = contrastive_pretrained(start, x, np.arange(96), config, epochs=15, batch_size=32)
     assert same_history is history and torch.equal(again.features[0].weight, model.features[0].weight)
+
+
+def _constant_network(logit: float) -> torch.nn.Module:
+    """A real network whose every image gets `logit`, whatever the augmentation did to it."""
+    network = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 1), torch.nn.Flatten(0))
+    torch.nn.init.zeros_(network[1].weight)
+    torch.nn.init.constant_(network[1].bias, logit)
+    return network
+
+
+@pytest.mark.parametrize(("logit", "threshold", "weight", "unlabelled_term"), [
+    (0.0, 0.95, 1.0, 0.0),  # p = 0.5 on every weak view: sure of none, so no unlabelled term
+    (2.0, 0.95, 1.0, 0.0),  # p = 0.88: not sure enough
+    (2.0, 0.85, 1.0, float(torch.nn.functional.softplus(torch.tensor(-2.0)))),  # sure at 0.85
+    (4.0, 0.95, 1.0, float(torch.nn.functional.softplus(torch.tensor(-4.0)))),  # sure of class 1: -log p(1) of the strong view
+    (-4.0, 0.95, 0.5, 0.5 * float(torch.nn.functional.softplus(torch.tensor(-4.0)))),  # sure of class 0, weighted
+])
+def test_fixmatch_learns_from_the_unlabelled_views_it_is_sure_of_with_their_own_class(logit, threshold, weight,
+                                                                                    unlabelled_term):
+    """The loss is the labelled cross-entropy plus `weight` x, averaged over the unlabelled images,
+    the strong view's cross-entropy against the weak view's class where the weak view is sure. A
+    pseudo-label of the wrong sign would add about |logit| instead of softplus(-|logit|)."""
+    x = np.random.default_rng(0).normal(size=(40, 3, 8, 8)).astype(np.float32)
+    objective = Consistency(np.arange(10, 40), threshold=threshold, weight=weight, unlabelled_per_step=16)
+    step = Step(x, np.random.default_rng(1), torch.Generator().manual_seed(1), "cpu", "fp32", True, torch.tensor(1.0),
+                "galaxy")
+    target = torch.tensor([1.0, 0.0, 1.0, 1.0])
+    network = _constant_network(logit)
+    labelled = torch.nn.functional.binary_cross_entropy_with_logits(torch.full((4,), logit), target)
+    loss = objective.loss(network, torch.from_numpy(x[:4]), target, step)
+    assert loss.item() == pytest.approx(labelled.item() + unlabelled_term, rel=1e-5, abs=1e-7)
+    assert objective.params() == {"consistency": "fixmatch", "consistency_threshold": threshold,
+                                  "consistency_weight": weight, "unlabelled_per_step": 16}
+
+
+def test_fixmatch_refuses_a_threshold_that_is_no_confidence_and_an_empty_unlabelled_set():
+    with pytest.raises(ValueError, match=r"threshold 0.3: give a confidence in \[0.5, 1\)"):
+        Consistency(np.arange(5), threshold=0.3)
+    with pytest.raises(ValueError, match="needs unlabelled rows"):
+        Consistency(np.arange(0))
+
+
+def test_erasing_sets_one_square_of_up_to_half_the_side_to_zero():
+    images = torch.ones(400, 3, 20, 20)
+    out = erased(images, torch.Generator().manual_seed(0))
+    zero = out[:, 0] == 0
+    assert torch.equal(zero, (out == 0).all(dim=1))  # every band alike
+    rows, columns = zero.any(dim=2).sum(dim=1), zero.any(dim=1).sum(dim=1)
+    assert torch.equal(zero.sum(dim=(1, 2)), rows * columns)  # one axis-aligned rectangle (a square clipped at an edge)
+    assert rows.max() <= 10 and columns.max() <= 10 and (rows >= 8).any()  # sides drawn up to half the image's
+    assert ((out == 1) | (out == 0)).all() and (zero.sum(dim=(1, 2)) > 0).float().mean() > 0.8
+
+
+def test_fixmatch_leaves_the_labelled_and_validation_galaxies_out_of_its_unlabelled_images(toy):
+    labelled, validation = np.arange(0, 20), np.arange(20, 30)
+    y = toy["y_target"]
+    strategy = STRATEGIES.get("fixmatch")
+    config = TrainConfig(**TOY_TRAINING, max_epochs=1, learning_rate=1e-3)
+    _, history, extra = strategy.train(StrategyRun(toy["model"], toy["x_target"], _sample(labelled, y),
+                                                   _sample(validation, y), strategy.config(config), "compact",
+                                                   adaptation=toy["data"]))
+    assert len(history) == 1 and extra["n_unlabelled_target"] == len(TARGET_UNLABELLED) - 30
+    assert extra["fixmatch_start"] == "scratch" and STRATEGIES.get("fixmatch_simulation").from_scratch is False

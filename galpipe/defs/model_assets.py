@@ -96,10 +96,11 @@ FINETUNED = dict(group_name=MODELS_GROUP, required_resource_keys={"settings", "m
                  ins={**TRANSFER_INS,
                       "pretrained_model": AssetIn(partition_mapping=MultiToSingleDimensionPartitionMapping("task"))},
                  description="For one task and label budget: the project's strategies (full, head_only, scratch; "
-                             "and adabn, coral, self_training, which also use unlabelled target images) over its "
-                             "seeds and label selections (the same N galaxies for every strategy of a seed and "
-                             "selection), each run logged and registered in MLflow. Budget 0: the source model "
-                             "applied directly, and the strategies that need no target label.")
+                             "and adabn, coral, self_training, contrastive, fixmatch, ..., which also use "
+                             "unlabelled target images) over its seeds and label selections (the same N galaxies "
+                             "for every strategy of a seed and selection), each run logged and registered in "
+                             "MLflow. Budget 0: the source model applied directly, and the strategies that need "
+                             "no target label.")
 
 
 def finetuned_models(context: AssetExecutionContext, pretrained_model: dict, source_catalog: pd.DataFrame,

@@ -7,9 +7,10 @@ whether it runs without target labels (budget 0), and how it trains from the sou
   `scratch` (a fresh network, 1e-3); these rates scale with a project's `learning_rate`.
 - Beyond the paper (galpipe.adaptation): `adabn`, `coral`, `self_training`, which also learn from
   unlabelled target images and so run at budget 0 as unsupervised domain adaptation;
-  `self_training_scratch`, the same with the `scratch` model of the N labels as its teacher; and
+  `self_training_scratch`, the same with the `scratch` model of the N labels as its teacher;
   `contrastive` / `contrastive_simulation`, self-supervised on the unlabelled target images (from
-  a fresh network / from the source model), then fine-tuned on the N labels.
+  a fresh network / from the source model), then fine-tuned on the N labels; and `fixmatch` /
+  `fixmatch_simulation`, semi-supervised: the N labels and the unlabelled images in one training.
 
 A new strategy is a subclass of `Strategy` with a `train` method, registered as
 `STRATEGIES.register("name", MyStrategy(...))`; README, "Extending galpipe".
@@ -23,7 +24,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from galpipe.adaptation import AdaptationData, CoralAlignment, adapt_batch_norm, contrastive_pretrained, pseudo_labels
+from galpipe.adaptation import (
+    AdaptationData,
+    Consistency,
+    CoralAlignment,
+    adapt_batch_norm,
+    contrastive_pretrained,
+    pseudo_labels,
+)
 from galpipe.models import GalaxyClassifier, build_model
 from galpipe.registry import Registry
 from galpipe.training import TrainConfig, predict_proba, train_classifier
@@ -198,6 +206,29 @@ class Contrastive(Strategy):
                                 "contrastive_final_loss": round(pretraining[-1]["contrastive_loss"], 4)}
 
 
+@dataclass(frozen=True)
+class SemiSupervised(Strategy):
+    """FixMatch: every layer trained on the N labels and, in the same steps, on the unlabelled
+    target images the network is already sure of (galpipe.adaptation.Consistency), from a fresh
+    network (`from_scratch`) or from the source model. The N labelled and validation galaxies are
+    left out of the unlabelled ones."""
+
+    learning_rate: float = 1e-3
+    uses_unlabelled_target: bool = True
+    from_scratch: bool = True
+    threshold: float = 0.95
+
+    def train(self, run: StrategyRun):
+        data = run.adaptation
+        model = build_model(run.architecture, seed=run.config.seed) if self.from_scratch else copy.deepcopy(run.pretrained)
+        unlabelled = np.setdiff1d(data.unlabelled_rows, np.concatenate([run.train.row, run.validation.row]))
+        objective = Consistency(unlabelled, self.threshold)
+        history = train_classifier(model, data.x, run.train.row, run.train.label, run.validation.row,
+                                   run.validation.label, run.config, run.checkpoint_path, objective=objective)
+        return model, history, {"n_unlabelled_target": len(unlabelled),
+                                "fixmatch_start": "scratch" if self.from_scratch else "source", **objective.params()}
+
+
 def _repeated(sample: LabelledSample, times: int) -> tuple[np.ndarray, np.ndarray]:
     return np.tile(sample.row, times), np.tile(sample.label, times)
 
@@ -214,6 +245,8 @@ STRATEGIES.register("self_training", SelfTraining())
 STRATEGIES.register("self_training_scratch", SelfTraining(teacher="scratch", runs_without_labels=False))
 STRATEGIES.register("contrastive", Contrastive())
 STRATEGIES.register("contrastive_simulation", Contrastive(learning_rate=3e-4, from_scratch=False))
+STRATEGIES.register("fixmatch", SemiSupervised())
+STRATEGIES.register("fixmatch_simulation", SemiSupervised(learning_rate=3e-4, from_scratch=False))
 
 DIRECT = "direct"  # budget 0 without a strategy: the source model applied as it is
 
