@@ -6,8 +6,8 @@ Honest by construction: the learner is chosen on a development split *inside* th
 labelled pool (the pool's galaxies, split once with a fixed seed); the project's test galaxies
 are not in the sample at all, so the choice never looks at the galaxies the README reports.
 
-Needs only torch, torchvision, numpy and safetensors, so it runs on a GPU machine where galpipe's
-other dependencies are not installed. The sample is made here from a `gz2_spirals` run (the
+Needs only torch, torchvision, numpy and safetensors (and pandas with --fixmatch), so it runs on a
+GPU machine where galpipe's other dependencies are not installed. The sample is made here from a `gz2_spirals` run (the
 results in bench/results came from one with each image whole, as
 `bench/realism/gz2_spirals_whole_frame.yaml` makes; `bench/learners_real/framing_sample.py`
 makes it for other frames):
@@ -219,7 +219,8 @@ def main(argv=None) -> int:
     runs = []
     for name in names:
         architecture, arguments, settings = LEARNERS[name]
-        label = f"{name} ({args.label})" if args.label else name
+        suffix = ", ".join(filter(None, [args.label, "FixMatch" if args.fixmatch else ""]))
+        label = f"{name} ({suffix})" if suffix else name
         started = time.perf_counter()
         pretrained = {}
         augmentation = args.pretrain_augmentation or settings.get("augmentation", "affine")  # the pretraining's

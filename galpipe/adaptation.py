@@ -127,15 +127,43 @@ def erased(x: torch.Tensor, generator: torch.Generator, max_side_fraction: float
     return x * (~inside).unsqueeze(1).to(x.dtype).to(x.device)
 
 
+def weak_view(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Each image turned by a random multiple of 90 degrees and flipped or not: FixMatch's weak view,
+    here without loss (no resampling, no jitter), since a galaxy has no up or left."""
+    turns = torch.randint(0, 4, (len(x),), generator=generator)
+    flips = torch.rand(len(x), generator=generator) < 0.5
+    out = x.clone()
+    for k in range(1, 4):
+        chosen = (turns == k).to(x.device)
+        out[chosen] = torch.rot90(x[chosen], k, dims=(2, 3))
+    flips = flips.to(x.device)
+    out[flips] = out[flips].flip(3)
+    return out
+
+
+def fixmatch_loss(weak_logits: torch.Tensor, strong_logits: torch.Tensor, threshold: float,
+                  pos_weight: torch.Tensor | None = None) -> torch.Tensor:
+    """FixMatch's unlabelled term: per image, the strong view's cross-entropy against the weak
+    view's class where the weak view's probability of it is at least `threshold`, else 0; averaged
+    over every image (the sure and the unsure), as Sohn et al. do. Positives weighted as the
+    labelled term weights them (`pos_weight`), so that a rare class keeps its weight here too."""
+    p_weak = torch.sigmoid(weak_logits.detach().float())
+    sure = (torch.maximum(p_weak, 1 - p_weak) >= threshold).float()
+    pseudo = (p_weak >= 0.5).float()
+    per_image = F.binary_cross_entropy_with_logits(strong_logits.float(), pseudo, pos_weight=pos_weight, reduction="none")
+    return (per_image * sure).mean()
+
+
 class Consistency(Objective):
-    """FixMatch (Sohn et al. 2020): cross-entropy on the labelled batch plus `weight` x the
-    cross-entropy of the network on a strongly augmented view of unlabelled target images against
-    its own prediction on a weakly augmented view, where that prediction is at least `threshold`
-    sure. Weak: the run's own augmentation (turns, flips); strong: another draw of turns and flips
-    with the survey randomised (blur, stretch, band gains, noise) and a square erased. Each step
+    """FixMatch (Sohn et al. 2020): cross-entropy on the labelled batch plus `weight` x
+    fixmatch_loss on unlabelled target images: the class the network gives a weak view of each
+    (weak_view: a turn by a multiple of 90 degrees, a flip), where it is at least `threshold` sure,
+    is the label of a strong view of the same galaxy (the run's turns, flips, shifts and zoom with
+    the survey randomised: blur, stretch, band gains, noise; then a square erased). Each step
     draws `unlabelled_per_step` unlabelled images, whatever the labelled batch's size, so that a
-    few labels still meet the whole unlabelled set within a run; all three batches go through
-    the network together, so batch norm sees them as one."""
+    few labels still meet the whole unlabelled set within a run. FixMatch is made of augmentation:
+    the run's `augment` setting (for the labelled batch) does not turn it off. All three batches go
+    through the network together, so batch norm sees them as one."""
 
     def __init__(self, unlabelled_rows: np.ndarray, threshold: float = 0.95, weight: float = 1.0,
                  unlabelled_per_step: int = 128):
@@ -157,15 +185,12 @@ class Consistency(Objective):
         n, m = len(inputs), self.unlabelled_per_step
         drawn = np.sort(step.rng.choice(self.unlabelled_rows, m, replace=len(self.unlabelled_rows) < m))
         unlabelled = read_rows(step.x, drawn, step.device)
-        weak = augment_batch(unlabelled, step.generator, step.augmentation)
+        weak = weak_view(unlabelled, step.generator)
         strong = erased(augment_batch(unlabelled, step.generator, "survey"), step.generator)
         with autocast(step.device, step.precision):
             logits = model(channels_last(torch.cat([inputs, weak, strong]))).float()
-        p_weak = torch.sigmoid(logits[n:n + m].detach())
-        confident = (torch.maximum(p_weak, 1 - p_weak) >= self.threshold).float()
-        pseudo_labelled = F.binary_cross_entropy_with_logits(logits[n + m:], (p_weak >= 0.5).float(), reduction="none")
         return (F.binary_cross_entropy_with_logits(logits[:n], target, pos_weight=step.pos_weight)
-                + self.weight * (pseudo_labelled * confident).mean())
+                + self.weight * fixmatch_loss(logits[n:n + m], logits[n + m:], self.threshold, step.pos_weight))
 
 
 def embeddings(model: GalaxyClassifier, x, rows: np.ndarray, batch_size: int = 256) -> np.ndarray:
@@ -246,6 +271,11 @@ class AdaptationData:
         x = StackedArrays(x_target, x_source)
         shift = lambda s: LabelledSample(s.object_id, s.row + x.offset(1), s.label)  # noqa: E731
         return cls(x, shift(source_train), shift(source_validation), np.sort(np.asarray(unlabelled_rows)))
+
+    def unlabelled_except(self, *samples: LabelledSample | None) -> np.ndarray:
+        """The unlabelled rows without those of `samples` (a run's own labelled galaxies; None skipped)."""
+        rows = [s.row for s in samples if s is not None]
+        return np.setdiff1d(self.unlabelled_rows, np.concatenate([np.zeros(0, np.int64), *rows]))
 
 
 def contrastive_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:

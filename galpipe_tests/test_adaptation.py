@@ -20,7 +20,9 @@ from galpipe.adaptation import (
     domain_distance,
     embeddings,
     erased,
+    fixmatch_loss,
     pseudo_labels,
+    weak_view,
 )
 from galpipe.evaluation import adaptation_goals, binary_metrics
 from galpipe.experiment.selections import select_for_labelling
@@ -247,6 +249,7 @@ def test_fixmatch_learns_from_the_unlabelled_views_it_is_sure_of_with_their_own_
     the strong view's cross-entropy against the weak view's class where the weak view is sure. A
     pseudo-label of the wrong sign would add about |logit| instead of softplus(-|logit|)."""
     x = np.random.default_rng(0).normal(size=(40, 3, 8, 8)).astype(np.float32)
+    x[4:10] = np.nan  # neither labelled nor unlabelled: drawn, they would make the loss NaN
     objective = Consistency(np.arange(10, 40), threshold=threshold, weight=weight, unlabelled_per_step=16)
     step = Step(x, np.random.default_rng(1), torch.Generator().manual_seed(1), "cpu", "fp32", True, torch.tensor(1.0),
                 "galaxy")
@@ -266,6 +269,29 @@ def test_fixmatch_refuses_a_threshold_that_is_no_confidence_and_an_empty_unlabel
         Consistency(np.arange(0))
 
 
+def test_the_unlabelled_term_averages_the_sure_views_loss_over_every_image():
+    weak = torch.tensor([5.0, -5.0, 0.1, -0.2])  # sure of 1, sure of 0, unsure, unsure
+    strong = torch.tensor([1.0, 2.0, 3.0, -4.0])
+    softplus = torch.nn.functional.softplus
+    expected = (softplus(torch.tensor(-1.0)) + softplus(torch.tensor(2.0))) / 4  # -log p(1) at 1, -log p(0) at 2
+    assert fixmatch_loss(weak, strong, 0.95).item() == pytest.approx(expected.item(), rel=1e-6)
+    # Positives weighted like the labelled term's: only the pseudo-positive image's term doubles.
+    expected_weighted = (2 * softplus(torch.tensor(-1.0)) + softplus(torch.tensor(2.0))) / 4
+    assert fixmatch_loss(weak, strong, 0.95, torch.tensor(2.0)).item() == pytest.approx(expected_weighted.item(), rel=1e-6)
+
+
+def test_the_weak_view_is_one_of_the_eight_turns_and_flips_each_drawn_per_image():
+    images = torch.randn(64, 3, 9, 9)
+    out = weak_view(images, torch.Generator().manual_seed(0))
+    drawn = []
+    for image, view in zip(images, out):
+        candidates = [torch.rot90(image, k, dims=(1, 2)) for k in range(4)]
+        candidates += [c.flip(2) for c in candidates]
+        [match] = [k for k, c in enumerate(candidates) if torch.equal(c, view)]  # exactly one, pixels untouched
+        drawn.append(match)
+    assert len(set(drawn)) == 8
+
+
 def test_erasing_sets_one_square_of_up_to_half_the_side_to_zero():
     images = torch.ones(400, 3, 20, 20)
     out = erased(images, torch.Generator().manual_seed(0))
@@ -273,6 +299,9 @@ def test_erasing_sets_one_square_of_up_to_half_the_side_to_zero():
     assert torch.equal(zero, (out == 0).all(dim=1))  # every band alike
     rows, columns = zero.any(dim=2).sum(dim=1), zero.any(dim=1).sum(dim=1)
     assert torch.equal(zero.sum(dim=(1, 2)), rows * columns)  # one axis-aligned rectangle (a square clipped at an edge)
+    inner = ~(zero[:, 0].any(1) | zero[:, -1].any(1) | zero[:, :, 0].any(1) | zero[:, :, -1].any(1))
+    # Away from the edges, a square: its centre falls between pixels, so its sides on the grid differ by at most one.
+    assert inner.sum() > 100 and (rows[inner] - columns[inner]).abs().max() <= 1
     assert rows.max() <= 10 and columns.max() <= 10 and (rows >= 8).any()  # sides drawn up to half the image's
     assert ((out == 1) | (out == 0)).all() and (zero.sum(dim=(1, 2)) > 0).float().mean() > 0.8
 
@@ -285,5 +314,27 @@ def test_fixmatch_leaves_the_labelled_and_validation_galaxies_out_of_its_unlabel
     _, history, extra = strategy.train(StrategyRun(toy["model"], toy["x_target"], _sample(labelled, y),
                                                    _sample(validation, y), strategy.config(config), "compact",
                                                    adaptation=toy["data"]))
-    assert len(history) == 1 and extra["n_unlabelled_target"] == len(TARGET_UNLABELLED) - 30
+    assert len(history) == 1 and extra["n_unlabelled_target"] == len(TARGET_UNLABELLED)
+    assert extra["n_unlabelled_used"] == len(TARGET_UNLABELLED) - 30
     assert extra["fixmatch_start"] == "scratch" and STRATEGIES.get("fixmatch_simulation").from_scratch is False
+
+
+def test_fixmatch_training_resumes_from_its_checkpoint_with_the_same_unlabelled_draws(tmp_path):
+    """The objective's draws come from the run's generators, which the checkpoint keeps."""
+    x, y = _toy_survey(100, np.random.default_rng(1))
+    args = (x, np.arange(60), y[:60], np.arange(60, 80), y[60:80])
+    config = TrainConfig(max_epochs=3, patience=5, batch_size=32, seed=2, device="cpu", precision="fp32")
+    objective = lambda: Consistency(np.arange(80, 100), threshold=0.6, unlabelled_per_step=8)  # noqa: E731
+    straight = train_classifier(build_model("compact", seed=0), *args, config, objective=objective())
+
+    def stop_after_first(record):
+        if record["epoch"] == 0:
+            raise KeyboardInterrupt
+
+    checkpoint = tmp_path / "run.pt"
+    with pytest.raises(KeyboardInterrupt):
+        train_classifier(build_model("compact", seed=0), *args, config, checkpoint, on_epoch=stop_after_first,
+                         objective=objective(), checkpoint_every_s=0)
+    resumed = train_classifier(build_model("compact", seed=99), *args, config, checkpoint, objective=objective())
+    losses = lambda history: [(r["train_loss"], r["val_loss"]) for r in history]  # noqa: E731
+    np.testing.assert_allclose(losses(resumed), losses(straight), rtol=1e-5)

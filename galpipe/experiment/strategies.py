@@ -168,8 +168,7 @@ class SelfTraining(Strategy):
         if run.teacher is None and model.batch_norm_layers():
             adapt_batch_norm(model, data.x, data.unlabelled_rows)  # without labels, AdaBN is the best teacher
         validation = run.validation if run.validation is not None else data.source_validation
-        used = np.concatenate([s.row for s in (run.train, validation) if s is not None])
-        candidates = np.setdiff1d(data.unlabelled_rows, used)
+        candidates = data.unlabelled_except(run.train, validation)
         chosen, pseudo = pseudo_labels(predict_proba(model, data.x[candidates]))
         rows, labels = candidates[chosen], pseudo
         if run.train is not None:  # the real labels keep about a quarter of the weight
@@ -221,11 +220,11 @@ class SemiSupervised(Strategy):
     def train(self, run: StrategyRun):
         data = run.adaptation
         model = build_model(run.architecture, seed=run.config.seed) if self.from_scratch else copy.deepcopy(run.pretrained)
-        unlabelled = np.setdiff1d(data.unlabelled_rows, np.concatenate([run.train.row, run.validation.row]))
-        objective = Consistency(unlabelled, self.threshold)
+        objective = Consistency(data.unlabelled_except(run.train, run.validation), self.threshold)
         history = train_classifier(model, data.x, run.train.row, run.train.label, run.validation.row,
                                    run.validation.label, run.config, run.checkpoint_path, objective=objective)
-        return model, history, {"n_unlabelled_target": len(unlabelled),
+        return model, history, {"n_unlabelled_target": len(data.unlabelled_rows),
+                                "n_unlabelled_used": len(objective.unlabelled_rows),
                                 "fixmatch_start": "scratch" if self.from_scratch else "source", **objective.params()}
 
 
