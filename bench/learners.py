@@ -7,8 +7,8 @@ labelled pool (the pool's galaxies, split once with a fixed seed); the project's
 are not in the sample at all, so the choice never looks at the galaxies the README reports.
 
 Needs only torch, torchvision, numpy and safetensors (and pandas with --fixmatch), so it runs on a
-GPU machine where galpipe's other dependencies are not installed. The sample is made here from a `gz2_spirals` run (the
-results in bench/results came from one with each image whole, as
+GPU machine where galpipe's other dependencies are not installed. The sample is made here from a
+`gz2_spirals` run (the results in bench/results came from one with each image whole, as
 `bench/realism/gz2_spirals_whole_frame.yaml` makes; `bench/learners_real/framing_sample.py`
 makes it for other frames):
 

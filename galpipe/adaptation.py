@@ -15,7 +15,7 @@ With budget 0 each is unsupervised domain adaptation.
 
 Semi-supervised (`fixmatch`, `fixmatch_simulation`): FixMatch (Sohn et al. 2020) trains on the N
 labels and, at once, teaches the network to give a strongly distorted view of an unlabelled target
-galaxy the class it is already sure of on a mildly augmented view (`Consistency`).
+galaxy the class it is already sure of on a weak view, the galaxy turned and flipped (`Consistency`).
 
 Self-supervised (`contrastive`, `contrastive_simulation`): SimCLR (Chen et al. 2020) on the
 unlabelled target images, as Hayat et al. (2021) did for SDSS: the network learns to tell two
@@ -158,8 +158,8 @@ class Consistency(Objective):
     """FixMatch (Sohn et al. 2020): cross-entropy on the labelled batch plus `weight` x
     fixmatch_loss on unlabelled target images: the class the network gives a weak view of each
     (weak_view: a turn by a multiple of 90 degrees, a flip), where it is at least `threshold` sure,
-    is the label of a strong view of the same galaxy (the run's turns, flips, shifts and zoom with
-    the survey randomised: blur, stretch, band gains, noise; then a square erased). Each step
+    is the label of a strong view of the same galaxy (any turn, flips, shifts and zoom, with the
+    survey randomised: blur, stretch, band gains, noise; then a square erased). Each step
     draws `unlabelled_per_step` unlabelled images, whatever the labelled batch's size, so that a
     few labels still meet the whole unlabelled set within a run. FixMatch is made of augmentation:
     the run's `augment` setting (for the labelled batch) does not turn it off. All three batches go
