@@ -30,7 +30,7 @@ from galpipe.experiment.strategies import STRATEGIES, StrategyRun
 from galpipe.models import build_model
 from galpipe.training import Step, TrainConfig, predict_proba, train_classifier
 from galpipe.transfer import LabelledSample
-from galpipe_tests.test_models_training import _toy_survey
+from galpipe_tests.test_models_training import _toy_survey, straight_and_resumed
 
 SOURCE_TRAIN, SOURCE_VALIDATION = np.arange(340), np.arange(340, 400)
 # No augmentation on the toy: its zoomed-out images get zero borders unlike its noisy sky, and the
@@ -321,20 +321,6 @@ def test_fixmatch_leaves_the_labelled_and_validation_galaxies_out_of_its_unlabel
 
 def test_fixmatch_training_resumes_from_its_checkpoint_with_the_same_unlabelled_draws(tmp_path):
     """The objective's draws come from the run's generators, which the checkpoint keeps."""
-    x, y = _toy_survey(100, np.random.default_rng(1))
-    args = (x, np.arange(60), y[:60], np.arange(60, 80), y[60:80])
     config = TrainConfig(max_epochs=3, patience=5, batch_size=32, seed=2, device="cpu", precision="fp32")
-    objective = lambda: Consistency(np.arange(80, 100), threshold=0.6, unlabelled_per_step=8)  # noqa: E731
-    straight = train_classifier(build_model("compact", seed=0), *args, config, objective=objective())
-
-    def stop_after_first(record):
-        if record["epoch"] == 0:
-            raise KeyboardInterrupt
-
-    checkpoint = tmp_path / "run.pt"
-    with pytest.raises(KeyboardInterrupt):
-        train_classifier(build_model("compact", seed=0), *args, config, checkpoint, on_epoch=stop_after_first,
-                         objective=objective(), checkpoint_every_s=0)
-    resumed = train_classifier(build_model("compact", seed=99), *args, config, checkpoint, objective=objective())
-    losses = lambda history: [(r["train_loss"], r["val_loss"]) for r in history]  # noqa: E731
-    np.testing.assert_allclose(losses(resumed), losses(straight), rtol=1e-5)
+    straight_and_resumed(tmp_path, config, lambda: Consistency(np.arange(60, 80), threshold=0.6, unlabelled_per_step=8),
+                         labelled=60)

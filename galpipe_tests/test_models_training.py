@@ -104,11 +104,18 @@ def test_same_seed_same_model_and_metrics(precision):
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 @pytest.mark.parametrize("schedule", SCHEDULES)
 def test_interrupted_training_resumes_from_its_checkpoint(tmp_path, schedule, precision):
-    x, y = _toy_survey(100, np.random.default_rng(1))
-    args = (x, np.arange(80), y[:80], np.arange(80, 100), y[80:])
     config = TrainConfig(max_epochs=3, patience=5, batch_size=32, seed=2, device="cpu", schedule=schedule,
                          precision=precision)
-    straight = train_classifier(build_model("compact", seed=0), *args, config)
+    straight_and_resumed(tmp_path, config)
+
+
+def straight_and_resumed(tmp_path, config: TrainConfig, objective=lambda: None, labelled: int = 80) -> None:
+    """A run straight through, and the same run stopped after its first epoch and resumed from its
+    checkpoint into a network of other weights: the same losses, epoch by epoch. `objective` makes
+    a fresh Objective for each (None: cross-entropy); rows from `labelled` to 79 are left unlabelled."""
+    x, y = _toy_survey(100, np.random.default_rng(1))
+    args = (x, np.arange(labelled), y[:labelled], np.arange(80, 100), y[80:])
+    straight = train_classifier(build_model("compact", seed=0), *args, config, objective=objective())
 
     def stop_after_first(record):
         if record["epoch"] == 0:
@@ -117,9 +124,10 @@ def test_interrupted_training_resumes_from_its_checkpoint(tmp_path, schedule, pr
     checkpoint = tmp_path / "run.pt"
     with pytest.raises(KeyboardInterrupt):
         train_classifier(build_model("compact", seed=0), *args, config, checkpoint, on_epoch=stop_after_first,
-                         checkpoint_every_s=0)
+                         checkpoint_every_s=0, objective=objective())
     assert checkpoint.is_file()
-    resumed = train_classifier(build_model("compact", seed=99), *args, config, checkpoint)  # weights come from the checkpoint
+    # The weights come from the checkpoint.
+    resumed = train_classifier(build_model("compact", seed=99), *args, config, checkpoint, objective=objective())
     assert [r["epoch"] for r in resumed] == [0, 1, 2]
     losses = lambda history: [(r["train_loss"], r["val_loss"]) for r in history]  # noqa: E731
     np.testing.assert_allclose(losses(resumed), losses(straight), rtol=1e-5)
