@@ -1,0 +1,89 @@
+"""Two `galpipe run`s of one sky compared on the same test galaxies: per task, label budget,
+strategy and selection that both ran, run B's accuracy (and ROC AUC) against run A's, with the
+paired bootstrap over the test galaxies (galpipe.statistics.paired_bootstrap: the seeds both ran
+averaged, each resample the same galaxies for every seed). For a change that is a project setting
+(e.g. `pretraining_augmentation`), where the two runs' evaluation tables alone give no interval.
+
+    .venv/bin/python bench/runs_paired.py RUN_A/data/small RUN_B/data/small --out bench/results/NAME.md
+
+Refuses runs whose test galaxies differ (another sky, split or labels).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/ is not part of the package
+
+from galpipe.statistics import paired_bootstrap  # noqa: E402
+
+KEYS = ["task", "label_budget", "strategy", "selection"]
+N_BOOTSTRAP = 10_000  # as bench/learners_paired.py: p down to 0.0002
+
+
+def runs(data_dir: Path) -> pd.DataFrame:
+    """Every run of the finetuned_models partitions of a project's data folder, one row each."""
+    files = sorted((data_dir / "finetuned_models").glob("*.parquet"))
+    if not files:
+        sys.exit(f"{data_dir}: no finetuned_models partitions (give a project's data folder, e.g. RUN/data/small)")
+    return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+
+
+def compared(a: pd.DataFrame, b: pd.DataFrame) -> list[dict]:
+    rows = []
+    for key, group_a in a.groupby(KEYS, sort=False):
+        group_b = b.set_index(KEYS).loc[[key]].reset_index() if key in b.set_index(KEYS).index else None
+        if group_b is None:
+            continue
+        seeds = sorted(set(group_a.seed) & set(group_b.seed))
+        pick = lambda g: g.set_index("seed").loc[seeds]  # noqa: E731
+        ga, gb = pick(group_a), pick(group_b)
+        ids, labels = list(ga.test_object_ids.iloc[0]), np.asarray(ga.test_labels.iloc[0])
+        if any(list(i) != ids for i in [*ga.test_object_ids, *gb.test_object_ids]):
+            sys.exit(f"{key}: the two runs' test galaxies differ; compare runs of one sky and split")
+        p_a, p_b = np.stack(ga.test_probabilities.to_numpy()), np.stack(gb.test_probabilities.to_numpy())
+        accuracy = paired_bootstrap(labels, p_b, p_a, "accuracy", n_bootstrap=N_BOOTSTRAP)
+        auc = paired_bootstrap(labels, p_b, p_a, "roc_auc", n_bootstrap=N_BOOTSTRAP)
+        rows.append({**dict(zip(KEYS, key)), "seeds": len(seeds), "accuracy_a": ga.accuracy.mean(),
+                     "accuracy_b": gb.accuracy.mean(), "accuracy": accuracy, "roc_auc_a": ga.roc_auc.mean(),
+                     "roc_auc_b": gb.roc_auc.mean(), "roc_auc": auc})
+    return rows
+
+
+def markdown(rows: list[dict], a: str, b: str) -> str:
+    lines = [f"A: `{a}`; B: `{b}`. Accuracy (ROC AUC) averaged over the seeds both ran; B - A with its paired "
+             "bootstrap 95% interval and p over the test galaxies.", "",
+             "| task | N | strategy | selection | seeds | A | B | B - A, accuracy | B - A, ROC AUC |",
+             "|---|---|---|---|---|---|---|---|---|"]
+
+    def cell(d: dict) -> str:
+        p = f"p = {d['p_value']:.2g}" if d["p_value"] > 0 else f"p < {2 / N_BOOTSTRAP:g}"
+        return f"{d['difference']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}], {p}"
+
+    for r in sorted(rows, key=lambda r: (r["task"], int(r["label_budget"]) if str(r["label_budget"]).isdigit() else 10**9,
+                                         r["strategy"])):
+        lines.append(f"| {r['task']} | {r['label_budget']} | {r['strategy']} | {r['selection']} | {r['seeds']} | "
+                     f"{r['accuracy_a']:.3f} ({r['roc_auc_a']:.3f}) | {r['accuracy_b']:.3f} ({r['roc_auc_b']:.3f}) | "
+                     f"{cell(r['accuracy'])} | {cell(r['roc_auc'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("run_a", type=Path, help="the baseline run's data folder")
+    parser.add_argument("run_b", type=Path, help="the other run's data folder")
+    parser.add_argument("--out", help="also write the table here (.md)")
+    args = parser.parse_args()
+    text = markdown(compared(runs(args.run_a), runs(args.run_b)), str(args.run_a), str(args.run_b))
+    if args.out:
+        Path(args.out).write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
