@@ -43,8 +43,7 @@ def compared(a: pd.DataFrame, b: pd.DataFrame) -> tuple[list[dict], list[str]]:
     """The compared rows, and what could not be compared (a group in one run only, no seed in common)."""
     rows, left_out = [], []
     groups_b = dict(tuple(b.groupby(KEYS, sort=False)))
-    for key in sorted(set(groups_b) - set(dict(tuple(a.groupby(KEYS, sort=False))))):
-        left_out.append(f"{key}: in run B only")
+    left_out += [f"{key}: in run B only" for key in sorted(set(groups_b) - set(a.groupby(KEYS).groups))]
     for key, group_a in a.groupby(KEYS, sort=False):
         group_b = groups_b.get(key)
         seeds = sorted(set(group_a.seed) & set(group_b.seed)) if group_b is not None else []
