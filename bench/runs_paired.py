@@ -20,11 +20,11 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/ is not part of the package
 
+from bench.learners_paired import N_BOOTSTRAP, p_text  # noqa: E402
 from galpipe.evaluation import with_selection  # noqa: E402
 from galpipe.statistics import paired_bootstrap  # noqa: E402
 
 KEYS = ["task", "label_budget", "strategy", "selection"]
-N_BOOTSTRAP = 10_000  # as bench/learners_paired.py: p down to 0.0002
 
 
 def runs(data_dir: Path) -> pd.DataFrame:
@@ -72,8 +72,7 @@ def markdown(rows: list[dict], left_out: list[str], a: str, b: str) -> str:
              "|---|---|---|---|---|---|---|---|---|"]
 
     def cell(d: dict) -> str:
-        p = f"p = {d['p_value']:.2g}" if d["p_value"] > 0 else f"p < {2 / N_BOOTSTRAP:g}"
-        return f"{d['difference']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}], {p}"
+        return f"{d['difference']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}], {p_text(d['p_value'])}"
 
     for r in sorted(rows, key=lambda r: (r["task"], int(r["label_budget"]) if str(r["label_budget"]).isdigit() else 10**9,
                                          r["strategy"])):
