@@ -118,8 +118,8 @@ def code_location(instance):
         yield workspace, location
 
 
-def submit(instance, workspace, location, step: Step, defs, run_config: dict) -> str:
-    """Queue one run of `step`; returns its run id."""
+def create(instance, location, step: Step, defs, run_config: dict) -> str:
+    """Create (not yet queue) one run of `step`; returns its run id."""
     from dagster._cli.job import _create_run
 
     (repository,) = location.get_repositories().values()
@@ -130,7 +130,6 @@ def submit(instance, workspace, location, step: Step, defs, run_config: dict) ->
         tags.update(partitions.get_tags_for_partition_key(step.partition))
     run = _create_run(instance=instance, code_location=location, remote_repo=repository, remote_job=remote_job,
                       run_config=run_config, tags=tags, op_selection=None, run_id=None)
-    instance.submit_run(run.run_id, workspace)
     return run.run_id
 
 
@@ -148,6 +147,7 @@ def run_steps(instance, defs, steps: list[Step], workers: int, run_config: dict,
     with dagster_daemon(instance, threads_per_run(workers), log_path), code_location(instance) as (workspace, location):
         try:
             while waiting or running:
+                ready = {}
                 for step in list(waiting):
                     if any(label in done and not done[label]["ok"] for label in step.needs):
                         waiting.remove(step)
@@ -155,8 +155,12 @@ def run_steps(instance, defs, steps: list[Step], workers: int, run_config: dict,
                         report(step, done[step.label])
                     elif all(label in done for label in (*step.needs, *step.after)):
                         waiting.remove(step)
-                        run_id = submit(instance, workspace, location, step, defs, run_config)
-                        running[run_id], submitted_at[run_id] = step, time.time()
+                        ready[create(instance, location, step, defs, run_config)] = step
+                # Creating a run takes a while (its job's snapshot); queueing it is instant. Runs that
+                # became ready together are queued together, so the daemon's next pass starts them all.
+                for run_id, step in ready.items():
+                    instance.submit_run(run_id, workspace)
+                    running[run_id], submitted_at[run_id] = step, time.time()
                 time.sleep(POLL_SECONDS)
                 records = {run_id: instance.get_run_record_by_id(run_id) for run_id in running}
                 if not warned and records and all(r.dagster_run.status == DagsterRunStatus.QUEUED for r in records.values()) \

@@ -152,6 +152,7 @@ storage:
       scheme: postgresql+psycopg2
 run_queue:
   max_concurrent_runs: 2
+  dequeue_interval_seconds: 1  # a run queued just after the daemon's pass waits 1 s, not 5
 """)
     done = run_galpipe(parallel, ["run", "--config", project, "--workers", "2"], MLFLOW_TRACKING_URI=mlflow_server)
     output = done.stdout + done.stderr
@@ -169,7 +170,9 @@ run_queue:
         os.environ.pop("DAGSTER_HOME")
     assert len(records) == 2 and all(r.dagster_run.is_success for r in records)
     (first, second) = sorted(records, key=lambda r: r.start_time)
-    assert second.start_time < first.end_time, "the two fine-tuning runs did not run at the same time"
+    assert second.start_time < first.end_time, \
+        f"the two fine-tuning runs did not run at the same time: {first.start_time:.1f}-{first.end_time:.1f}, " \
+        f"then {second.start_time:.1f}-{second.end_time:.1f} (epoch s)"
 
     # The same numbers as one after another, from the MLflow server's store on PostgreSQL.
     tables = [pd.read_parquet(next(f.glob("data/*/evaluation_table.parquet"))) for f in (sequential, parallel)]
