@@ -15,8 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
-import torch.nn.functional as F
 from astropy.visualization import make_lupton_rgb
 from PIL import Image
 from tqdm import tqdm
@@ -25,6 +23,7 @@ from galpipe.cutouts import COLOUR_BANDS, Cutout, CutoutError, read_cutout, read
 from galpipe.files import atomic_write
 from galpipe.framing import CentralFraction, ModelField
 from galpipe.registry import Registry
+from galpipe.resampling import resample_into
 
 MODEL_INPUT_PIXELS = 69
 NANOMAGGY_ZEROPOINT_MAG = 22.5
@@ -56,11 +55,14 @@ def field_box(height: int, width: int, field_arcsec: ModelField,
 
 def resample(pixels: np.ndarray, size: int = MODEL_INPUT_PIXELS) -> np.ndarray:
     """Area-preserving (antialiased) resampling of a (band, y, x) cube, or a stack of them
-    (image, band, y, x), to size x size."""
-    tensor = torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32))
-    batch = tensor if tensor.ndim == 4 else tensor[None]
-    out = F.interpolate(batch, size=(size, size), mode="bilinear", antialias=True, align_corners=False).numpy()
-    return out if tensor.ndim == 4 else out[0]
+    (image, band, y, x), to size x size float32 (galpipe.resampling)."""
+    pixels = np.asarray(pixels)
+    if pixels.ndim == 3:
+        return resample_into(pixels, np.empty((pixels.shape[0], size, size), np.float32))
+    out = np.empty((len(pixels), pixels.shape[1], size, size), np.float32)
+    for image, resampled in zip(pixels, out):
+        resample_into(image, resampled)
+    return out
 
 
 def median_last_axis(values: np.ndarray) -> np.ndarray:
@@ -243,7 +245,10 @@ def _made_by_shape(cutouts: list, field_arcsec, mode: str, bands: str, pixel_sca
         by_shape.setdefault(framed.shape, []).append((i, framed))
     groups = []
     for group in by_shape.values():
-        resampled = resample(np.stack([framed for _, framed in group]))
+        # Each galaxy straight from its own pixels into the batch: no full-size stack first.
+        resampled = np.empty((len(group), group[0][1].shape[0], MODEL_INPUT_PIXELS, MODEL_INPUT_PIXELS), np.float32)
+        for (_, framed), out in zip(group, resampled):
+            resample_into(framed, out)
         if mode == "colour":
             out, usable = np.clip(resampled, 0, 1), np.ones(len(group), bool)
         else:

@@ -1,0 +1,78 @@
+"""Area-preserving (antialiased) bilinear resampling of image planes, compiled with numba.
+
+The filter is torch's `F.interpolate(mode="bilinear", antialias=True, align_corners=False)`
+(PIL's), with the same weights; the sums run in another order, so the numbers agree with
+torch's to ~1e-5 of the image's range, not bit for bit (tested). It is separable: first down the
+columns, then along the rows, each pass a weighted sum of whole rows, which the compiler turns
+into vector instructions. It costs less than half of torch's kernel here, and each galaxy is
+resampled straight from its own pixels, so a batch is never stacked at full size first
+(`bench/predict_reader.py`): resampling was the largest part of preparing a galaxy for
+`galpipe predict`.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numba
+import numpy as np
+
+
+@functools.lru_cache(maxsize=64)
+def filter_weights(in_pixels: int, out_pixels: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per output pixel, the first input pixel it reads and the weights of the `taps` input pixels
+    from there on: (start (out,), weights (out, taps) float32). Every output reads the same number
+    of inputs (zero weights where its window is narrower), starting early enough to stay inside the
+    image, so the compiled loops need no bounds."""
+    scale = in_pixels / out_pixels
+    support = max(scale, 1.0)  # the triangle's half-width in input pixels; 1 when enlarging
+    centres = scale * (np.arange(out_pixels) + 0.5)
+    first = np.maximum((centres - support + 0.5).astype(np.int64), 0)  # truncated as torch does
+    last = np.minimum((centres + support + 0.5).astype(np.int64), in_pixels)
+    taps = int((last - first).max())
+    start = np.minimum(first, in_pixels - taps)
+    weights = np.zeros((out_pixels, taps))
+    for i in range(out_pixels):
+        inputs = np.arange(first[i], last[i])
+        triangle = np.maximum(0.0, 1.0 - np.abs((inputs - centres[i] + 0.5) / support))
+        weights[i, first[i] - start[i]:last[i] - start[i]] = triangle / triangle.sum()
+    return start, weights.astype(np.float32)
+
+
+@numba.njit(nogil=True, fastmath=True, error_model="numpy", cache=True)
+def _add_scaled(out_row, in_row, weight):
+    for x in range(out_row.shape[0]):
+        out_row[x] += in_row[x] * weight
+
+
+@numba.njit(nogil=True, fastmath=True, error_model="numpy", cache=True)
+def _resample_planes(planes, row_start, row_weights, column_start, column_weights, out):
+    """out[b] = planes[b] resampled to out's shape, for each plane b (float32 throughout)."""
+    out_rows, row_taps = row_weights.shape
+    out_columns, column_taps = column_weights.shape
+    width = planes.shape[2]
+    down = np.empty((out_rows, width), np.float32)  # after the pass down the columns
+    across = np.empty((width, out_rows), np.float32)  # the same, transposed: rows again
+    result = np.empty((out_columns, out_rows), np.float32)  # transposed
+    for b in range(planes.shape[0]):
+        down[:] = 0
+        for i in range(out_rows):
+            for k in range(row_taps):
+                _add_scaled(down[i], planes[b, row_start[i] + k], row_weights[i, k])
+        across[:] = down.T
+        result[:] = 0
+        for j in range(out_columns):
+            for k in range(column_taps):
+                _add_scaled(result[j], across[column_start[j] + k], column_weights[j, k])
+        out[b] = result.T
+
+
+def resample_into(planes: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """Resample the (band, y, x) planes (any float dtype, any strides) to out's (band, Y, X)
+    float32 shape, in place; returns out."""
+    planes = np.asarray(planes, dtype=np.float32)  # native byte order; no copy when it already is
+    if planes.shape[0] != out.shape[0] or out.dtype != np.float32:
+        raise ValueError(f"cannot resample {planes.shape} {planes.dtype} planes into {out.shape} {out.dtype}")
+    _resample_planes(planes, *filter_weights(planes.shape[1], out.shape[1]),
+                     *filter_weights(planes.shape[2], out.shape[2]), out)
+    return out
