@@ -178,8 +178,9 @@ def pixel_scale(cutout: Cutout, configured_arcsec: float | None) -> float | None
 
 
 def _framed(cutout: Cutout, field_arcsec: ModelField, mode: str, bands: str,
-            pixel_scale_arcsec: float | None, colour_rendering: str) -> np.ndarray:
-    """The planes (bands or colours) over the field that model_input resamples."""
+            pixel_scale_arcsec: float | None, colour_rendering: str) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """The planes (bands or colours) that model_input resamples, and the box (top, left, height,
+    width) of the field in them."""
     scale = pixel_scale(cutout, pixel_scale_arcsec)
     whole = field_arcsec is None or isinstance(field_arcsec, CentralFraction)
     if scale is None and (not whole or (mode == "colour" and cutout.bands != COLOUR_BANDS)):
@@ -192,8 +193,7 @@ def _framed(cutout: Cutout, field_arcsec: ModelField, mode: str, bands: str,
         pixels = colour_image(cutout, scale, bands, colour_rendering)
     else:
         pixels = select_bands(cutout, bands)
-    top, left, height, width = field_box(*pixels.shape[-2:], field_arcsec, scale)
-    return pixels[:, top:top + height, left:left + width]
+    return pixels, field_box(*pixels.shape[-2:], field_arcsec, scale)
 
 
 def model_inputs(cutouts: list, field_arcsec, mode: str = "bands", bands: str = "gri",
@@ -233,22 +233,22 @@ def _made_by_shape(cutouts: list, field_arcsec, mode: str, bands: str, pixel_sca
     fields = list(field_arcsec) if isinstance(field_arcsec, (list, tuple, np.ndarray, pd.Series)) \
         else [field_arcsec] * len(cutouts)
     made: list = [c if isinstance(c, CutoutError) else None for c in cutouts]
-    by_shape: dict[tuple, list[tuple[int, np.ndarray]]] = {}
+    by_shape: dict[tuple, list[tuple[int, tuple]]] = {}  # (bands, height, width) framed -> (i, (pixels, box))
     for i, (cutout, field) in enumerate(zip(cutouts, fields, strict=True)):
         if isinstance(cutout, CutoutError):
             continue
         try:
-            framed = _framed(cutout, field, mode, bands, pixel_scale_arcsec, colour_rendering)
+            pixels, box = _framed(cutout, field, mode, bands, pixel_scale_arcsec, colour_rendering)
         except CutoutError as err:
             made[i] = err
             continue
-        by_shape.setdefault(framed.shape, []).append((i, framed))
+        by_shape.setdefault((len(pixels), *box[2:]), []).append((i, (pixels, box)))
     groups = []
-    for group in by_shape.values():
+    for shape, group in by_shape.items():
         # Each galaxy straight from its own pixels into the batch: no full-size stack first.
-        resampled = np.empty((len(group), group[0][1].shape[0], MODEL_INPUT_PIXELS, MODEL_INPUT_PIXELS), np.float32)
-        for (_, framed), out in zip(group, resampled):
-            resample_into(framed, out)
+        resampled = np.empty((len(group), shape[0], MODEL_INPUT_PIXELS, MODEL_INPUT_PIXELS), np.float32)
+        for (_, (pixels, box)), out in zip(group, resampled):
+            resample_into(pixels, out, box)
         if mode == "colour":
             out, usable = np.clip(resampled, 0, 1), np.ones(len(group), bool)
         else:

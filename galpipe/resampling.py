@@ -46,19 +46,20 @@ def _add_scaled(out_row, in_row, weight):
 
 
 @numba.njit(nogil=True, fastmath=True, error_model="numpy", cache=True)
-def _resample_planes(planes, row_start, row_weights, column_start, column_weights, out):
-    """out[b] = planes[b] resampled to out's shape, for each plane b (float32 throughout)."""
+def _resample_box(pixels, top, left, width, row_start, row_weights, column_start, column_weights, out):
+    """out[b] = the box of pixels[b] from (top, left) resampled to out's shape, for each plane b.
+    pixels is C-contiguous, so that each of its rows reaches the loops as a contiguous vector
+    (a strided view of the box ran at two thirds of the speed)."""
     out_rows, row_taps = row_weights.shape
     out_columns, column_taps = column_weights.shape
-    width = planes.shape[2]
     down = np.empty((out_rows, width), np.float32)  # after the pass down the columns
     across = np.empty((width, out_rows), np.float32)  # the same, transposed: rows again
     result = np.empty((out_columns, out_rows), np.float32)  # transposed
-    for b in range(planes.shape[0]):
+    for b in range(pixels.shape[0]):
         down[:] = 0
         for i in range(out_rows):
             for k in range(row_taps):
-                _add_scaled(down[i], planes[b, row_start[i] + k], row_weights[i, k])
+                _add_scaled(down[i], pixels[b, top + row_start[i] + k, left:left + width], row_weights[i, k])
         across[:] = down.T
         result[:] = 0
         for j in range(out_columns):
@@ -67,12 +68,14 @@ def _resample_planes(planes, row_start, row_weights, column_start, column_weight
         out[b] = result.T
 
 
-def resample_into(planes: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """Resample the (band, y, x) planes (any float dtype, any strides) to out's (band, Y, X)
-    float32 shape, in place; returns out."""
-    planes = np.asarray(planes, dtype=np.float32)  # native byte order; no copy when it already is
-    if planes.shape[0] != out.shape[0] or out.dtype != np.float32:
-        raise ValueError(f"cannot resample {planes.shape} {planes.dtype} planes into {out.shape} {out.dtype}")
-    _resample_planes(planes, *filter_weights(planes.shape[1], out.shape[1]),
-                     *filter_weights(planes.shape[2], out.shape[2]), out)
+def resample_into(pixels: np.ndarray, out: np.ndarray, box: tuple[int, int, int, int] | None = None) -> np.ndarray:
+    """Resample the (band, y, x) pixels (any float dtype or strides), or their box (top, left,
+    height, width), to out's (band, Y, X) float32 shape, in place; returns out."""
+    pixels = np.ascontiguousarray(pixels, dtype=np.float32)  # no copy when it already is
+    top, left, height, width = box or (0, 0, *pixels.shape[1:])
+    if pixels.shape[0] != out.shape[0] or out.dtype != np.float32 or top < 0 or left < 0 \
+            or top + height > pixels.shape[1] or left + width > pixels.shape[2]:
+        raise ValueError(f"cannot resample {pixels.shape} {pixels.dtype} pixels (box {box}) into {out.shape} {out.dtype}")
+    _resample_box(pixels, top, left, width, *filter_weights(height, out.shape[1]), *filter_weights(width, out.shape[2]),
+                  out)
     return out

@@ -101,6 +101,10 @@ def test_resampling_is_torchs_antialiased_bilinear():
     contiguous = resample(np.ascontiguousarray(view))
     for planes in (view, view.astype(">f4"), view.astype(np.float64)):
         np.testing.assert_array_equal(resample(planes), contiguous)
+    # The box of a bigger array, as model inputs are made (no copy of the field first).
+    np.testing.assert_array_equal(resample_into(big, np.empty((3, 69, 69), np.float32), (3, 10, 153, 153)), contiguous)
+    with pytest.raises(ValueError, match="cannot resample"):
+        resample_into(big, np.empty((3, 69, 69), np.float32), (10, 20, 153, 153))  # past the bottom edge
     stack = resample(np.stack([view, view[::-1]]))  # (image, band, y, x)
     np.testing.assert_array_equal(stack[0], contiguous)
     np.testing.assert_array_equal(stack[1], resample(np.ascontiguousarray(view[::-1])))
