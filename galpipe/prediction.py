@@ -37,7 +37,7 @@ from galpipe.cutouts import (
 from galpipe.files import atomic_write
 from galpipe.framing import ModelField, field_from_text
 from galpipe.hardware import default_device, inference_model
-from galpipe.preprocessing import BATCH_CUTOUTS, COLOUR_RENDERINGS, stacked_model_inputs
+from galpipe.preprocessing import BATCH_CUTOUTS, COLOUR_RENDERINGS, keep_freed_memory, stacked_model_inputs
 from galpipe.tracking import (
     ModelRegistryError,
     load_registered_model,
@@ -47,7 +47,6 @@ from galpipe.tracking import (
 from galpipe.training import predict_proba
 
 PR_SET_PDEATHSIG = 1  # prctl option, from <linux/prctl.h>
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt options, from glibc's <malloc.h>
 
 
 @dataclass
@@ -260,19 +259,6 @@ def _in_order(tasks, threads: int):
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _keep_freed_memory() -> None:
-    """Let glibc keep the memory of a finished batch for the next one. By default it gives blocks
-    over 128 KB (a 40" DES cutout is 277 KB, a batch of inputs 3.6 MB) back to the system when
-    freed, and every batch then faults its pages in afresh: reading a galaxy from a stack took 0.16
-    ms instead of 0.04 (timed here, batches of 64). Process-wide, and harmless to the rest of it: up
-    to 128 MB of freed memory is kept instead of 128 KB. Not on other C libraries."""
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):  # a C library without mallopt (musl has one)
-            libc = ctypes.CDLL(None)
-            libc.mallopt(M_MMAP_THRESHOLD, 32 << 20)
-            libc.mallopt(M_TRIM_THRESHOLD, 128 << 20)
-
-
 @contextlib.contextmanager
 def _torch_threads(n: int):
     before = torch.get_num_threads()
@@ -306,7 +292,7 @@ def predict_cutouts(classifiers: list[Classifier], cutouts: pd.DataFrame, out_pa
     if not summary.out_path.name.lower().endswith((".parquet", ".csv")):
         raise ValueError(f"{out_path}: the output must end in .parquet or .csv")
     started = time.perf_counter()
-    _keep_freed_memory()
+    keep_freed_memory()
     columns = ["object_id", "path"] + [c for k in classifiers for c in (f"p_{k.task}", k.task)]
     modes = sorted({k.inputs for k in classifiers}, key=str)
     device = default_device()

@@ -9,7 +9,10 @@ divide every band by one number, the brightest pixel of the band-summed image's 
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import io
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,10 +33,10 @@ NANOMAGGY_ZEROPOINT_MAG = 22.5
 BORDER_PIXELS = 4
 CENTRE_HALF_WIDTH = 4
 NO_SIGNAL = "no positive signal at the centre of the image"
-# Cutouts read and preprocessed together (resampled and normalised as one stack). 64 keeps a stack
-# of 40" DES cutouts (18 MB) under glibc's 32 MB mmap threshold, so its memory is reused, not
-# faulted in afresh, and still in cache when it is copied: stacking cost half of 256's here.
+# Cutouts read and preprocessed together (resampled into one batch, normalised as one). Of 16, 32,
+# 64 and 128, 64 made `galpipe predict` fastest here.
 BATCH_CUTOUTS = 64
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt options, from glibc's <malloc.h>
 
 
 def field_box(height: int, width: int, field_arcsec: ModelField,
@@ -261,6 +264,19 @@ def _made_by_shape(cutouts: list, field_arcsec, mode: str, bands: str, pixel_sca
     return made, groups
 
 
+def keep_freed_memory() -> None:
+    """Let glibc keep the memory of a finished batch of cutouts for the next one. By default it
+    gives blocks over 128 KB (a 40" DES cutout is 277 KB, a batch of inputs 3.6 MB) back to the
+    system when freed, and every batch then faults its pages in afresh: reading a galaxy from a
+    stack took 0.16 ms instead of 0.04 (timed here, batches of 64). Process-wide, and harmless to
+    the rest of it: up to 128 MB of freed memory is kept instead of 128 KB. Linux only."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):  # a C library without mallopt (musl has one)
+            libc = ctypes.CDLL(None)
+            libc.mallopt(M_MMAP_THRESHOLD, 32 << 20)
+            libc.mallopt(M_TRIM_THRESHOLD, 128 << 20)
+
+
 def build_model_inputs(manifest: pd.DataFrame, out_path: Path, field_arcsec: ModelField | pd.Series,
                        mode: str = "bands", pixel_scale_arcsec: float | None = None, bands: str = "gri",
                        colour_rendering: str = "lupton") -> pd.DataFrame:
@@ -273,6 +289,7 @@ def build_model_inputs(manifest: pd.DataFrame, out_path: Path, field_arcsec: Mod
     begin with (failed or quarantined in the manifest), is counted, not silently dropped.
     """
     out_path = Path(out_path)
+    keep_freed_memory()
     index = []
     rows = []
     reasons = manifest.reason if "reason" in manifest else pd.Series("", index=manifest.index)
