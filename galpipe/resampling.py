@@ -18,6 +18,17 @@ import numba
 import numpy as np
 
 
+def compiled(function):
+    """`function` compiled by numba, releasing Python's lock; the machine code is kept beside the
+    module (or in the user's cache folder) for the next process. Where neither can be written (a
+    read-only install and home), it is compiled afresh in each process instead (~3 s)."""
+    options = {"nogil": True, "fastmath": True, "error_model": "numpy"}
+    try:
+        return numba.njit(cache=True, **options)(function)
+    except RuntimeError:  # numba's "cannot cache function ...: no locator available"
+        return numba.njit(**options)(function)
+
+
 @functools.lru_cache(maxsize=64)
 def filter_weights(in_pixels: int, out_pixels: int) -> tuple[np.ndarray, np.ndarray]:
     """Per output pixel, the first input pixel it reads and the weights of the `taps` input pixels
@@ -39,13 +50,13 @@ def filter_weights(in_pixels: int, out_pixels: int) -> tuple[np.ndarray, np.ndar
     return start, weights.astype(np.float32)
 
 
-@numba.njit(nogil=True, fastmath=True, error_model="numpy", cache=True)
+@compiled
 def _add_scaled(out_row, in_row, weight):
     for x in range(out_row.shape[0]):
         out_row[x] += in_row[x] * weight
 
 
-@numba.njit(nogil=True, fastmath=True, error_model="numpy", cache=True)
+@compiled
 def _resample_box(pixels, top, left, width, row_start, row_weights, column_start, column_weights, out):
     """out[b] = the box of pixels[b] from (top, left) resampled to out's shape, for each plane b.
     pixels is C-contiguous, so that each of its rows reaches the loops as a contiguous vector

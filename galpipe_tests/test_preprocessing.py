@@ -112,6 +112,23 @@ def test_resampling_is_torchs_antialiased_bilinear():
         resample_into(view, np.empty((2, 69, 69), np.float32))
 
 
+def test_the_resampler_compiles_where_no_cache_can_be_written(monkeypatch):
+    from numba.core.dispatcher import Dispatcher
+
+    from galpipe.resampling import compiled
+
+    def no_locator(self):
+        raise RuntimeError(f"cannot cache function {self.py_func.__name__!r}: no locator available for file")
+
+    monkeypatch.setattr(Dispatcher, "enable_caching", no_locator)
+
+    def twice(x):
+        return 2 * x
+
+    kernel = compiled(twice)
+    assert kernel(21) == 42 and kernel._cache.__class__.__name__ == "NullCache"
+
+
 def test_inputs_made_together_equal_inputs_made_one_by_one(tmp_path):
     """model_inputs resamples and normalises cutouts of one shape as a stack: the same numbers as
     one at a time, with each one that fails named in its place."""
