@@ -89,17 +89,6 @@ def quantise(images: np.ndarray) -> np.ndarray:
     return np.round(np.clip(images, 0, 1) * 255).astype(np.uint8)
 
 
-def _commit() -> str:
-    """The code measured: the git commit of this checkout, where there is one."""
-    import subprocess
-
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                              text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def accuracy_and_auc(y: np.ndarray, p: np.ndarray) -> tuple[float, float]:
     order = np.argsort(p)
     ranks = np.empty(len(p))

@@ -128,7 +128,8 @@ def main() -> None:
                "fitsio_vs_astropy_read": round(rates["read_fitsio_1_process"] / rates["read_astropy_1_process"], 2)}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(f"{args.out}.json").write_text(json.dumps(results, indent=1))
-    lines = [f"Machine: {results['machine']['cpu']}, {os.cpu_count()} CPUs; {args.n} synthetic DES FITS cutouts "
+    lines = [f"Machine: {results['machine']['cpu']}, {os.cpu_count()} CPUs; commit {results['machine']['commit']}; "
+             f"{args.n} synthetic DES FITS cutouts "
              f"({SIZE_PIXELS}x{SIZE_PIXELS}x3), `compact`; median of {args.rounds} alternating rounds.", "",
              "| what | images/s |", "|---|---|"]
     lines += [f"| {name} | {rate:,.0f} |" for name, rate in rates.items()]

@@ -13,6 +13,7 @@ import contextlib
 import copy
 import os
 import platform
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -78,8 +79,19 @@ def inference_model(model: nn.Module, device: str | None = None) -> nn.Module:
     return prepared.to(device).to(memory_format=torch.channels_last)
 
 
+def code_commit() -> str:
+    """The code measured: the git commit of galpipe's checkout, where it is one ("unknown" else)."""
+    import subprocess
+
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                              text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
 def machine_info() -> dict:
-    """What a benchmark figure was measured on."""
+    """What a benchmark figure was measured on, and with which code."""
     flags = set()
     model_name = platform.processor()
     with contextlib.suppress(OSError), open("/proc/cpuinfo") as cpuinfo:
@@ -92,7 +104,7 @@ def machine_info() -> dict:
             "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "simd_flags": sorted(f for f in flags if f.startswith(("avx512", "amx", "avx2", "fma"))),
             "native_bf16": cpu_has_native_bf16(), "python": platform.python_version(),
-            "torch": torch.__version__}
+            "torch": torch.__version__, "commit": code_commit()}
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info

@@ -34,7 +34,7 @@ BORDER_PIXELS = 4
 CENTRE_HALF_WIDTH = 4
 NO_SIGNAL = "no positive signal at the centre of the image"
 # Cutouts read and preprocessed together (resampled into one batch, normalised as one). Of 16, 32,
-# 64 and 128, 64 made `galpipe predict` fastest here.
+# 64 and 128, 64 made `galpipe predict` fastest here (README, Performance).
 BATCH_CUTOUTS = 64
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt options, from glibc's <malloc.h>
 
@@ -196,7 +196,10 @@ def _framed(cutout: Cutout, field_arcsec: ModelField, mode: str, bands: str,
         pixels = colour_image(cutout, scale, bands, colour_rendering)
     else:
         pixels = select_bands(cutout, bands)
-    return pixels, field_box(*pixels.shape[-2:], field_arcsec, scale)
+    box = field_box(*pixels.shape[-2:], field_arcsec, scale)
+    if min(box[2:]) < 1:
+        raise CutoutError(cutout.path, f"the field ({field_arcsec}) is smaller than one of its pixels")
+    return pixels, box
 
 
 def model_inputs(cutouts: list, field_arcsec, mode: str = "bands", bands: str = "gri",
@@ -268,8 +271,9 @@ def keep_freed_memory() -> None:
     """Let glibc keep the memory of a finished batch of cutouts for the next one. By default it
     gives blocks over 128 KB (a 40" DES cutout is 277 KB, a batch of inputs 3.6 MB) back to the
     system when freed, and every batch then faults its pages in afresh: reading a galaxy from a
-    stack took 0.16 ms instead of 0.04 (timed here, batches of 64). Process-wide, and harmless to
-    the rest of it: up to 128 MB of freed memory is kept instead of 128 KB. Linux only."""
+    stack took 0.16 ms instead of 0.04 (one-off timing, batches of 64). Process-wide and for the
+    rest of the process: each of glibc's arenas (about one per thread) may keep up to 128 MB of
+    freed memory instead of 128 KB. Linux only."""
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):  # a C library without mallopt (musl has one)
             libc = ctypes.CDLL(None)

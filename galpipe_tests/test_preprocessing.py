@@ -91,6 +91,11 @@ def test_resampling_is_torchs_antialiased_bilinear():
         np.testing.assert_allclose(got, expected, rtol=0, atol=2e-5 * np.ptp(planes), err_msg=f"{height}x{width}")
         if (height, width) == (69, 69):
             np.testing.assert_array_equal(got, planes)  # one weight of 1 per pixel
+    for size in (1, 33, 100):  # other model sizes
+        planes = rng.normal(size=(2, 80, 61)).astype(np.float32)
+        expected = F.interpolate(torch.from_numpy(planes)[None], size=(size, size), mode="bilinear", antialias=True,
+                                 align_corners=False)[0].numpy()
+        np.testing.assert_allclose(resample(planes, size), expected, rtol=0, atol=2e-5 * np.ptp(planes))
     # Weights sum to one: a flat image stays flat, and the mean of a large image is kept.
     np.testing.assert_allclose(resample(np.full((1, 153, 153), 7.0, np.float32)), 7.0, rtol=1e-6)
     smooth = np.exp(-np.hypot(*(np.mgrid[:153, :153] - 76.0)) / 20)[None].astype(np.float32)
@@ -103,8 +108,13 @@ def test_resampling_is_torchs_antialiased_bilinear():
         np.testing.assert_array_equal(resample(planes), contiguous)
     # The box of a bigger array, as model inputs are made (no copy of the field first).
     np.testing.assert_array_equal(resample_into(big, np.empty((3, 69, 69), np.float32), (3, 10, 153, 153)), contiguous)
-    with pytest.raises(ValueError, match="cannot resample"):
-        resample_into(big, np.empty((3, 69, 69), np.float32), (10, 20, 153, 153))  # past the bottom edge
+    # A transposed view (as colour images are): only its box is copied, the same numbers.
+    transposed = np.ascontiguousarray(np.moveaxis(big, 0, -1)).transpose(2, 0, 1)
+    np.testing.assert_array_equal(resample_into(transposed, np.empty((3, 69, 69), np.float32), (3, 10, 153, 153)),
+                                  contiguous)
+    for box in [(10, 20, 153, 153), (0, 0, 0, 5), (0, 0, 5, 0)]:  # past the bottom edge, nothing to resample
+        with pytest.raises(ValueError, match="cannot resample"):
+            resample_into(big, np.empty((3, 69, 69), np.float32), box)
     stack = resample(np.stack([view, view[::-1]]))  # (image, band, y, x)
     np.testing.assert_array_equal(stack[0], contiguous)
     np.testing.assert_array_equal(stack[1], resample(np.ascontiguousarray(view[::-1])))
@@ -236,6 +246,9 @@ def test_the_part_of_an_image_the_models_see_is_one_box_for_the_crop_and_the_gal
     framed = model_inputs([cutout], CentralFraction(0.5), "colour")[0]
     np.testing.assert_array_equal(framed, model_inputs([Cutout(Path("part.png"), cutout.pixels[:, 20:40, 10:30], "RGB")],
                                                        None, "colour")[0])
+    # A field of no whole pixel is that cutout's error, not the batch's.
+    [tiny] = model_inputs([cutout], CentralFraction(0.01), "colour")
+    assert isinstance(tiny, CutoutError) and "smaller than one of its pixels" in tiny.reason
     # The gallery outlines that box, and nothing where the models see the whole image.
     figure, (outlined, whole) = plt.subplots(1, 2)
     assert _draw_model_field(outlined, cutout, "a", (CentralFraction(0.5), None))
