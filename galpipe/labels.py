@@ -67,10 +67,16 @@ class LabelFolder:
         """read(), and per file the columns it has that are neither object_id nor a task of the
         project (a misspelt task such as `Bar` or `edge-on`, or a task this project does not
         have): their values are not used, so matched_catalog names them."""
-        frames, unread = [], {}
-        for path in self.complete:
+        return self.read_with_state(tasks)[:2]
+
+    def read_with_state(self, tasks) -> tuple[pd.DataFrame, dict[str, list[str]], dict[str, dict]]:
+        """read_reporting_unread_columns() and state() from one reading of each file (a survey's
+        label file may be large): what matched_catalog uses, records and reports."""
+        frames, unread, state = [], {}, {}
+        for path, stamp in self.complete.items():
             table = read_table(path)
             present = [t for t in tasks if t in table.columns]
+            state[path.name] = {"stamp": stamp, "tasks": present}
             if not present:
                 raise CatalogError(f"{path}: no label column; expected one or more of {list(tasks)}")
             others = [str(c) for c in table.columns if c != "object_id" and c not in present]
@@ -79,10 +85,10 @@ class LabelFolder:
             frames.append(validate_catalog(table, str(path), require_positions=False,
                                            label_columns=tuple(present))[["object_id", *present]])
         if not frames:
-            return pd.DataFrame({"object_id": pd.Series(dtype=str)}), unread
+            return pd.DataFrame({"object_id": pd.Series(dtype=str)}), unread, state
         combined = pd.concat(frames, ignore_index=True)
         # Files in name order (so labels_10.csv comes before labels_9.csv): the last non-empty value wins.
-        return combined.groupby("object_id", sort=False).last(skipna=True).reset_index(), unread
+        return combined.groupby("object_id", sort=False).last(skipna=True).reset_index(), unread, state
 
 
 def scan_label_folder(folder, settle_seconds: float = LABEL_SETTLE_SECONDS) -> LabelFolder:

@@ -3,6 +3,7 @@ by row, ids are text, a header without rows is an error, and a label file is tak
 
 import os
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -135,6 +136,24 @@ def test_what_is_read_recorded_and_reported_comes_from_one_listing(tmp_path):
     again = scan_label_folder(tmp_path)
     assert again.read(["featured"]).object_id.tolist() == ["g1", "g2", "g3"] and again.skipped() == {}
     assert again.state(["featured"])["a.csv"] == listed.state(["featured"])["a.csv"]
+
+
+def test_matched_catalog_reads_each_label_file_once(tmp_path, monkeypatch):
+    """The labels, the columns not read and the state the sensor compares with, from one reading."""
+    import galpipe.labels
+
+    (tmp_path / "a.csv").write_text("object_id,featured,bar,notes\ng1,1,0,x\n")
+    (tmp_path / "b.csv").write_text("object_id,bar\ng2,1\n")
+    for name in ("a.csv", "b.csv"):
+        _age(tmp_path / name)
+    listed = scan_label_folder(tmp_path)
+    reads = []
+    real_read_table = galpipe.labels.read_table
+    monkeypatch.setattr(galpipe.labels, "read_table", lambda path: reads.append(Path(path).name) or real_read_table(path))
+    labels, unread, state = listed.read_with_state(["featured", "bar"])
+    assert sorted(reads) == ["a.csv", "b.csv"]
+    assert state == listed.state(["featured", "bar"]) and state["b.csv"]["tasks"] == ["bar"]
+    assert unread == {"a.csv": ["notes"]} and labels.object_id.tolist() == ["g1", "g2"]
 
 
 def test_label_columns_that_are_not_tasks_are_named_not_dropped_silently(tmp_path):

@@ -107,8 +107,8 @@ def matched_catalog(context: AssetExecutionContext, settings: GalpipeSettings, s
                     target_catalog: pd.DataFrame, target_cutouts: pd.DataFrame) -> pd.DataFrame:
     profile = settings.get_profile()
     labels_folder = scan_label_folder(settings.labels_dir)  # one listing: what is read is what is recorded
-    label_files = labels_folder.state(settings.tasks)  # what the sensor compares with
-    new_labels, unread_columns = labels_folder.read_reporting_unread_columns(settings.tasks)
+    # label_files: each file's stamp and tasks, what the sensor compares with (each file read once)
+    new_labels, unread_columns, label_files = labels_folder.read_with_state(settings.tasks)
     table, counts = build_matched_catalog(target_catalog, source_catalog, settings.tasks,
                                           profile.match_radius_arcsec, profile.test_fraction, new_labels)
     counts.update(_warn_of_labels_not_read(context, labels_folder, unread_columns, settings.tasks))
