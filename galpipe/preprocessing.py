@@ -56,18 +56,6 @@ def field_box(height: int, width: int, field_arcsec: ModelField,
     return (height - side) // 2, (width - side) // 2, side, side
 
 
-def resample(pixels: np.ndarray, size: int = MODEL_INPUT_PIXELS) -> np.ndarray:
-    """Area-preserving (antialiased) resampling of a (band, y, x) cube, or a stack of them
-    (image, band, y, x), to size x size float32 (galpipe.resampling)."""
-    pixels = np.asarray(pixels)
-    if pixels.ndim == 3:
-        return resample_into(pixels, np.empty((pixels.shape[0], size, size), np.float32))
-    out = np.empty((len(pixels), pixels.shape[1], size, size), np.float32)
-    for image, resampled in zip(pixels, out):
-        resample_into(image, resampled)
-    return out
-
-
 def median_last_axis(values: np.ndarray) -> np.ndarray:
     """np.median(values, axis=-1) of floating-point values (float32 or float64), the same numbers,
     NaN included, at about half its cost here (one partition and a maximum: the border medians
