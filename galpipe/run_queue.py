@@ -142,12 +142,12 @@ def run_steps(instance, defs, steps: list[Step], workers: int, run_config: dict,
     done: dict[str, dict] = {}
     running: dict[str, Step] = {}  # run id -> step
     submitted_at: dict[str, float] = {}
+    created: dict[str, Step] = {}  # run id -> step: created, not queued yet
     waiting = list(steps)
     warned = False
     with dagster_daemon(instance, threads_per_run(workers), log_path), code_location(instance) as (workspace, location):
         try:
             while waiting or running:
-                ready = {}
                 for step in list(waiting):
                     if any(label in done and not done[label]["ok"] for label in step.needs):
                         waiting.remove(step)
@@ -155,12 +155,13 @@ def run_steps(instance, defs, steps: list[Step], workers: int, run_config: dict,
                         report(step, done[step.label])
                     elif all(label in done for label in (*step.needs, *step.after)):
                         waiting.remove(step)
-                        ready[create(instance, location, step, defs, run_config)] = step
+                        created[create(instance, location, step, defs, run_config)] = step
                 # Creating a run takes a while (its job's snapshot); queueing it is instant. Runs that
                 # became ready together are queued together, so the daemon's next pass starts them all.
-                for run_id, step in ready.items():
+                for run_id, step in created.items():
                     instance.submit_run(run_id, workspace)
                     running[run_id], submitted_at[run_id] = step, time.time()
+                created.clear()
                 time.sleep(POLL_SECONDS)
                 records = {run_id: instance.get_run_record_by_id(run_id) for run_id in running}
                 if not warned and records and all(r.dagster_run.status == DagsterRunStatus.QUEUED for r in records.values()) \
@@ -178,8 +179,8 @@ def run_steps(instance, defs, steps: list[Step], workers: int, run_config: dict,
                                         "seconds": round(ended - started, 2), "started": started, "ended": ended,
                                         "submitted": submitted_at[run_id], "dagster_run_id": run_id}
                     report(step, done[step.label])
-        finally:  # interrupted: what galpipe submitted must not start later, nor show as going on
-            for run_id in running:
+        finally:  # interrupted: what galpipe created or submitted must not start later, nor show as going on
+            for run_id in [*running, *created]:
                 run = instance.get_run_by_id(run_id)
                 if run.status not in finished_states:
                     instance.report_run_canceled(run, "galpipe run ended before this run finished")
