@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from galpipe.evaluation import paired_comparisons, summarise, with_intervals
-from galpipe.experiment.protocol import TransferData
+from galpipe.experiment.protocol import TransferData, per_galaxy_predictions
 from galpipe.experiment.selections import SELECTIONS
 from galpipe.preprocessing import ModelInputs
 from galpipe.statistics import bootstrap_interval, mcnemar, paired_bootstrap
@@ -79,6 +79,18 @@ def _runs(strategy, budget, seed, y, p):
             "seed": seed, "accuracy": ((p >= 0.5) == y).mean(), "roc_auc": 0.5, "completeness_1": 0.5,
             "purity_1": 0.5, "completeness_0": 0.5, "purity_0": 0.5, "test_object_ids": ids,
             "test_labels": y.tolist(), "test_probabilities": p.tolist()}
+
+
+def test_stored_test_probabilities_keep_a_saturated_models_ranking():
+    # float32 probabilities a few ulps below 1, as a confident model gives: rounded to 6 decimals they
+    # all became 1.0, and the ROC AUC recomputed from the stored ones (intervals, paired tests) was not
+    # the run's own.
+    labels = np.array([0, 1, 0, 1, 1, 0])
+    probability = np.array([1 - 6e-7, 1 - 1.2e-7, 1 - 4.8e-7, 1 - 2.4e-7, 0.3, 0.2], dtype=np.float32)
+    test = LabelledSample(np.array([f"t{i}" for i in range(6)]), np.arange(6), labels)
+    stored = np.array(per_galaxy_predictions(test, probability)["test_probabilities"])
+    assert len(set(stored[:4])) == 4
+    np.testing.assert_array_equal(stored, probability.astype(float))
 
 
 def test_the_evaluation_table_carries_intervals_truth_and_paired_comparisons():
