@@ -34,6 +34,20 @@ def test_the_shipped_projects_load_with_their_experiments_and_partitions():
     assert sorted(job.partitions_def.get_partition_keys()) == sorted(f"{b}|spiral" for b in gz2.profile.label_budgets)
 
 
+def test_the_shipped_transfer_project_is_the_one_checked_on_the_test_galaxies():
+    """gz2_spirals_transfer quotes the results of the check declared in bench/learners_real: the two
+    must resolve to the same settings, apart from the names."""
+    from dataclasses import replace
+
+    shipped = load_project("gz2_spirals_transfer")
+    checked = load_project(Path(__file__).resolve().parents[1] / "bench/learners_real/gz2_resnet_neighbours_seeing_survey.yaml")
+    assert (shipped.profile.architecture, shipped.profile.pretraining_augmentation) == ("resnet18_w32", "survey")
+    assert shipped.profile.sky.neighbours and shipped.source.seeing_spread == 0.15
+    renamed = replace(shipped, name=checked.name, experiment=checked.experiment, path=checked.path,
+                      profile=replace(shipped.profile, name=checked.profile.name))
+    assert renamed == checked
+
+
 @pytest.mark.parametrize("changes, message", [
     ({"bogus": 1}, "unknown key 'bogus'"),
     ({"sky": {"n_galaxies": 10, "colour": 3}}, "unknown key 'sky.colour'"),
