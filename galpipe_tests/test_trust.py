@@ -82,9 +82,9 @@ def _runs(strategy, budget, seed, y, p):
 
 
 def test_stored_test_probabilities_keep_a_saturated_models_ranking():
-    # float32 probabilities a few ulps below 1, as a confident model gives: rounded to 6 decimals they
-    # all became 1.0, and the ROC AUC recomputed from the stored ones (intervals, paired tests) was not
-    # the run's own.
+    # float32 probabilities a few ulps below 1, as a confident model gives: rounded to 6 decimals three
+    # of the four became 1.0, and the ROC AUC recomputed from the stored ones (intervals, paired tests)
+    # was not the run's own.
     labels = np.array([0, 1, 0, 1, 1, 0])
     probability = np.array([1 - 6e-7, 1 - 1.2e-7, 1 - 4.8e-7, 1 - 2.4e-7, 0.3, 0.2], dtype=np.float32)
     test = LabelledSample(np.array([f"t{i}" for i in range(6)]), np.arange(6), labels)
