@@ -61,17 +61,14 @@ class LabelFolder:
 
     def read(self, tasks) -> pd.DataFrame:
         """All the complete label files, later names overriding earlier ones: object_id plus a column per task."""
-        return self.read_reporting_unread_columns(tasks)[0]
-
-    def read_reporting_unread_columns(self, tasks) -> tuple[pd.DataFrame, dict[str, list[str]]]:
-        """read(), and per file the columns it has that are neither object_id nor a task of the
-        project (a misspelt task such as `Bar` or `edge-on`, or a task this project does not
-        have): their values are not used, so matched_catalog names them."""
-        return self.read_with_state(tasks)[:2]
+        return self.read_with_state(tasks)[0]
 
     def read_with_state(self, tasks) -> tuple[pd.DataFrame, dict[str, list[str]], dict[str, dict]]:
-        """read_reporting_unread_columns() and state() from one reading of each file (a survey's
-        label file may be large): what matched_catalog uses, records and reports."""
+        """read(); per file the columns it has that are neither object_id nor a task of the project
+        (a misspelt task such as `Bar` or `edge-on`, or a task this project does not have: their
+        values are not used, so matched_catalog names them); and state(), all from one reading of
+        each file (a survey's label file may be large): what matched_catalog uses, reports and
+        records."""
         frames, unread, state = [], {}, {}
         for path, stamp in self.complete.items():
             table = read_table(path)

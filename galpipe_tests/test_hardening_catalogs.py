@@ -161,7 +161,7 @@ def test_label_columns_that_are_not_tasks_are_named_not_dropped_silently(tmp_pat
     (tmp_path / "b.csv").write_text("object_id,featured\ng2,0\n")
     for name in ("a.csv", "b.csv"):
         _age(tmp_path / name)
-    labels, unread = scan_label_folder(tmp_path).read_reporting_unread_columns(["featured", "bar"])
+    labels, unread, _ = scan_label_folder(tmp_path).read_with_state(["featured", "bar"])
     assert unread == {"a.csv": ["Bar", "notes"]}  # a misspelt task is not taken for `bar`
     assert labels.columns.tolist() == ["object_id", "featured"] and labels.featured.tolist() == [1, 0]
     (tmp_path / "c.csv.gz").write_bytes(b"")  # a file of another kind: not read at all
