@@ -22,17 +22,18 @@ export OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.used --format=csv 2>/dev/null
 start=$(date +%s)
 pids=()
+launch() {  # launch PART SEED LABEL LEARNERS.PY-ARGUMENTS...: one process in the background
+  local part=$1 seed=$2 label=$3
+  shift 3
+  timeout "$LIMIT" python3 bench/learners.py "$SAMPLE" --learners "resnet18 w32 stride 2" --label "$label" "$@" \
+    --seeds 1 --first-seed "$seed" --epochs "$EPOCHS" --budgets "$BUDGETS" --out "$OUTDIR/parts/$part-$seed" \
+    > "$OUTDIR/parts/$part-$seed.log" 2>&1 &
+  pids+=($!)
+}
 for seed in ${SEEDS:-0 1 2}; do
-  timeout $LIMIT python3 bench/learners.py "$SAMPLE" --learners "resnet18 w32 stride 2" --label "$L" --starts scratch \
-    --seeds 1 --first-seed $seed --epochs $EPOCHS --budgets $BUDGETS --out "$OUTDIR/parts/scratch-$seed" > "$OUTDIR/parts/scratch-$seed.log" 2>&1 &
-  pids+=($!)
-  timeout $LIMIT python3 bench/learners.py "$SAMPLE" --learners "resnet18 w32 stride 2" --label "$L" --starts simulation \
-    --seeds 1 --first-seed $seed --epochs $EPOCHS --budgets $BUDGETS --out "$OUTDIR/parts/simulation-$seed" > "$OUTDIR/parts/simulation-$seed.log" 2>&1 &
-  pids+=($!)
-  timeout $LIMIT python3 bench/learners.py "$SAMPLE" --learners "resnet18 w32 stride 2" --label "$L, survey-randomised pretraining" \
-    --starts simulation --pretrain-augmentation survey --seeds 1 --first-seed $seed --epochs $EPOCHS --budgets $BUDGETS \
-    --out "$OUTDIR/parts/survey-$seed" > "$OUTDIR/parts/survey-$seed.log" 2>&1 &
-  pids+=($!)
+  launch scratch "$seed" "$L" --starts scratch
+  launch simulation "$seed" "$L" --starts simulation
+  launch survey "$seed" "$L, survey-randomised pretraining" --starts simulation --pretrain-augmentation survey
 done
 ( while sleep 60; do echo "t=$(( $(date +%s) - start )) s: $(cat "$OUTDIR"/parts/*.log | grep -c '"budget"') fine-tunings done"; nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader 2>/dev/null; done ) &
 watcher=$!
