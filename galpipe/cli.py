@@ -36,7 +36,7 @@ def project_argument(args) -> str:
 
 def _run(args) -> int:
     from galpipe.project import load_project, project_reference
-    from galpipe.run_queue import DAEMON_LOG, check_evaluations, run_steps, threads_per_run, write_queue_config
+    from galpipe.run_queue import DAEMON_LOG, check_evaluations, run_steps, threads_per_run, write_instance_config
 
     project_arg = project_argument(args)
     project = load_project(project_arg)  # every key checked before any work
@@ -45,7 +45,7 @@ def _run(args) -> int:
     dagster_home.mkdir(parents=True, exist_ok=True)
     if args.workers < 1:
         raise UserError(f"--workers {args.workers}: must be at least 1")
-    if args.workers > 1 and not write_queue_config(dagster_home, args.workers):
+    if not write_instance_config(dagster_home, args.workers) and args.workers > 1:
         print(f"[galpipe run] {dagster_home / 'dagster.yaml'} is yours: its run queue limits apply", flush=True)
     from dagster import DagsterInstance, Definitions
 

@@ -15,7 +15,7 @@ class GalpipeClassifier(PythonModel):
 
         self.model = load_model_files(context.artifacts["weights"], context.artifacts["architecture"])
 
-    def predict(self, context, model_input, params=None):
+    def predict(self, context, model_input: np.ndarray, params=None):  # an array: MLflow infers no schema from it
         from galpipe.training import predict_proba
 
         return predict_proba(self.model, np.asarray(model_input, dtype=np.float32))

@@ -14,7 +14,6 @@ import random
 import sqlite3
 import tempfile
 import time
-import warnings
 from pathlib import Path
 from typing import NamedTuple
 
@@ -23,7 +22,7 @@ import numpy as np
 import torch
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
-from mlflow.models import infer_signature
+from mlflow.models import Model, infer_signature
 from mlflow.models.model import ModelInfo
 
 from galpipe.links import RESULTS_VIEW_TAG, results_view_state
@@ -225,17 +224,17 @@ class Tracker:
         signature = infer_signature(input_example, output)
         with tempfile.TemporaryDirectory() as folder:
             weights, architecture = save_model_files(model, folder)
-            with mlflow.start_run(run_id=run_id), warnings.catch_warnings():
-                # MLflow's type-hint validation knows no arrays; the signature gives the shapes instead.
-                warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method")
-                # The signature (from the model's own output above) says what the model takes; no input
-                # example, whose check made MLflow load the saved model back and predict: 0.09 s of every
-                # run, 9% of a `small` fine-tuning partition of 25 labels. test_hardening loads the logged
-                # model with MLflow's own loader instead.
-                info = with_retry(lambda: mlflow.pyfunc.log_model(
-                    name="model", python_model=PYFUNC_CODE, artifacts={"weights": str(weights),
-                                                                       "architecture": str(architecture)},
-                    signature=signature, pip_requirements=MODEL_PIP_REQUIREMENTS))
+            # The signature (from the model's own output above) says what the model takes; no input
+            # example, whose check made MLflow load the saved model back and predict: 0.09 s of every
+            # run, 9% of a `small` fine-tuning partition of 25 labels. test_hardening loads the logged
+            # model with MLflow's own loader instead.
+            # Model.log is what mlflow.pyfunc.log_model calls, given the run here rather than an
+            # active run: mlflow.start_run would read the run back and its end would mark it FINISHED
+            # before its metrics are logged.
+            info = with_retry(lambda: Model.log(
+                artifact_path=None, name="model", flavor=mlflow.pyfunc, run_id=run_id, python_model=PYFUNC_CODE,
+                artifacts={"weights": str(weights), "architecture": str(architecture)},
+                signature=signature, pip_requirements=MODEL_PIP_REQUIREMENTS))
         model.to(device)
         return info
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from galpipe.links import DAGSTER_UI_VARIABLE, MLFLOW_UI_VARIABLE
 from galpipe.project import DEFAULT_PROJECT, PROJECT_VARIABLE, project_reference
+from galpipe.run_queue import write_instance_config
 
 HOST = "127.0.0.1"
 BIN = Path(sys.executable).parent  # dagster and mlflow are installed next to this Python
@@ -165,6 +166,8 @@ def running_ui(project_dir, project: str = DEFAULT_PROJECT, dagster_port: int = 
         check_port_free(mlflow_port, "MLflow UI (--mlflow-port)")
     dagster_home = project_dir / ".dagster_home"
     dagster_home.mkdir(parents=True, exist_ok=True)
+    if not (dagster_home / "dagster.yaml").is_file():
+        write_instance_config(dagster_home, workers=1)  # as `galpipe run` would; an existing one is kept
     recover_project(dagster_home, tracking_uri)
     dagster_url = f"http://{HOST}:{dagster_port}"
     mlflow_url = tracking_uri.rstrip("/") if served else f"http://{HOST}:{mlflow_port}"
