@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
-from mlflow.models import Model, infer_signature
+from mlflow.models import infer_signature
 from mlflow.models.model import ModelInfo
 
 from galpipe.links import RESULTS_VIEW_TAG, results_view_state
@@ -228,13 +228,13 @@ class Tracker:
             # example, whose check made MLflow load the saved model back and predict: 0.09 s of every
             # run, 9% of a `small` fine-tuning partition of 25 labels. test_hardening loads the logged
             # model with MLflow's own loader instead.
-            # Model.log is what mlflow.pyfunc.log_model calls, given the run here rather than an
-            # active run: mlflow.start_run would read the run back and its end would mark it FINISHED
-            # before its metrics are logged.
-            info = with_retry(lambda: Model.log(
-                artifact_path=None, name="model", flavor=mlflow.pyfunc, run_id=run_id, python_model=PYFUNC_CODE,
-                artifacts={"weights": str(weights), "architecture": str(architecture)},
-                signature=signature, pip_requirements=MODEL_PIP_REQUIREMENTS))
+            # Logged in the run made active again: mlflow.models.Model.log(run_id=...) would save the
+            # ~10 ms this costs, but files the logged model under MLflow's Default experiment.
+            with mlflow.start_run(run_id=run_id):
+                info = with_retry(lambda: mlflow.pyfunc.log_model(
+                    name="model", python_model=PYFUNC_CODE, artifacts={"weights": str(weights),
+                                                                       "architecture": str(architecture)},
+                    signature=signature, pip_requirements=MODEL_PIP_REQUIREMENTS))
         model.to(device)
         return info
 

@@ -77,8 +77,10 @@ def test_every_run_is_in_mlflow_with_registry_entries_and_champions(tiny_project
         assert "target_test_accuracy" in run.data.metrics
         # Its test metrics are linked to its logged model too (the MLflow UI's model page shows them).
         [output] = run.outputs.model_outputs
-        linked = {m.key: m.value for m in client.get_logged_model(output.model_id).metrics}
+        logged = client.get_logged_model(output.model_id)
+        linked = {m.key: m.value for m in logged.metrics}
         assert linked["target_test_accuracy"] == run.data.metrics["target_test_accuracy"]
+        assert logged.experiment_id == experiment.experiment_id  # in its run's experiment, not MLflow's Default
         if run.data.params.get("strategy") != "adabn" or run.data.params["label_budget"] != "0":
             assert "val_loss" in run.data.metrics  # AdaBN without labels trains nothing
         if "strategy" in run.data.params:  # fine-tuning runs link to the run they started from
