@@ -4,7 +4,7 @@ parameters, the model logged, the curves, the test metrics linked to the model, 
 plot, the registration) on a fresh SQLite store like the project's, and the Dagster run of one
 partition (`execute_in_process` of a one-asset job, as `galpipe run` launches each partition),
 whose asset does nothing but log a line per run as finetune does, on two fresh SQLite instances:
-Dagster's defaults (no dagster.yaml) and galpipe's dagster.yaml (galpipe.run_queue.write_instance_config).
+Dagster's defaults (no dagster.yaml) and galpipe's dagster.yaml (galpipe.instance.write_instance_config).
 Medians over the rounds after two of warm-up; the calls alternate within each round. A run's
 total is the sum of its calls' medians.
 
@@ -33,8 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/ is not pa
 
 from galpipe.cli import QUIET  # noqa: E402  (galpipe run's logging: INFO to the console)
 from galpipe.hardware import machine_info  # noqa: E402
+from galpipe.instance import write_instance_config  # noqa: E402
 from galpipe.models import build_model  # noqa: E402
-from galpipe.run_queue import write_instance_config  # noqa: E402
 from galpipe.tracking import Tracker  # noqa: E402
 
 RUNS_PER_PARTITION = 6  # a `small` partition of N labels: full, head_only and scratch x 2 seeds

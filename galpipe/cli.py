@@ -35,8 +35,9 @@ def project_argument(args) -> str:
 
 
 def _run(args) -> int:
+    from galpipe.instance import write_instance_config
     from galpipe.project import load_project, project_reference
-    from galpipe.run_queue import DAEMON_LOG, check_evaluations, run_steps, threads_per_run, write_instance_config
+    from galpipe.run_queue import DAEMON_LOG, check_evaluations, run_steps, threads_per_run
 
     project_arg = project_argument(args)
     project = load_project(project_arg)  # every key checked before any work

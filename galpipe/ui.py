@@ -18,9 +18,9 @@ import urllib.request
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
+from galpipe.instance import write_instance_config
 from galpipe.links import DAGSTER_UI_VARIABLE, MLFLOW_UI_VARIABLE
 from galpipe.project import DEFAULT_PROJECT, PROJECT_VARIABLE, project_reference
-from galpipe.run_queue import write_instance_config
 
 HOST = "127.0.0.1"
 BIN = Path(sys.executable).parent  # dagster and mlflow are installed next to this Python

@@ -19,7 +19,7 @@ import pytest
 from dagster import DagsterInstance, RunsFilter
 
 from galpipe.cli import RUN_STAGES, pipeline_steps
-from galpipe.run_queue import EARLIER_OWN_CONFIG_MARK, OWN_CONFIG_MARK, write_instance_config
+from galpipe.instance import EARLIER_OWN_CONFIG_MARK, OWN_CONFIG_MARK, write_instance_config
 from galpipe.ui import free_ports, start_server, stop_servers, wait_until_answering
 from galpipe_tests.conftest import galpipe_in, write_project
 
