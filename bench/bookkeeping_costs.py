@@ -119,7 +119,8 @@ def main() -> None:
             for k in range(args.rounds + WARM_UP):
                 for name, value in bookkeeping_round(tracker, model, example, plot, k).items():
                     mlflow_seconds.setdefault(name, []).append(value)
-                for name, instance in instances.items():  # the two instances alternate within each round
+                order = list(instances.items())  # the two instances alternate, each first in every other round
+                for name, instance in (order if k % 2 == 0 else order[::-1]):
                     started = time.perf_counter()
                     result = job.execute_in_process(instance=instance, partition_key=str(k), run_config=QUIET)
                     dagster_seconds[name].append(time.perf_counter() - started)

@@ -46,7 +46,7 @@ def _run(args) -> int:
     dagster_home.mkdir(parents=True, exist_ok=True)
     if args.workers < 1:
         raise UserError(f"--workers {args.workers}: must be at least 1")
-    if not write_instance_config(dagster_home, args.workers) and args.workers > 1:
+    if not write_instance_config(dagster_home, args.workers if args.workers > 1 else None) and args.workers > 1:
         print(f"[galpipe run] {dagster_home / 'dagster.yaml'} is yours: its run queue limits apply", flush=True)
     from dagster import DagsterInstance, Definitions
 

@@ -166,8 +166,7 @@ def running_ui(project_dir, project: str = DEFAULT_PROJECT, dagster_port: int = 
         check_port_free(mlflow_port, "MLflow UI (--mlflow-port)")
     dagster_home = project_dir / ".dagster_home"
     dagster_home.mkdir(parents=True, exist_ok=True)
-    if not (dagster_home / "dagster.yaml").is_file():
-        write_instance_config(dagster_home, workers=1)  # as `galpipe run` would; an existing one is kept
+    write_instance_config(dagster_home)  # as `galpipe run` writes it; one of your own is kept
     recover_project(dagster_home, tracking_uri)
     dagster_url = f"http://{HOST}:{dagster_port}"
     mlflow_url = tracking_uri.rstrip("/") if served else f"http://{HOST}:{mlflow_port}"

@@ -19,7 +19,7 @@ import pytest
 from dagster import DagsterInstance, RunsFilter
 
 from galpipe.cli import RUN_STAGES, pipeline_steps
-from galpipe.instance import EARLIER_OWN_CONFIG_MARK, OWN_CONFIG_MARK, write_instance_config
+from galpipe.instance import EARLIER_OWN_CONFIG_LINE, OWN_CONFIG_LINE, write_instance_config
 from galpipe.ui import free_ports, start_server, stop_servers, wait_until_answering
 from galpipe_tests.conftest import galpipe_in, write_project
 
@@ -40,25 +40,30 @@ def test_each_step_waits_for_what_it_reads():
 
 
 def test_a_dagster_yaml_of_your_own_is_never_rewritten(tmp_path):
+    config = tmp_path / "dagster.yaml"
     assert write_instance_config(tmp_path, 3)
-    assert "max_concurrent_runs: 3" in (tmp_path / "dagster.yaml").read_text()
+    assert "max_concurrent_runs: 3" in config.read_text()
     assert write_instance_config(tmp_path, 2)  # galpipe's own file follows the worker count
-    assert "max_concurrent_runs: 2" in (tmp_path / "dagster.yaml").read_text()
-    assert write_instance_config(tmp_path, 1)  # one worker: every step in galpipe's process, no queue
-    assert "max_concurrent_runs" not in (tmp_path / "dagster.yaml").read_text()
-    (tmp_path / "dagster.yaml").write_text(EARLIER_OWN_CONFIG_MARK + "; delete this line to keep your edits.\n")
-    assert write_instance_config(tmp_path, 2)  # a file galpipe wrote under its earlier first line is its own
-    yours = "run_queue:\n  max_concurrent_runs: 5\n"
-    (tmp_path / "dagster.yaml").write_text(yours)
-    assert not write_instance_config(tmp_path, 2)
-    assert (tmp_path / "dagster.yaml").read_text() == yours and OWN_CONFIG_MARK not in yours
+    assert "max_concurrent_runs: 2" in config.read_text()
+    inode = config.stat().st_ino
+    assert write_instance_config(tmp_path)  # a plain run (or galpipe ui) keeps the queue it finds
+    assert "max_concurrent_runs: 2" in config.read_text() and config.stat().st_ino == inode  # not rewritten
+    assert write_instance_config(tmp_path, 1)  # one worker asked for: no queue
+    assert "max_concurrent_runs" not in config.read_text() and "NoOpComputeLogManager" in config.read_text()
+    config.write_text(EARLIER_OWN_CONFIG_LINE + "\nrun_queue:\n  max_concurrent_runs: 4\n")
+    assert write_instance_config(tmp_path)  # a file galpipe wrote under its earlier first line is its own
+    assert "max_concurrent_runs: 4" in config.read_text() and config.read_text().startswith(OWN_CONFIG_LINE)
+    for yours in ("run_queue:\n  max_concurrent_runs: 5\n", "# Written by galpipe-ops, by hand\ntelemetry: {}\n"):
+        config.write_text(yours)
+        assert not write_instance_config(tmp_path, 2) and not write_instance_config(tmp_path)
+        assert config.read_text() == yours
 
 
 def test_galpipes_instance_copies_no_step_output_into_files_and_sends_no_telemetry(tmp_path):
     from dagster import DagsterInstance
     from dagster._core.storage.noop_compute_log_manager import NoOpComputeLogManager
 
-    write_instance_config(tmp_path, 1)
+    write_instance_config(tmp_path)
     with DagsterInstance.from_config(str(tmp_path)) as instance:
         assert isinstance(instance.compute_log_manager, NoOpComputeLogManager)
         assert not instance.telemetry_enabled
