@@ -24,7 +24,7 @@ from bench.learners_real.resnet_seeds_table import runs  # noqa: E402
 from galpipe.evaluation import aligned_predictions  # noqa: E402
 from galpipe.statistics import accuracy, mcnemar, paired_bootstrap  # noqa: E402
 
-BUDGETS = ("0", "25", "50", "100", "300")
+BUDGETS = ("0", "25", "50", "100", "300", "500", "1000")  # those a run lacks are passed over
 
 
 def main(named_runs: list[str]) -> None:
