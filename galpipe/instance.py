@@ -8,6 +8,7 @@ from pathlib import Path
 import yaml
 
 from galpipe.files import atomic_write
+from galpipe.project import ProjectError
 
 # The first line of a dagster.yaml that galpipe wrote, and may rewrite (e.g. for another worker count).
 OWN_CONFIG_LINE = "# Written by galpipe; delete this line to keep your edits."
@@ -31,7 +32,7 @@ def write_instance_config(dagster_home: Path, workers: int | None = None) -> boo
     if before is not None and before.split("\n", 1)[0] not in (OWN_CONFIG_LINE, EARLIER_OWN_CONFIG_LINE):
         return False
     if workers is None:
-        workers = ((yaml.safe_load(before or "") or {}).get("run_queue") or {}).get("max_concurrent_runs", 1)
+        workers = _queued_workers(path, before)
     text = f"""{OWN_CONFIG_LINE}
 # SQLite storage in this folder; steps' output is not copied into files (see galpipe.instance).
 compute_logs:
@@ -55,3 +56,15 @@ run_monitoring:
     if text != before:
         atomic_write(path, lambda tmp: Path(tmp).write_text(text))
     return True
+
+
+def _queued_workers(path: Path, text: str | None) -> int:
+    """The run queue's size in galpipe's file (1 without a queue), named by file if it cannot be read."""
+    try:
+        workers = ((yaml.safe_load(text or "") or {}).get("run_queue") or {}).get("max_concurrent_runs", 1)
+    except (yaml.YAMLError, AttributeError) as err:
+        raise ProjectError(f"{path}: not a dagster.yaml galpipe can read ({err}); delete its first line to "
+                           "keep it as your own, or the file to have galpipe write it again") from err
+    if not isinstance(workers, int) or workers < 1:
+        raise ProjectError(f"{path}: run_queue.max_concurrent_runs must be a whole number >= 1, not {workers!r}")
+    return workers

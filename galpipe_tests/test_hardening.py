@@ -79,7 +79,7 @@ def test_models_round_trip_without_pickle_and_still_load_in_mlflow_pyfunc(tmp_pa
 
 def test_logging_a_model_shows_no_mlflow_warning_about_what_galpipe_leaves_out_on_purpose(tmp_path):
     # No input example (its check cost 0.09 s a run) and no type hints (an array is all it takes): the
-    # signature says what the model takes. MLflow warned of both for every model, four lines each.
+    # signature says what the model takes. MLflow warned of both for every model, two lines each.
     for seed in range(2):  # each model logged, not just the first (MLflow's own filter is "once")
         with warnings.catch_warnings(record=True) as shown:
             warnings.simplefilter("always")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from dagster import DagsterInstance, RunsFilter
 
 from galpipe.cli import RUN_STAGES, pipeline_steps
 from galpipe.instance import EARLIER_OWN_CONFIG_LINE, OWN_CONFIG_LINE, write_instance_config
+from galpipe.project import ProjectError
 from galpipe.ui import free_ports, start_server, stop_servers, wait_until_answering
 from galpipe_tests.conftest import galpipe_in, write_project
 
@@ -53,6 +55,13 @@ def test_a_dagster_yaml_of_your_own_is_never_rewritten(tmp_path):
     config.write_text(EARLIER_OWN_CONFIG_LINE + "\nrun_queue:\n  max_concurrent_runs: 4\n")
     assert write_instance_config(tmp_path)  # a file galpipe wrote under its earlier first line is its own
     assert "max_concurrent_runs: 4" in config.read_text() and config.read_text().startswith(OWN_CONFIG_LINE)
+    unreadable = (": [", "not a dagster.yaml galpipe can read")
+    not_a_count = ("run_queue:\n  max_concurrent_runs: two\n",
+                   "run_queue.max_concurrent_runs must be a whole number >= 1, not 'two'")
+    for broken, named in (unreadable, not_a_count):
+        config.write_text(OWN_CONFIG_LINE + "\n" + broken)  # galpipe's file, edited by hand
+        with pytest.raises(ProjectError, match=re.escape(f"{config}: {named}")):
+            write_instance_config(tmp_path)
     for yours in ("run_queue:\n  max_concurrent_runs: 5\n", "# Written by galpipe-ops, by hand\ntelemetry: {}\n"):
         config.write_text(yours)
         assert not write_instance_config(tmp_path, 2) and not write_instance_config(tmp_path)
