@@ -5,9 +5,10 @@ own process with cores/N threads. A step is submitted once the steps it reads fr
 so the queue always holds only work that can start. The instance's run records say when each
 run started and ended, which is how parallel runs are proven to overlap.
 
-The instance is whatever DAGSTER_HOME/dagster.yaml says: galpipe writes a small one
-(galpipe.instance) when there is none, and never touches one written by someone else, so the same
-code runs on PostgreSQL storage and a cluster's run launcher (README, "Running on a cluster")."""
+The instance is whatever DAGSTER_HOME/dagster.yaml says: galpipe writes its own
+(galpipe.instance) where there is none or its own is there, and never touches one written by
+someone else, so the same code runs on PostgreSQL storage and a cluster's run launcher
+(README, "Running on a cluster")."""
 
 from __future__ import annotations
 
