@@ -191,6 +191,17 @@ def test_the_viewer_rendering_shows_the_faint_disk_as_an_8_bit_jpeg(tmp_path, sd
     assert viewer.shape == lupton.shape == (3, size, size) and 0 <= viewer.min() and viewer.max() <= 1
     assert viewer.sum(axis=0)[outskirts].mean() > 1.5 * lupton.sum(axis=0)[outskirts].mean()
     assert np.allclose(viewer * 255, np.round(viewer * 255))  # 8-bit
+    # And a JPEG's loss, not only 8-bit rounding: the same stretch, worked out here and rounded, is
+    # the same picture (within a few levels on average) but not the same pixels.
+    from galpipe.preprocessing import VIEWER_BAND_SCALES, VIEWER_Q, VIEWER_SOFTENING
+
+    scaled = cutout.pixels * np.asarray(VIEWER_BAND_SCALES)[:, None, None] * 10 ** ((22.5 - SDSS.zeropoint_mag) / 2.5) \
+        + VIEWER_SOFTENING
+    intensity = np.maximum(scaled, 0).mean(axis=0)
+    rounded = np.round(np.clip(scaled[::-1] * np.arcsinh(VIEWER_Q * intensity) / np.sqrt(VIEWER_Q)
+                               / np.maximum(intensity, 1e-6), 0, 1) * 255) / 255
+    assert np.abs(viewer - rounded).mean() < 3 / 255
+    assert np.abs(viewer - rounded).max() >= 3 / 255
     # Weighted by band as the viewers weight them, the Lupton composite's galaxy is less red.
     balanced = colour_image(cutout, SDSS.pixel_scale_arcsec, rendering="lupton_balanced")
     centre = np.hypot(x, y) < 6

@@ -134,6 +134,22 @@ def test_field_objects_are_one_sky_and_the_deeper_survey_sees_more_of_them(sdss_
     assert seen["des"] > seen["sdss"] and seen["des"] >= 6, seen
 
 
+def test_field_stars_and_galaxies_come_at_their_own_densities():
+    """The neighbours are galaxies (extended) and stars (points), each at its own density to r = 24:
+    over 300 fields of 60" (64" with the 2" margin each side, less the clear circle at the centre),
+    each count within 5 sigma of its Poisson mean."""
+    from galpipe.simulation.render import CLEAR_RADIUS_ARCSEC, FIELD_GALAXIES_PER_ARCMIN2, FIELD_STARS_PER_ARCMIN2, field_objects
+
+    counts = {"DeltaFunction": 0, "Exponential": 0}
+    for seed in range(300):
+        for profile, *_ in field_objects(seed, 60.0):
+            counts[type(profile.original).__name__] += 1  # a KeyError for any other kind of object
+    area_arcmin2 = (64 / 60) ** 2 - np.pi * (CLEAR_RADIUS_ARCSEC / 60) ** 2
+    for kind, density in (("Exponential", FIELD_GALAXIES_PER_ARCMIN2), ("DeltaFunction", FIELD_STARS_PER_ARCMIN2)):
+        expected = 300 * density * area_arcmin2
+        assert abs(counts[kind] - expected) < 5 * np.sqrt(expected), (kind, counts[kind], expected)
+
+
 def test_seeing_varies_from_galaxy_to_galaxy_and_survey_to_survey(sdss_catalog, tmp_path):
     from galpipe.cutouts import read_cutout
     from galpipe.simulation.render import seeing_scale
