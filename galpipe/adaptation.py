@@ -317,7 +317,9 @@ def contrastive_pretrained(model: GalaxyClassifier, x, rows: np.ndarray, config:
     device = config.device
     model.to(device).to(memory_format=torch.channels_last)
     width = model.head[-1].in_features  # the embedding the classifying layer reads
-    projection = nn.Sequential(nn.Linear(width, width), nn.ReLU(), nn.Linear(width, 32)).to(device)
+    with torch.random.fork_rng(devices=[]):  # the head from the seed alone, wherever this runs
+        torch.manual_seed(config.seed)
+        projection = nn.Sequential(nn.Linear(width, width), nn.ReLU(), nn.Linear(width, 32)).to(device)
     trained = [*model.parameters(), *projection.parameters()]
     optimiser = torch.optim.AdamW(trained, lr=config.learning_rate, weight_decay=CONTRASTIVE_WEIGHT_DECAY)
     generator = torch.Generator().manual_seed(config.seed)

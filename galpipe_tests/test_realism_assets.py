@@ -1,6 +1,7 @@
 """Issue 14's realism effects and unlabelled-target strategies go through the same Dagster assets as
 the others and into MLflow like them: a tiny sky with every effect a simulated SDSS -> DES pair
-takes, fine-tuned by SimCLR (from a fresh network and from the simulation's) and FixMatch."""
+takes, fine-tuned by SimCLR (from a fresh network and from the simulation's) and FixMatch; the
+SimCLR networks are pretrained models of their own."""
 
 import os
 
@@ -54,3 +55,21 @@ def test_a_realistic_sky_and_the_unlabelled_target_strategies_run_through_the_as
     assert finetuned["fixmatch"].data.params["fixmatch_start"] == "scratch"
     versions = client.search_model_versions("name = 'galpipe-tiny-realism-featured-des'")
     assert {v.run_id for v in versions} >= {r.info.run_id for r in finetuned.values()}
+    # The contrastive strategies' networks pretrained without labels are pretrained models of their
+    # own: made once with the source model (a run each, in the pretraining stage), registered, and
+    # where each fine-tuning started.
+    self_supervised = {r.data.params["strategy"]: r for r in runs if r.data.params.get("role") == "self_supervised"}
+    assert set(self_supervised) == {"contrastive", "contrastive_simulation"}
+    registered = {v.run_id: v for v in client.search_model_versions(
+        "name = 'galpipe-tiny-realism-featured-des-self-supervised'")}
+    for name, run in self_supervised.items():
+        assert run.data.tags["dagster.asset"] == "pretrained_model" and run.data.tags["galpipe.stage"] == "pretraining"
+        assert run.data.metrics["contrastive_final_loss"] > 0
+        assert len(client.get_metric_history(run.info.run_id, "contrastive_loss")) == 50  # an epoch each
+        version = registered[run.info.run_id]
+        assert version.tags["role"] == "self_supervised" and version.tags["strategy"] == name
+        uri = f"models:/galpipe-tiny-realism-featured-des-self-supervised/{version.version}"
+        assert finetuned[name].data.params["self_supervised_model_uri"] == uri
+        assert finetuned[name].data.params["contrastive_final_loss"] == str(round(run.data.metrics["contrastive_final_loss"], 4))
+    assert self_supervised["contrastive_simulation"].data.params["pretrained_model_uri"] == \
+        finetuned["contrastive_simulation"].data.params["pretrained_model_uri"]

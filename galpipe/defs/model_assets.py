@@ -68,9 +68,12 @@ def _transfer_data(profile, source_catalog, source_inputs, matched_catalog, targ
     return TransferData(source_catalog, source_inputs, matched_catalog, target_inputs, profile.pretrain_on_test_counterparts)
 
 
-PRETRAINED = dict(group_name=MODELS_GROUP, ins=TRANSFER_INS, required_resource_keys={"settings", "mlflow", "source_survey"},
+PRETRAINED = dict(group_name=MODELS_GROUP, ins=TRANSFER_INS,
+                  required_resource_keys={"settings", "mlflow", "source_survey", "target_survey"},
                   description="The classifier trained on the source survey, registered in MLflow; also applied "
-                              "directly to the target test set.")
+                              "directly to the target test set. With the contrastive strategies, also their "
+                              "networks pretrained without labels on the target images (SimCLR), registered as "
+                              "<experiment>-<task>-<target>-self-supervised.")
 
 
 def pretrained_model(context: AssetExecutionContext, source_catalog: pd.DataFrame, source_inputs: ModelInputs,
@@ -79,7 +82,8 @@ def pretrained_model(context: AssetExecutionContext, source_catalog: pd.DataFram
     data = _transfer_data(profile, source_catalog, source_inputs, matched_catalog, target_inputs)
     recorder = _recorder(context)
     source = context.resources.source_survey
-    result = pretrain(profile, context.partition_key, data, source.name, recorder, source.realism_params(profile))
+    result = pretrain(profile, context.partition_key, data, source.name, recorder, source.realism_params(profile),
+                      context.resources.target_survey.name)
     name, version = result["model_uri"].removeprefix("models:/").rsplit("/", 1)
     context.add_output_metadata({
         "model_uri": result["model_uri"], "mlflow_run_id": result["run_id"], "epochs": result["epochs"],

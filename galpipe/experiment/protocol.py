@@ -2,7 +2,8 @@
 profile and return results; every training run is logged and registered through a `Recorder`.
 
 - `pretrain`: one task's classifier trained on the source survey (a fixed 15% held out by
-  object id for validation), evaluated there and applied directly to the target test set.
+  object id for validation), evaluated there and applied directly to the target test set; and,
+  for the `contrastive` strategies, the networks pretrained without labels on the target images.
 - `finetune`: one task x label budget: for each seed and label selection the same N galaxies
   for every strategy, each strategy after the teacher it learns from; budget 0 is the source
   model applied directly, plus the strategies that need no target label.
@@ -22,7 +23,7 @@ import pandas as pd
 from galpipe.adaptation import AdaptationData, embeddings
 from galpipe.evaluation import aligned_predictions, binary_metrics, has_predictions, plot_confusion, with_selection
 from galpipe.experiment.selections import RANDOM, SELECTIONS
-from galpipe.experiment.strategies import DIRECT, STRATEGIES, Strategy, StrategyRun
+from galpipe.experiment.strategies import DIRECT, STRATEGIES, Contrastive, SelfSupervisedStart, Strategy, StrategyRun
 from galpipe.framing import field_text
 from galpipe.links import FINETUNING, STAGE_TAG
 from galpipe.models import INPUT_SHAPE, SEED_ENSEMBLE, SeedEnsemble, build_model, count_flops
@@ -126,6 +127,12 @@ def train_config(profile: Profile, task: str, **changes) -> TrainConfig:
     return TrainConfig(**{**settings, **changes})
 
 
+def finetuning_config(profile: Profile, task: str, seed: int, strategy: Strategy) -> TrainConfig:
+    """train_config for a fine-tuning run of `strategy`, with its own learning rate."""
+    return strategy.config(train_config(profile, task, seed=seed, max_epochs=profile.finetune_max_epochs,
+                                        min_steps=profile.finetune_min_steps))
+
+
 def pretraining_config(profile: Profile, task: str, seed: int) -> TrainConfig:
     """train_config for pretraining on the source, with the profile's pretraining augmentation."""
     return train_config(profile, task, max_epochs=profile.pretrain_max_epochs, seed=seed,
@@ -146,13 +153,21 @@ def sorted_by_row(sample: LabelledSample) -> LabelledSample:
 
 
 def pretrain(profile: Profile, task: str, data: TransferData, source_survey: str, recorder: Recorder,
-             source_params: dict | None = None) -> dict:
+             source_params: dict | None = None, target_survey: str = "target") -> dict:
     """The source classifier of `task` for each of the profile's seeds, logged and registered, with
     its source validation and direct-on-target test metrics: `seeds` maps each seed to its model;
     the first seed's are also at the top level. Fine-tuning seed k starts from pretraining seed k.
-    `source_params`: how the source survey was made (its realism settings), logged with each run."""
-    runs = {str(seed): _pretrain_seed(profile, task, data, source_survey, recorder, seed, source_params or {})
-            for seed in profile.seeds}
+    `source_params`: how the source survey was made (its realism settings), logged with each run.
+    With `contrastive` strategies in the profile, each seed's entry also holds, under
+    `self_supervised`, each one's network pretrained without labels on the target images."""
+    runs = {}
+    for seed in profile.seeds:
+        runs[str(seed)] = _pretrain_seed(profile, task, data, source_survey, recorder, seed, source_params or {})
+        self_supervised = {name: _self_supervised(profile, task, data, name, seed, runs[str(seed)]["model_uri"],
+                                                  target_survey, recorder)
+                           for name in self_supervised_strategies(profile)}
+        if self_supervised:
+            runs[str(seed)]["self_supervised"] = self_supervised
     return {**runs[str(profile.seeds[0])], "seeds": runs}
 
 
@@ -184,6 +199,47 @@ def _pretrain_seed(profile: Profile, task: str, data: TransferData, source_surve
     return {"task": task, "seed": seed, "model_uri": model_uri, "version": version, "run_id": run_id,
             "epochs": len(history), "source_val": _without_probability(source_metrics),
             "target_test_direct": _without_probability(direct_metrics)}
+
+
+SELF_SUPERVISED = "self_supervised"  # the role of a network pretrained without labels
+
+
+def self_supervised_strategies(profile: Profile) -> list[str]:
+    """The profile's strategies that first pretrain without labels on the target images."""
+    names = dict.fromkeys([*profile.strategies, *profile.adaptation_strategies])
+    return [name for name in names if isinstance(STRATEGIES.get(name), Contrastive)]
+
+
+def _self_supervised(profile: Profile, task: str, data: TransferData, name: str, seed: int, source_model_uri: str,
+                     target_survey: str, recorder: Recorder) -> dict:
+    """The first stage of the `Contrastive` strategy `name` for `seed` (SimCLR on the unlabelled
+    target images, from a fresh network or from the seed's source model as registered), as a
+    run of its own, registered as `<experiment>-<task>-<target>-self-supervised`: a pretrained
+    model that every label budget's fine-tuning starts from, made once."""
+    strategy: Contrastive = STRATEGIES.get(name)
+    config = finetuning_config(profile, task, seed, strategy)  # what the fine-tuning run would have used
+    tracker = recorder.tracker
+    adaptation = data.adaptation(task)
+    source_model = None if strategy.from_scratch else load_registered_model(tracker.tracking_uri, source_model_uri)
+    params = {"task": task, "survey": target_survey, "architecture": profile.architecture, "role": SELF_SUPERVISED,
+              "strategy": name, "contrastive_start": "scratch" if strategy.from_scratch else "source",
+              "pretrained_model_uri": "" if strategy.from_scratch else source_model_uri,
+              "n_unlabelled_target": len(adaptation.unlabelled_rows), "contrastive_epochs": strategy.epochs,
+              "contrastive_temperature": strategy.temperature, **config.as_params()}
+    with tracker.run(f"self-supervised-{name}-{task}-{target_survey}-seed{seed}",
+                     {**recorder.tags, STAGE_TAG: "pretraining"}, params) as run_id:
+        model, history = strategy.pretrain_without_labels(source_model, profile.architecture, adaptation, config)
+        recorder.log(f"{task} seed {seed}: {name}'s self-supervised pretraining, loss "
+                     f"{history[0]['contrastive_loss']:.3f} -> {history[-1]['contrastive_loss']:.3f}")
+        tracker.log_history(run_id, history, keys=("contrastive_loss",))
+        final_loss = history[-1]["contrastive_loss"]
+        tracker.log_metrics(run_id, {"contrastive_final_loss": final_loss})
+        x = data.target_inputs.array()
+        model_uri, version, _ = tracker.log_and_register_model(
+            run_id, model, np.array(x[:1]), f"{registered_model_name(tracker.experiment_name, task, target_survey)}-"
+            f"{SELF_SUPERVISED.replace('_', '-')}",
+            model_tags(profile, task, SELF_SUPERVISED, data.target_inputs, seed=seed, strategy=name))
+    return {"model_uri": model_uri, "version": version, "run_id": run_id, "contrastive_final_loss": final_loss}
 
 
 def source_for_seed(pretrained: dict, seed: int) -> dict:
@@ -239,11 +295,20 @@ def finetune(profile: Profile, task: str, budget_key: str, data: TransferData, p
     sources = {seed: source_for_seed(pretrained, seed) for seed in profile.seeds}
     loaded = {}  # model URI -> module: each pretrained model loaded once
 
-    def source_model_of(seed: int):
-        uri = sources[seed]["model_uri"]
+    def model_at(uri: str):
         if uri not in loaded:
             loaded[uri] = load_registered_model(recorder.tracker.tracking_uri, uri)
         return loaded[uri]
+
+    def source_model_of(seed: int):
+        return model_at(sources[seed]["model_uri"])
+
+    def self_supervised_of(seed: int, name: str) -> SelfSupervisedStart | None:
+        """The strategy's network pretrained without labels with the seed's source model (None in a
+        pretrained model made before there was one: the strategy then makes it itself)."""
+        made = sources[seed].get("self_supervised", {}).get(name)
+        return SelfSupervisedStart(model_at(made["model_uri"]), made["model_uri"], made["contrastive_final_loss"]) \
+            if made else None
 
     # One source model per seed: then even deterministic strategies (AdaBN) differ between seeds.
     one_source = len({source["model_uri"] for source in sources.values()}) == 1
@@ -262,8 +327,7 @@ def finetune(profile: Profile, task: str, budget_key: str, data: TransferData, p
     def run(name: str, selection: str, seed: int, train, validation, teacher=None):
         strategy: Strategy = STRATEGIES.get(name)
         source = sources[seed]
-        config = strategy.config(train_config(profile, task, seed=seed, max_epochs=profile.finetune_max_epochs,
-                                              min_steps=profile.finetune_min_steps))
+        config = finetuning_config(profile, task, seed, strategy)
         params = {"task": task, "survey": target_survey, "architecture": profile.architecture, "strategy": name,
                   "selection": selection, "label_budget": budget, "n_train": len(train) if train else 0,
                   "n_validation": len(validation) if validation else 0,
@@ -273,7 +337,8 @@ def finetune(profile: Profile, task: str, budget_key: str, data: TransferData, p
         with recorder.tracker.run(f"{name}-{task}-{budget_key}-{selection}-seed{seed}", tags, params) as run_id:
             model, history, extra = strategy.train(StrategyRun(
                 source_model_of(seed), x, train, validation, config, profile.architecture, checkpoint,
-                adaptation if strategy.uses_unlabelled_target else None, teacher))
+                adaptation if strategy.uses_unlabelled_target else None, teacher,
+                self_supervised_of(seed, name) if isinstance(strategy, Contrastive) else None))
             recorder.tracker.log_params(run_id, extra)
             # The model logged before its metrics, so its test metrics are linked to it without MLflow reading every
             # metric back (0.2 s of a partition of 6 runs); registered only once its evaluation has succeeded.

@@ -9,7 +9,8 @@ whether it runs without target labels (budget 0), and how it trains from the sou
   unlabelled target images and so run at budget 0 as unsupervised domain adaptation;
   `self_training_scratch`, the same with the `scratch` model of the N labels as its teacher;
   `contrastive` / `contrastive_simulation`, self-supervised on the unlabelled target images (from
-  a fresh network / from the source model), then fine-tuned on the N labels; and `fixmatch` /
+  a fresh network / from the source model), then fine-tuned on the N labels (the self-supervised
+  network is made with the pretrained model, galpipe.experiment.protocol); and `fixmatch` /
   `fixmatch_simulation`, semi-supervised: the N labels and the unlabelled images in one training.
 
 A new strategy is a subclass of `Strategy` with a `train` method, registered as
@@ -38,11 +39,22 @@ from galpipe.training import TrainConfig, predict_proba, train_classifier
 from galpipe.transfer import LabelledSample
 
 
+@dataclass(frozen=True)
+class SelfSupervisedStart:
+    """A network pretrained without labels (a `Contrastive` strategy's first stage), as it was
+    registered: fine-tuning starts from it instead of computing it again."""
+
+    model: GalaxyClassifier
+    model_uri: str
+    final_loss: float
+
+
 @dataclass
 class StrategyRun:
     """Everything one run of a strategy may use. `train`/`validation` are the N target labels
     (None at budget 0); `adaptation` is set for strategies that use unlabelled target images;
-    `teacher` is the model of the strategy named by `Strategy.teacher`, same seed and labels."""
+    `teacher` is the model of the strategy named by `Strategy.teacher`, same seed and labels;
+    `self_supervised`, for a `Contrastive` strategy, its network pretrained without labels."""
 
     pretrained: GalaxyClassifier
     x: object  # the target model inputs (adaptation.x holds them followed by the source's)
@@ -53,6 +65,7 @@ class StrategyRun:
     checkpoint_path: object = None
     adaptation: AdaptationData | None = None
     teacher: GalaxyClassifier | None = None
+    self_supervised: SelfSupervisedStart | None = None
 
 
 BASE_LEARNING_RATE = 1e-3  # the profile's default; a strategy's rate scales with the profile's
@@ -193,16 +206,27 @@ class Contrastive(Strategy):
     epochs: int = 50  # of contrastive learning, before fine-tuning
     temperature: float = 0.2
 
+    def pretrain_without_labels(self, source_model: GalaxyClassifier, architecture: str, data: AdaptationData,
+                                config: TrainConfig) -> tuple[GalaxyClassifier, list[dict]]:
+        """The first stage alone: SimCLR on the unlabelled target images from this strategy's start
+        (a fresh network of the seed, or `source_model`), and its loss per epoch."""
+        start = build_model(architecture, seed=config.seed) if self.from_scratch else source_model
+        return contrastive_pretrained(start, data.x, data.unlabelled_rows, config, self.epochs, self.temperature)
+
     def train(self, run: StrategyRun):
         data = run.adaptation
-        start = build_model(run.architecture, seed=run.config.seed) if self.from_scratch else run.pretrained
-        model, pretraining = contrastive_pretrained(start, data.x, data.unlabelled_rows, run.config, self.epochs,
-                                                    self.temperature)
+        if run.self_supervised is not None:  # made, logged and registered with the pretrained model
+            model, final_loss = copy.deepcopy(run.self_supervised.model), run.self_supervised.final_loss
+        else:
+            model, pretraining = self.pretrain_without_labels(run.pretrained, run.architecture, data, run.config)
+            final_loss = pretraining[-1]["contrastive_loss"]
         history = train_classifier(model, data.x, run.train.row, run.train.label, run.validation.row,
                                    run.validation.label, run.config, run.checkpoint_path)
         return model, history, {"n_unlabelled_target": len(data.unlabelled_rows), "contrastive_epochs": self.epochs,
                                 "contrastive_start": "scratch" if self.from_scratch else "source",
-                                "contrastive_final_loss": round(pretraining[-1]["contrastive_loss"], 4)}
+                                "contrastive_final_loss": round(final_loss, 4),
+                                "self_supervised_model_uri": run.self_supervised.model_uri if run.self_supervised
+                                else "made in this run"}
 
 
 @dataclass(frozen=True)
