@@ -4,7 +4,7 @@
 # (bench/realism/gz2_<effect>.yaml, or "none" for gz2_spirals_whole_frame.yaml) with AdaBN at
 # budget 0 and `full` at N = 25, 100 and 300; "none" also with `scratch`, the baseline.
 # Each run in a folder of its own under OUT, one after another; then
-#   .venv/bin/python bench/realism/ablation_table.py --budgets 25,100,300 none=OUT/none/data/ablation_none \
+#   .venv/bin/python bench/realism/ablation_table.py --more none=OUT/none/data/ablation_none \
 #       neighbours=OUT/neighbours/data/ablation_neighbours ...
 #
 #   bash bench/realism/ablation_more.sh OUT none neighbours seeing continuous_arms ...

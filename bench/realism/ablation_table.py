@@ -6,6 +6,10 @@ and from the first run's `scratch` at N=300 (the baseline pretraining must beat)
 
     .venv/bin/python bench/realism/ablation_table.py none=/tmp/gz2/data/gz2_spirals_whole_frame \\
         colour=/tmp/abl_colour/data/gz2_realism_colour
+
+With `--more` (runs of bench/realism/ablation_more.sh): a second table of what the first leaves
+out, AdaBN at budget 0 (ROC AUC with its interval, accuracy) and `full` at N=25 and 100, each
+`full` against the first run's `scratch` at the same N.
 """
 
 from __future__ import annotations
@@ -24,16 +28,17 @@ from galpipe.evaluation import paired_accuracy_difference  # noqa: E402
 TASK, BUDGET = "spiral", "300"
 
 
-def strategy_runs(run_dir: Path, strategy: str = "full") -> pd.DataFrame:
-    """The runs of `strategy` at N=300, one per seed, with their per-galaxy test predictions."""
-    runs = finetuned_runs(run_dir, TASK, BUDGET)
+def strategy_runs(run_dir: Path, strategy: str = "full", budget: str = BUDGET) -> pd.DataFrame:
+    """The runs of `strategy` at N=`budget`, one per seed, with their per-galaxy test predictions."""
+    runs = finetuned_runs(run_dir, TASK, budget)
     runs = runs[runs.strategy == strategy]
     assert len({frozenset(ids) for ids in runs.test_object_ids}) == 1, f"{run_dir}: seeds scored different galaxies"
     return runs
 
 
 def main() -> None:
-    named_runs = [arg.split("=", 1) for arg in sys.argv[1:]]
+    more = "--more" in sys.argv[1:]
+    named_runs = [arg.split("=", 1) for arg in sys.argv[1:] if arg != "--more"]
     print("| effect | applied directly: accuracy | applied directly: ROC AUC | `full`, N=300: accuracy | against the first "
           "| against the first's `scratch` |")
     print("|---|---|---|---|---|---|")
@@ -52,6 +57,32 @@ def main() -> None:
         print(f"| {name} | {direct.accuracy_mean:.3f} ± {direct.accuracy_std:.3f} | {direct.roc_auc_mean:.3f} "
               f"[{direct.roc_auc_low:.3f}, {direct.roc_auc_high:.3f}] | {full.accuracy_mean:.3f} ± {full.accuracy_std:.3f} "
               f"[{full.accuracy_low:.3f}, {full.accuracy_high:.3f}] | {against} | {compared(run_dir, runs, scratch)} |")
+    if more:
+        print()
+        more_table(named_runs)
+
+
+def more_table(named_runs: list[list[str]]) -> None:
+    """AdaBN at budget 0 and `full` at the few-label budgets, each `full` against the first run's
+    `scratch` at its N."""
+    budgets = ("25", "100")
+    print("| effect | AdaBN: ROC AUC | AdaBN: accuracy | " + " | ".join(
+        f"`full`, N={n}: accuracy | against the first's `scratch`, N={n}" for n in budgets) + " |")
+    print("|---|---|---|" + "---|---|" * len(budgets))
+    scratch = None
+    for name, path in named_runs:
+        run_dir = Path(path)
+        table = pd.read_parquet(run_dir / "evaluation_table.parquet")
+        adabn = table[table.strategy == "adabn"].iloc[0]
+        if scratch is None:
+            scratch = {n: strategy_runs(run_dir, "scratch", n) for n in budgets}
+        cells = []
+        for n in budgets:
+            full = table[(table.strategy == "full") & (table.label_budget == int(n))].iloc[0]
+            cells += [f"{full.accuracy_mean:.3f} ± {full.accuracy_std:.3f}",
+                      compared(run_dir, strategy_runs(run_dir, "full", n), scratch[n])]
+        print(f"| {name} | {adabn.roc_auc_mean:.3f} [{adabn.roc_auc_low:.3f}, {adabn.roc_auc_high:.3f}] | "
+              f"{adabn.accuracy_mean:.3f} ± {adabn.accuracy_std:.3f} | " + " | ".join(cells) + " |")
 
 
 def compared(run_dir: Path, runs: pd.DataFrame, baseline: pd.DataFrame) -> str:
