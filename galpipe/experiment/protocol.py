@@ -161,13 +161,14 @@ def pretrain(profile: Profile, task: str, data: TransferData, source_survey: str
     With `contrastive` strategies in the profile, each seed's entry also holds, under
     `self_supervised`, each one's network pretrained without labels on the target images."""
     runs = {}
+    without_labels = self_supervised_strategies(profile)
+    adaptation = data.adaptation(task) if without_labels else None  # the unlabelled target images
     for seed in profile.seeds:
         runs[str(seed)] = _pretrain_seed(profile, task, data, source_survey, recorder, seed, source_params or {})
-        self_supervised = {name: _self_supervised(profile, task, data, name, seed, runs[str(seed)]["model_uri"],
-                                                  target_survey, recorder)
-                           for name in self_supervised_strategies(profile)}
-        if self_supervised:
-            runs[str(seed)]["self_supervised"] = self_supervised
+        if without_labels:
+            runs[str(seed)]["self_supervised"] = {
+                name: _self_supervised(profile, task, data, adaptation, name, seed, runs[str(seed)]["model_uri"],
+                                       target_survey, recorder) for name in without_labels}
     return {**runs[str(profile.seeds[0])], "seeds": runs}
 
 
@@ -202,6 +203,7 @@ def _pretrain_seed(profile: Profile, task: str, data: TransferData, source_surve
 
 
 SELF_SUPERVISED = "self_supervised"  # the role of a network pretrained without labels
+SELF_SUPERVISED_SUFFIX = "-self-supervised"  # of its registered name, after the task's classifiers'
 
 
 def self_supervised_strategies(profile: Profile) -> list[str]:
@@ -210,8 +212,8 @@ def self_supervised_strategies(profile: Profile) -> list[str]:
     return [name for name in names if isinstance(STRATEGIES.get(name), Contrastive)]
 
 
-def _self_supervised(profile: Profile, task: str, data: TransferData, name: str, seed: int, source_model_uri: str,
-                     target_survey: str, recorder: Recorder) -> dict:
+def _self_supervised(profile: Profile, task: str, data: TransferData, adaptation: AdaptationData, name: str,
+                     seed: int, source_model_uri: str, target_survey: str, recorder: Recorder) -> dict:
     """The first stage of the `Contrastive` strategy `name` for `seed` (SimCLR on the unlabelled
     target images, from a fresh network or from the seed's source model as registered), as a
     run of its own, registered as `<experiment>-<task>-<target>-self-supervised`: a pretrained
@@ -219,7 +221,6 @@ def _self_supervised(profile: Profile, task: str, data: TransferData, name: str,
     strategy: Contrastive = STRATEGIES.get(name)
     config = finetuning_config(profile, task, seed, strategy)  # what the fine-tuning run would have used
     tracker = recorder.tracker
-    adaptation = data.adaptation(task)
     source_model = None if strategy.from_scratch else load_registered_model(tracker.tracking_uri, source_model_uri)
     params = {"task": task, "survey": target_survey, "architecture": profile.architecture, "role": SELF_SUPERVISED,
               "strategy": name, "contrastive_start": "scratch" if strategy.from_scratch else "source",
@@ -234,10 +235,9 @@ def _self_supervised(profile: Profile, task: str, data: TransferData, name: str,
         tracker.log_history(run_id, history, keys=("contrastive_loss",))
         final_loss = history[-1]["contrastive_loss"]
         tracker.log_metrics(run_id, {"contrastive_final_loss": final_loss})
-        x = data.target_inputs.array()
         model_uri, version, _ = tracker.log_and_register_model(
-            run_id, model, np.array(x[:1]), f"{registered_model_name(tracker.experiment_name, task, target_survey)}-"
-            f"{SELF_SUPERVISED.replace('_', '-')}",
+            run_id, model, np.array(data.target_inputs.array()[:1]),
+            registered_model_name(tracker.experiment_name, task, target_survey) + SELF_SUPERVISED_SUFFIX,
             model_tags(profile, task, SELF_SUPERVISED, data.target_inputs, seed=seed, strategy=name))
     return {"model_uri": model_uri, "version": version, "run_id": run_id, "contrastive_final_loss": final_loss}
 
