@@ -3,6 +3,7 @@ the others and into MLflow like them: a tiny sky with every effect a simulated S
 takes, fine-tuned by SimCLR (from a fresh network and from the simulation's) and FixMatch; the
 SimCLR networks are pretrained models of their own."""
 
+import dataclasses
 import os
 
 import mlflow
@@ -10,9 +11,12 @@ import numpy as np
 import pandas as pd
 
 from galpipe.cutouts import read_cutouts
+from galpipe.experiment.protocol import self_supervised_fingerprint
+from galpipe.experiment.strategies import STRATEGIES
+from galpipe.training import TrainConfig
 from galpipe_tests.conftest import galpipe_in, write_project
 
-STRATEGIES = ["contrastive", "contrastive_simulation", "fixmatch"]
+UNLABELLED_TARGET_STRATEGIES = ["contrastive", "contrastive_simulation", "fixmatch"]
 
 
 def test_a_realistic_sky_and_the_unlabelled_target_strategies_run_through_the_assets(tmp_path):
@@ -20,7 +24,7 @@ def test_a_realistic_sky_and_the_unlabelled_target_strategies_run_through_the_as
     root.mkdir()
     config = write_project(
         tmp_path, name="tiny_realism", experiment="galpipe-tiny-realism", tasks=["featured"], label_budgets=[0, 25],
-        strategies=STRATEGIES, adaptation_strategies=[], selections=["random"],
+        strategies=UNLABELLED_TARGET_STRATEGIES, adaptation_strategies=[], selections=["random"],
         sky={"n_galaxies": 160, "target_footprint_fraction": 0.5, "seed": 0, "neighbours": True,
              "continuous_arms": True, "dust_lanes": True, "merger_fraction": 0.1},
         source={"seeing_spread": 0.15, "source_poisson_noise": True, "label_false_positive_fraction": 0.1},
@@ -45,7 +49,7 @@ def test_a_realistic_sky_and_the_unlabelled_target_strategies_run_through_the_as
     assert params["source_seeing_spread"] == "0.15" and params["source_label_false_positive_fraction"] == "0.1"
     # Each strategy fine-tuned on the 25 labels, logged its model and test metrics, and registered it.
     finetuned = {r.data.params["strategy"]: r for r in runs if r.data.params.get("label_budget") == "25"}
-    assert set(finetuned) == set(STRATEGIES)
+    assert set(finetuned) == set(UNLABELLED_TARGET_STRATEGIES)
     for name, run in finetuned.items():
         assert "target_test_accuracy" in run.data.metrics and run.outputs.model_outputs, name
         assert run.data.tags["dagster.asset"] == "finetuned_models", name
@@ -65,7 +69,7 @@ def test_a_realistic_sky_and_the_unlabelled_target_strategies_run_through_the_as
     for name, run in self_supervised.items():
         assert run.data.tags["dagster.asset"] == "pretrained_model" and run.data.tags["galpipe.stage"] == "pretraining"
         assert run.data.metrics["contrastive_final_loss"] > 0
-        assert len(client.get_metric_history(run.info.run_id, "contrastive_loss")) == 50  # an epoch each
+        assert len(client.get_metric_history(run.info.run_id, "contrastive_loss")) == STRATEGIES.get(name).epochs
         version = registered[run.info.run_id]
         assert version.tags["role"] == "self_supervised" and version.tags["strategy"] == name
         uri = f"models:/galpipe-tiny-realism-featured-des-self-supervised/{version.version}"
@@ -73,3 +77,15 @@ def test_a_realistic_sky_and_the_unlabelled_target_strategies_run_through_the_as
         assert finetuned[name].data.params["contrastive_final_loss"] == str(round(run.data.metrics["contrastive_final_loss"], 4))
     assert self_supervised["contrastive_simulation"].data.params["pretrained_model_uri"] == \
         finetuned["contrastive_simulation"].data.params["pretrained_model_uri"]
+
+
+def test_a_self_supervised_start_is_used_only_with_the_images_and_settings_it_was_made_from():
+    """Fine-tuning starts from the registered network only if it saw this run's unlabelled images
+    with this run's settings: not after new labels moved a galaxy into the test set, not for
+    another seed's run, not after the learning rate changed."""
+    config, rows = TrainConfig(seed=0, device="cpu"), np.arange(10)
+    made = self_supervised_fingerprint(rows[::-1], config)
+    assert made == self_supervised_fingerprint(rows, config)  # the rows' order does not matter
+    assert made != self_supervised_fingerprint(rows[:-1], config)
+    assert made != self_supervised_fingerprint(rows, dataclasses.replace(config, seed=1))
+    assert made != self_supervised_fingerprint(rows, dataclasses.replace(config, learning_rate=2e-3))

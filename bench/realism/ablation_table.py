@@ -32,6 +32,8 @@ def strategy_runs(run_dir: Path, strategy: str = "full", budget: str = BUDGET) -
     """The runs of `strategy` at N=`budget`, one per seed, with their per-galaxy test predictions."""
     runs = finetuned_runs(run_dir, TASK, budget)
     runs = runs[runs.strategy == strategy]
+    if runs.empty:  # e.g. the first run named without `scratch` (ablation_more.sh's "none" has it)
+        raise SystemExit(f"{run_dir}: no `{strategy}` runs at N={budget}")
     assert len({frozenset(ids) for ids in runs.test_object_ids}) == 1, f"{run_dir}: seeds scored different galaxies"
     return runs
 

@@ -12,6 +12,7 @@ profile and return results; every training run is logged and registered through 
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -206,6 +207,16 @@ SELF_SUPERVISED = "self_supervised"  # the role of a network pretrained without 
 SELF_SUPERVISED_SUFFIX = "-self-supervised"  # of its registered name, after the task's classifiers'
 
 
+def self_supervised_fingerprint(unlabelled_rows: np.ndarray, config: TrainConfig) -> str:
+    """What a self-supervised network was made from: the unlabelled images (their rows) and the
+    settings (seed included). Fine-tuning starts from the registered network only while both are
+    the same: new target labels (the labels sensor re-runs fine-tuning, not pretraining) can move
+    galaxies into the test set, which the network must not have seen."""
+    digest = hashlib.sha256(np.sort(np.asarray(unlabelled_rows, dtype=np.int64)).tobytes())
+    digest.update(repr(sorted(config.as_params().items())).encode())
+    return digest.hexdigest()
+
+
 def self_supervised_strategies(profile: Profile) -> list[str]:
     """The profile's strategies that first pretrain without labels on the target images."""
     names = dict.fromkeys([*profile.strategies, *profile.adaptation_strategies])
@@ -239,7 +250,8 @@ def _self_supervised(profile: Profile, task: str, data: TransferData, adaptation
             run_id, model, np.array(data.target_inputs.array()[:1]),
             registered_model_name(tracker.experiment_name, task, target_survey) + SELF_SUPERVISED_SUFFIX,
             model_tags(profile, task, SELF_SUPERVISED, data.target_inputs, seed=seed, strategy=name))
-    return {"model_uri": model_uri, "version": version, "run_id": run_id, "contrastive_final_loss": final_loss}
+    return {"model_uri": model_uri, "version": version, "run_id": run_id, "contrastive_final_loss": final_loss,
+            "fingerprint": self_supervised_fingerprint(adaptation.unlabelled_rows, config)}
 
 
 def source_for_seed(pretrained: dict, seed: int) -> dict:
@@ -303,12 +315,14 @@ def finetune(profile: Profile, task: str, budget_key: str, data: TransferData, p
     def source_model_of(seed: int):
         return model_at(sources[seed]["model_uri"])
 
-    def self_supervised_of(seed: int, name: str) -> SelfSupervisedStart | None:
-        """The strategy's network pretrained without labels with the seed's source model (None in a
-        pretrained model made before there was one: the strategy then makes it itself)."""
+    def self_supervised_of(seed: int, name: str, config: TrainConfig) -> SelfSupervisedStart | None:
+        """The strategy's network pretrained without labels with the seed's source model, if it was
+        made from this run's unlabelled images and settings (self_supervised_fingerprint); else None
+        (also for a pretrained model made before there was one), and the strategy makes it itself."""
         made = sources[seed].get("self_supervised", {}).get(name)
-        return SelfSupervisedStart(model_at(made["model_uri"]), made["model_uri"], made["contrastive_final_loss"]) \
-            if made else None
+        if not made or made.get("fingerprint") != self_supervised_fingerprint(adaptation.unlabelled_rows, config):
+            return None
+        return SelfSupervisedStart(model_at(made["model_uri"]), made["model_uri"], made["contrastive_final_loss"])
 
     # One source model per seed: then even deterministic strategies (AdaBN) differ between seeds.
     one_source = len({source["model_uri"] for source in sources.values()}) == 1
@@ -338,7 +352,7 @@ def finetune(profile: Profile, task: str, budget_key: str, data: TransferData, p
             model, history, extra = strategy.train(StrategyRun(
                 source_model_of(seed), x, train, validation, config, profile.architecture, checkpoint,
                 adaptation if strategy.uses_unlabelled_target else None, teacher,
-                self_supervised_of(seed, name) if isinstance(strategy, Contrastive) else None))
+                self_supervised_of(seed, name, config) if isinstance(strategy, Contrastive) else None))
             recorder.tracker.log_params(run_id, extra)
             # The model logged before its metrics, so its test metrics are linked to it without MLflow reading every
             # metric back (0.2 s of a partition of 6 runs); registered only once its evaluation has succeeded.
