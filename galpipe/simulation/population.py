@@ -38,6 +38,9 @@ class SkyConfig:
     neighbours: bool = False
     # Spiral arms drawn as continuous ridges instead of chains of knots (render._continuous_spiral_arms).
     continuous_arms: bool = False
+    # Continuous arms made unequal, lopsided and clumpy (render._lopsided_and_clumpy): real arms
+    # are not symmetric under a half turn, as ridges drawn alike are.
+    irregular_arms: bool = False
     # A dark lane of dust along the midplane of spiral disks seen within 20 degrees of edge-on
     # (render._behind_dust_lane), with an r-band optical depth of 0.5-2 at its centre.
     dust_lanes: bool = False
@@ -140,6 +143,8 @@ def simulate_sky(config: SkyConfig) -> pd.DataFrame:
     # training stream shares it): skies without them stay as they were.
     if config.continuous_arms:
         sky["spiral_arms_continuous"] = has_spiral
+    if config.irregular_arms:
+        sky["spiral_arms_irregular"] = has_spiral
     if config.dust_lanes:
         lane = is_spiral & (sky.inclination_deg > DUST_LANE_MIN_INCLINATION_DEG)
         sky["dust_lane_optical_depth_r"] = np.where(lane, np.random.default_rng([config.seed, 1, 5]).uniform(0.5, 2.0, n), 0.0)

@@ -27,6 +27,15 @@ ARM_START_SCALE_RADII, ARM_END_SCALE_RADII = 0.5, 3.5
 ARM_WIDTH_SCALE_RADII = 0.3
 ARM_BRIGHTNESS_VARIATION = 0.3
 ARM_GRID_PIXELS = 96
+# Irregular arms (issue 14: real arms are lopsided, patchy and unequal, where ridges drawn alike
+# are symmetric under a half turn): each arm its own pitch (lognormal scatter) and phase (normal,
+# radians), the brightness along it varying by IRREGULAR_BRIGHTNESS_VARIATION, the arms together
+# brighter on one side (1 + A cos(angle - phi), A drawn from ARM_LOPSIDEDNESS), and a share of their
+# light in star-forming clumps on the ridges.
+ARM_PITCH_SCATTER, ARM_PHASE_SCATTER_RAD = 0.25, 0.5
+IRREGULAR_BRIGHTNESS_VARIATION = 0.6
+ARM_LOPSIDEDNESS = (0.2, 0.7)
+ARM_CLUMP_COUNT, ARM_CLUMP_LIGHT_FRACTION, ARM_CLUMP_WIDTH_SCALE_RADII = (4, 12), 0.3, 0.12
 TIDAL_TAIL_CLUMPS = 24  # overlapping Gaussians along a tidal tail: a continuous stream
 # Dust lanes: the lane's width in the disk's scale heights (dust lies in a thinner layer than the
 # stars); the fine grid the dimmed galaxy is drawn on (finer than both surveys' pixels, coarser
@@ -58,6 +67,8 @@ def _project_onto_sky(obj: galsim.GSObject, inclination_deg: float, position_ang
 def _spiral_arms(g, rng: np.random.Generator) -> galsim.GSObject:
     """Logarithmic spiral arms, total flux 1: continuous ridges where the sky drew them so
     (`spiral_arms_continuous`), else chains of Gaussian clumps."""
+    if g.get("spiral_arms_irregular", False):
+        return _continuous_spiral_arms(g, rng, np.random.default_rng([int(g["structure_seed"]), 31]))
     if g.get("spiral_arms_continuous", False):
         return _continuous_spiral_arms(g, rng)
     scale = g["disk_scale_radius_arcsec"]
@@ -78,39 +89,66 @@ def _spiral_arms(g, rng: np.random.Generator) -> galsim.GSObject:
     return arms.withFlux(1.0)
 
 
-def _continuous_spiral_arms(g, rng: np.random.Generator) -> galsim.GSObject:
+def _continuous_spiral_arms(g, rng: np.random.Generator, irregular: np.random.Generator | None = None) -> galsim.GSObject:
     """Logarithmic spiral arms as continuous ridges in the plane of the disk (issue 14: real arms
     are not chains of knots), total flux 1. Each ridge has a Gaussian cross-section of
     ARM_WIDTH_SCALE_RADII, runs where the clumps do, and brightens and fades along its length (a
     few random harmonics), drawn on a grid that GalSim interpolates. Half of them wind the other
-    way (the clumps all wind one way; real spirals come in both)."""
+    way (the clumps all wind one way; real spirals come in both). With `irregular` (a stream of its
+    own, so that ridges drawn alike stay as they were) the arms are unequal, lopsided and clumpy:
+    see ARM_PITCH_SCATTER and the constants after it."""
     scale = g["disk_scale_radius_arcsec"]
-    pitch = math.radians(g["spiral_pitch_deg"])
     n_arms = int(g["spiral_arm_count"])
     half_width = 4.0 * scale
     pixel = 2 * half_width / ARM_GRID_PIXELS
     y, x = (np.mgrid[:ARM_GRID_PIXELS, :ARM_GRID_PIXELS] + 0.5) * pixel - half_width
     radius, angle = np.hypot(x, y), np.arctan2(y, x)
-    # On a logarithmic spiral, the angle grows as ln(r / r0) / tan(pitch).
-    winding = np.log(np.maximum(radius, 1e-3 * scale) / (ARM_START_SCALE_RADII * scale)) / math.tan(pitch)
     # Arms start and end softly: over 0.3 scale radii after their start, over 0.5 before their end.
     taper = np.clip((radius - ARM_START_SCALE_RADII * scale) / (0.3 * scale), 0, 1) \
         * np.clip((ARM_END_SCALE_RADII * scale - radius) / (0.5 * scale), 0, 1)
-    arms = np.zeros_like(radius)
+    variation = IRREGULAR_BRIGHTNESS_VARIATION if irregular else ARM_BRIGHTNESS_VARIATION
+    arms, ridges = np.zeros_like(radius), []
     for arm in range(n_arms):
+        pitch = math.radians(g["spiral_pitch_deg"])
         phase = 2 * math.pi * arm / n_arms + rng.normal(0, 0.1)
+        if irregular:
+            pitch = min(pitch * math.exp(irregular.normal(0, ARM_PITCH_SCATTER)), math.radians(60))
+            phase += irregular.normal(0, ARM_PHASE_SCATTER_RAD)
+        # On a logarithmic spiral, the angle grows as ln(r / r0) / tan(pitch).
+        winding = np.log(np.maximum(radius, 1e-3 * scale) / (ARM_START_SCALE_RADII * scale)) / math.tan(pitch)
         offset = np.angle(np.exp(1j * (angle - winding - phase)))  # to the nearest turn, in (-pi, pi]
         # Across the ridge: a step round the circle of r * offset crosses the arm at the pitch angle.
         across = radius * np.abs(offset) * math.sin(pitch)
         # Along the ridge, the angle of the nearest point on it (not of the radius: that would
         # vary the light across the arm as well).
         along = winding + offset * math.cos(pitch) ** 2
-        brightness = 1 + ARM_BRIGHTNESS_VARIATION * sum(
+        brightness = 1 + variation * sum(
             rng.normal() * np.sin(k * along + rng.uniform(0, 2 * math.pi)) for k in (1, 2, 3))
         arms += np.exp(-0.5 * (across / (ARM_WIDTH_SCALE_RADII * scale)) ** 2) * taper * np.clip(brightness, 0.2, None)
+        ridges.append((pitch, phase))
+    if irregular:
+        arms = _lopsided_and_clumpy(arms, x, y, angle, ridges, scale, irregular)
     if rng.random() < 0.5:
         arms = arms[:, ::-1]  # the mirror image: the other handedness
     return galsim.InterpolatedImage(galsim.Image(np.ascontiguousarray(arms), scale=pixel), flux=1.0, gsparams=GSPARAMS)
+
+
+def _lopsided_and_clumpy(arms: np.ndarray, x, y, angle, ridges, scale: float, rng: np.random.Generator) -> np.ndarray:
+    """Ridges (on the grid x, y) brighter on one side, with ARM_CLUMP_LIGHT_FRACTION of their light
+    moved into compact clumps on them: star-forming regions, placed at random along each ridge
+    (pitch, phase) between the arms' start and end."""
+    arms = arms * (1 + rng.uniform(*ARM_LOPSIDEDNESS) * np.cos(angle - rng.uniform(0, 2 * math.pi)))
+    sigma = ARM_CLUMP_WIDTH_SCALE_RADII * scale
+    clumps = np.zeros_like(arms)
+    for _ in range(int(rng.integers(*ARM_CLUMP_COUNT, endpoint=True))):
+        pitch, phase = ridges[rng.integers(len(ridges))]
+        r = ARM_START_SCALE_RADII * scale * (ARM_END_SCALE_RADII / ARM_START_SCALE_RADII) ** rng.uniform(0.1, 0.9)
+        theta = math.log(r / (ARM_START_SCALE_RADII * scale)) / math.tan(pitch) + phase
+        distance2 = (x - r * math.cos(theta)) ** 2 + (y - r * math.sin(theta)) ** 2
+        clumps += rng.uniform(0.5, 1.5) * np.exp(-0.5 * distance2 / sigma**2)
+    if clumps.sum() <= 0:
+        return arms
+    return (1 - ARM_CLUMP_LIGHT_FRACTION) * arms / arms.sum() + ARM_CLUMP_LIGHT_FRACTION * clumps / clumps.sum()
 
 
 def galaxy_components(g) -> list[tuple[galsim.GSObject, float, float, float]]:
