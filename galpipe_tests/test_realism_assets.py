@@ -26,7 +26,7 @@ def test_a_realistic_sky_and_the_unlabelled_target_strategies_run_through_the_as
         tmp_path, name="tiny_realism", experiment="galpipe-tiny-realism", tasks=["featured"], label_budgets=[0, 25],
         strategies=UNLABELLED_TARGET_STRATEGIES, adaptation_strategies=[], selections=["random"],
         sky={"n_galaxies": 160, "target_footprint_fraction": 0.5, "seed": 0, "neighbours": True,
-             "continuous_arms": True, "dust_lanes": True, "merger_fraction": 0.1},
+             "continuous_arms": True, "irregular_arms": True, "dust_lanes": True, "merger_fraction": 0.1},
         source={"seeing_spread": 0.15, "source_poisson_noise": True, "label_false_positive_fraction": 0.1},
         target={"seeing_spread": 0.15, "source_poisson_noise": True})
     assert galpipe_in(root, ["run", "--config", config]) == 0
@@ -45,6 +45,7 @@ def test_a_realistic_sky_and_the_unlabelled_target_strategies_run_through_the_as
     [pretrained] = [r for r in runs if r.data.params.get("role") == "pretrained"]
     params = pretrained.data.params
     assert params["source_sky_neighbours"] == params["source_sky_continuous_arms"] == "True"
+    assert params["source_sky_irregular_arms"] == "True"
     assert params["source_sky_dust_lanes"] == "True" and params["source_sky_merger_fraction"] == "0.1"
     assert params["source_seeing_spread"] == "0.15" and params["source_label_false_positive_fraction"] == "0.1"
     # Each strategy fine-tuned on the 25 labels, logged its model and test metrics, and registered it.
