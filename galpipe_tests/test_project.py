@@ -174,11 +174,14 @@ def test_a_folder_project_names_missing_columns_and_unlabelled_tasks(tmp_path, c
 def test_a_jpeg_folder_without_positions_goes_end_to_end_by_configuration(tmp_path, capsys):
     """Source: the tiny simulated SDSS framed per galaxy (task spiral, in colour); target: JPEGs
     framed per galaxy, their central half taken (both at 4.24 R90 across); then galpipe predict
-    serves that experiment's champion, framing new JPEGs as its inputs were."""
+    serves that experiment's champion, framing new JPEGs as its inputs were. The learner is
+    gz2_spirals_transfer's: the ResNet, the viewers' colour balance, the survey randomised while
+    pretraining."""
     folder = _jpeg_folder(tmp_path)
     path = write_project(tmp_path, "tiny", name="jpegs", experiment="jpeg-spirals", tasks=["spiral"],
                          input_mode="colour", label_budgets=[0, "full"], strategies=["full"], adaptation_strategies=[],
-                         selections=["random"], class_balanced_tasks=["spiral"],
+                         selections=["random"], class_balanced_tasks=["spiral"], architecture="resnet18_w32",
+                         colour_rendering="lupton_balanced", pretraining_augmentation="survey",
                          source={"framing": "per_galaxy", "size_column": "petro_r90_arcsec", "field_per_size": 4.24},
                          target=_folder_target(folder, central_fraction=0.5))
     assert galpipe_in(tmp_path, ["run", "--config", path]) == 0
@@ -199,7 +202,18 @@ def test_a_jpeg_folder_without_positions_goes_end_to_end_by_configuration(tmp_pa
     from galpipe.prediction import load_classifier, model_uris
 
     [uri] = model_uris("champion", ["spiral"], "myjpegs", "jpeg-spirals")
-    assert load_classifier(f"sqlite:///{tmp_path}/mlruns/mlflow.db", uri).field_arcsec == CentralFraction(0.5)
+    tracking = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+    assert load_classifier(tracking, uri).field_arcsec == CentralFraction(0.5)
+    # The learner went through the assets and MLflow as configured.
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking)
+    runs = client.search_runs([client.get_experiment_by_name("jpeg-spirals").experiment_id], max_results=100)
+    pretrained = [r.data.params for r in runs if r.data.params.get("role") == "pretrained"]
+    assert pretrained and all((p["architecture"], p["augmentation"]) == ("resnet18_w32", "survey") for p in pretrained)
+    versions = client.search_model_versions("name = 'jpeg-spirals-spiral-myjpegs'")
+    assert versions and all((v.tags["architecture"], v.tags["colour_rendering"]) == ("resnet18_w32", "lupton_balanced")
+                            for v in versions)
 
 
 def test_per_galaxy_framing_cuts_each_galaxy_by_its_own_size(tmp_path):
