@@ -174,9 +174,9 @@ def test_a_folder_project_names_missing_columns_and_unlabelled_tasks(tmp_path, c
 def test_a_jpeg_folder_without_positions_goes_end_to_end_by_configuration(tmp_path, capsys):
     """Source: the tiny simulated SDSS framed per galaxy (task spiral, in colour); target: JPEGs
     framed per galaxy, their central half taken (both at 4.24 R90 across); then galpipe predict
-    serves that experiment's champion, framing new JPEGs as its inputs were. The learner is
-    gz2_spirals_transfer's: the ResNet, the viewers' colour balance, the survey randomised while
-    pretraining."""
+    serves that experiment's champion, framing new JPEGs as its inputs were. With
+    gz2_spirals_transfer's network, colour balance and pretraining augmentation (the ResNet, the
+    viewers' band weights, the survey randomised while pretraining; not its optimiser settings)."""
     folder = _jpeg_folder(tmp_path)
     path = write_project(tmp_path, "tiny", name="jpegs", experiment="jpeg-spirals", tasks=["spiral"],
                          input_mode="colour", label_budgets=[0, "full"], strategies=["full"], adaptation_strategies=[],

@@ -2,7 +2,8 @@
 simulation's sky cues (its noise and the pedestal the colour composite's clipping makes of it,
 which rank simulated spirals the other way from real ones; bench/realism/cue_gap.py): noise up to
 30% of the image's standard deviation instead of 15%, then a random black point (each image
-minus b, clipped at 0, b ~ U(0, 0.04)). galpipe's own `survey` augmentation is unchanged; this
+minus b, clipped at 0, b ~ U(0, 0.04); the clipping also drops the noise below 0, even when b is
+near 0). galpipe's own `survey` augmentation is unchanged; this
 patches it in this process only. bench/results/learners-stronger-survey-cpu came from:
 
     .venv/bin/python bench/realism/cue_gap.py bench/realism/central_half_plus_neighbours_seeing.yaml \\
@@ -11,7 +12,9 @@ patches it in this process only. bench/results/learners-stronger-survey-cpu came
         --starts simulation --budgets 100 --epochs 100 --seeds 2 --pretrain-augmentation survey \\
         --label "base, stronger survey randomisation" --out /tmp/strong
 
-and the same with bench/learners.py (label "base") for the reference, merged with `learners.py --merge`.
+and the same with bench/learners.py (label "base") for the reference, merged with `learners.py --merge`;
+`-paired.md` is bench/learners_paired.py on the merged file with `--baseline` and
+`--direct-reference` both "compact, one-cycle, galaxy aug. (base)|simulation".
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ MAX_BLACK_POINT = 0.04
 _survey_randomised = training.survey_randomised
 
 
-def stronger(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+def survey_randomised_with_black_point(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """galpipe's survey randomisation (with this file's noise), then each image's own black point."""
     x = _survey_randomised(x, generator)
     black = MAX_BLACK_POINT * torch.rand(x.shape[0], 1, 1, 1, generator=generator)
     return (x - black.to(x.dtype).to(x.device)).clamp(min=0)
@@ -39,7 +43,7 @@ def stronger(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 if __name__ == "__main__":
     training.SURVEY_NOISE_FRACTION = NOISE_FRACTION  # read by survey_randomised at each call
-    training.survey_randomised = stronger  # augment_batch looks it up by name at each call
+    training.survey_randomised = survey_randomised_with_black_point  # augment_batch looks it up by name at each call
     import learners
 
     sys.exit(learners.main(sys.argv[1:]))

@@ -34,16 +34,13 @@ sys.path.insert(0, str(ROOT))  # bench/ is not part of the package
 from bench.learners import quantise  # noqa: E402
 from bench.realism.transfer_cues import centre_colour, cues  # noqa: E402
 from galpipe.matching import assign_split  # noqa: E402
-from galpipe.preprocessing import build_model_inputs  # noqa: E402
 from galpipe.project import Project, load_project  # noqa: E402
 
 
-def inputs_of(survey, catalog: pd.DataFrame, profile, folder: Path, rendering: str | None) -> tuple[np.ndarray, np.ndarray]:
+def inputs_of(survey, catalog: pd.DataFrame, profile, folder: Path) -> tuple[np.ndarray, np.ndarray]:
     """The model inputs of `catalog`'s galaxies as the project makes them, and which rows made one."""
     manifest = survey.build_cutouts(catalog, profile, folder, n_workers=2)
-    extra = {"colour_rendering": rendering} if rendering else {}
-    index = build_model_inputs(manifest, folder / "inputs.npy", survey.get_framing().fields_arcsec(catalog), "colour",
-                               survey.image_pixel_scale_arcsec(), **extra)
+    index = survey.build_model_inputs(catalog, manifest, folder / "inputs.npy", profile)
     index = index.set_index("object_id").loc[catalog.object_id]
     ok = (index.status == "ok").to_numpy()
     return np.load(folder / "inputs.npy")[index.row.to_numpy()[ok]], ok
@@ -55,7 +52,7 @@ def real_pool(project: Project, task: str) -> tuple[np.ndarray, np.ndarray]:
     catalog = target.load_catalog(profile)
     catalog = catalog[(assign_split(catalog.object_id, profile.test_fraction) == "pool").to_numpy()]
     with tempfile.TemporaryDirectory(prefix="galpipe-cue-gap-") as folder:
-        x, ok = inputs_of(target, catalog, profile, Path(folder), None)
+        x, ok = inputs_of(target, catalog, profile, Path(folder))
     return x, catalog[task].to_numpy()[ok]
 
 
@@ -67,7 +64,7 @@ def simulated(project: Project, sky: dict, task: str, n_each: int | None) -> tup
         catalog = pd.concat([catalog[catalog[task] == k].sample(min(n_each, int((catalog[task] == k).sum())),
                                                                 random_state=0) for k in (1, 0)])
     with tempfile.TemporaryDirectory(prefix="galpipe-cue-gap-") as folder:
-        x, ok = inputs_of(project.source, catalog, profile, Path(folder), profile.colour_rendering)
+        x, ok = inputs_of(project.source, catalog, profile, Path(folder))
     return x, catalog[task].to_numpy()[ok]
 
 
@@ -89,6 +86,8 @@ def main() -> None:
     parser.add_argument("--out", required=True, help="output path without extension")
     args = parser.parse_args()
     project = load_project(args.project)
+    if project.profile.input_mode != "colour":
+        parser.error(f"{args.project}: the cues are of colour inputs; this project's are {project.profile.input_mode}")
     variants = dict(v.split("=", 1) for v in args.variant)
     samples = dict(s.split("=", 1) for s in args.sample)
     unknown = set(samples) - set(variants)

@@ -24,7 +24,7 @@ from galpipe.evaluation import adaptation_goals, paired_comparisons, plot_learni
 from galpipe.experiment.protocol import CHAMPION_RULE, Recorder, TransferData, crown_champions, finetune, pretrain
 from galpipe.files import atomic_write
 from galpipe.links import mlflow_model_version_url, mlflow_results_view_url, mlflow_run_url
-from galpipe.preprocessing import ModelInputs, build_model_inputs
+from galpipe.preprocessing import ModelInputs
 
 MODELS_GROUP = "models"
 TRANSFER_INS = {"source_catalog": AssetIn(key=AssetKey("source_catalog")),
@@ -44,10 +44,7 @@ def model_inputs_asset(role: str):
         array_path = settings.run_dir / role / "model_inputs_69px.npy"
         survey = getattr(context.resources, f"{role}_survey")
         framing = survey.get_framing()
-        # The survey's own bands where it has three or more (the three bluest), else g, r, i.
-        index = build_model_inputs(raw_cutouts, array_path, framing.fields_arcsec(catalog, f"{role} catalogue"),
-                                   settings.get_profile().input_mode, survey.image_pixel_scale_arcsec(),
-                                   (survey.bands or "gri")[:3], settings.get_profile().colour_rendering)
+        index = survey.build_model_inputs(catalog, raw_cutouts, array_path, settings.get_profile(), f"{role} catalogue")
         for row in index[index.status != "ok"].itertuples():
             context.log.warning(f"{role} {row.object_id}: no model input: {row.reason}")
         context.add_output_metadata({"n_ok": int((index.status == "ok").sum()),

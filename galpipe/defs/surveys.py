@@ -20,6 +20,7 @@ from galpipe.catalogs import CatalogError, read_table, renamed, validate_catalog
 from galpipe.framing import FRAMINGS, GZ2_FIELD_PER_PETRO_R90, Framing, FramingError
 from galpipe.instruments import get_instrument
 from galpipe.label_catalogs import labels_from_catalog
+from galpipe.preprocessing import build_model_inputs
 from galpipe.profiles import Profile
 from galpipe.registry import Registry
 from galpipe.simulation.population import SDSS_SPECTROSCOPIC_LIMIT_R_MAG, SKY_FAINT_LIMIT_R_MAG
@@ -96,6 +97,16 @@ class SurveySource(ConfigurableResource):
                       progress=None) -> pd.DataFrame:
         """The cutout manifest: object_id, path, status ('ok' or 'failed'), reason."""
         raise NotImplementedError
+
+    def build_model_inputs(self, catalog: pd.DataFrame, cutouts: pd.DataFrame, out_path: Path, profile: Profile,
+                           where: str = "catalogue") -> pd.DataFrame:
+        """`cutouts`' model inputs, stacked in `out_path`, as a project makes them: over this survey's
+        framing of `catalog`, in the profile's input mode and colour rendering, of the survey's own
+        bands where it has three or more (the three bluest), else g, r, i. Returns the index
+        (galpipe.preprocessing.build_model_inputs)."""
+        return build_model_inputs(cutouts, out_path, self.get_framing().fields_arcsec(catalog, where),
+                                  profile.input_mode, self.image_pixel_scale_arcsec(), (self.bands or "gri")[:3],
+                                  profile.colour_rendering)
 
 
 class _PublishedLabels(SurveySource):

@@ -38,8 +38,9 @@ class SkyConfig:
     neighbours: bool = False
     # Spiral arms drawn as continuous ridges instead of chains of knots (render._continuous_spiral_arms).
     continuous_arms: bool = False
-    # Continuous arms made unequal, lopsided and clumpy (render._lopsided_and_clumpy): real arms
-    # are not symmetric under a half turn, as ridges drawn alike are.
+    # Spiral arms drawn as continuous ridges (whatever continuous_arms says) made unequal, lopsided and
+    # clumpy (render._lopsided_and_clumpy): real arms are not symmetric under a half turn, as ridges
+    # drawn alike are.
     irregular_arms: bool = False
     # A dark lane of dust along the midplane of spiral disks seen within 20 degrees of edge-on
     # (render._behind_dust_lane), with an r-band optical depth of 0.5-2 at its centre.

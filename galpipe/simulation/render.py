@@ -29,11 +29,11 @@ ARM_BRIGHTNESS_VARIATION = 0.3
 ARM_GRID_PIXELS = 96
 # Irregular arms (issue 14: real arms are lopsided, patchy and unequal, where ridges drawn alike
 # are symmetric under a half turn): each arm its own pitch (lognormal scatter) and phase (normal,
-# radians), the brightness along it varying by IRREGULAR_BRIGHTNESS_VARIATION, the arms together
+# radians), the brightness along it varying by ARM_IRREGULAR_BRIGHTNESS_VARIATION, the arms together
 # brighter on one side (1 + A cos(angle - phi), A drawn from ARM_LOPSIDEDNESS), and a share of their
 # light in star-forming clumps on the ridges.
 ARM_PITCH_SCATTER, ARM_PHASE_SCATTER_RAD = 0.25, 0.5
-IRREGULAR_BRIGHTNESS_VARIATION = 0.6
+ARM_IRREGULAR_BRIGHTNESS_VARIATION = 0.6
 ARM_LOPSIDEDNESS = (0.2, 0.7)
 ARM_CLUMP_COUNT, ARM_CLUMP_LIGHT_FRACTION, ARM_CLUMP_WIDTH_SCALE_RADII = (4, 12), 0.3, 0.12
 TIDAL_TAIL_CLUMPS = 24  # overlapping Gaussians along a tidal tail: a continuous stream
@@ -106,12 +106,12 @@ def _continuous_spiral_arms(g, rng: np.random.Generator, irregular: np.random.Ge
     # Arms start and end softly: over 0.3 scale radii after their start, over 0.5 before their end.
     taper = np.clip((radius - ARM_START_SCALE_RADII * scale) / (0.3 * scale), 0, 1) \
         * np.clip((ARM_END_SCALE_RADII * scale - radius) / (0.5 * scale), 0, 1)
-    variation = IRREGULAR_BRIGHTNESS_VARIATION if irregular else ARM_BRIGHTNESS_VARIATION
+    variation = ARM_IRREGULAR_BRIGHTNESS_VARIATION if irregular is not None else ARM_BRIGHTNESS_VARIATION
     arms, ridges = np.zeros_like(radius), []
     for arm in range(n_arms):
         pitch = math.radians(g["spiral_pitch_deg"])
         phase = 2 * math.pi * arm / n_arms + rng.normal(0, 0.1)
-        if irregular:
+        if irregular is not None:
             pitch = min(pitch * math.exp(irregular.normal(0, ARM_PITCH_SCATTER)), math.radians(60))
             phase += irregular.normal(0, ARM_PHASE_SCATTER_RAD)
         # On a logarithmic spiral, the angle grows as ln(r / r0) / tan(pitch).
@@ -126,14 +126,15 @@ def _continuous_spiral_arms(g, rng: np.random.Generator, irregular: np.random.Ge
             rng.normal() * np.sin(k * along + rng.uniform(0, 2 * math.pi)) for k in (1, 2, 3))
         arms += np.exp(-0.5 * (across / (ARM_WIDTH_SCALE_RADII * scale)) ** 2) * taper * np.clip(brightness, 0.2, None)
         ridges.append((pitch, phase))
-    if irregular:
+    if irregular is not None:
         arms = _lopsided_and_clumpy(arms, x, y, angle, ridges, scale, irregular)
     if rng.random() < 0.5:
         arms = arms[:, ::-1]  # the mirror image: the other handedness
     return galsim.InterpolatedImage(galsim.Image(np.ascontiguousarray(arms), scale=pixel), flux=1.0, gsparams=GSPARAMS)
 
 
-def _lopsided_and_clumpy(arms: np.ndarray, x, y, angle, ridges, scale: float, rng: np.random.Generator) -> np.ndarray:
+def _lopsided_and_clumpy(arms: np.ndarray, x: np.ndarray, y: np.ndarray, angle: np.ndarray,
+                         ridges: list[tuple[float, float]], scale: float, rng: np.random.Generator) -> np.ndarray:
     """Ridges (on the grid x, y) brighter on one side, with ARM_CLUMP_LIGHT_FRACTION of their light
     moved into compact clumps on them: star-forming regions, placed at random along each ridge
     (pitch, phase) between the arms' start and end."""
@@ -146,8 +147,6 @@ def _lopsided_and_clumpy(arms: np.ndarray, x, y, angle, ridges, scale: float, rn
         theta = math.log(r / (ARM_START_SCALE_RADII * scale)) / math.tan(pitch) + phase
         distance2 = (x - r * math.cos(theta)) ** 2 + (y - r * math.sin(theta)) ** 2
         clumps += rng.uniform(0.5, 1.5) * np.exp(-0.5 * distance2 / sigma**2)
-    if clumps.sum() <= 0:
-        return arms
     return (1 - ARM_CLUMP_LIGHT_FRACTION) * arms / arms.sum() + ARM_CLUMP_LIGHT_FRACTION * clumps / clumps.sum()
 
 
