@@ -66,7 +66,8 @@ def _project_onto_sky(obj: galsim.GSObject, inclination_deg: float, position_ang
 
 def _spiral_arms(g, rng: np.random.Generator) -> galsim.GSObject:
     """Logarithmic spiral arms, total flux 1: continuous ridges where the sky drew them so
-    (`spiral_arms_continuous`), else chains of Gaussian clumps."""
+    (`spiral_arms_continuous`), made irregular where it says so (`spiral_arms_irregular`), else
+    chains of Gaussian clumps."""
     if g.get("spiral_arms_irregular", False):
         return _continuous_spiral_arms(g, rng, np.random.default_rng([int(g["structure_seed"]), 31]))
     if g.get("spiral_arms_continuous", False):
@@ -103,6 +104,8 @@ def _continuous_spiral_arms(g, rng: np.random.Generator, irregular: np.random.Ge
     pixel = 2 * half_width / ARM_GRID_PIXELS
     y, x = (np.mgrid[:ARM_GRID_PIXELS, :ARM_GRID_PIXELS] + 0.5) * pixel - half_width
     radius, angle = np.hypot(x, y), np.arctan2(y, x)
+    # On a logarithmic spiral, the angle grows as ln(r / r0) / tan(pitch): the logarithm once for every arm.
+    log_radius = np.log(np.maximum(radius, 1e-3 * scale) / (ARM_START_SCALE_RADII * scale))
     # Arms start and end softly: over 0.3 scale radii after their start, over 0.5 before their end.
     taper = np.clip((radius - ARM_START_SCALE_RADII * scale) / (0.3 * scale), 0, 1) \
         * np.clip((ARM_END_SCALE_RADII * scale - radius) / (0.5 * scale), 0, 1)
@@ -114,8 +117,7 @@ def _continuous_spiral_arms(g, rng: np.random.Generator, irregular: np.random.Ge
         if irregular is not None:
             pitch = min(pitch * math.exp(irregular.normal(0, ARM_PITCH_SCATTER)), math.radians(60))
             phase += irregular.normal(0, ARM_PHASE_SCATTER_RAD)
-        # On a logarithmic spiral, the angle grows as ln(r / r0) / tan(pitch).
-        winding = np.log(np.maximum(radius, 1e-3 * scale) / (ARM_START_SCALE_RADII * scale)) / math.tan(pitch)
+        winding = log_radius / math.tan(pitch)
         offset = np.angle(np.exp(1j * (angle - winding - phase)))  # to the nearest turn, in (-pi, pi]
         # Across the ridge: a step round the circle of r * offset crosses the arm at the pitch angle.
         across = radius * np.abs(offset) * math.sin(pitch)
