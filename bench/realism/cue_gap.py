@@ -35,6 +35,7 @@ from bench.learners import quantise  # noqa: E402
 from bench.realism.transfer_cues import centre_colour, cues  # noqa: E402
 from galpipe.matching import assign_split  # noqa: E402
 from galpipe.project import Project, load_project  # noqa: E402
+from galpipe.simulation.population import SkyConfig  # noqa: E402
 
 
 def inputs_of(survey, catalog: pd.DataFrame, profile, folder: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -75,6 +76,31 @@ def column(x: np.ndarray, y: np.ndarray) -> dict:
             "auc": {name: round(float(roc_auc_score(y, table[name])), 3) for name in table}}
 
 
+def named(values: list[str], option: str, parser: argparse.ArgumentParser) -> dict[str, str]:
+    """NAME=VALUE arguments as a mapping; a value without its name ends with the option named."""
+    pairs = {}
+    for value in values:
+        name, separator, rest = value.partition("=")
+        if not separator or not name:
+            parser.error(f"{option} {value!r}: give NAME=VALUE")
+        pairs[name] = rest
+    return pairs
+
+
+def sky_changes(name: str, text: str, parser: argparse.ArgumentParser) -> dict:
+    """A variant's sky keys (a JSON object of SkyConfig fields), or an error naming the variant."""
+    try:
+        changes = json.loads(text)
+    except json.JSONDecodeError as error:
+        parser.error(f"--variant {name}: not JSON ({error})")
+    if not isinstance(changes, dict):
+        parser.error(f"--variant {name}: give a JSON object of sky keys, not {text!r}")
+    unknown = set(changes) - {field.name for field in dataclasses.fields(SkyConfig)}
+    if unknown:
+        parser.error(f"--variant {name}: unknown sky keys {sorted(unknown)}")
+    return changes
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("project")
@@ -88,18 +114,18 @@ def main() -> None:
     project = load_project(args.project)
     if project.profile.input_mode != "colour":
         parser.error(f"{args.project}: the cues are of colour inputs; this project's are {project.profile.input_mode}")
-    variants = dict(v.split("=", 1) for v in args.variant)
-    samples = dict(s.split("=", 1) for s in args.sample)
+    variants = {name: sky_changes(name, text, parser) for name, text in named(args.variant, "--variant", parser).items()}
+    samples = named(args.sample, "--sample", parser)
     unknown = set(samples) - set(variants)
     if unknown:
         parser.error(f"--sample names no --variant: {sorted(unknown)}")
     real_x, real_y = real_pool(project, args.task)
     results = {"project": args.project, "n_each": args.n, "columns": {"real pool": column(real_x, real_y)}}
     for name, sky in variants.items():
-        x, y = simulated(project, json.loads(sky), args.task, args.n)
-        results["columns"][name] = {"sky": json.loads(sky), **column(x, y)}
+        x, y = simulated(project, sky, args.task, args.n)
+        results["columns"][name] = {"sky": sky, **column(x, y)}
         if name in samples:
-            source_x, source_y = simulated(project, json.loads(sky), args.task, None)
+            source_x, source_y = simulated(project, sky, args.task, None)
             np.savez_compressed(samples[name], pool_x=quantise(real_x), pool_y=real_y.astype(np.int64),
                                 source_x=quantise(source_x), source_y=source_y.astype(np.int64))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
